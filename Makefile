@@ -1,0 +1,45 @@
+# chancy: a job queue and worker pool inside PostgreSQL (PGXS build)
+
+EXTENSION = chancy
+MODULE_big = chancy
+OBJS = src/chancy.o src/job.o src/queue.o src/api.o
+DATA = chancy--1.0.sql
+PGFILEDESC = "chancy - job queue and worker pool"
+
+# Every test starts its own throwaway instance with chancy preloaded.
+REGRESS = push definitions builders unique privileges
+REGRESS_OPTS = --temp-instance=tmp_check --temp-config=test/chancy.conf
+ISOLATION = unique_push
+ISOLATION_OPTS = --temp-instance=tmp_check_iso --temp-config=test/chancy.conf
+TAP_TESTS = 1
+
+PG_CONFIG ?= pg_config
+# no LLVM bitcode: it needs clang, and jobs are not JIT-compiled
+override with_llvm = no
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+# The example job library (examples/) is built and installed alongside:
+# the tests and the README demo use it.
+all: all-examples
+install: install-examples
+clean: clean-examples
+
+all-examples:
+	$(MAKE) -C examples PG_CONFIG=$(PG_CONFIG)
+install-examples:
+	$(MAKE) -C examples PG_CONFIG=$(PG_CONFIG) install
+clean-examples:
+	$(MAKE) -C examples PG_CONFIG=$(PG_CONFIG) clean
+
+.PHONY: all-examples install-examples clean-examples
+
+# The three suites one by one (test/run runs them all and sums up).
+installcheck-regress:
+	$(pg_regress_installcheck) $(REGRESS_OPTS) $(REGRESS)
+installcheck-isolation:
+	$(pg_isolation_regress_installcheck) $(ISOLATION_OPTS) $(ISOLATION)
+installcheck-tap:
+	$(prove_installcheck)
+
+.PHONY: installcheck-regress installcheck-isolation installcheck-tap

@@ -1,0 +1,426 @@
+/*-------------------------------------------------------------------------
+ *
+ * api.c
+ *	  The SQL-callable functions of chancy's pushing side: job definitions,
+ *	  immutable job values and their chancy_with_* builders, and the pushes.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "funcapi.h"
+#include "utils/builtins.h"
+#include "utils/inval.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/typcache.h"
+
+#include "chancy_internal.h"
+
+PG_FUNCTION_INFO_V1(chancy_definitions_changed);
+PG_FUNCTION_INFO_V1(chancy_define_job);
+PG_FUNCTION_INFO_V1(chancy_undefine_job);
+PG_FUNCTION_INFO_V1(chancy_job);
+PG_FUNCTION_INFO_V1(chancy_with_attr);
+PG_FUNCTION_INFO_V1(chancy_with_kwargs);
+PG_FUNCTION_INFO_V1(chancy_with_limits);
+PG_FUNCTION_INFO_V1(chancy_push_job);
+PG_FUNCTION_INFO_V1(chancy_push_named);
+PG_FUNCTION_INFO_V1(chancy_push_many);
+
+/*
+ * arg_text
+ *		A required text argument as a C string; NULL is an error naming it.
+ */
+static char *
+arg_text(FunctionCallInfo fcinfo, int argno, JobAttr attr)
+{
+	Datum		value = PG_GETARG_DATUM(argno);
+
+	job_check_attr(attr, value, PG_ARGISNULL(argno));
+	return TextDatumGetCString(value);
+}
+
+/*
+ * arg_job
+ *		The chancy_job argument of a builder or push, split into attributes.
+ */
+static void
+arg_job(FunctionCallInfo fcinfo, ChancyCatalog *cat, Datum *values, bool *nulls)
+{
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("job must not be NULL"),
+				 errhint("Build job values with chancy_job(name).")));
+	job_deform(cat, PG_GETARG_HEAPTUPLEHEADER(0), values, nulls);
+}
+
+/* Concatenate two jsonb objects, the right one winning. */
+static Datum
+merge_jsonb(Datum left, Datum right)
+{
+	return DirectFunctionCall2(jsonb_concat, left, right);
+}
+
+/*
+ * set_attr
+ *		Set one attribute of a job value, checking it.
+ */
+static void
+set_attr(Datum *values, bool *nulls, JobAttr attr, Datum value, bool isnull)
+{
+	job_check_attr(attr, value, isnull);
+	values[attr] = value;
+	nulls[attr] = isnull;
+}
+
+/*
+ * unique_keys
+ *		The unique keys of a job for queue_push(), or NULL if it has none.
+ */
+static char **
+unique_keys(Datum *values, bool *nulls)
+{
+	char	  **keys;
+
+	if (nulls[JA_UNIQUE_KEY])
+		return NULL;
+	keys = palloc(sizeof(char *));
+	keys[0] = TextDatumGetCString(values[JA_UNIQUE_KEY]);
+	return keys;
+}
+
+/*
+ * push_one
+ *		Authorize and push a single checked job value; its id.
+ */
+static int64
+push_one(ChancyCatalog *cat, Datum *values, bool *nulls)
+{
+	Datum		job;
+
+	job_authorize(values, nulls);
+	job = job_form(cat, values, nulls);
+	return queue_push(cat, construct_array(&job, 1, cat->job_typid, -1, false,
+										   TYPALIGN_DOUBLE),
+					  unique_keys(values, nulls))[0];
+}
+
+/*
+ * chancy_definitions_changed
+ *		Statement trigger on chancy_job_definitions: make every backend
+ *		forget its cached definitions when the change commits.
+ */
+Datum
+chancy_definitions_changed(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("chancy_definitions_changed() must be called as a trigger")));
+	CacheInvalidateRelcacheByRelid(RelationGetRelid(trigdata->tg_relation));
+	job_forget_definitions();
+	return PointerGetDatum(NULL);
+}
+
+/*
+ * chancy_define_job(name, function, queue, priority, max_attempts, kwargs,
+ *					 time_limit, memory_limit) RETURNS chancy_job
+ *		Define (or redefine) a job's defaults: the seed's @job(...).
+ */
+Datum
+chancy_define_job(PG_FUNCTION_ARGS)
+{
+	static const JobAttr args[] = {
+		JA_NAME, JA_FUNCTION, JA_QUEUE, JA_PRIORITY, JA_MAX_ATTEMPTS,
+		JA_KWARGS, JA_TIME_LIMIT, JA_MEMORY_LIMIT
+	};
+	ChancyCatalog *cat = chancy_catalog_for(fcinfo);
+	Datum		values[JOB_NATTS];
+	bool		nulls[JOB_NATTS];
+	char	   *name = arg_text(fcinfo, 0, JA_NAME);
+	char	   *spec;
+
+	memset(nulls, true, sizeof(nulls));
+	for (int i = 2; i < lengthof(args); i++)
+		set_attr(values, nulls, args[i], PG_GETARG_DATUM(i), PG_ARGISNULL(i));
+	values[JA_NAME] = PG_GETARG_DATUM(0);
+	nulls[JA_NAME] = false;
+
+	spec = job_resolve_function(name, PG_ARGISNULL(1) ? NULL :
+								TextDatumGetCString(PG_GETARG_DATUM(1)));
+	values[JA_FUNCTION] = CStringGetTextDatum(spec);
+	nulls[JA_FUNCTION] = false;
+	if (!job_function_is_symbol(spec))
+		job_authorize(values, nulls);
+
+	job_define(cat, values, nulls);
+	values[JA_META] = DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
+	nulls[JA_META] = false;
+	PG_RETURN_DATUM(job_form(cat, values, nulls));
+}
+
+/*
+ * chancy_undefine_job(name)
+ *		Remove a job definition.
+ */
+Datum
+chancy_undefine_job(PG_FUNCTION_ARGS)
+{
+	ChancyCatalog *cat = chancy_catalog_for(fcinfo);
+
+	job_undefine(cat, arg_text(fcinfo, 0, JA_NAME));
+	PG_RETURN_VOID();
+}
+
+/*
+ * chancy_job(name) RETURNS chancy_job
+ *		The job value a push of "name" starts from.
+ */
+Datum
+chancy_job(PG_FUNCTION_ARGS)
+{
+	ChancyCatalog *cat = chancy_catalog_for(fcinfo);
+	Datum		values[JOB_NATTS];
+	bool		nulls[JOB_NATTS];
+
+	job_defaults(arg_text(fcinfo, 0, JA_NAME), values, nulls);
+	PG_RETURN_DATUM(job_form(cat, values, nulls));
+}
+
+/*
+ * chancy_with_attr(job, value) RETURNS chancy_job
+ *		A copy of job with one attribute changed.  Serves every
+ *		chancy_with_<attribute> function: the attribute is named by the SQL
+ *		function's own name, and must have the type of its second argument.
+ */
+Datum
+chancy_with_attr(PG_FUNCTION_ARGS)
+{
+	ChancyCatalog *cat = chancy_catalog_for(fcinfo);
+	Datum		values[JOB_NATTS];
+	bool		nulls[JOB_NATTS];
+	int			attr;
+
+	if (fcinfo->flinfo->fn_extra == NULL)
+	{
+		char	   *fname = get_func_name(fcinfo->flinfo->fn_oid);
+		TupleDesc	desc = lookup_rowtype_tupdesc(cat->job_typid, -1);
+
+		attr = strncmp(fname, "chancy_with_", 12) == 0 ?
+			job_attr_by_name(fname + 12) : -1;
+		if (attr < 0 || PG_NARGS() != 2 ||
+			get_fn_expr_argtype(fcinfo->flinfo, 1) != TupleDescAttr(desc, attr)->atttypid)
+			elog(ERROR, "chancy_with_attr() cannot implement function %s", fname);
+		ReleaseTupleDesc(desc);
+		fcinfo->flinfo->fn_extra = MemoryContextAlloc(fcinfo->flinfo->fn_mcxt,
+													  sizeof(int));
+		*(int *) fcinfo->flinfo->fn_extra = attr;
+	}
+	attr = *(int *) fcinfo->flinfo->fn_extra;
+
+	arg_job(fcinfo, cat, values, nulls);
+	set_attr(values, nulls, attr, PG_GETARG_DATUM(1), PG_ARGISNULL(1));
+	PG_RETURN_DATUM(job_form(cat, values, nulls));
+}
+
+/*
+ * chancy_with_kwargs(job, kwargs, replace) RETURNS chancy_job
+ *		A copy of job with kwargs merged over its own (or replacing them).
+ */
+Datum
+chancy_with_kwargs(PG_FUNCTION_ARGS)
+{
+	ChancyCatalog *cat = chancy_catalog_for(fcinfo);
+	Datum		values[JOB_NATTS];
+	bool		nulls[JOB_NATTS];
+	Datum		kwargs = PG_GETARG_DATUM(1);
+
+	arg_job(fcinfo, cat, values, nulls);
+	job_check_attr(JA_KWARGS, kwargs, PG_ARGISNULL(1));
+	if (PG_ARGISNULL(2) || !PG_GETARG_BOOL(2))
+	{
+		job_check_attr(JA_KWARGS, values[JA_KWARGS], nulls[JA_KWARGS]);
+		kwargs = merge_jsonb(values[JA_KWARGS], kwargs);
+	}
+	values[JA_KWARGS] = kwargs;
+	PG_RETURN_DATUM(job_form(cat, values, nulls));
+}
+
+/*
+ * chancy_with_limits(job, time_limit, memory_limit) RETURNS chancy_job
+ *		A copy of job with both limits set; NULL removes a limit.
+ */
+Datum
+chancy_with_limits(PG_FUNCTION_ARGS)
+{
+	ChancyCatalog *cat = chancy_catalog_for(fcinfo);
+	Datum		values[JOB_NATTS];
+	bool		nulls[JOB_NATTS];
+
+	arg_job(fcinfo, cat, values, nulls);
+	set_attr(values, nulls, JA_TIME_LIMIT, PG_GETARG_DATUM(1), PG_ARGISNULL(1));
+	set_attr(values, nulls, JA_MEMORY_LIMIT, PG_GETARG_DATUM(2), PG_ARGISNULL(2));
+	PG_RETURN_DATUM(job_form(cat, values, nulls));
+}
+
+/*
+ * chancy_push(job chancy_job) RETURNS bigint
+ *		Push a job value; its id (or the live job's, for a held unique key).
+ */
+Datum
+chancy_push_job(PG_FUNCTION_ARGS)
+{
+	ChancyCatalog *cat = chancy_catalog_for(fcinfo);
+	Datum		values[JOB_NATTS];
+	bool		nulls[JOB_NATTS];
+
+	arg_job(fcinfo, cat, values, nulls);
+	job_check(values, nulls);
+	PG_RETURN_INT64(push_one(cat, values, nulls));
+}
+
+/*
+ * chancy_push(name, kwargs, queue, priority, max_attempts, scheduled_at,
+ *			   unique_key, time_limit, memory_limit, meta) RETURNS bigint
+ *		Push job "name" with its defaults; non-NULL arguments override them,
+ *		kwargs being merged over the default kwargs.
+ */
+Datum
+chancy_push_named(PG_FUNCTION_ARGS)
+{
+	static const JobAttr args[] = {
+		JA_NAME, JA_KWARGS, JA_QUEUE, JA_PRIORITY, JA_MAX_ATTEMPTS,
+		JA_SCHEDULED_AT, JA_UNIQUE_KEY, JA_TIME_LIMIT, JA_MEMORY_LIMIT, JA_META
+	};
+	ChancyCatalog *cat = chancy_catalog_for(fcinfo);
+	Datum		values[JOB_NATTS];
+	bool		nulls[JOB_NATTS];
+
+	job_defaults(arg_text(fcinfo, 0, JA_NAME), values, nulls);
+	for (int i = 1; i < lengthof(args); i++)
+	{
+		Datum		value = PG_GETARG_DATUM(i);
+
+		if (PG_ARGISNULL(i))
+			continue;
+		if (args[i] == JA_KWARGS)
+		{
+			job_check_attr(JA_KWARGS, value, false);
+			value = merge_jsonb(values[JA_KWARGS], value);
+		}
+		set_attr(values, nulls, args[i], value, false);
+	}
+	PG_RETURN_INT64(push_one(cat, values, nulls));
+}
+
+/* Are two text datums equal, byte for byte? */
+static bool
+text_equal(Datum a, Datum b)
+{
+	return VARSIZE_ANY_EXHDR(DatumGetPointer(a)) == VARSIZE_ANY_EXHDR(DatumGetPointer(b)) &&
+		memcmp(VARDATA_ANY(DatumGetPointer(a)), VARDATA_ANY(DatumGetPointer(b)),
+			   VARSIZE_ANY_EXHDR(DatumGetPointer(a))) == 0;
+}
+
+/*
+ * chancy_push_many(jobs chancy_job[]) RETURNS bigint[]
+ *		Push many job values in one statement; their ids in input order.
+ *
+ * Every element is checked and authorized before anything is inserted, so
+ * a bad element leaves nothing behind.  Consecutive jobs of the same name and
+ * function (the usual batch) are authorized once.
+ */
+Datum
+chancy_push_many(PG_FUNCTION_ARGS)
+{
+	ChancyCatalog *cat = chancy_catalog_for(fcinfo);
+	ArrayType  *array;
+	Datum	   *elems;
+	bool	   *elemnulls;
+	int			n;
+	char	  **keys = NULL;
+	bool		changed = false;
+	Datum		prev_name = (Datum) 0;
+	Datum		prev_function = (Datum) 0;
+	Datum		prev_canonical = (Datum) 0;
+	TupleDesc	desc;
+	Datum	   *ids;
+	int64	   *pushed;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("jobs must not be NULL"),
+				 errhint("Pass an array of chancy_job values, for example ARRAY[chancy_job('greet')].")));
+	array = PG_GETARG_ARRAYTYPE_P(0);
+	deconstruct_array(array, cat->job_typid, -1, false, TYPALIGN_DOUBLE,
+					  &elems, &elemnulls, &n);
+	if (ARR_NDIM(array) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("jobs must be a one-dimensional array, not %d-dimensional",
+						ARR_NDIM(array))));
+
+	desc = lookup_rowtype_tupdesc(cat->job_typid, -1);
+	for (int i = 0; i < n; i++)
+	{
+		Datum		values[JOB_NATTS];
+		bool		nulls[JOB_NATTS];
+		HeapTupleData tuple;
+
+		if (elemnulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("element %d of jobs is NULL", i + 1),
+					 errhint("Remove NULL elements, for example with array_remove(jobs, NULL).")));
+		tuple.t_data = DatumGetHeapTupleHeader(elems[i]);
+		tuple.t_len = HeapTupleHeaderGetDatumLength(tuple.t_data);
+		ItemPointerSetInvalid(&tuple.t_self);
+		tuple.t_tableOid = InvalidOid;
+		heap_deform_tuple(&tuple, desc, values, nulls);
+		job_check(values, nulls);
+
+		if (prev_name == (Datum) 0 ||
+			!text_equal(prev_name, values[JA_NAME]) ||
+			!text_equal(prev_function, values[JA_FUNCTION]))
+		{
+			prev_name = values[JA_NAME];
+			prev_function = values[JA_FUNCTION];
+			job_authorize(values, nulls);
+			prev_canonical = values[JA_FUNCTION] != prev_function ?
+				values[JA_FUNCTION] : (Datum) 0;
+		}
+		if (prev_canonical != (Datum) 0)
+		{
+			values[JA_FUNCTION] = prev_canonical;
+			elems[i] = heap_copy_tuple_as_datum(heap_form_tuple(desc, values, nulls),
+												desc);
+			changed = true;
+		}
+		if (!nulls[JA_UNIQUE_KEY])
+		{
+			if (keys == NULL)
+				keys = palloc0(sizeof(char *) * n);
+			keys[i] = TextDatumGetCString(values[JA_UNIQUE_KEY]);
+		}
+	}
+	ReleaseTupleDesc(desc);
+
+	if (changed)
+		array = construct_array(elems, n, cat->job_typid, -1, false,
+								TYPALIGN_DOUBLE);
+	pushed = queue_push(cat, array, keys);
+
+	ids = palloc(sizeof(Datum) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+		ids[i] = Int64GetDatum(pushed[i]);
+	PG_RETURN_ARRAYTYPE_P(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL,
+										  TYPALIGN_DOUBLE));
+}
