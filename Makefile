@@ -2,9 +2,12 @@
 
 EXTENSION = chancy
 MODULE_big = chancy
-OBJS = src/chancy.o src/job.o src/queue.o src/api.o
+OBJS = src/chancy.o src/job.o src/queue.o src/api.o src/wakeup.o \
+	src/launcher.o src/supervisor.o src/executor.o
 DATA = chancy--1.0.sql
+HEADERS_chancy = include/chancy.h
 PGFILEDESC = "chancy - job queue and worker pool"
+PG_CPPFLAGS = -I$(srcdir)/include
 
 # Every test starts its own throwaway instance with chancy preloaded.
 REGRESS = push definitions builders unique privileges

@@ -56,6 +56,11 @@ CREATE TABLE chancy_jobs (
 CREATE INDEX chancy_jobs_ready ON chancy_jobs (queue, priority DESC, id)
 	WHERE state IN ('pending', 'retrying');
 
+-- Jobs waiting for their time (pushed for later, or retrying after a
+-- backoff): an idle executor sleeps until the earliest of them is due.
+CREATE INDEX chancy_jobs_scheduled ON chancy_jobs (queue, scheduled_at)
+	WHERE state IN ('pending', 'retrying') AND scheduled_at > created_at;
+
 -- At most one live job per unique key.  The predicate is repeated verbatim
 -- by the ON CONFLICT clause of the push.
 CREATE UNIQUE INDEX chancy_jobs_unique_key ON chancy_jobs (unique_key)
@@ -169,3 +174,146 @@ CREATE FUNCTION chancy_push(
 CREATE FUNCTION chancy_push_many(jobs chancy_job[])
 	RETURNS bigint[]
 	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE;
+
+-- Queues: how many executors each has, whether it is paused, how its jobs
+-- back off between retries.  chancy.queues declares queues at start; these
+-- functions change them at any time (the supervisor applies a change when it
+-- commits).
+CREATE TABLE chancy_queues (
+	name text PRIMARY KEY CHECK (name <> '' AND octet_length(name) < 64),
+	concurrency int NOT NULL DEFAULT 1 CHECK (concurrency BETWEEN 0 AND 1000),
+	paused_until timestamptz,
+	backoff_base interval NOT NULL DEFAULT '1 second' CHECK (backoff_base > '0'),
+	backoff_factor float8 NOT NULL DEFAULT 2 CHECK (backoff_factor >= 1),
+	backoff_max interval NOT NULL DEFAULT '1 hour' CHECK (backoff_max >= backoff_base),
+	updated_at timestamptz NOT NULL DEFAULT now()
+);
+REVOKE ALL ON chancy_queues FROM PUBLIC;
+GRANT SELECT ON chancy_queues TO PUBLIC;
+
+CREATE FUNCTION chancy_queues_changed()
+	RETURNS trigger
+	AS 'MODULE_PATHNAME' LANGUAGE C;
+
+CREATE TRIGGER chancy_queues_changed
+	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON chancy_queues
+	FOR EACH STATEMENT EXECUTE FUNCTION chancy_queues_changed();
+
+-- Declare a queue, or change it: concurrency is the number of executors that
+-- run its jobs; a failed job with attempts left retries after
+-- min(backoff_max, backoff_base * backoff_factor ^ (attempt - 1)), half of it
+-- random.
+CREATE FUNCTION chancy_declare_queue(
+	name text,
+	concurrency int DEFAULT 1,
+	backoff_base interval DEFAULT '1 second',
+	backoff_factor float8 DEFAULT 2,
+	backoff_max interval DEFAULT '1 hour')
+	RETURNS chancy_queues
+	LANGUAGE plpgsql AS $$
+DECLARE
+	q chancy_queues;
+BEGIN
+	IF name IS NULL OR name = '' OR octet_length(name) > 63 THEN
+		RAISE EXCEPTION 'invalid queue name %', coalesce(quote_literal(name), 'NULL')
+			USING ERRCODE = 'invalid_parameter_value',
+			      HINT = 'A queue name is 1 to 63 bytes.';
+	END IF;
+	IF concurrency IS NULL OR concurrency NOT BETWEEN 0 AND 1000 THEN
+		RAISE EXCEPTION 'invalid concurrency % for queue "%"', coalesce(concurrency::text, 'NULL'), name
+			USING ERRCODE = 'invalid_parameter_value',
+			      HINT = 'Concurrency is the number of executors of the queue, from 0 to 1000.';
+	END IF;
+	IF backoff_base IS NULL OR backoff_base <= '0' OR backoff_factor IS NULL
+	   OR backoff_factor < 1 OR backoff_max IS NULL OR backoff_max < backoff_base THEN
+		RAISE EXCEPTION 'invalid retry backoff for queue "%"', name
+			USING ERRCODE = 'invalid_parameter_value',
+			      DETAIL = format('backoff_base %s, backoff_factor %s, backoff_max %s',
+			                      backoff_base, backoff_factor, backoff_max),
+			      HINT = 'backoff_base must be positive, backoff_factor at least 1, backoff_max at least backoff_base.';
+	END IF;
+	INSERT INTO chancy_queues AS c (name, concurrency, backoff_base, backoff_factor, backoff_max)
+	VALUES (name, concurrency, backoff_base, backoff_factor, backoff_max)
+	ON CONFLICT ON CONSTRAINT chancy_queues_pkey DO UPDATE
+	   SET concurrency = excluded.concurrency, backoff_base = excluded.backoff_base,
+	       backoff_factor = excluded.backoff_factor, backoff_max = excluded.backoff_max,
+	       updated_at = now()
+	RETURNING * INTO q;
+	RETURN q;
+END $$;
+
+-- Pause a queue: its executors start no new job (running ones finish) until
+-- resume_at, or until chancy_resume_queue() when resume_at is NULL.
+CREATE FUNCTION chancy_pause_queue(name text, resume_at timestamptz DEFAULT NULL)
+	RETURNS chancy_queues
+	LANGUAGE plpgsql AS $$
+DECLARE
+	q chancy_queues;
+BEGIN
+	UPDATE chancy_queues c SET paused_until = coalesce(resume_at, 'infinity'), updated_at = now()
+	 WHERE c.name = chancy_pause_queue.name RETURNING * INTO q;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'queue "%" does not exist', name
+			USING ERRCODE = 'undefined_object',
+			      HINT = 'Declare it with chancy_declare_queue() or in chancy.queues.';
+	END IF;
+	RETURN q;
+END $$;
+
+CREATE FUNCTION chancy_resume_queue(name text)
+	RETURNS chancy_queues
+	LANGUAGE plpgsql AS $$
+DECLARE
+	q chancy_queues;
+BEGIN
+	UPDATE chancy_queues c SET paused_until = NULL, updated_at = now()
+	 WHERE c.name = chancy_resume_queue.name RETURNING * INTO q;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'queue "%" does not exist', name
+			USING ERRCODE = 'undefined_object',
+			      HINT = 'Declare it with chancy_declare_queue() or in chancy.queues.';
+	END IF;
+	RETURN q;
+END $$;
+
+-- Managing queues is for the extension's owner, who may grant it.
+REVOKE EXECUTE ON FUNCTION chancy_declare_queue(text, int, interval, float8, interval),
+	chancy_pause_queue(text, timestamptz), chancy_resume_queue(text) FROM PUBLIC;
+
+-- Wait for a job to finish (succeeded, failed or cancelled) and return it.
+CREATE FUNCTION chancy_wait(job_id bigint, timeout interval DEFAULT NULL)
+	RETURNS chancy_jobs
+	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE;
+
+-- The job the calling executor runs (for SQL and PL/pgSQL jobs); NULL
+-- outside a job.
+CREATE FUNCTION chancy_current_job(OUT id bigint, OUT name text, OUT queue text,
+								   OUT attempt int, OUT max_attempts int)
+	RETURNS record
+	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE;
+
+CREATE FUNCTION chancy_worker_info(OUT kind text, OUT database text, OUT queue text,
+								   OUT pid int, OUT state text, OUT job_id bigint,
+								   OUT jobs_done bigint, OUT started_at timestamptz)
+	RETURNS SETOF record
+	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE;
+
+-- chancy's processes in the whole cluster.
+CREATE VIEW chancy_workers AS SELECT * FROM chancy_worker_info();
+
+-- Jobs per queue and state (of the jobs the caller may see).
+CREATE VIEW chancy_queue_stats AS
+SELECT coalesce(q.name, s.queue) AS queue,
+	   coalesce(s.pending, 0) AS pending, coalesce(s.running, 0) AS running,
+	   coalesce(s.retrying, 0) AS retrying, coalesce(s.succeeded, 0) AS succeeded,
+	   coalesce(s.failed, 0) AS failed, coalesce(s.cancelled, 0) AS cancelled,
+	   q.concurrency, q.paused_until
+  FROM (SELECT queue,
+			   count(*) FILTER (WHERE state = 'pending') AS pending,
+			   count(*) FILTER (WHERE state = 'running') AS running,
+			   count(*) FILTER (WHERE state = 'retrying') AS retrying,
+			   count(*) FILTER (WHERE state = 'succeeded') AS succeeded,
+			   count(*) FILTER (WHERE state = 'failed') AS failed,
+			   count(*) FILTER (WHERE state = 'cancelled') AS cancelled
+		  FROM chancy_jobs GROUP BY queue) s
+  FULL JOIN chancy_queues q ON q.name = s.queue;

@@ -8,9 +8,16 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
 #include "commands/trigger.h"
+#include "executor/spi.h"
 #include "funcapi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/procarray.h"
+#include "utils/timestamp.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
 #include "utils/jsonb.h"
@@ -30,6 +37,10 @@ PG_FUNCTION_INFO_V1(chancy_with_limits);
 PG_FUNCTION_INFO_V1(chancy_push_job);
 PG_FUNCTION_INFO_V1(chancy_push_named);
 PG_FUNCTION_INFO_V1(chancy_push_many);
+PG_FUNCTION_INFO_V1(chancy_queues_changed);
+PG_FUNCTION_INFO_V1(chancy_wait);
+PG_FUNCTION_INFO_V1(chancy_worker_info);
+PG_FUNCTION_INFO_V1(chancy_current_job);
 
 /*
  * arg_text
@@ -105,6 +116,7 @@ push_one(ChancyCatalog *cat, Datum *values, bool *nulls)
 
 	job_authorize(values, nulls);
 	job = job_form(cat, values, nulls);
+	wakeup_queue_at_commit(TextDatumGetCString(values[JA_QUEUE]), 1);
 	return queue_push(cat, construct_array(&job, 1, cat->job_typid, -1, false,
 										   TYPALIGN_DOUBLE),
 					  unique_keys(values, nulls))[0];
@@ -350,6 +362,8 @@ chancy_push_many(PG_FUNCTION_ARGS)
 	Datum		prev_name = (Datum) 0;
 	Datum		prev_function = (Datum) 0;
 	Datum		prev_canonical = (Datum) 0;
+	Datum		prev_queue = (Datum) 0;
+	int			queue_jobs = 0;
 	TupleDesc	desc;
 	Datum	   *ids;
 	int64	   *pushed;
@@ -404,6 +418,15 @@ chancy_push_many(PG_FUNCTION_ARGS)
 												desc);
 			changed = true;
 		}
+		/* count the jobs of each run of one queue, to wake its executors */
+		if (prev_queue != (Datum) 0 && !text_equal(prev_queue, values[JA_QUEUE]))
+		{
+			wakeup_queue_at_commit(TextDatumGetCString(prev_queue), queue_jobs);
+			queue_jobs = 0;
+		}
+		prev_queue = values[JA_QUEUE];
+		queue_jobs++;
+
 		if (!nulls[JA_UNIQUE_KEY])
 		{
 			if (keys == NULL)
@@ -412,6 +435,8 @@ chancy_push_many(PG_FUNCTION_ARGS)
 		}
 	}
 	ReleaseTupleDesc(desc);
+	if (queue_jobs > 0)
+		wakeup_queue_at_commit(TextDatumGetCString(prev_queue), queue_jobs);
 
 	if (changed)
 		array = construct_array(elems, n, cat->job_typid, -1, false,
@@ -423,4 +448,243 @@ chancy_push_many(PG_FUNCTION_ARGS)
 		ids[i] = Int64GetDatum(pushed[i]);
 	PG_RETURN_ARRAYTYPE_P(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL,
 										  TYPALIGN_DOUBLE));
+}
+
+/*
+ * chancy_queues_changed
+ *		Statement trigger on chancy_queues: the supervisor of this database
+ *		applies the change when it commits.
+ */
+Datum
+chancy_queues_changed(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("chancy_queues_changed() must be called as a trigger")));
+	wakeup_supervisor_at_commit();
+	return PointerGetDatum(NULL);
+}
+
+/*
+ * chancy_wait(job_id, timeout) RETURNS chancy_jobs
+ *		Wait until a job is succeeded, failed or cancelled, and return its
+ *		row.  Sleeps on the condition variable executors broadcast when a job
+ *		of this group finishes; NULL timeout waits for as long as it takes.
+ */
+Datum
+chancy_wait(PG_FUNCTION_ARGS)
+{
+	ChancyCatalog *cat = chancy_catalog_for(fcinfo);
+	int64		id;
+	long		timeout_ms = -1;
+	TimestampTz deadline = 0;
+	ConditionVariable *cv;
+	char	   *query;
+	Oid			argtype = INT8OID;
+	Datum		arg;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("job id must not be NULL"),
+				 errhint("Pass the id chancy_push() returned.")));
+	id = PG_GETARG_INT64(0);
+	arg = Int64GetDatum(id);
+	if (!PG_ARGISNULL(1))
+	{
+		Interval   *iv = PG_GETARG_INTERVAL_P(1);
+		TimestampTz now = GetCurrentTimestamp();
+
+		deadline = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+														   TimestampTzGetDatum(now),
+														   IntervalPGetDatum(iv)));
+		if (deadline < now)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("timeout must not be negative"),
+					 errhint("Use NULL to wait without a time limit.")));
+	}
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("chancy_wait() cannot run in a REPEATABLE READ or SERIALIZABLE transaction"),
+				 errdetail("Its snapshot would never show the job finishing."),
+				 errhint("Wait in a READ COMMITTED transaction.")));
+
+	query = psprintf("SELECT j, j.state::text, xmin FROM %s.chancy_jobs j WHERE id = $1",
+					 cat->nspname);
+	cv = &chancy_shared->job_done[id % CHANCY_WAIT_CVS];
+	SPI_connect();
+	for (;;)
+	{
+		HeapTuple	tup;
+		TupleDesc	desc;
+		char	   *state;
+		bool		isnull;
+		TransactionId xmin;
+
+		ConditionVariablePrepareToSleep(cv);
+		if (SPI_execute_with_args(query, 1, &argtype, &arg, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read job %lld", (long long) id);
+		if (SPI_processed == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("job %lld does not exist", (long long) id),
+					 errhint("It may have been pruned, or pushed by a role whose jobs you cannot see.")));
+		tup = SPI_tuptable->vals[0];
+		desc = SPI_tuptable->tupdesc;
+		state = SPI_getvalue(tup, desc, 2);
+		xmin = DatumGetTransactionId(SPI_getbinval(tup, desc, 3, &isnull));
+		if (strcmp(state, "succeeded") == 0 || strcmp(state, "failed") == 0 ||
+			strcmp(state, "cancelled") == 0)
+		{
+			Datum		row = SPI_datumTransfer(SPI_getbinval(tup, desc, 1, &isnull),
+												false, -1);
+
+			ConditionVariableCancelSleep();
+			SPI_finish();
+			PG_RETURN_DATUM(row);
+		}
+		if (TransactionIdIsCurrentTransactionId(xmin))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("job %lld was pushed by the current transaction", (long long) id),
+					 errdetail("No executor can see it before that transaction commits."),
+					 errhint("Commit the transaction that pushed the job, then wait for it.")));
+		if (deadline != 0)
+		{
+			long		secs;
+			int			usecs;
+
+			TimestampDifference(GetCurrentTimestamp(), deadline, &secs, &usecs);
+			timeout_ms = secs * 1000 + usecs / 1000;
+			if (GetCurrentTimestamp() >= deadline)
+				ereport(ERROR,
+						(errcode(ERRCODE_QUERY_CANCELED),
+						 errmsg("timed out waiting for job %lld", (long long) id),
+						 errdetail("The job is %s.", state),
+						 errhint("Wait longer, or check chancy_workers for executors of its queue.")));
+		}
+		/* a safety net only: executors broadcast when a job finishes */
+		(void) ConditionVariableTimedSleep(cv, timeout_ms < 0 ? 10000 :
+										   Min(Max(timeout_ms, 1), 10000),
+										   PG_WAIT_EXTENSION);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/*
+ * chancy_worker_info() RETURNS SETOF record
+ *		chancy's processes: the launcher, the supervisors, the executors.
+ */
+Datum
+chancy_worker_info(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	typedef struct
+	{
+		const char *kind;
+		Oid			dboid;
+		char		queue[NAMEDATALEN];
+		pid_t		pid;
+		const char *state;
+		int64		job_id;
+		int64		jobs_done;
+		TimestampTz started_at;
+	} Row;
+	Row		   *rows;
+	int			nrows = 0;
+
+	InitMaterializedSRF(fcinfo, 0);
+	rows = palloc0(sizeof(Row) * (chancy_shared->nexecutors + CHANCY_MAX_DATABASES + 1));
+
+	LWLockAcquire(chancy_shared->lock, LW_SHARED);
+	if (chancy_shared->launcher_pid != 0)
+	{
+		rows[nrows].kind = "launcher";
+		rows[nrows].pid = chancy_shared->launcher_pid;
+		rows[nrows++].state = "running";
+	}
+	for (int i = 0; i < CHANCY_MAX_DATABASES; i++)
+	{
+		ChancyDatabase *db = &chancy_shared->dbs[i];
+
+		if (!OidIsValid(db->dboid))
+			continue;
+		rows[nrows].kind = "supervisor";
+		rows[nrows].dboid = db->dboid;
+		rows[nrows].pid = db->pid;
+		rows[nrows++].state = db->pid != 0 ? "running" :
+			db->no_extension ? "no extension" : db->blocked ? "leaving" : "starting";
+	}
+	for (int i = 0; i < chancy_shared->nexecutors; i++)
+	{
+		ChancyExecutor *ex = &chancy_shared->executors[i];
+
+		if (!OidIsValid(ex->dboid))
+			continue;
+		rows[nrows].kind = "executor";
+		rows[nrows].dboid = ex->dboid;
+		strlcpy(rows[nrows].queue, ex->queue, NAMEDATALEN);
+		rows[nrows].pid = ex->pid;
+		rows[nrows].job_id = ex->job_id;
+		rows[nrows].jobs_done = ex->jobs_done;
+		rows[nrows].started_at = ex->started_at;
+		rows[nrows++].state = ex->pid == 0 ? "starting" : ex->stop ? "stopping" :
+			ex->job_id != 0 ? "running" :
+			ex->paused_until > GetCurrentTimestamp() ? "paused" : "idle";
+	}
+	LWLockRelease(chancy_shared->lock);
+
+	for (int r = 0; r < nrows; r++)
+	{
+		Datum		values[8];
+		bool		nulls[8] = {0};
+		char	   *dbname = OidIsValid(rows[r].dboid) ?
+			get_database_name(rows[r].dboid) : NULL;
+
+		values[0] = CStringGetTextDatum(rows[r].kind);
+		nulls[1] = dbname == NULL;
+		values[1] = nulls[1] ? (Datum) 0 : CStringGetTextDatum(dbname);
+		nulls[2] = rows[r].queue[0] == '\0';
+		values[2] = nulls[2] ? (Datum) 0 : CStringGetTextDatum(rows[r].queue);
+		nulls[3] = rows[r].pid == 0;
+		values[3] = Int32GetDatum(rows[r].pid);
+		values[4] = CStringGetTextDatum(rows[r].state);
+		nulls[5] = rows[r].job_id == 0;
+		values[5] = Int64GetDatum(rows[r].job_id);
+		nulls[6] = strcmp(rows[r].kind, "executor") != 0;
+		values[6] = Int64GetDatum(rows[r].jobs_done);
+		nulls[7] = rows[r].started_at == 0;
+		values[7] = TimestampTzGetDatum(rows[r].started_at);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/*
+ * chancy_current_job() RETURNS record
+ *		The job the calling executor is running (id, name, queue, attempt,
+ *		max_attempts), or NULL outside a job.  For SQL and PL/pgSQL jobs; C
+ *		jobs use chancy_current_job() of chancy.h.
+ */
+Datum
+chancy_current_job(PG_FUNCTION_ARGS)
+{
+	ClaimedJob *job = executor_current_job();
+	TupleDesc	desc;
+	Datum		values[5];
+	bool		nulls[5] = {0};
+
+	if (job == NULL)
+		PG_RETURN_NULL();
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	values[0] = Int64GetDatum(job->id);
+	values[1] = CStringGetTextDatum(job->name);
+	values[2] = CStringGetTextDatum(job->queue);
+	values[3] = Int32GetDatum(job->attempt);
+	values[4] = Int32GetDatum(job->max_attempts);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }

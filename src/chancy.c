@@ -11,8 +11,12 @@
 #include "postgres.h"
 
 #include "miscadmin.h"
+#include "postmaster/bgworker.h"
 #include "postmaster/postmaster.h"
+#include "storage/ipc.h"
+#include "storage/shmem.h"
 #include "utils/guc.h"
+#include "utils/timestamp.h"
 #include "utils/varlena.h"
 
 #include "chancy_internal.h"
@@ -23,7 +27,62 @@ char	   *chancy_databases = NULL;
 char	   *chancy_queues = NULL;
 int			chancy_max_executors = 4;
 
+ChancyShared *chancy_shared = NULL;
+
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+#if PG_VERSION_NUM >= 150000
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+#endif
+
 void		_PG_init(void);
+
+/* Size of chancy's shared memory */
+static Size
+chancy_shmem_size(void)
+{
+	return add_size(offsetof(ChancyShared, executors),
+					mul_size(sizeof(ChancyExecutor), chancy_max_executors));
+}
+
+/* Ask for chancy's shared memory and its lock. */
+static void
+chancy_shmem_request(void)
+{
+#if PG_VERSION_NUM >= 150000
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+#endif
+	RequestAddinShmemSpace(chancy_shmem_size());
+	RequestNamedLWLockTranche("chancy", 1);
+}
+
+/*
+ * chancy_shmem_startup
+ *		Create or attach to chancy's shared memory.
+ */
+static void
+chancy_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	chancy_shared = ShmemInitStruct("chancy", chancy_shmem_size(), &found);
+	if (!found)
+	{
+		memset(chancy_shared, 0, chancy_shmem_size());
+		chancy_shared->lock = &(GetNamedLWLockTranche("chancy"))->lock;
+		/* claim tokens never repeat, not even across restarts */
+		pg_atomic_init_u64(&chancy_shared->claims,
+						   (uint64) GetCurrentTimestamp() << 8);
+		for (int i = 0; i < CHANCY_WAIT_CVS; i++)
+			ConditionVariableInit(&chancy_shared->job_done[i]);
+		chancy_shared->nexecutors = chancy_max_executors;
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
 
 /*
  * parse_queues
@@ -142,4 +201,25 @@ _PG_init(void)
 #else
 	EmitWarningsOnPlaceholders("chancy");
 #endif
+
+	/* the launcher, and one supervisor per database, are workers too */
+	if (chancy_max_executors + 2 > max_worker_processes)
+		ereport(WARNING,
+				(errmsg("chancy.max_executors (%d) does not fit in max_worker_processes (%d)",
+						chancy_max_executors, max_worker_processes),
+				 errdetail("chancy needs a background worker for its launcher, one per database in chancy.database, and one per executor, besides those of other extensions and parallel queries."),
+				 errhint("Raise max_worker_processes to at least %d, or lower chancy.max_executors.",
+						 chancy_max_executors + 2 + 8)));
+
+#if PG_VERSION_NUM >= 150000
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = chancy_shmem_request;
+#else
+	chancy_shmem_request();
+#endif
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = chancy_shmem_startup;
+
+	chancy_wakeup_init();
+	chancy_register_launcher();
 }

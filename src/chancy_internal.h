@@ -11,6 +11,12 @@
 #define CHANCY_INTERNAL_H
 
 #include "fmgr.h"
+#include "utils/elog.h"
+#include "datatype/timestamp.h"
+#include "port/atomics.h"
+#include "storage/condition_variable.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
 #include "nodes/pg_list.h"
 #include "access/htup.h"
 #include "utils/array.h"
@@ -44,6 +50,61 @@ typedef enum JobAttr
 	pg_proc_aclcheck((proc), (role), (mode))
 #endif
 
+/*
+ * Shared memory: the launcher, one supervisor per database, the executors.
+ *
+ * chancy_shared->lock protects the slots.  A database slot belongs to the
+ * launcher (it sets dboid); an executor slot to its database's supervisor
+ * (it sets dboid and queue, and frees it when the executor has stopped).  A
+ * process fills in its own pid and latch when it starts and clears them when
+ * it exits.
+ */
+#define CHANCY_MAX_DATABASES 32
+#define CHANCY_WAIT_CVS 64		/* chancy_wait sleeps on cv[job id % this] */
+
+typedef struct ChancyDatabase
+{
+	Oid			dboid;			/* InvalidOid: free */
+	pid_t		pid;			/* its supervisor, or 0 */
+	Latch	   *latch;
+	uint64		generation;		/* bumped each time a supervisor is started */
+	bool		no_extension;	/* the supervisor found no chancy there */
+	bool		blocked;		/* DROP DATABASE in progress: keep out */
+} ChancyDatabase;
+
+typedef struct ChancyExecutor
+{
+	Oid			dboid;			/* InvalidOid: free */
+	char		queue[NAMEDATALEN];
+	uint64		generation;		/* bumped each time the slot is assigned */
+	pid_t		pid;			/* 0 until the executor has started */
+	Latch	   *latch;
+	bool		idle;			/* looking for work or sleeping */
+	bool		stop;			/* asked to exit after its current job */
+	TimestampTz paused_until;	/* queue paused until then (0: not) */
+	double		backoff_base;	/* retry backoff of its queue, in seconds */
+	double		backoff_factor;
+	double		backoff_max;
+	int64		job_id;			/* the job it runs, or 0 */
+	int64		jobs_done;
+	TimestampTz started_at;
+} ChancyExecutor;
+
+typedef struct ChancyShared
+{
+	LWLock	   *lock;
+	pid_t		launcher_pid;
+	Latch	   *launcher_latch;
+	bool		recheck;		/* an extension appeared: retry databases */
+	pg_atomic_uint64 claims;	/* claim tokens */
+	ConditionVariable job_done[CHANCY_WAIT_CVS];
+	ChancyDatabase dbs[CHANCY_MAX_DATABASES];
+	int			nexecutors;
+	ChancyExecutor executors[FLEXIBLE_ARRAY_MEMBER];
+} ChancyShared;
+
+extern ChancyShared *chancy_shared;
+
 /* chancy.c: configuration */
 extern char *chancy_databases;
 extern char *chancy_queues;
@@ -70,6 +131,8 @@ extern void job_check(Datum *values, bool *nulls);
 extern void job_authorize(Datum *values, bool *nulls);
 extern char *job_resolve_function(const char *name, const char *spec);
 extern bool job_function_is_symbol(const char *spec);
+extern Oid	job_function_oid(const char *spec);
+extern uint64 job_functions_generation(void);
 extern bool job_definition(const char *name, Datum *values, bool *nulls);
 extern void job_forget_definitions(void);
 extern int	job_attr_by_name(const char *name);
@@ -81,7 +144,46 @@ extern void job_undefine(ChancyCatalog *cat, const char *name);
 extern void chancy_become_owner(ChancyCatalog *cat, Oid *save_userid,
 								int *save_sec_context);
 
-/* queue.c: writing jobs */
+/* queue.c: queue operations */
 extern int64 *queue_push(ChancyCatalog *cat, ArrayType *jobs, char **keys);
+
+/* A job claimed by an executor. */
+typedef struct ClaimedJob
+{
+	int64		id;
+	char	   *name;
+	char	   *function;
+	char	   *queue;
+	Datum		kwargs;			/* jsonb */
+	int32		attempt;		/* this run's number, from 1 */
+	int32		max_attempts;
+	Oid			pushed_by;
+	int64		claim;
+} ClaimedJob;
+
+extern ClaimedJob *queue_claim(ChancyCatalog *cat, const char *queue, int64 claim);
+extern void queue_succeeded(ChancyCatalog *cat, ClaimedJob *job, Datum result,
+							bool result_null);
+extern const char *queue_failed(ChancyCatalog *cat, ClaimedJob *job,
+								ErrorData *edata, double backoff);
+extern TimestampTz queue_next_due(ChancyCatalog *cat, const char *queue);
+
+/* wakeup.c: waking workers at commit, and keeping them out of the way */
+extern void chancy_wakeup_init(void);
+extern void wakeup_queue_at_commit(const char *queue, int njobs);
+extern void wakeup_supervisor_at_commit(void);
+extern void wakeup_job_done(int64 job_id);
+
+/* launcher.c, supervisor.c, executor.c: the background workers */
+struct BackgroundWorkerHandle;
+extern bool chancy_start_worker(const char *function, const char *name,
+								int slot, uint64 generation,
+								struct BackgroundWorkerHandle **handle);
+extern Oid	chancy_extension_schema(void);
+extern void chancy_register_launcher(void);
+extern PGDLLEXPORT void chancy_launcher_main(Datum arg);
+extern PGDLLEXPORT void chancy_supervisor_main(Datum arg);
+extern PGDLLEXPORT void chancy_executor_main(Datum arg);
+extern ClaimedJob *executor_current_job(void);
 
 #endif							/* CHANCY_INTERNAL_H */

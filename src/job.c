@@ -13,9 +13,13 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/table.h"
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_extension.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
@@ -25,6 +29,7 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
+#include "utils/fmgroids.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/jsonb.h"
@@ -63,6 +68,7 @@ static HTAB *defs_cache = NULL;
 static bool defs_stale = false;
 static HTAB *func_cache = NULL;
 static bool funcs_stale = false;
+static uint64 funcs_generation = 0;	/* counts pg_proc changes */
 
 static const char *const attr_names[JOB_NATTS] = {
 	"name", "function", "queue", "kwargs", "priority", "max_attempts",
@@ -101,6 +107,18 @@ static void
 proc_changed(Datum arg, int cacheid, uint32 hashvalue)
 {
 	funcs_stale = true;
+	funcs_generation++;
+}
+
+/*
+ * job_functions_generation
+ *		Changes whenever a cached function resolution may have become wrong,
+ *		for callers that cache what they built on resolutions.
+ */
+uint64
+job_functions_generation(void)
+{
+	return funcs_generation;
 }
 
 /*
@@ -156,6 +174,37 @@ chancy_catalog(Oid nsp)
 }
 
 /*
+ * chancy_extension_schema
+ *		The schema chancy is installed in, in this database, or InvalidOid.
+ *		For the workers; outside a transaction it runs one.
+ */
+Oid
+chancy_extension_schema(void)
+{
+	bool		own = !IsTransactionState();
+	Oid			nsp = InvalidOid;
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+
+	if (own)
+		StartTransactionCommand();
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
+				CStringGetDatum("chancy"));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+		nsp = ((Form_pg_extension) GETSTRUCT(tup))->extnamespace;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	if (own)
+		CommitTransactionCommand();
+	return nsp;
+}
+
+/*
  * chancy_catalog_for
  *		The catalog of the installation a SQL-callable function belongs to:
  *		every chancy function lives in the extension's schema.
@@ -207,6 +256,13 @@ job_check_attr(JobAttr attr, Datum value, bool isnull)
 				break;
 			if (isnull || VARSIZE_ANY_EXHDR(DatumGetPointer(value)) == 0)
 				error_bad_attr(attr, isnull);
+			if (attr == JA_QUEUE &&
+				VARSIZE_ANY_EXHDR(DatumGetPointer(value)) >= NAMEDATALEN)
+				ereport(ERROR,
+						(errcode(ERRCODE_NAME_TOO_LONG),
+						 errmsg("job queue name \"%s\" is too long",
+								TextDatumGetCString(value)),
+						 errhint("Queue names are at most %d bytes.", NAMEDATALEN - 1)));
 			break;
 		case JA_KWARGS:
 		case JA_META:
@@ -405,6 +461,19 @@ function_oid(const char *spec, char **canonical)
 		entry->oid = fn;
 	}
 	return fn;
+}
+
+/*
+ * job_function_oid
+ *		The OID of the SQL function a job's (canonical) function spec names;
+ *		an error if it no longer exists or cannot run as a job.
+ */
+Oid
+job_function_oid(const char *spec)
+{
+	char	   *canonical;
+
+	return function_oid(spec, &canonical);
 }
 
 /*

@@ -16,21 +16,100 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/lsyscache.h"
+#include "utils/timestamp.h"
 
 #include "chancy_internal.h"
-
-/* the partial unique index's predicate, repeated by ON CONFLICT */
-#define LIVE_UNIQUE_KEY \
-	"unique_key IS NOT NULL AND state IN ('pending', 'retrying', 'running')"
 
 /* how often a push retries a unique key whose live job vanished under it */
 #define MAX_UNIQUE_RETRIES 10
 
+/* The statements chancy runs on its queue, by what they do. */
+typedef enum PlanId
+{
+	PLAN_INSERT,				/* push jobs */
+	PLAN_INSERT_UNIQUE,			/* push jobs, some with a unique key */
+	PLAN_EXISTING,				/* live jobs holding unique keys */
+	PLAN_CLAIM,					/* an executor takes the next ready job */
+	PLAN_SUCCEEDED,
+	PLAN_FAILED,
+	PLAN_NEXT_DUE,				/* when the next scheduled job is due */
+	NPLANS
+} PlanId;
+
+/* JOBARRAY stands for chancy_job[], whose OID depends on the installation */
+#define JOBARRAY InvalidOid
+
+/* the partial indexes' predicates, repeated by the statements */
+#define LIVE_UNIQUE_KEY \
+	"unique_key IS NOT NULL AND state IN ('pending', 'retrying', 'running')"
+#define READY "state IN ('pending', 'retrying')"
+
+#define INSERT_JOBS \
+	"INSERT INTO %1$s.chancy_jobs (name, function, queue, kwargs, priority," \
+	" max_attempts, scheduled_at, unique_key, time_limit, memory_limit, meta," \
+	" pushed_by)" \
+	" SELECT j.name, j.function, j.queue, j.kwargs, j.priority, j.max_attempts," \
+	" coalesce(j.scheduled_at, now()), j.unique_key, j.time_limit," \
+	" j.memory_limit, j.meta, $2 FROM unnest($1) AS j "
+
+static const struct
+{
+	const char *sql;			/* %1$s is the schema */
+	int			nargs;
+	Oid			argtypes[8];
+}			plan_defs[NPLANS] =
+{
+	[PLAN_INSERT] = {
+		INSERT_JOBS "RETURNING id, unique_key", 2, {JOBARRAY, REGROLEOID}
+	},
+	[PLAN_INSERT_UNIQUE] = {
+		INSERT_JOBS "ON CONFLICT (unique_key) WHERE " LIVE_UNIQUE_KEY
+		" DO NOTHING RETURNING id, unique_key", 2, {JOBARRAY, REGROLEOID}
+	},
+	[PLAN_EXISTING] = {
+		"SELECT unique_key, id FROM %1$s.chancy_jobs"
+		" WHERE unique_key = ANY ($1) AND " LIVE_UNIQUE_KEY, 1, {TEXTARRAYOID}
+	},
+	[PLAN_CLAIM] = {
+		"UPDATE %1$s.chancy_jobs SET state = 'running',"
+		" started_at = clock_timestamp(), attempts = attempts + 1, claim = $2"
+		" WHERE id = (SELECT id FROM %1$s.chancy_jobs"
+		"  WHERE queue = $1 AND " READY " AND scheduled_at <= now()"
+		"  ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED)"
+		" RETURNING id, name, function, queue, kwargs, attempts, max_attempts,"
+		" pushed_by", 2, {TEXTOID, INT8OID}
+	},
+	[PLAN_SUCCEEDED] = {
+		"UPDATE %1$s.chancy_jobs SET state = 'succeeded',"
+		" completed_at = clock_timestamp(), result = $3, claim = NULL"
+		" WHERE id = $1 AND claim = $2", 3, {INT8OID, INT8OID, JSONBOID}
+	},
+	[PLAN_FAILED] = {
+		"UPDATE %1$s.chancy_jobs SET"
+		" state = CASE WHEN attempts >= max_attempts THEN 'failed'"
+		"  ELSE 'retrying' END::%1$s.chancy_state,"
+		" completed_at = CASE WHEN attempts >= max_attempts THEN clock_timestamp() END,"
+		" scheduled_at = CASE WHEN attempts >= max_attempts THEN scheduled_at"
+		"  ELSE clock_timestamp() + make_interval(secs => $3) END,"
+		" errors = errors || jsonb_build_object('attempt', attempts,"
+		"  'message', $4, 'sqlstate', $5, 'detail', $6, 'hint', $7,"
+		"  'context', $8, 'at', clock_timestamp()),"
+		" claim = NULL"
+		" WHERE id = $1 AND claim = $2 RETURNING state",
+		8, {INT8OID, INT8OID, FLOAT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID}
+	},
+	[PLAN_NEXT_DUE] = {
+		"SELECT min(scheduled_at) FROM %1$s.chancy_jobs"
+		" WHERE queue = $1 AND " READY " AND scheduled_at > created_at",
+		1, {TEXTOID}
+	},
+};
+
 /* plans, prepared for the installation in schema plans_nsp */
 static Oid	plans_nsp = InvalidOid;
-static SPIPlanPtr insert_plan[2];	/* [with ON CONFLICT for unique keys] */
-static SPIPlanPtr existing_plan;
+static SPIPlanPtr plans[NPLANS];
 
 /* A unique key that conflicted, and where it is in the batch. */
 typedef struct KeyRef
@@ -40,63 +119,38 @@ typedef struct KeyRef
 } KeyRef;
 
 /*
- * prepare_plan
- *		Prepare and keep a plan for the current installation.
+ * get_plan
+ *		The prepared plan of a statement, for the current installation.
+ *		Prepared on first use and kept for the life of the backend.
  */
 static SPIPlanPtr
-prepare_plan(const char *query, int nargs, Oid *argtypes)
+get_plan(ChancyCatalog *cat, PlanId id)
 {
-	SPIPlanPtr	plan = SPI_prepare(query, nargs, argtypes);
+	Oid			argtypes[8];
+	SPIPlanPtr	plan;
 
+	if (plans_nsp != cat->nsp)
+	{
+		for (int i = 0; i < NPLANS; i++)
+			if (plans[i])
+				SPI_freeplan(plans[i]);
+		memset(plans, 0, sizeof(plans));
+		plans_nsp = cat->nsp;
+	}
+	if (plans[id])
+		return plans[id];
+
+	for (int i = 0; i < plan_defs[id].nargs; i++)
+		argtypes[i] = plan_defs[id].argtypes[i] == JOBARRAY ?
+			get_array_type(cat->job_typid) : plan_defs[id].argtypes[i];
+	plan = SPI_prepare(psprintf(plan_defs[id].sql, cat->nspname),
+					   plan_defs[id].nargs, argtypes);
 	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed for \"%s\": %s", query,
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s", plan_defs[id].sql,
 			 SPI_result_code_string(SPI_result));
 	SPI_keepplan(plan);
+	plans[id] = plan;
 	return plan;
-}
-
-/*
- * queue_plans
- *		Make sure the push plans exist for the current installation.
- */
-static void
-queue_plans(ChancyCatalog *cat)
-{
-	Oid			argtypes[2];
-
-	if (plans_nsp == cat->nsp && insert_plan[0] != NULL)
-		return;
-	for (int i = 0; i < 2; i++)
-		if (insert_plan[i])
-			SPI_freeplan(insert_plan[i]);
-	if (existing_plan)
-		SPI_freeplan(existing_plan);
-	insert_plan[0] = insert_plan[1] = existing_plan = NULL;
-	plans_nsp = InvalidOid;
-
-	argtypes[0] = get_array_type(cat->job_typid);
-	argtypes[1] = REGROLEOID;
-	for (int unique = 0; unique < 2; unique++)
-		insert_plan[unique] = prepare_plan(
-			psprintf("INSERT INTO %s.chancy_jobs (name, function, queue, kwargs,"
-					 " priority, max_attempts, scheduled_at, unique_key,"
-					 " time_limit, memory_limit, meta, pushed_by)"
-					 " SELECT j.name, j.function, j.queue, j.kwargs, j.priority,"
-					 " j.max_attempts, coalesce(j.scheduled_at, now()), j.unique_key,"
-					 " j.time_limit, j.memory_limit, j.meta, $2"
-					 " FROM unnest($1) AS j %s RETURNING id, unique_key",
-					 cat->nspname,
-					 unique ? "ON CONFLICT (unique_key) WHERE " LIVE_UNIQUE_KEY
-					 " DO NOTHING" : ""),
-			2, argtypes);
-
-	argtypes[0] = TEXTARRAYOID;
-	existing_plan = prepare_plan(
-		psprintf("SELECT unique_key, id FROM %s.chancy_jobs"
-				 " WHERE unique_key = ANY ($1) AND " LIVE_UNIQUE_KEY,
-				 cat->nspname),
-		1, argtypes);
-	plans_nsp = cat->nsp;
 }
 
 /* qsort/bsearch comparator of KeyRefs by key */
@@ -112,7 +166,7 @@ keyref_cmp(const void *a, const void *b)
  *		whose job finished meanwhile are left in *todo to be pushed again.
  */
 static void
-find_live_jobs(KeyRef *conflicts, int nconflicts, int64 *ids,
+find_live_jobs(ChancyCatalog *cat, KeyRef *conflicts, int nconflicts, int64 *ids,
 			   int *todo, int *ntodo)
 {
 	Datum	   *keys = palloc(sizeof(Datum) * nconflicts);
@@ -124,7 +178,8 @@ find_live_jobs(KeyRef *conflicts, int nconflicts, int64 *ids,
 		keys[i] = CStringGetTextDatum(conflicts[i].key);
 	arg = PointerGetDatum(construct_array(keys, nconflicts, TEXTOID, -1, false,
 										  TYPALIGN_INT));
-	if (SPI_execute_plan(existing_plan, &arg, NULL, false, 0) != SPI_OK_SELECT)
+	if (SPI_execute_plan(get_plan(cat, PLAN_EXISTING), &arg, NULL, false, 0)
+		!= SPI_OK_SELECT)
 		elog(ERROR, "could not look up jobs by unique key");
 
 	/* the live jobs found, sorted by key; index holds the row */
@@ -161,7 +216,7 @@ find_live_jobs(KeyRef *conflicts, int nconflicts, int64 *ids,
  *		which is what pairs them with the batch; that is checked.
  */
 static int
-insert_batch(ArrayType *array, char **keys, int *todo, int ntodo,
+insert_batch(ChancyCatalog *cat, ArrayType *array, char **keys, int *todo, int ntodo,
 			 Oid pushed_by, int64 *ids, KeyRef *conflicts)
 {
 	Datum		args[2];
@@ -170,7 +225,8 @@ insert_batch(ArrayType *array, char **keys, int *todo, int ntodo,
 
 	args[0] = PointerGetDatum(array);
 	args[1] = ObjectIdGetDatum(pushed_by);
-	if (SPI_execute_plan(insert_plan[keys != NULL], args, NULL, false, 0)
+	if (SPI_execute_plan(get_plan(cat, keys ? PLAN_INSERT_UNIQUE : PLAN_INSERT),
+						 args, NULL, false, 0)
 		!= SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not insert jobs");
 
@@ -228,7 +284,6 @@ queue_push(ChancyCatalog *cat, ArrayType *jobs, char **keys)
 		todo[i] = i;
 
 	SPI_connect();
-	queue_plans(cat);
 	chancy_become_owner(cat, &save_userid, &save_sec_context);
 
 	for (int attempt = 0; ntodo > 0; attempt++)
@@ -255,14 +310,157 @@ queue_push(ChancyCatalog *cat, ArrayType *jobs, char **keys)
 			jobs = construct_array(sub, ntodo, cat->job_typid, -1, false,
 								   TYPALIGN_DOUBLE);
 		}
-		nconflicts = insert_batch(jobs, keys, todo, ntodo, pushed_by, ids,
+		nconflicts = insert_batch(cat, jobs, keys, todo, ntodo, pushed_by, ids,
 								  conflicts);
 		ntodo = 0;
 		if (nconflicts > 0)
-			find_live_jobs(conflicts, nconflicts, ids, todo, &ntodo);
+			find_live_jobs(cat, conflicts, nconflicts, ids, todo, &ntodo);
 	}
 
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 	SPI_finish();
 	return ids;
+}
+
+/*
+ * queue_claim
+ *		Take the next ready job of a queue (priority DESC, then id) and mark
+ *		it running under the given claim token; NULL if none is ready.  The
+ *		job is allocated in the caller's memory context.
+ */
+ClaimedJob *
+queue_claim(ChancyCatalog *cat, const char *queue, int64 claim)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ClaimedJob *job = NULL;
+	Datum		args[2];
+
+	args[0] = CStringGetTextDatum(queue);
+	args[1] = Int64GetDatum(claim);
+	SPI_connect();
+	if (SPI_execute_plan(get_plan(cat, PLAN_CLAIM), args, NULL, false, 1)
+		!= SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not claim a job");
+	if (SPI_processed == 1)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[0];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+		bool		isnull;
+
+		job = palloc0(sizeof(ClaimedJob));
+		job->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		job->name = SPI_getvalue(tup, desc, 2);
+		job->function = SPI_getvalue(tup, desc, 3);
+		job->queue = SPI_getvalue(tup, desc, 4);
+		job->kwargs = datumCopy(SPI_getbinval(tup, desc, 5, &isnull), false, -1);
+		job->attempt = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
+		job->max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
+		job->pushed_by = DatumGetObjectId(SPI_getbinval(tup, desc, 8, &isnull));
+		job->claim = claim;
+		MemoryContextSwitchTo(old);
+	}
+	SPI_finish();
+	return job;
+}
+
+/*
+ * error_claim_lost
+ *		The job's row no longer carries our claim: it was recovered or
+ *		cancelled meanwhile.  Abort, so that the job's effects are undone.
+ */
+static void
+error_claim_lost(ClaimedJob *job)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+			 errmsg("job %lld is no longer held by this executor",
+					(long long) job->id),
+			 errdetail("Its claim was taken back while it ran; its outcome is discarded.")));
+}
+
+/*
+ * queue_succeeded
+ *		Record a job's success (in the transaction that ran it).
+ */
+void
+queue_succeeded(ChancyCatalog *cat, ClaimedJob *job, Datum result, bool result_null)
+{
+	Datum		args[3];
+	char		nulls[3] = {' ', ' ', result_null ? 'n' : ' '};
+
+	args[0] = Int64GetDatum(job->id);
+	args[1] = Int64GetDatum(job->claim);
+	args[2] = result;
+	SPI_connect();
+	if (SPI_execute_plan(get_plan(cat, PLAN_SUCCEEDED), args, nulls, false, 0)
+		!= SPI_OK_UPDATE)
+		elog(ERROR, "could not record the success of job %lld", (long long) job->id);
+	if (SPI_processed != 1)
+		error_claim_lost(job);
+	SPI_finish();
+}
+
+/* A text datum of an optional string, for SPI arguments */
+static Datum
+text_or_null(const char *s, char *null)
+{
+	*null = s ? ' ' : 'n';
+	return s ? CStringGetTextDatum(s) : (Datum) 0;
+}
+
+/*
+ * queue_failed
+ *		Record a failed attempt: the job retries after backoff seconds while
+ *		it has attempts left, else it has failed.  Returns the new state.
+ */
+const char *
+queue_failed(ChancyCatalog *cat, ClaimedJob *job, ErrorData *edata, double backoff)
+{
+	Datum		args[8];
+	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	const char *state;
+
+	args[0] = Int64GetDatum(job->id);
+	args[1] = Int64GetDatum(job->claim);
+	args[2] = Float8GetDatum(backoff);
+	args[3] = text_or_null(edata->message ? edata->message : "unknown error", &nulls[3]);
+	args[4] = text_or_null(unpack_sql_state(edata->sqlerrcode), &nulls[4]);
+	args[5] = text_or_null(edata->detail, &nulls[5]);
+	args[6] = text_or_null(edata->hint, &nulls[6]);
+	args[7] = text_or_null(edata->context, &nulls[7]);
+	SPI_connect();
+	if (SPI_execute_plan(get_plan(cat, PLAN_FAILED), args, nulls, false, 0)
+		!= SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not record the failure of job %lld", (long long) job->id);
+	if (SPI_processed != 1)
+		error_claim_lost(job);
+	state = strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1),
+				   "failed") == 0 ? "failed" : "retrying";
+	SPI_finish();
+	return state;
+}
+
+/*
+ * queue_next_due
+ *		When the next job of a queue that waits for its scheduled time is due
+ *		(jobs pushed for later, and retries), or 0 if there is none.
+ */
+TimestampTz
+queue_next_due(ChancyCatalog *cat, const char *queue)
+{
+	Datum		arg = CStringGetTextDatum(queue);
+	TimestampTz due = 0;
+	bool		isnull;
+
+	SPI_connect();
+	if (SPI_execute_plan(get_plan(cat, PLAN_NEXT_DUE), &arg, NULL, true, 1)
+		!= SPI_OK_SELECT)
+		elog(ERROR, "could not find the next due job");
+	due = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
+											SPI_tuptable->tupdesc, 1, &isnull));
+	if (isnull)
+		due = 0;
+	SPI_finish();
+	return due;
 }
