@@ -5,7 +5,8 @@
 #
 # installs what is needed and chancy itself (scripts/setup), starts a
 # throwaway PostgreSQL cluster with chancy preloaded, defines and pushes the
-# seed's greet job, shows its row, and removes the cluster again.
+# seed's greet job, waits for a background worker to run it, shows its row
+# and the line it logged, and removes the cluster again.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -23,6 +24,9 @@ CREATE EXTENSION chancy;
 CREATE EXTENSION chancy_examples;
 SELECT name, function, queue, priority, max_attempts, kwargs FROM chancy_job_definitions;
 SELECT chancy_push('greet', '{"name": "Alice"}') AS id \gset
+-- the push has committed: an executor runs it; wait for the outcome
 \x on
-SELECT * FROM chancy_jobs WHERE id = :id;
+SELECT * FROM chancy_wait(:id, '30 seconds');
 SQL
+echo "server log:"
+grep 'Hello, Alice!' "$cluster/server.log"

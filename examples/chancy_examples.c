@@ -17,6 +17,7 @@
 PG_MODULE_MAGIC;
 
 PG_FUNCTION_INFO_V1(greet);
+PG_FUNCTION_INFO_V1(noop);
 
 /*
  * greet(kwargs jsonb) RETURNS jsonb
@@ -37,4 +38,14 @@ greet(PG_FUNCTION_ARGS)
 	else
 		elog(LOG, "%s", greeting);
 	PG_RETURN_JSONB_P(chancy_result_text("greeting", greeting));
+}
+
+/*
+ * noop(kwargs jsonb) RETURNS void
+ *		Do nothing: what the benchmark runs to measure chancy itself.
+ */
+Datum
+noop(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_VOID();
 }

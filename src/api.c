@@ -514,7 +514,7 @@ chancy_wait(PG_FUNCTION_ARGS)
 
 	query = psprintf("SELECT j, j.state::text, xmin FROM %s.chancy_jobs j WHERE id = $1",
 					 cat->nspname);
-	cv = &chancy_shared->job_done[id % CHANCY_WAIT_CVS];
+	cv = &chancy_shared->job_done[(uint64) id % CHANCY_WAIT_CVS];
 	SPI_connect();
 	for (;;)
 	{

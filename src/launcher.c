@@ -44,6 +44,7 @@ typedef struct LauncherSlot
 {
 	BackgroundWorkerHandle *handle; /* of the supervisor it started */
 	TimestampTz started;
+	bool		retry;			/* look again even if it had no extension */
 } LauncherSlot;
 
 static LauncherSlot slots[CHANCY_MAX_DATABASES];
@@ -258,9 +259,13 @@ reconcile(bool recheck)
 		}
 		db = &chancy_shared->dbs[i];
 
-		if (supervisor_running(i) || db->blocked || (db->no_extension && !recheck))
+		if (recheck)
+			slots[i].retry = true;
+		if (supervisor_running(i) || db->blocked ||
+			(db->no_extension && !slots[i].retry))
 			continue;
-		if (slots[i].started != 0 &&
+		/* a supervisor that left because chancy was missing did not fail */
+		if (slots[i].started != 0 && !db->no_extension &&
 			!TimestampDifferenceExceeds(slots[i].started, now, RESTART_DELAY_MS))
 		{
 			sleep_ms = Min(sleep_ms, RESTART_DELAY_MS);
@@ -271,6 +276,7 @@ reconcile(bool recheck)
 		db->generation++;
 		LWLockRelease(chancy_shared->lock);
 		slots[i].started = now;
+		slots[i].retry = false;
 		if (!chancy_start_worker("chancy_supervisor_main", "chancy supervisor", i,
 								 db->generation, &slots[i].handle))
 		{

@@ -51,7 +51,7 @@ typedef struct QueueConfig
 static ChancyDatabase *db = NULL;
 static BackgroundWorkerHandle **handles = NULL; /* per executor slot */
 static uint64 *handle_generations = NULL;	/* the slot generation of each */
-static bool reported_no_slots = false;
+static bool reported_no_slots = false;	/* said once until a start works */
 
 /*
  * stop_executors
@@ -284,9 +284,11 @@ start_executor(QueueConfig *q)
 							 psprintf("chancy executor %s", q->name),
 							 slot, generation, &handles[slot]))
 	{
-		ereport(LOG,
-				(errmsg("chancy: could not start an executor for queue \"%s\"", q->name),
-				 errhint("No background worker slot is free: raise max_worker_processes.")));
+		if (!reported_no_slots)
+			ereport(LOG,
+					(errmsg("chancy: could not start an executor for queue \"%s\"", q->name),
+					 errhint("No background worker slot is free: raise max_worker_processes.")));
+		reported_no_slots = true;
 		handles[slot] = NULL;
 		LWLockAcquire(chancy_shared->lock, LW_EXCLUSIVE);
 		ex->dboid = InvalidOid;

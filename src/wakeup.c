@@ -176,7 +176,7 @@ wakeup_supervisor_at_commit(void)
 void
 wakeup_job_done(int64 job_id)
 {
-	ConditionVariableBroadcast(&chancy_shared->job_done[job_id % CHANCY_WAIT_CVS]);
+	ConditionVariableBroadcast(&chancy_shared->job_done[(uint64) job_id % CHANCY_WAIT_CVS]);
 }
 
 /*

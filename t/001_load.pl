@@ -44,8 +44,8 @@ my $id = $node->safe_psql('postgres',
 	q{SELECT chancy_push('greet', '{"name": "Alice"}')});
 like($id, qr/^\d+$/, 'push returns an id');
 is( $node->safe_psql(
-		'postgres', "SELECT state || ' ' || (kwargs->>'name') FROM chancy_jobs WHERE id = $id"),
-	'pending Alice',
+		'postgres', "SELECT name || ' ' || (kwargs->>'name') FROM chancy_jobs WHERE id = $id"),
+	'greet Alice',
 	'the pushed job is stored');
 
 # Definitions are cached per backend: a change in one session is seen by
