@@ -3,7 +3,8 @@
 EXTENSION = chancy
 MODULE_big = chancy
 OBJS = src/chancy.o src/job.o src/queue.o src/api.o src/wakeup.o \
-	src/launcher.o src/supervisor.o src/executor.o
+	src/launcher.o src/supervisor.o src/executor.o src/limits.o \
+	src/isolated.o
 DATA = chancy--1.0.sql
 HEADERS_chancy = include/chancy.h
 PGFILEDESC = "chancy - job queue and worker pool"
@@ -42,7 +43,15 @@ installcheck-regress:
 	$(pg_regress_installcheck) $(REGRESS_OPTS) $(REGRESS)
 installcheck-isolation:
 	$(pg_isolation_regress_installcheck) $(ISOLATION_OPTS) $(ISOLATION)
-installcheck-tap:
+installcheck-tap: test-module
 	$(prove_installcheck)
 
-.PHONY: installcheck-regress installcheck-isolation installcheck-tap
+# misbehaving jobs for the TAP tests, loaded by path, never installed
+test-module:
+	$(MAKE) -C test/module PG_CONFIG=$(PG_CONFIG)
+clean: clean-test-module
+clean-test-module:
+	$(MAKE) -C test/module PG_CONFIG=$(PG_CONFIG) clean
+
+.PHONY: installcheck-regress installcheck-isolation installcheck-tap test-module \
+	clean-test-module

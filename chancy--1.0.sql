@@ -61,6 +61,9 @@ CREATE INDEX chancy_jobs_ready ON chancy_jobs (queue, priority DESC, id)
 CREATE INDEX chancy_jobs_scheduled ON chancy_jobs (queue, scheduled_at)
 	WHERE state IN ('pending', 'retrying') AND scheduled_at > created_at;
 
+-- Jobs being run: what is recovered after a crash.
+CREATE INDEX chancy_jobs_running ON chancy_jobs (id) WHERE state = 'running';
+
 -- At most one live job per unique key.  The predicate is repeated verbatim
 -- by the ON CONFLICT clause of the push.
 CREATE UNIQUE INDEX chancy_jobs_unique_key ON chancy_jobs (unique_key)
@@ -186,6 +189,8 @@ CREATE TABLE chancy_queues (
 	backoff_base interval NOT NULL DEFAULT '1 second' CHECK (backoff_base > '0'),
 	backoff_factor float8 NOT NULL DEFAULT 2 CHECK (backoff_factor >= 1),
 	backoff_max interval NOT NULL DEFAULT '1 hour' CHECK (backoff_max >= backoff_base),
+	time_limit interval CHECK (time_limit > '0'),
+	executor text NOT NULL DEFAULT 'process' CHECK (executor IN ('process', 'isolated')),
 	updated_at timestamptz NOT NULL DEFAULT now()
 );
 REVOKE ALL ON chancy_queues FROM PUBLIC;
@@ -202,13 +207,16 @@ CREATE TRIGGER chancy_queues_changed
 -- Declare a queue, or change it: concurrency is the number of executors that
 -- run its jobs; a failed job with attempts left retries after
 -- min(backoff_max, backoff_base * backoff_factor ^ (attempt - 1)), half of it
--- random.
+-- random; time_limit applies to its jobs that set none; executor 'isolated'
+-- runs its C jobs in a forked child without database access (see README).
 CREATE FUNCTION chancy_declare_queue(
 	name text,
 	concurrency int DEFAULT 1,
 	backoff_base interval DEFAULT '1 second',
 	backoff_factor float8 DEFAULT 2,
-	backoff_max interval DEFAULT '1 hour')
+	backoff_max interval DEFAULT '1 hour',
+	time_limit interval DEFAULT NULL,
+	executor text DEFAULT 'process')
 	RETURNS chancy_queues
 	LANGUAGE plpgsql AS $$
 DECLARE
@@ -232,11 +240,23 @@ BEGIN
 			                      backoff_base, backoff_factor, backoff_max),
 			      HINT = 'backoff_base must be positive, backoff_factor at least 1, backoff_max at least backoff_base.';
 	END IF;
-	INSERT INTO chancy_queues AS c (name, concurrency, backoff_base, backoff_factor, backoff_max)
-	VALUES (name, concurrency, backoff_base, backoff_factor, backoff_max)
+	IF time_limit <= '0' THEN
+		RAISE EXCEPTION 'invalid time limit % for queue "%"', time_limit, name
+			USING ERRCODE = 'invalid_parameter_value',
+			      HINT = 'Use a positive interval, or NULL for no limit.';
+	END IF;
+	IF executor IS NULL OR executor NOT IN ('process', 'isolated') THEN
+		RAISE EXCEPTION 'invalid executor % for queue "%"', coalesce(quote_literal(executor), 'NULL'), name
+			USING ERRCODE = 'invalid_parameter_value',
+			      HINT = 'Use ''process'' (jobs run in the executor) or ''isolated'' (C jobs run in a forked child).';
+	END IF;
+	INSERT INTO chancy_queues AS c (name, concurrency, backoff_base, backoff_factor,
+	                                backoff_max, time_limit, executor)
+	VALUES (name, concurrency, backoff_base, backoff_factor, backoff_max, time_limit, executor)
 	ON CONFLICT ON CONSTRAINT chancy_queues_pkey DO UPDATE
 	   SET concurrency = excluded.concurrency, backoff_base = excluded.backoff_base,
 	       backoff_factor = excluded.backoff_factor, backoff_max = excluded.backoff_max,
+	       time_limit = excluded.time_limit, executor = excluded.executor,
 	       updated_at = now()
 	RETURNING * INTO q;
 	RETURN q;
@@ -277,8 +297,15 @@ BEGIN
 END $$;
 
 -- Managing queues is for the extension's owner, who may grant it.
-REVOKE EXECUTE ON FUNCTION chancy_declare_queue(text, int, interval, float8, interval),
+REVOKE EXECUTE ON FUNCTION chancy_declare_queue(text, int, interval, float8, interval, interval, text),
 	chancy_pause_queue(text, timestamptz), chancy_resume_queue(text) FROM PUBLIC;
+
+-- Cancel a job: a pending or retrying job never starts; a running one is
+-- interrupted and ends cancelled (not retried).  For the role that pushed it
+-- (or a member), superusers, and roles with UPDATE on chancy_jobs.
+CREATE FUNCTION chancy_cancel(job_id bigint)
+	RETURNS chancy_jobs
+	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE;
 
 -- Wait for a job to finish (succeeded, failed or cancelled) and return it.
 CREATE FUNCTION chancy_wait(job_id bigint, timeout interval DEFAULT NULL)

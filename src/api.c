@@ -19,6 +19,7 @@
 #include "storage/procarray.h"
 #include "utils/timestamp.h"
 #include "utils/builtins.h"
+#include "utils/acl.h"
 #include "utils/inval.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -41,6 +42,7 @@ PG_FUNCTION_INFO_V1(chancy_queues_changed);
 PG_FUNCTION_INFO_V1(chancy_wait);
 PG_FUNCTION_INFO_V1(chancy_worker_info);
 PG_FUNCTION_INFO_V1(chancy_current_job);
+PG_FUNCTION_INFO_V1(chancy_cancel);
 
 /*
  * arg_text
@@ -604,7 +606,8 @@ chancy_worker_info(PG_FUNCTION_ARGS)
 	{
 		rows[nrows].kind = "launcher";
 		rows[nrows].pid = chancy_shared->launcher_pid;
-		rows[nrows++].state = "running";
+		rows[nrows++].state = chancy_shared->standby ?
+			"standby: jobs run after promotion" : "running";
 	}
 	for (int i = 0; i < CHANCY_MAX_DATABASES; i++)
 	{
@@ -687,4 +690,92 @@ chancy_current_job(PG_FUNCTION_ARGS)
 	values[3] = Int32GetDatum(job->attempt);
 	values[4] = Int32GetDatum(job->max_attempts);
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+}
+
+/*
+ * job_row
+ *		A job's chancy_jobs row, read as the owner (so an admin can see it),
+ *		and whether it exists; *pushed_by is the role that pushed it.
+ */
+static Datum
+job_row(ChancyCatalog *cat, int64 id, Oid *pushed_by, bool *found)
+{
+	Oid			argtype = INT8OID;
+	Datum		arg = Int64GetDatum(id);
+	Datum		row = (Datum) 0;
+	Oid			save_userid;
+	int			save_sec_context;
+
+	SPI_connect();
+	chancy_become_owner(cat, &save_userid, &save_sec_context);
+	if (SPI_execute_with_args(psprintf("SELECT j, pushed_by FROM %s.chancy_jobs j WHERE id = $1",
+									   cat->nspname),
+							  1, &argtype, &arg, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read job %lld", (long long) id);
+	*found = SPI_processed == 1;
+	if (*found)
+	{
+		bool		isnull;
+
+		row = SPI_datumTransfer(SPI_getbinval(SPI_tuptable->vals[0],
+											  SPI_tuptable->tupdesc, 1, &isnull),
+								false, -1);
+		*pushed_by = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+													SPI_tuptable->tupdesc, 2, &isnull));
+	}
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	SPI_finish();
+	return row;
+}
+
+/*
+ * chancy_cancel(job_id) RETURNS chancy_jobs
+ *		Cancel a job: pending or retrying, it never starts; running, its
+ *		executor is interrupted when this transaction commits, and the job
+ *		ends cancelled (not retried).  A finished job is left as it is.
+ */
+Datum
+chancy_cancel(PG_FUNCTION_ARGS)
+{
+	ChancyCatalog *cat = chancy_catalog_for(fcinfo);
+	int64		id;
+	Oid			pushed_by = InvalidOid;
+	bool		found;
+	char	   *was;
+	Oid			save_userid;
+	int			save_sec_context;
+	Oid			me = GetUserId();
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("job id must not be NULL"),
+				 errhint("Pass the id chancy_push() returned.")));
+	id = PG_GETARG_INT64(0);
+
+	(void) job_row(cat, id, &pushed_by, &found);
+	if (!found)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("job %lld does not exist", (long long) id),
+				 errhint("It may have been pruned.")));
+	if (!has_privs_of_role(me, pushed_by) &&
+		pg_class_aclcheck(cat->jobs_relid, me, ACL_UPDATE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to cancel job %lld", (long long) id),
+				 errdetail("The job was pushed by role \"%s\".",
+						   GetUserNameFromId(pushed_by, false)),
+				 errhint("Only the role that pushed a job (or a member of it), superusers and roles with UPDATE on chancy_jobs may cancel it.")));
+
+	chancy_become_owner(cat, &save_userid, &save_sec_context);
+	was = queue_cancel(cat, id, me);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+
+	if (was == NULL)
+		ereport(NOTICE,
+				(errmsg("job %lld has already finished; it is not cancelled", (long long) id)));
+	else
+		wakeup_cancel_at_commit(id);
+	PG_RETURN_DATUM(job_row(cat, id, &pushed_by, &found));
 }

@@ -26,6 +26,9 @@ PG_MODULE_MAGIC;
 char	   *chancy_databases = NULL;
 char	   *chancy_queues = NULL;
 int			chancy_max_executors = 4;
+int			chancy_memory_limit = 0;
+int			chancy_max_crashes = 2;
+int			chancy_executor_max_growth = 256 * 1024;
 
 ChancyShared *chancy_shared = NULL;
 
@@ -196,6 +199,28 @@ _PG_init(void)
 							4, 0, MAX_BACKENDS,
 							PGC_POSTMASTER, 0,
 							NULL, NULL, NULL);
+	DefineCustomIntVariable("chancy.memory_limit",
+							"Memory limit of jobs that set none.",
+							"0 means no limit.",
+							&chancy_memory_limit,
+							0, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_KB,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("chancy.max_crashes",
+							"How often a job may crash its executor before it fails.",
+							"A job that was running when its executor or the server died is retried until then.",
+							&chancy_max_crashes,
+							2, 1, 1000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("chancy.executor_max_growth",
+							"Memory an executor may gain over its life before it is replaced.",
+							"Jobs may leak memory or fill caches; an executor that grew by more is recycled after its job.",
+							&chancy_executor_max_growth,
+							256 * 1024, 1024, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_KB,
+							NULL, NULL, NULL);
+
 #if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("chancy");
 #else

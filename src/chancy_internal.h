@@ -85,6 +85,9 @@ typedef struct ChancyExecutor
 	double		backoff_base;	/* retry backoff of its queue, in seconds */
 	double		backoff_factor;
 	double		backoff_max;
+	int64		time_limit_ms;	/* its queue's default time limit, or 0 */
+	bool		isolated;		/* its queue runs C jobs in a forked child */
+	int64		cancel_job;		/* chancy_cancel() asked to stop this job */
 	int64		job_id;			/* the job it runs, or 0 */
 	int64		jobs_done;
 	TimestampTz started_at;
@@ -96,6 +99,7 @@ typedef struct ChancyShared
 	pid_t		launcher_pid;
 	Latch	   *launcher_latch;
 	bool		recheck;		/* an extension appeared: retry databases */
+	bool		standby;		/* the server is a standby: nothing runs */
 	pg_atomic_uint64 claims;	/* claim tokens */
 	ConditionVariable job_done[CHANCY_WAIT_CVS];
 	ChancyDatabase dbs[CHANCY_MAX_DATABASES];
@@ -109,6 +113,9 @@ extern ChancyShared *chancy_shared;
 extern char *chancy_databases;
 extern char *chancy_queues;
 extern int	chancy_max_executors;
+extern int	chancy_memory_limit;
+extern int	chancy_max_crashes;
+extern int	chancy_executor_max_growth;
 extern bool parse_queues(const char *value, List **names, List **concurrencies,
 						 const char **why);
 
@@ -159,20 +166,42 @@ typedef struct ClaimedJob
 	int32		max_attempts;
 	Oid			pushed_by;
 	int64		claim;
+	int64		time_limit_ms;	/* 0: none */
+	int64		memory_limit;	/* bytes, 0: none */
 } ClaimedJob;
 
 extern ClaimedJob *queue_claim(ChancyCatalog *cat, const char *queue, int64 claim);
-extern void queue_succeeded(ChancyCatalog *cat, ClaimedJob *job, Datum result,
+extern bool queue_succeeded(ChancyCatalog *cat, ClaimedJob *job, Datum result,
 							bool result_null);
 extern const char *queue_failed(ChancyCatalog *cat, ClaimedJob *job,
 								ErrorData *edata, double backoff);
+extern bool queue_requeue(ChancyCatalog *cat, ClaimedJob *job, const char *why);
+extern int	queue_recover(ChancyCatalog *cat, int max_crashes);
+extern char *queue_cancel(ChancyCatalog *cat, int64 id, Oid role);
 extern TimestampTz queue_next_due(ChancyCatalog *cat, const char *queue);
+
+/* limits.c: time and memory limits of a job run in process */
+#define LIMIT_NONE 0
+#define LIMIT_TIME 1
+#define LIMIT_MEMORY 2
+extern void limits_init(void);
+extern void limits_arm(int64 time_limit_ms, int64 memory_limit);
+extern int	limits_disarm(void);
+extern void limits_explain(ErrorData *edata, int hit, int64 time_limit_ms,
+						   int64 memory_limit);
+extern int64 limits_data_size(void);
+extern bool limits_grown(void);
+
+/* isolated.c: C jobs run in a forked child */
+extern Datum isolated_call(FmgrInfo *flinfo, Datum kwargs, Oid rettype,
+						   bool *isnull, int64 time_limit_ms, int64 memory_limit);
 
 /* wakeup.c: waking workers at commit, and keeping them out of the way */
 extern void chancy_wakeup_init(void);
 extern void wakeup_queue_at_commit(const char *queue, int njobs);
 extern void wakeup_supervisor_at_commit(void);
 extern void wakeup_job_done(int64 job_id);
+extern void wakeup_cancel_at_commit(int64 job_id);
 
 /* launcher.c, supervisor.c, executor.c: the background workers */
 struct BackgroundWorkerHandle;

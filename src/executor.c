@@ -39,6 +39,9 @@
 #include "utils/hsearch.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "access/htup_details.h"
+#include "catalog/pg_language.h"
+#include "catalog/pg_proc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
@@ -53,12 +56,16 @@
 /* sleep at most this long without a wake-up: a safety net, not the mechanism */
 #define FALLBACK_SLEEP_MS 5000
 
+/* a job that leaves the process this much larger leaked: recycle it */
+#define LEAK_LIMIT ((int64) 64 * 1024 * 1024)
+
 /* A job function, resolved once per executor. */
 typedef struct JobFunction
 {
 	char		spec[NAMEDATALEN * 3];	/* chancy_jobs.function */
 	Oid			oid;			/* InvalidOid for a library:symbol */
 	Oid			rettype;		/* InvalidOid for a library:symbol */
+	bool		isolable;		/* C code: may run in an isolated child */
 	FmgrInfo	flinfo;
 } JobFunction;
 
@@ -71,6 +78,7 @@ static HTAB *functions = NULL;
 static uint64 functions_generation = 0;
 
 static ClaimedJob *current_job = NULL;
+static volatile sig_atomic_t shutdown_requested = false;
 static ChancyJobInfo current_info;
 static void **current_info_var = NULL;	/* rendezvous with chancy.h */
 
@@ -79,6 +87,27 @@ ClaimedJob *
 executor_current_job(void)
 {
 	return current_job;
+}
+
+/*
+ * executor_sigterm
+ *		SIGTERM (server shutdown, DROP DATABASE, the supervisor): leave after
+ *		the current job, interrupting it the way a cancel does; it is then
+ *		put back to run again, without using an attempt.
+ */
+static void
+executor_sigterm(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	shutdown_requested = true;
+	if (current_job != NULL)
+	{
+		InterruptPending = true;
+		QueryCancelPending = true;
+	}
+	SetLatch(MyLatch);
+	errno = save_errno;
 }
 
 /*
@@ -99,6 +128,20 @@ executor_detach(int code, Datum arg)
 		me->dboid = InvalidOid;
 	}
 	LWLockRelease(chancy_shared->lock);
+}
+
+/* The language of a function. */
+static Oid
+function_language(Oid fn)
+{
+	HeapTuple	tp = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+	Oid			lang;
+
+	if (!HeapTupleIsValid(tp))
+		elog(ERROR, "cache lookup failed for function %u", fn);
+	lang = ((Form_pg_proc) GETSTRUCT(tp))->prolang;
+	ReleaseSysCache(tp);
+	return lang;
 }
 
 /*
@@ -152,12 +195,14 @@ job_function(const char *spec, Oid role)
 			fresh.flinfo.fn_retset = false;
 			fresh.flinfo.fn_stats = TRACK_FUNC_OFF;
 			fresh.flinfo.fn_mcxt = functions_cxt;
+			fresh.isolable = true;
 		}
 		else
 		{
 			fresh.oid = job_function_oid(spec);
 			fresh.rettype = get_func_rettype(fresh.oid);
 			fmgr_info_cxt(fresh.oid, &fresh.flinfo, functions_cxt);
+			fresh.isolable = function_language(fresh.oid) == ClanguageId;
 		}
 		fn = hash_search(functions, spec, HASH_ENTER, &found);
 		memcpy(fn, &fresh, sizeof(fresh));
@@ -207,8 +252,9 @@ job_result(JobFunction *fn, Datum value, bool *isnull)
 
 /*
  * call_job
- *		Call a job's function with its kwargs, as the role that pushed it.
- *		Settings the job changes are undone when it returns.
+ *		Call a job's function with its kwargs, as the role that pushed it,
+ *		within its limits.  Settings the job changes are undone when it
+ *		returns.  In an isolated queue, a C function runs in a forked child.
  */
 static Datum
 call_job(ClaimedJob *job, bool *isnull)
@@ -228,6 +274,12 @@ call_job(ClaimedJob *job, bool *isnull)
 						(long long) job->id)));
 	fn = job_function(job->function, job->pushed_by);
 
+	if (me->isolated && fn->isolable)
+	{
+		return isolated_call(&fn->flinfo, job->kwargs, fn->rettype, isnull,
+							 job->time_limit_ms, job->memory_limit);
+	}
+
 	save_nestlevel = NewGUCNestLevel();
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(job->pushed_by,
@@ -236,7 +288,9 @@ call_job(ClaimedJob *job, bool *isnull)
 	InitFunctionCallInfoData(*fcinfo, &fn->flinfo, 1, InvalidOid, NULL, NULL);
 	fcinfo->args[0].value = job->kwargs;
 	fcinfo->args[0].isnull = false;
+	limits_arm(job->time_limit_ms, job->memory_limit);
 	result = FunctionCallInvoke(fcinfo);
+	(void) limits_disarm();
 	*isnull = fcinfo->isnull;
 
 	SetUserIdAndSecContext(save_userid, save_sec_context);
@@ -267,8 +321,25 @@ retry_backoff(int attempt)
 }
 
 /*
+ * interruption
+ *		Why the job just stopped with an error, if not by its own doing:
+ *		cancelled by chancy_cancel(), or its executor asked to stop.
+ */
+static const char *
+interruption(ClaimedJob *job)
+{
+	if (me->cancel_job == job->id)
+		return "cancelled";
+	if (shutdown_requested)
+		return "the executor was stopped while the job ran; it runs again";
+	return NULL;
+}
+
+/*
  * run_job
  *		Run a claimed job and record its outcome, in one transaction.
+ *		Cancellation interrupts lead to no outcome here: the row is already
+ *		cancelled, or it is put back without using an attempt.
  */
 static void
 run_job(ClaimedJob *job)
@@ -279,6 +350,9 @@ run_job(ClaimedJob *job)
 	Datum		result = (Datum) 0;
 	bool		result_null = true;
 	ChancyCatalog *cat;
+	const char *interrupted = NULL;
+	bool		held = true;
+	const char *state = "succeeded";
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -300,6 +374,10 @@ run_job(ClaimedJob *job)
 	BeginInternalSubTransaction(NULL);
 	PG_TRY();
 	{
+		if (shutdown_requested)
+			ereport(ERROR,
+					(errcode(ERRCODE_ADMIN_SHUTDOWN),
+					 errmsg("the executor is stopping")));
 		result = call_job(job, &result_null);
 		if (!result_null)
 		{
@@ -314,32 +392,58 @@ run_job(ClaimedJob *job)
 	}
 	PG_CATCH();
 	{
+		int			hit = limits_disarm();
+
 		MemoryContextSwitchTo(job_cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcxt);
 		CurrentResourceOwner = oldowner;
+		limits_explain(edata, hit, job->time_limit_ms, job->memory_limit);
+		if (hit == LIMIT_NONE)
+			interrupted = interruption(job);
 	}
 	PG_END_TRY();
 	current_job = NULL;
 	*current_info_var = NULL;
 
+	/* recording the outcome must not be cancelled by a late interrupt */
+	HOLD_CANCEL_INTERRUPTS();
 	if (edata == NULL)
-		queue_succeeded(cat, job, result, result_null);
+		held = queue_succeeded(cat, job, result, result_null);
+	else if (interrupted && strcmp(interrupted, "cancelled") == 0)
+		held = false;			/* chancy_cancel() already recorded it */
+	else if (interrupted)
+	{
+		held = queue_requeue(cat, job, interrupted);
+		state = "put back";
+	}
 	else
 	{
-		const char *state = queue_failed(cat, job, edata,
-										 retry_backoff(job->attempt));
+		state = queue_failed(cat, job, edata, retry_backoff(job->attempt));
+		held = state != NULL;
+	}
+	PopActiveSnapshot();
+	if (held)
+		CommitTransactionCommand();
+	else
+	{
+		/* cancelled or recovered meanwhile: its effects must not stay */
+		AbortCurrentTransaction();
+		ereport(LOG,
+				(errmsg("chancy job %lld (%s) was cancelled while it ran; its outcome is discarded",
+						(long long) job->id, job->name)));
+	}
+	QueryCancelPending = false;
+	RESUME_CANCEL_INTERRUPTS();
 
+	if (held && edata != NULL && !interrupted)
 		ereport(LOG,
 				(errmsg("chancy job %lld (%s) attempt %d of %d failed: %s",
 						(long long) job->id, job->name, job->attempt,
 						job->max_attempts, edata->message),
 				 errdetail("The job is now %s.", state)));
-	}
-	PopActiveSnapshot();
-	CommitTransactionCommand();
 	wakeup_job_done(job->id);
 	pgstat_report_activity(STATE_IDLE, NULL);
 }
@@ -356,6 +460,7 @@ run_one(long *timeout_ms)
 	MemoryContext old;
 	ChancyCatalog *cat;
 	TimestampTz due = 0;
+	int64		before;
 
 	MemoryContextReset(job_cxt);
 	SetCurrentStatementStartTimestamp();
@@ -387,9 +492,24 @@ run_one(long *timeout_ms)
 
 	me->idle = false;
 	me->job_id = job->id;
+	if (job->time_limit_ms == 0)
+		job->time_limit_ms = me->time_limit_ms;
+	if (job->memory_limit == 0)
+		job->memory_limit = (int64) chancy_memory_limit * 1024;
+	before = limits_data_size();
 	run_job(job);
 	me->job_id = 0;
 	me->jobs_done++;
+
+	/* memory the job leaked (malloc without free) only a new process frees */
+	if (limits_data_size() - before > LEAK_LIMIT)
+	{
+		ereport(LOG,
+				(errmsg("chancy job %lld (%s) left its executor %lld MB larger; a fresh executor replaces it",
+						(long long) job->id, job->name,
+						(long long) ((limits_data_size() - before) / (1024 * 1024)))));
+		me->stop = true;
+	}
 	return true;
 }
 
@@ -439,7 +559,7 @@ chancy_executor_main(Datum arg)
 	my_generation = generation;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
+	pqsignal(SIGTERM, executor_sigterm);
 	pqsignal(SIGINT, StatementCancelHandler);
 	BackgroundWorkerUnblockSignals();
 
@@ -470,6 +590,7 @@ chancy_executor_main(Datum arg)
 	job_cxt = AllocSetContextCreate(TopMemoryContext, "chancy job",
 									ALLOCSET_DEFAULT_SIZES);
 	current_info_var = (void **) find_rendezvous_variable("chancy_current_job");
+	limits_init();
 
 	chancy_nsp = chancy_extension_schema();
 	if (!OidIsValid(chancy_nsp))
@@ -487,8 +608,15 @@ chancy_executor_main(Datum arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
-		if (me->stop)
+		if (me->stop || shutdown_requested)
 			break;
+		if (limits_grown())
+		{
+			ereport(LOG,
+					(errmsg("chancy executor of queue \"%s\" has grown by more than chancy.executor_max_growth; a fresh one replaces it",
+							me->queue)));
+			break;
+		}
 
 		ResetLatch(MyLatch);
 		me->idle = true;

@@ -18,6 +18,7 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/pg_database.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -92,6 +93,8 @@ chancy_register_launcher(void)
 	worker.bgw_restart_time = 5;
 	strlcpy(worker.bgw_library_name, "chancy", BGW_MAXLEN);
 	strlcpy(worker.bgw_function_name, "chancy_launcher_main", BGW_MAXLEN);
+	/* on a hot standby too, to say why nothing runs there */
+	worker.bgw_start_time = BgWorkerStart_ConsistentState;
 	strlcpy(worker.bgw_name, "chancy launcher", BGW_MAXLEN);
 	strlcpy(worker.bgw_type, "chancy launcher", BGW_MAXLEN);
 	RegisterBackgroundWorker(&worker);
@@ -291,6 +294,36 @@ reconcile(bool recheck)
 }
 
 /*
+ * wait_for_promotion
+ *		On a standby no job may run (nothing can be written): say so, and
+ *		wait until the server is promoted.  There is no wake-up for the end
+ *		of recovery, so this looks once a second.
+ */
+static void
+wait_for_promotion(void)
+{
+	if (!RecoveryInProgress())
+		return;
+	chancy_shared->standby = true;
+	ereport(LOG,
+			(errmsg("chancy: this server is a standby; jobs will run after it is promoted")));
+	while (RecoveryInProgress())
+	{
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 1000, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+	}
+	chancy_shared->standby = false;
+	ereport(LOG, (errmsg("chancy: the server was promoted; jobs run now")));
+}
+
+/*
  * chancy_launcher_main
  *		Entry point of the launcher.
  */
@@ -310,6 +343,8 @@ chancy_launcher_main(Datum arg)
 	chancy_shared->launcher_pid = MyProcPid;
 	chancy_shared->launcher_latch = MyLatch;
 	LWLockRelease(chancy_shared->lock);
+
+	wait_for_promotion();
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "chancy launcher",
 									 ALLOCSET_DEFAULT_SIZES);
 	reported_cxt = AllocSetContextCreate(TopMemoryContext, "chancy launcher reports",

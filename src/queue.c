@@ -35,6 +35,9 @@ typedef enum PlanId
 	PLAN_SUCCEEDED,
 	PLAN_FAILED,
 	PLAN_NEXT_DUE,				/* when the next scheduled job is due */
+	PLAN_REQUEUE,				/* an interrupted job goes back, no attempt used */
+	PLAN_RECOVER,				/* jobs whose executor died */
+	PLAN_CANCEL,
 	NPLANS
 } PlanId;
 
@@ -79,7 +82,8 @@ static const struct
 		"  WHERE queue = $1 AND " READY " AND scheduled_at <= now()"
 		"  ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED)"
 		" RETURNING id, name, function, queue, kwargs, attempts, max_attempts,"
-		" pushed_by", 2, {TEXTOID, INT8OID}
+		" pushed_by, (extract(epoch FROM time_limit) * 1000)::int8, memory_limit",
+		2, {TEXTOID, INT8OID}
 	},
 	[PLAN_SUCCEEDED] = {
 		"UPDATE %1$s.chancy_jobs SET state = 'succeeded',"
@@ -104,6 +108,36 @@ static const struct
 		"SELECT min(scheduled_at) FROM %1$s.chancy_jobs"
 		" WHERE queue = $1 AND " READY " AND scheduled_at > created_at",
 		1, {TEXTOID}
+	},
+	[PLAN_REQUEUE] = {
+		"UPDATE %1$s.chancy_jobs SET"
+		" state = CASE WHEN attempts > 1 THEN 'retrying' ELSE 'pending' END::%1$s.chancy_state,"
+		" attempts = attempts - 1, scheduled_at = clock_timestamp(), claim = NULL,"
+		" errors = errors || jsonb_build_object('attempt', attempts, 'message', $3::text,"
+		"  'at', clock_timestamp())"
+		" WHERE id = $1 AND claim = $2", 3, {INT8OID, INT8OID, TEXTOID}
+	},
+	[PLAN_RECOVER] = {
+		"UPDATE %1$s.chancy_jobs SET crashes = crashes + 1,"
+		" state = CASE WHEN crashes + 1 >= $1 THEN 'failed'"
+		"  WHEN attempts > 1 THEN 'retrying' ELSE 'pending' END::%1$s.chancy_state,"
+		" completed_at = CASE WHEN crashes + 1 >= $1 THEN clock_timestamp() END,"
+		" attempts = CASE WHEN crashes + 1 >= $1 THEN attempts ELSE attempts - 1 END,"
+		" scheduled_at = clock_timestamp(), claim = NULL,"
+		" errors = errors || jsonb_build_object('attempt', attempts,"
+		"  'message', format('the executor running the job died (crash %%s of at most %%s)',"
+		"   crashes + 1, $1), 'sqlstate', 'XX000', 'at', clock_timestamp())"
+		" WHERE state = 'running' RETURNING id", 1, {INT4OID}
+	},
+	[PLAN_CANCEL] = {
+		"WITH old AS (SELECT id, state FROM %1$s.chancy_jobs WHERE id = $1 FOR UPDATE)"
+		" UPDATE %1$s.chancy_jobs j SET state = 'cancelled',"
+		" completed_at = clock_timestamp(), claim = NULL,"
+		" errors = j.errors || jsonb_build_object('attempt', j.attempts,"
+		"  'message', 'cancelled by ' || $2::regrole::text, 'sqlstate', '57014',"
+		"  'at', clock_timestamp())"
+		" FROM old WHERE j.id = old.id AND old.state IN ('pending', 'retrying', 'running')"
+		" RETURNING old.state::text", 2, {INT8OID, REGROLEOID}
 	},
 };
 
@@ -357,6 +391,12 @@ queue_claim(ChancyCatalog *cat, const char *queue, int64 claim)
 		job->attempt = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
 		job->max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
 		job->pushed_by = DatumGetObjectId(SPI_getbinval(tup, desc, 8, &isnull));
+		job->time_limit_ms = DatumGetInt64(SPI_getbinval(tup, desc, 9, &isnull));
+		if (isnull)
+			job->time_limit_ms = 0;
+		job->memory_limit = DatumGetInt64(SPI_getbinval(tup, desc, 10, &isnull));
+		if (isnull)
+			job->memory_limit = 0;
 		job->claim = claim;
 		MemoryContextSwitchTo(old);
 	}
@@ -365,40 +405,29 @@ queue_claim(ChancyCatalog *cat, const char *queue, int64 claim)
 }
 
 /*
- * error_claim_lost
- *		The job's row no longer carries our claim: it was recovered or
- *		cancelled meanwhile.  Abort, so that the job's effects are undone.
- */
-static void
-error_claim_lost(ClaimedJob *job)
-{
-	ereport(ERROR,
-			(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-			 errmsg("job %lld is no longer held by this executor",
-					(long long) job->id),
-			 errdetail("Its claim was taken back while it ran; its outcome is discarded.")));
-}
-
-/*
  * queue_succeeded
- *		Record a job's success (in the transaction that ran it).
+ *		Record a job's success (in the transaction that ran it).  False if
+ *		the row no longer carries our claim (the job was cancelled, or
+ *		recovered, while it ran): the caller must then roll back.
  */
-void
+bool
 queue_succeeded(ChancyCatalog *cat, ClaimedJob *job, Datum result, bool result_null)
 {
 	Datum		args[3];
 	char		nulls[3] = {' ', ' ', result_null ? 'n' : ' '};
+	bool		held;
 
 	args[0] = Int64GetDatum(job->id);
 	args[1] = Int64GetDatum(job->claim);
 	args[2] = result;
+
 	SPI_connect();
 	if (SPI_execute_plan(get_plan(cat, PLAN_SUCCEEDED), args, nulls, false, 0)
 		!= SPI_OK_UPDATE)
 		elog(ERROR, "could not record the success of job %lld", (long long) job->id);
-	if (SPI_processed != 1)
-		error_claim_lost(job);
+	held = SPI_processed == 1;
 	SPI_finish();
+	return held;
 }
 
 /* A text datum of an optional string, for SPI arguments */
@@ -412,7 +441,8 @@ text_or_null(const char *s, char *null)
 /*
  * queue_failed
  *		Record a failed attempt: the job retries after backoff seconds while
- *		it has attempts left, else it has failed.  Returns the new state.
+ *		it has attempts left, else it has failed.  Returns the new state, or
+ *		NULL if the row no longer carries our claim.
  */
 const char *
 queue_failed(ChancyCatalog *cat, ClaimedJob *job, ErrorData *edata, double backoff)
@@ -433,10 +463,87 @@ queue_failed(ChancyCatalog *cat, ClaimedJob *job, ErrorData *edata, double backo
 	if (SPI_execute_plan(get_plan(cat, PLAN_FAILED), args, nulls, false, 0)
 		!= SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not record the failure of job %lld", (long long) job->id);
-	if (SPI_processed != 1)
-		error_claim_lost(job);
-	state = strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1),
-				   "failed") == 0 ? "failed" : "retrying";
+	state = SPI_processed != 1 ? NULL :
+		strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1),
+			   "failed") == 0 ? "failed" : "retrying";
+	SPI_finish();
+	return state;
+}
+
+/*
+ * queue_requeue
+ *		Put back a job that was interrupted through no fault of its own (its
+ *		executor was asked to stop): it runs again at once, and the attempt is
+ *		not counted.  False if the row no longer carries our claim.
+ */
+bool
+queue_requeue(ChancyCatalog *cat, ClaimedJob *job, const char *why)
+{
+	Datum		args[3];
+	bool		held;
+
+	args[0] = Int64GetDatum(job->id);
+	args[1] = Int64GetDatum(job->claim);
+	args[2] = CStringGetTextDatum(why);
+	SPI_connect();
+	if (SPI_execute_plan(get_plan(cat, PLAN_REQUEUE), args, NULL, false, 0)
+		!= SPI_OK_UPDATE)
+		elog(ERROR, "could not put back job %lld", (long long) job->id);
+	held = SPI_processed == 1;
+	SPI_finish();
+	return held;
+}
+
+/*
+ * queue_recover
+ *		After a crash: every job still running has lost its executor (the
+ *		caller made sure none of this database runs).  Each goes back to be
+ *		retried, its attempt not counted, or fails once it has crashed its
+ *		executor max_crashes times.  Returns how many were recovered.
+ */
+int
+queue_recover(ChancyCatalog *cat, int max_crashes)
+{
+	Datum		arg = Int32GetDatum(max_crashes);
+	int			n;
+
+	SPI_connect();
+	if (SPI_execute_plan(get_plan(cat, PLAN_RECOVER), &arg, NULL, false, 0)
+		!= SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not recover running jobs");
+	n = (int) SPI_processed;
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+
+		wakeup_job_done(DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+													SPI_tuptable->tupdesc, 1, &isnull)));
+	}
+	SPI_finish();
+	return n;
+}
+
+/*
+ * queue_cancel
+ *		Cancel a job as role; the state it had ("running" means its executor
+ *		must be told), or NULL if it had already finished.
+ */
+char *
+queue_cancel(ChancyCatalog *cat, int64 id, Oid role)
+{
+	Datum		args[2];
+	char	   *state = NULL;
+	MemoryContext cxt = CurrentMemoryContext;
+
+	args[0] = Int64GetDatum(id);
+	args[1] = ObjectIdGetDatum(role);
+	SPI_connect();
+	if (SPI_execute_plan(get_plan(cat, PLAN_CANCEL), args, NULL, false, 0)
+		!= SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not cancel job %lld", (long long) id);
+	if (SPI_processed == 1)
+		state = MemoryContextStrdup(cxt, SPI_getvalue(SPI_tuptable->vals[0],
+													  SPI_tuptable->tupdesc, 1));
 	SPI_finish();
 	return state;
 }

@@ -46,6 +46,8 @@ typedef struct QueueConfig
 	double		backoff_base;
 	double		backoff_factor;
 	double		backoff_max;
+	int64		time_limit_ms;	/* 0: none */
+	bool		isolated;
 } QueueConfig;
 
 static ChancyDatabase *db = NULL;
@@ -179,7 +181,9 @@ read_queues(int *nqueues)
 	if (SPI_execute(psprintf("SELECT name, concurrency, paused_until,"
 							 " extract(epoch FROM backoff_base)::float8,"
 							 " backoff_factor,"
-							 " extract(epoch FROM backoff_max)::float8"
+							 " extract(epoch FROM backoff_max)::float8,"
+							 " (extract(epoch FROM time_limit) * 1000)::int8,"
+							 " executor = 'isolated'"
 							 " FROM %s.chancy_queues", cat->nspname),
 					true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read chancy_queues");
@@ -199,6 +203,10 @@ read_queues(int *nqueues)
 		queues[r].backoff_base = DatumGetFloat8(SPI_getbinval(tup, desc, 4, &isnull));
 		queues[r].backoff_factor = DatumGetFloat8(SPI_getbinval(tup, desc, 5, &isnull));
 		queues[r].backoff_max = DatumGetFloat8(SPI_getbinval(tup, desc, 6, &isnull));
+		queues[r].time_limit_ms = DatumGetInt64(SPI_getbinval(tup, desc, 7, &isnull));
+		if (isnull)
+			queues[r].time_limit_ms = 0;
+		queues[r].isolated = DatumGetBool(SPI_getbinval(tup, desc, 8, &isnull));
 	}
 	SPI_finish();
 	PopActiveSnapshot();
@@ -276,6 +284,11 @@ start_executor(QueueConfig *q)
 	ex->backoff_base = q->backoff_base;
 	ex->backoff_factor = q->backoff_factor;
 	ex->backoff_max = q->backoff_max;
+	ex->time_limit_ms = q->time_limit_ms;
+	ex->isolated = q->isolated;
+	ex->cancel_job = 0;
+	ex->job_id = 0;
+	ex->jobs_done = 0;
 	generation = ++ex->generation;
 	handle_generations[slot] = generation;
 	LWLockRelease(chancy_shared->lock);
@@ -339,6 +352,8 @@ reconcile(void)
 		ex->backoff_base = config->backoff_base;
 		ex->backoff_factor = config->backoff_factor;
 		ex->backoff_max = config->backoff_max;
+		ex->time_limit_ms = config->time_limit_ms;
+		ex->isolated = config->isolated;
 	}
 	LWLockRelease(chancy_shared->lock);
 
@@ -347,6 +362,30 @@ reconcile(void)
 		for (int n = queues[q].running; n < queues[q].concurrency; n++)
 			if (!start_executor(&queues[q]))
 				break;
+}
+
+/*
+ * recover_jobs
+ *		At start, with no executor of this database left: the jobs still
+ *		marked running lost their executor (a crash, a kill, a restart).
+ */
+static void
+recover_jobs(void)
+{
+	int			n;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	n = queue_recover(chancy_catalog(chancy_extension_schema()), chancy_max_crashes);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	if (n > 0)
+		ereport(LOG,
+				(errmsg("chancy recovered %d job%s whose executor had died", n,
+						n == 1 ? "" : "s"),
+				 errdetail("They run again, or have failed if they crashed their executor chancy.max_crashes (%d) times.",
+						   chancy_max_crashes)));
 }
 
 /*
@@ -410,6 +449,7 @@ chancy_supervisor_main(Datum arg)
 	if (!OidIsValid(chancy_extension_schema()))
 		leave();
 	db->no_extension = false;
+	recover_jobs();
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "chancy supervisor",
 									 ALLOCSET_DEFAULT_SIZES);
 	MemoryContextSwitchTo(loop_cxt);

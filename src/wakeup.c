@@ -37,6 +37,7 @@ typedef struct PushedQueue
 } PushedQueue;
 
 static List *pushed_queues = NIL;	/* in TopMemoryContext */
+static List *cancelled_jobs = NIL;	/* running jobs cancelled, ditto */
 static bool wake_supervisor = false;
 static bool wake_launcher = false;
 static bool callback_registered = false;
@@ -82,6 +83,28 @@ wake_database_supervisor(void)
 }
 
 /*
+ * interrupt_job
+ *		Interrupt the executor of this database that runs a job (cancelled):
+ *		it is told which job, then sent SIGINT like a query cancel.
+ */
+static void
+interrupt_job(int64 job_id)
+{
+	LWLockAcquire(chancy_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < chancy_shared->nexecutors; i++)
+	{
+		ChancyExecutor *ex = &chancy_shared->executors[i];
+
+		if (ex->dboid == MyDatabaseId && ex->job_id == job_id && ex->pid != 0)
+		{
+			ex->cancel_job = job_id;
+			kill(ex->pid, SIGINT);
+		}
+	}
+	LWLockRelease(chancy_shared->lock);
+}
+
+/*
  * wakeup_xact_callback
  *		At commit, wake whom the transaction's work concerns; at abort,
  *		forget it.
@@ -103,6 +126,11 @@ wakeup_xact_callback(XactEvent event, void *arg)
 
 			wake_executors(pq->queue, pq->njobs);
 		}
+		foreach(lc, cancelled_jobs)
+		{
+			interrupt_job(*(int64 *) lfirst(lc));
+			wakeup_job_done(*(int64 *) lfirst(lc));
+		}
 		if (wake_supervisor)
 			wake_database_supervisor();
 		if (wake_launcher && chancy_shared->launcher_latch)
@@ -113,6 +141,8 @@ wakeup_xact_callback(XactEvent event, void *arg)
 	}
 	list_free_deep(pushed_queues);
 	pushed_queues = NIL;
+	list_free_deep(cancelled_jobs);
+	cancelled_jobs = NIL;
 	wake_supervisor = wake_launcher = false;
 }
 
@@ -167,6 +197,23 @@ wakeup_supervisor_at_commit(void)
 {
 	register_callback();
 	wake_supervisor = true;
+}
+
+/*
+ * wakeup_cancel_at_commit
+ *		The current transaction cancelled a job: when it commits, interrupt
+ *		the executor running it, if any, and wake its waiters.
+ */
+void
+wakeup_cancel_at_commit(int64 job_id)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+	int64	   *id = palloc(sizeof(int64));
+
+	*id = job_id;
+	cancelled_jobs = lappend(cancelled_jobs, id);
+	MemoryContextSwitchTo(old);
+	register_callback();
 }
 
 /*

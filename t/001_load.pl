@@ -60,4 +60,12 @@ is($s1->query_safe("SELECT queue FROM chancy_jobs WHERE id = $id"),
 $s1->quit;
 
 $node->stop;
+
+# chancy.max_executors that does not fit max_worker_processes: the log says so.
+$node->append_conf('postgresql.conf', "chancy.max_executors = 20\nmax_worker_processes = 8");
+$node->start;
+ok( $node->log_contains(
+		qr/chancy\.max_executors \(20\) does not fit in max_worker_processes \(8\)/),
+	'the log says when chancy.max_executors does not fit');
+$node->stop;
 done_testing();
