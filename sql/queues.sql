@@ -29,6 +29,12 @@ SELECT chancy_declare_queue('emails', 1, backoff_factor => 0.5);
 \echo :LAST_ERROR_SQLSTATE
 SELECT chancy_declare_queue('emails', 1, backoff_base => '1 min', backoff_max => '1 s');
 \echo :LAST_ERROR_SQLSTATE
+SELECT chancy_declare_queue('emails', 1, time_limit => '0');
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_declare_queue('emails', 1, executor => 'thread');
+\echo :LAST_ERROR_SQLSTATE
+SELECT name, time_limit, executor
+  FROM chancy_declare_queue('untrusted', 1, time_limit => '30 s', executor => 'isolated');
 SELECT chancy_pause_queue('no_such_queue');
 \echo :LAST_ERROR_SQLSTATE
 SELECT chancy_resume_queue('no_such_queue');
@@ -54,6 +60,20 @@ SELECT queue, pending, running, succeeded, concurrency
 -- chancy_workers lists chancy's processes (this database is not served here)
 SELECT count(*) FROM chancy_workers WHERE kind = 'launcher';
 SELECT count(*) FROM chancy_workers WHERE database = current_database();
+
+-- cancelling: a pending job, a finished one, bad ids
+ALTER TABLE chancy_jobs ALTER COLUMN id RESTART WITH 2000000;
+SELECT chancy_push('plain_job', queue => 'emails') AS id \gset
+SELECT state, errors->0->>'message' AS message FROM chancy_cancel(:id);
+SELECT state FROM chancy_cancel(:id);
+SELECT chancy_cancel(NULL);
+\echo :LAST_ERROR_SQLSTATE
+CREATE ROLE regress_chancy_other;
+SET ROLE regress_chancy_other;
+SELECT chancy_cancel(:id);
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+DROP ROLE regress_chancy_other;
 
 -- outside a job there is no current job
 SELECT chancy_current_job() IS NULL AS no_current_job;

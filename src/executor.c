@@ -432,7 +432,7 @@ run_job(ClaimedJob *job)
 		/* cancelled or recovered meanwhile: its effects must not stay */
 		AbortCurrentTransaction();
 		ereport(LOG,
-				(errmsg("chancy job %lld (%s) was cancelled while it ran; its outcome is discarded",
+				(errmsg("chancy job %lld (%s) was cancelled or recovered while it ran; its outcome is discarded",
 						(long long) job->id, job->name)));
 	}
 	QueryCancelPending = false;
