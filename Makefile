@@ -11,7 +11,7 @@ PGFILEDESC = "chancy - job queue and worker pool"
 PG_CPPFLAGS = -I$(srcdir)/include
 
 # Every test starts its own throwaway instance with chancy preloaded.
-REGRESS = push definitions builders unique privileges queues wait
+REGRESS = push definitions builders unique privileges queues wait plan
 REGRESS_OPTS = --temp-instance=tmp_check --temp-config=test/chancy.conf
 ISOLATION = unique_push
 ISOLATION_OPTS = --temp-instance=tmp_check_iso --temp-config=test/chancy.conf

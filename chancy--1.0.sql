@@ -25,7 +25,8 @@ CREATE TABLE chancy_job_definitions (
 	updated_at timestamptz NOT NULL DEFAULT now()
 );
 
--- The jobs themselves.  Written only by chancy's functions and workers.
+-- The jobs themselves.  Written only by chancy's functions and workers,
+-- which check every value (CHECK constraints would cost every write).
 CREATE TABLE chancy_jobs (
 	id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
 	name text NOT NULL,
@@ -34,14 +35,14 @@ CREATE TABLE chancy_jobs (
 	state chancy_state NOT NULL DEFAULT 'pending',
 	priority int NOT NULL,
 	attempts int NOT NULL DEFAULT 0,
-	max_attempts int NOT NULL CHECK (max_attempts >= 1),
+	max_attempts int NOT NULL,
 	scheduled_at timestamptz NOT NULL DEFAULT now(),
 	created_at timestamptz NOT NULL DEFAULT now(),
 	started_at timestamptz,
 	completed_at timestamptz,
-	unique_key text CHECK (unique_key <> ''),
-	time_limit interval CHECK (time_limit > '0'),
-	memory_limit bigint CHECK (memory_limit > 0),
+	unique_key text,
+	time_limit interval,
+	memory_limit bigint,
 	kwargs jsonb NOT NULL DEFAULT '{}',
 	meta jsonb NOT NULL DEFAULT '{}',
 	errors jsonb NOT NULL DEFAULT '[]',
@@ -60,6 +61,18 @@ CREATE INDEX chancy_jobs_ready ON chancy_jobs (queue, priority DESC, id)
 -- backoff): an idle executor sleeps until the earliest of them is due.
 CREATE INDEX chancy_jobs_scheduled ON chancy_jobs (queue, scheduled_at)
 	WHERE state IN ('pending', 'retrying') AND scheduled_at > created_at;
+
+-- Finished jobs by age: what the supervisor prunes.
+CREATE INDEX chancy_jobs_finished ON chancy_jobs (completed_at)
+	WHERE state IN ('succeeded', 'failed', 'cancelled');
+
+-- A queue table churns: vacuum it early and often.
+ALTER TABLE chancy_jobs SET (
+	autovacuum_vacuum_scale_factor = 0.02,
+	autovacuum_vacuum_threshold = 1000,
+	autovacuum_vacuum_insert_scale_factor = 0.02,
+	autovacuum_analyze_scale_factor = 0.05,
+	autovacuum_vacuum_cost_delay = 0);
 
 -- Jobs being run: what is recovered after a crash.
 CREATE INDEX chancy_jobs_running ON chancy_jobs (id) WHERE state = 'running';
@@ -191,6 +204,7 @@ CREATE TABLE chancy_queues (
 	backoff_max interval NOT NULL DEFAULT '1 hour' CHECK (backoff_max >= backoff_base),
 	time_limit interval CHECK (time_limit > '0'),
 	executor text NOT NULL DEFAULT 'process' CHECK (executor IN ('process', 'isolated')),
+	prune_after interval CHECK (prune_after >= '0'),
 	updated_at timestamptz NOT NULL DEFAULT now()
 );
 REVOKE ALL ON chancy_queues FROM PUBLIC;
@@ -216,7 +230,8 @@ CREATE FUNCTION chancy_declare_queue(
 	backoff_factor float8 DEFAULT 2,
 	backoff_max interval DEFAULT '1 hour',
 	time_limit interval DEFAULT NULL,
-	executor text DEFAULT 'process')
+	executor text DEFAULT 'process',
+	prune_after interval DEFAULT NULL)
 	RETURNS chancy_queues
 	LANGUAGE plpgsql AS $$
 DECLARE
@@ -250,14 +265,20 @@ BEGIN
 			USING ERRCODE = 'invalid_parameter_value',
 			      HINT = 'Use ''process'' (jobs run in the executor) or ''isolated'' (C jobs run in a forked child).';
 	END IF;
+	IF prune_after < '0' THEN
+		RAISE EXCEPTION 'invalid prune_after % for queue "%"', prune_after, name
+			USING ERRCODE = 'invalid_parameter_value',
+			      HINT = 'Finished jobs are deleted once older than prune_after; NULL means chancy.prune_after.';
+	END IF;
 	INSERT INTO chancy_queues AS c (name, concurrency, backoff_base, backoff_factor,
-	                                backoff_max, time_limit, executor)
-	VALUES (name, concurrency, backoff_base, backoff_factor, backoff_max, time_limit, executor)
+	                                backoff_max, time_limit, executor, prune_after)
+	VALUES (name, concurrency, backoff_base, backoff_factor, backoff_max, time_limit,
+	        executor, prune_after)
 	ON CONFLICT ON CONSTRAINT chancy_queues_pkey DO UPDATE
 	   SET concurrency = excluded.concurrency, backoff_base = excluded.backoff_base,
 	       backoff_factor = excluded.backoff_factor, backoff_max = excluded.backoff_max,
 	       time_limit = excluded.time_limit, executor = excluded.executor,
-	       updated_at = now()
+	       prune_after = excluded.prune_after, updated_at = now()
 	RETURNING * INTO q;
 	RETURN q;
 END $$;
@@ -297,7 +318,7 @@ BEGIN
 END $$;
 
 -- Managing queues is for the extension's owner, who may grant it.
-REVOKE EXECUTE ON FUNCTION chancy_declare_queue(text, int, interval, float8, interval, interval, text),
+REVOKE EXECUTE ON FUNCTION chancy_declare_queue(text, int, interval, float8, interval, interval, text, interval),
 	chancy_pause_queue(text, timestamptz), chancy_resume_queue(text) FROM PUBLIC;
 
 -- Cancel a job: a pending or retrying job never starts; a running one is
@@ -323,6 +344,12 @@ CREATE FUNCTION chancy_worker_info(OUT kind text, OUT database text, OUT queue t
 								   OUT pid int, OUT state text, OUT job_id bigint,
 								   OUT jobs_done bigint, OUT started_at timestamptz)
 	RETURNS SETOF record
+	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE;
+
+-- The plan executors claim a queue's jobs with (a diagnostic): it walks the
+-- ready index whatever the statistics say.
+CREATE FUNCTION chancy_explain_claim(queue text)
+	RETURNS SETOF text
 	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE;
 
 -- chancy's processes in the whole cluster.

@@ -1,6 +1,8 @@
 --
 -- queues: declaring, pausing and resuming queues; the views
 --
+-- error contexts would only repeat the functions' signatures
+\set SHOW_CONTEXT never
 SELECT name, concurrency, paused_until, backoff_base, backoff_factor, backoff_max
   FROM chancy_declare_queue('emails', 3);
 SELECT name, concurrency FROM chancy_declare_queue('emails', 5, backoff_base => '2 s',

@@ -43,6 +43,7 @@ PG_FUNCTION_INFO_V1(chancy_wait);
 PG_FUNCTION_INFO_V1(chancy_worker_info);
 PG_FUNCTION_INFO_V1(chancy_current_job);
 PG_FUNCTION_INFO_V1(chancy_cancel);
+PG_FUNCTION_INFO_V1(chancy_explain_claim);
 
 /*
  * arg_text
@@ -778,4 +779,29 @@ chancy_cancel(PG_FUNCTION_ARGS)
 	else
 		wakeup_cancel_at_commit(id);
 	PG_RETURN_DATUM(job_row(cat, id, &pushed_by, &found));
+}
+
+/*
+ * chancy_explain_claim(queue) RETURNS SETOF text
+ *		The plan with which executors claim the jobs of a queue: it must walk
+ *		the ready index (in the dequeue order) whatever the statistics say.
+ */
+Datum
+chancy_explain_claim(PG_FUNCTION_ARGS)
+{
+	ChancyCatalog *cat = chancy_catalog_for(fcinfo);
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	ListCell   *lc;
+	List	   *lines;
+
+	lines = queue_claim_plan(cat, arg_text(fcinfo, 0, JA_QUEUE));
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	foreach(lc, lines)
+	{
+		Datum		value = CStringGetTextDatum(lfirst(lc));
+		bool		null = false;
+
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &value, &null);
+	}
+	return (Datum) 0;
 }

@@ -29,6 +29,8 @@ int			chancy_max_executors = 4;
 int			chancy_memory_limit = 0;
 int			chancy_max_crashes = 2;
 int			chancy_executor_max_growth = 256 * 1024;
+int			chancy_batch_size = 64;
+int			chancy_prune_after = 86400;
 
 ChancyShared *chancy_shared = NULL;
 
@@ -212,6 +214,20 @@ _PG_init(void)
 							&chancy_max_crashes,
 							2, 1, 1000,
 							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("chancy.batch_size",
+							"How many ready jobs an executor claims at once.",
+							"Claimed jobs run one after the other, each in its own subtransaction; short ones commit in groups.",
+							&chancy_batch_size,
+							64, 1, 1000,
+							PGC_SIGHUP, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("chancy.prune_after",
+							"Age after which finished jobs are deleted.",
+							"Succeeded, failed and cancelled jobs older than this are deleted in batches by the supervisor; -1 keeps them.  chancy_queues.prune_after overrides it per queue.",
+							&chancy_prune_after,
+							86400, -1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S,
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("chancy.executor_max_growth",
 							"Memory an executor may gain over its life before it is replaced.",

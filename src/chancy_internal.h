@@ -116,6 +116,8 @@ extern int	chancy_max_executors;
 extern int	chancy_memory_limit;
 extern int	chancy_max_crashes;
 extern int	chancy_executor_max_growth;
+extern int	chancy_batch_size;
+extern int	chancy_prune_after;
 extern bool parse_queues(const char *value, List **names, List **concurrencies,
 						 const char **why);
 
@@ -168,16 +170,21 @@ typedef struct ClaimedJob
 	int64		claim;
 	int64		time_limit_ms;	/* 0: none */
 	int64		memory_limit;	/* bytes, 0: none */
+	int32		priority;
 } ClaimedJob;
 
-extern ClaimedJob *queue_claim(ChancyCatalog *cat, const char *queue, int64 claim);
-extern bool queue_succeeded(ChancyCatalog *cat, ClaimedJob *job, Datum result,
-							bool result_null);
+extern int	claim_planner_settings(void);
+extern int	queue_claim(ChancyCatalog *cat, const char *queue, int64 claim, int max,
+						ClaimedJob **jobs);
+extern List *queue_claim_plan(ChancyCatalog *cat, const char *queue);
+extern bool queue_succeeded(ChancyCatalog *cat, int64 claim, int n, Datum *ids,
+							Datum *results, bool *result_nulls, Datum *completed_at);
 extern const char *queue_failed(ChancyCatalog *cat, ClaimedJob *job,
 								ErrorData *edata, double backoff);
 extern bool queue_requeue(ChancyCatalog *cat, ClaimedJob *job, const char *why);
 extern int	queue_recover(ChancyCatalog *cat, int max_crashes);
 extern char *queue_cancel(ChancyCatalog *cat, int64 id, Oid role);
+extern int	queue_prune(ChancyCatalog *cat, Interval *prune_after, int batch);
 extern TimestampTz queue_next_due(ChancyCatalog *cat, const char *queue);
 
 /* limits.c: time and memory limits of a job run in process */

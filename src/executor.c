@@ -56,6 +56,9 @@
 /* sleep at most this long without a wake-up: a safety net, not the mechanism */
 #define FALLBACK_SLEEP_MS 5000
 
+/* a finished job waits at most this long for its group to commit */
+#define GROUP_COMMIT_US 5000
+
 /* a job that leaves the process this much larger leaked: recycle it */
 #define LEAK_LIMIT ((int64) 64 * 1024 * 1024)
 
@@ -66,6 +69,7 @@ typedef struct JobFunction
 	Oid			oid;			/* InvalidOid for a library:symbol */
 	Oid			rettype;		/* InvalidOid for a library:symbol */
 	bool		isolable;		/* C code: may run in an isolated child */
+	int64		last_us;		/* how long its last run took */
 	FmgrInfo	flinfo;
 } JobFunction;
 
@@ -77,6 +81,10 @@ static MemoryContext functions_cxt = NULL;
 static HTAB *functions = NULL;
 static uint64 functions_generation = 0;
 
+static ClaimedJob **batch = NULL; /* the jobs claimed together */
+static int	batch_n = 0;
+static int64 recent_us = INT64_MAX;	/* how long the last job took */
+static int64 last_size = 0;		/* data size at the last look for leaks */
 static ClaimedJob *current_job = NULL;
 static volatile sig_atomic_t shutdown_requested = false;
 static ChancyJobInfo current_info;
@@ -337,30 +345,21 @@ interruption(ClaimedJob *job)
 
 /*
  * run_job
- *		Run a claimed job and record its outcome, in one transaction.
- *		Cancellation interrupts lead to no outcome here: the row is already
- *		cancelled, or it is put back without using an attempt.
+ *		Run a claimed job in its own subtransaction of its group's
+ *		transaction.  True if it succeeded (its result is then in *result,
+ *		and the group records it); a failure is recorded here, after the
+ *		subtransaction is rolled back; an interrupted job is put back.
  */
-static void
-run_job(ClaimedJob *job)
+static bool
+run_job(ChancyCatalog *cat, ClaimedJob *job, Datum *result, bool *result_null)
 {
-	MemoryContext oldcxt;
-	ResourceOwner oldowner;
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
 	ErrorData  *edata = NULL;
-	Datum		result = (Datum) 0;
-	bool		result_null = true;
-	ChancyCatalog *cat;
 	const char *interrupted = NULL;
 	bool		held = true;
-	const char *state = "succeeded";
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	cat = chancy_catalog(chancy_nsp);
-	pgstat_report_activity(STATE_RUNNING,
-						   psprintf("chancy job %lld: %s", (long long) job->id, job->name));
-
+	pgstat_report_activity(STATE_RUNNING, job->name);
 	current_job = job;
 	current_info.id = job->id;
 	current_info.name = job->name;
@@ -369,8 +368,6 @@ run_job(ClaimedJob *job)
 	current_info.max_attempts = job->max_attempts;
 	*current_info_var = &current_info;
 
-	oldcxt = CurrentMemoryContext;
-	oldowner = CurrentResourceOwner;
 	BeginInternalSubTransaction(NULL);
 	PG_TRY();
 	{
@@ -378,12 +375,12 @@ run_job(ClaimedJob *job)
 			ereport(ERROR,
 					(errcode(ERRCODE_ADMIN_SHUTDOWN),
 					 errmsg("the executor is stopping")));
-		result = call_job(job, &result_null);
-		if (!result_null)
+		*result = call_job(job, result_null);
+		if (!*result_null)
 		{
 			MemoryContext cxt = MemoryContextSwitchTo(job_cxt);
 
-			result = datumCopy(result, false, -1);
+			*result = datumCopy(*result, false, -1);
 			MemoryContextSwitchTo(cxt);
 		}
 		ReleaseCurrentSubTransaction();
@@ -407,76 +404,145 @@ run_job(ClaimedJob *job)
 	PG_END_TRY();
 	current_job = NULL;
 	*current_info_var = NULL;
+	if (edata == NULL)
+		return true;
 
 	/* recording the outcome must not be cancelled by a late interrupt */
 	HOLD_CANCEL_INTERRUPTS();
-	if (edata == NULL)
-		held = queue_succeeded(cat, job, result, result_null);
-	else if (interrupted && strcmp(interrupted, "cancelled") == 0)
-		held = false;			/* chancy_cancel() already recorded it */
+	if (interrupted && strcmp(interrupted, "cancelled") == 0)
+		held = false;			/* chancy_cancel() recorded it */
 	else if (interrupted)
-	{
 		held = queue_requeue(cat, job, interrupted);
-		state = "put back";
-	}
 	else
 	{
-		state = queue_failed(cat, job, edata, retry_backoff(job->attempt));
+		const char *state = queue_failed(cat, job, edata, retry_backoff(job->attempt));
+
 		held = state != NULL;
-	}
-	PopActiveSnapshot();
-	if (held)
-		CommitTransactionCommand();
-	else
-	{
-		/* cancelled or recovered meanwhile: its effects must not stay */
-		AbortCurrentTransaction();
-		ereport(LOG,
-				(errmsg("chancy job %lld (%s) was cancelled or recovered while it ran; its outcome is discarded",
-						(long long) job->id, job->name)));
+		if (held)
+			ereport(LOG,
+					(errmsg("chancy job %lld (%s) attempt %d of %d failed: %s",
+							(long long) job->id, job->name, job->attempt,
+							job->max_attempts, edata->message),
+					 errdetail("The job is now %s.", state)));
 	}
 	QueryCancelPending = false;
 	RESUME_CANCEL_INTERRUPTS();
-
-	if (held && edata != NULL && !interrupted)
+	if (!held)
 		ereport(LOG,
-				(errmsg("chancy job %lld (%s) attempt %d of %d failed: %s",
-						(long long) job->id, job->name, job->attempt,
-						job->max_attempts, edata->message),
-				 errdetail("The job is now %s.", state)));
-	wakeup_job_done(job->id);
-	pgstat_report_activity(STATE_IDLE, NULL);
+				(errmsg("chancy job %lld (%s) was cancelled or recovered while it ran; its outcome is discarded",
+						(long long) job->id, job->name)));
+	return false;
 }
 
 /*
- * run_one
- *		Claim the next ready job of our queue and run it.  False if there was
- *		none; then *timeout_ms says how long to sleep.
+ * predicted_long
+ *		Did the last run of this function take longer than a group may wait?
+ *		Such a job runs (and commits) alone.
  */
 static bool
-run_one(long *timeout_ms)
+predicted_long(const char *spec)
 {
-	ClaimedJob *job;
-	MemoryContext old;
-	ChancyCatalog *cat;
-	TimestampTz due = 0;
-	int64		before;
+	JobFunction *fn;
 
-	MemoryContextReset(job_cxt);
+	if (functions == NULL || strlen(spec) >= sizeof(fn->spec))
+		return false;
+	fn = hash_search(functions, spec, HASH_FIND, NULL);
+	return fn != NULL && fn->last_us >= GROUP_COMMIT_US;
+}
+
+/* Remember how long a run of this function took. */
+static void
+note_duration(const char *spec, int64 us)
+{
+	JobFunction *fn;
+
+	if (functions == NULL || strlen(spec) >= sizeof(fn->spec))
+		return;
+	fn = hash_search(functions, spec, HASH_FIND, NULL);
+	if (fn)
+		fn->last_us = us;
+}
+
+/*
+ * put_back_range
+ *		Put back claimed jobs from..to-1 that still carry our claim (they did
+ *		not run, or their outcome was undone), in a transaction of their own.
+ */
+static void
+put_back_range(int from, int to, const char *why)
+{
+	ChancyCatalog *cat;
+
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	cat = chancy_catalog(chancy_nsp);
+	for (int i = from; i < to; i++)
+		(void) queue_requeue(cat, batch[i], why);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	for (int i = from; i < to; i++)
+		wakeup_job_done(batch[i]->id);
+}
+
+/*
+ * check_leaks
+ *		Memory a job leaked (malloc without free) only a new process frees:
+ *		if this process grew by more than LEAK_LIMIT since the last look, it
+ *		makes way for a fresh executor.  Looked at after failed jobs (a memory
+ *		limit) and every 64 jobs, since it costs a read of /proc.
+ */
+static void
+check_leaks(void)
+{
+	int64		size = limits_data_size();
+
+	if (last_size > 0 && size - last_size > LEAK_LIMIT)
+	{
+		ereport(LOG,
+				(errmsg("chancy executor of queue \"%s\" grew by %lld MB while running jobs; a fresh executor replaces it",
+						me->queue, (long long) ((size - last_size) / (1024 * 1024)))));
+		me->stop = true;
+	}
+	last_size = size;
+}
+
+/*
+ * run_batch
+ *		Claim up to chancy.batch_size ready jobs of our queue in one statement
+ *		(committed as running) and run them in order.  Jobs that finish
+ *		quickly commit in groups: a group commits once its first job has
+ *		waited GROUP_COMMIT_US, or before a job that ran long last time (which
+ *		then commits alone).  False if no job was ready; then *timeout_ms says
+ *		how long to sleep.
+ */
+static bool
+run_batch(long *timeout_ms)
+{
+	MemoryContext old;
+	ChancyCatalog *cat;
+	TimestampTz due = 0;
+	int			next = 0;
+
+	MemoryContextReset(job_cxt);
+	batch = MemoryContextAlloc(job_cxt, sizeof(ClaimedJob *) * chancy_batch_size);
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	cat = chancy_catalog(chancy_nsp);
+
 	old = MemoryContextSwitchTo(job_cxt);
-	job = queue_claim(cat, me->queue,
-					  (int64) pg_atomic_fetch_add_u64(&chancy_shared->claims, 1));
+	/* batches are for short jobs: long ones would wait for each other */
+	batch_n = queue_claim(cat, me->queue,
+						  (int64) pg_atomic_fetch_add_u64(&chancy_shared->claims, 1),
+						  recent_us < GROUP_COMMIT_US ? chancy_batch_size : 1, batch);
 	MemoryContextSwitchTo(old);
-	if (job == NULL)
+	if (batch_n == 0)
 		due = queue_next_due(cat, me->queue);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 
-	if (job == NULL)
+	if (batch_n == 0)
 	{
 		*timeout_ms = FALLBACK_SLEEP_MS;
 		if (due != 0)
@@ -489,27 +555,86 @@ run_one(long *timeout_ms)
 		}
 		return false;
 	}
-
 	me->idle = false;
-	me->job_id = job->id;
-	if (job->time_limit_ms == 0)
-		job->time_limit_ms = me->time_limit_ms;
-	if (job->memory_limit == 0)
-		job->memory_limit = (int64) chancy_memory_limit * 1024;
-	before = limits_data_size();
-	run_job(job);
-	me->job_id = 0;
-	me->jobs_done++;
 
-	/* memory the job leaked (malloc without free) only a new process frees */
-	if (limits_data_size() - before > LEAK_LIMIT)
+	while (next < batch_n && !me->stop && !shutdown_requested)
 	{
-		ereport(LOG,
-				(errmsg("chancy job %lld (%s) left its executor %lld MB larger; a fresh executor replaces it",
-						(long long) job->id, job->name,
-						(long long) ((limits_data_size() - before) / (1024 * 1024)))));
-		me->stop = true;
+		int			first = next;
+		int			nsucceeded = 0;
+		TimestampTz first_done = 0;
+		Datum	   *ids = MemoryContextAlloc(job_cxt, sizeof(Datum) * batch_n);
+		Datum	   *results = MemoryContextAlloc(job_cxt, sizeof(Datum) * batch_n);
+		bool	   *result_nulls = MemoryContextAlloc(job_cxt, sizeof(bool) * batch_n);
+		Datum	   *done_at = MemoryContextAlloc(job_cxt, sizeof(Datum) * batch_n);
+		bool		held = true;
+
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		cat = chancy_catalog(chancy_nsp);
+		while (next < batch_n)
+		{
+			ClaimedJob *job = batch[next];
+			TimestampTz start;
+			TimestampTz end;
+
+			if (next > first && predicted_long(job->function))
+				break;
+			if (job->time_limit_ms == 0)
+				job->time_limit_ms = me->time_limit_ms;
+			if (job->memory_limit == 0)
+				job->memory_limit = (int64) chancy_memory_limit * 1024;
+			me->job_id = job->id;
+			start = GetCurrentTimestamp();
+			if (run_job(cat, job, &results[nsucceeded], &result_nulls[nsucceeded]))
+			{
+				ids[nsucceeded] = Int64GetDatum(job->id);
+				done_at[nsucceeded++] = TimestampTzGetDatum(GetCurrentTimestamp());
+			}
+			else
+				check_leaks();
+			end = GetCurrentTimestamp();
+			recent_us = end - start;
+			note_duration(job->function, recent_us);
+			me->job_id = 0;
+			next++;
+			if (first_done == 0)
+				first_done = end;
+			if (me->stop || shutdown_requested ||
+				end - first_done >= GROUP_COMMIT_US || recent_us >= GROUP_COMMIT_US)
+				break;
+		}
+
+		/* the group's successes, in one statement, commit with their effects */
+		HOLD_CANCEL_INTERRUPTS();
+		if (nsucceeded > 0)
+			held = queue_succeeded(cat, batch[first]->claim, nsucceeded, ids, results,
+								   result_nulls, done_at);
+		PopActiveSnapshot();
+		if (held)
+			CommitTransactionCommand();
+		else
+		{
+			/* a job was cancelled or recovered meanwhile: undo the group */
+			AbortCurrentTransaction();
+			ereport(LOG,
+					(errmsg("a job of a group run by chancy's executor of queue \"%s\" was cancelled or recovered while it ran",
+							me->queue),
+					 errdetail("The group's outcomes are discarded; its other jobs run again.")));
+			put_back_range(first, next, "its group was rolled back; it runs again");
+		}
+		QueryCancelPending = false;
+		RESUME_CANCEL_INTERRUPTS();
+		for (int i = first; i < next; i++)
+			wakeup_job_done(batch[i]->id);
+		me->jobs_done += next - first;
+		if (me->jobs_done % 64 == 0)
+			check_leaks();
 	}
+	if (next < batch_n)
+		put_back_range(next, batch_n,
+					   "the executor stopped before running the job; it runs again");
+	batch_n = 0;
 	return true;
 }
 
@@ -530,6 +655,23 @@ recover(void)
 	*current_info_var = NULL;
 	me->job_id = 0;
 	RESUME_INTERRUPTS();
+
+	/* the claimed jobs not yet done go back (those done no longer match) */
+	if (batch_n > 0)
+	{
+		PG_TRY();
+		{
+			put_back_range(0, batch_n, "the executor failed outside the job; it runs again");
+		}
+		PG_CATCH();
+		{
+			EmitErrorReport();
+			AbortOutOfAnyTransaction();
+			FlushErrorState();
+			batch_n = 0;
+		}
+		PG_END_TRY();
+	}
 
 	chancy_nsp = chancy_extension_schema();
 	if (!OidIsValid(chancy_nsp))
@@ -591,6 +733,7 @@ chancy_executor_main(Datum arg)
 									ALLOCSET_DEFAULT_SIZES);
 	current_info_var = (void **) find_rendezvous_variable("chancy_current_job");
 	limits_init();
+	last_size = limits_data_size();
 
 	chancy_nsp = chancy_extension_schema();
 	if (!OidIsValid(chancy_nsp))
@@ -635,7 +778,7 @@ chancy_executor_main(Datum arg)
 		{
 			PG_TRY();
 			{
-				worked = run_one(&timeout_ms);
+				worked = run_batch(&timeout_ms);
 			}
 			PG_CATCH();
 			{

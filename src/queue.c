@@ -15,10 +15,13 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "lib/stringinfo.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/datum.h"
 #include "utils/lsyscache.h"
 #include "utils/timestamp.h"
+#include "datatype/timestamp.h"
 
 #include "chancy_internal.h"
 
@@ -38,6 +41,7 @@ typedef enum PlanId
 	PLAN_REQUEUE,				/* an interrupted job goes back, no attempt used */
 	PLAN_RECOVER,				/* jobs whose executor died */
 	PLAN_CANCEL,
+	PLAN_PRUNE,					/* finished jobs past their time */
 	NPLANS
 } PlanId;
 
@@ -78,17 +82,21 @@ static const struct
 	[PLAN_CLAIM] = {
 		"UPDATE %1$s.chancy_jobs SET state = 'running',"
 		" started_at = clock_timestamp(), attempts = attempts + 1, claim = $2"
-		" WHERE id = (SELECT id FROM %1$s.chancy_jobs"
+		" WHERE id = ANY (ARRAY(SELECT id FROM %1$s.chancy_jobs"
 		"  WHERE queue = $1 AND " READY " AND scheduled_at <= now()"
-		"  ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED)"
+		"  ORDER BY priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED))"
 		" RETURNING id, name, function, queue, kwargs, attempts, max_attempts,"
-		" pushed_by, (extract(epoch FROM time_limit) * 1000)::int8, memory_limit",
-		2, {TEXTOID, INT8OID}
+		" pushed_by, (extract(epoch FROM time_limit) * 1000)::int8, memory_limit,"
+		" priority",
+		3, {TEXTOID, INT8OID, INT4OID}
 	},
 	[PLAN_SUCCEEDED] = {
-		"UPDATE %1$s.chancy_jobs SET state = 'succeeded',"
-		" completed_at = clock_timestamp(), result = $3, claim = NULL"
-		" WHERE id = $1 AND claim = $2", 3, {INT8OID, INT8OID, JSONBOID}
+		"UPDATE %1$s.chancy_jobs j SET state = 'succeeded',"
+		" completed_at = r.completed_at, result = r.result, claim = NULL"
+		" FROM unnest($1::int8[], $3::jsonb[], $4::timestamptz[])"
+		"  AS r(id, result, completed_at)"
+		" WHERE j.id = r.id AND j.claim = $2",
+		4, {INT8ARRAYOID, INT8OID, JSONBARRAYOID, TIMESTAMPTZARRAYOID}
 	},
 	[PLAN_FAILED] = {
 		"UPDATE %1$s.chancy_jobs SET"
@@ -129,6 +137,16 @@ static const struct
 		"   crashes + 1, $1), 'sqlstate', 'XX000', 'at', clock_timestamp())"
 		" WHERE state = 'running' RETURNING id", 1, {INT4OID}
 	},
+	[PLAN_PRUNE] = {
+		"DELETE FROM %1$s.chancy_jobs WHERE id = ANY (ARRAY("
+		" SELECT j.id FROM %1$s.chancy_jobs j"
+		"  LEFT JOIN %1$s.chancy_queues q ON q.name = j.queue"
+		" WHERE j.state IN ('succeeded', 'failed', 'cancelled')"
+		"  AND j.completed_at < now() - least($1, (SELECT min(prune_after) FROM %1$s.chancy_queues))"
+		"  AND j.completed_at < now() - coalesce(q.prune_after, $1)"
+		" ORDER BY j.completed_at LIMIT $2))",
+		2, {INTERVALOID, INT4OID}
+	},
 	[PLAN_CANCEL] = {
 		"WITH old AS (SELECT id, state FROM %1$s.chancy_jobs WHERE id = $1 FOR UPDATE)"
 		" UPDATE %1$s.chancy_jobs j SET state = 'cancelled',"
@@ -142,6 +160,7 @@ static const struct
 };
 
 /* plans, prepared for the installation in schema plans_nsp */
+#define FINISHED "state IN ('succeeded', 'failed', 'cancelled')"
 static Oid	plans_nsp = InvalidOid;
 static SPIPlanPtr plans[NPLANS];
 
@@ -177,8 +196,9 @@ get_plan(ChancyCatalog *cat, PlanId id)
 	for (int i = 0; i < plan_defs[id].nargs; i++)
 		argtypes[i] = plan_defs[id].argtypes[i] == JOBARRAY ?
 			get_array_type(cat->job_typid) : plan_defs[id].argtypes[i];
-	plan = SPI_prepare(psprintf(plan_defs[id].sql, cat->nspname),
-					   plan_defs[id].nargs, argtypes);
+	/* generic plans: planned once, whatever the parameters */
+	plan = SPI_prepare_cursor(psprintf(plan_defs[id].sql, cat->nspname),
+							  plan_defs[id].nargs, argtypes, CURSOR_OPT_GENERIC_PLAN);
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed for \"%s\": %s", plan_defs[id].sql,
 			 SPI_result_code_string(SPI_result));
@@ -357,32 +377,76 @@ queue_push(ChancyCatalog *cat, ArrayType *jobs, char **keys)
 }
 
 /*
- * queue_claim
- *		Take the next ready job of a queue (priority DESC, then id) and mark
- *		it running under the given claim token; NULL if none is ready.  The
- *		job is allocated in the caller's memory context.
+ * claim_planner_settings
+ *		Make the planner walk the ready index, whatever the statistics say.
+ *
+ * With statistics that say the table is empty (stale, after a burst), the
+ * cheapest-looking plan for the claim is a sequential scan and a sort: at
+ * millions of finished rows that is a disaster.  Sequential and bitmap scans
+ * and sorts are disabled while the claim is planned and run (the plan is
+ * generic, kept, and replanned only under these settings), which leaves the
+ * ready index, whose order is the dequeue order.  Returns the GUC nest level
+ * to pass to AtEOXact_GUC.
  */
-ClaimedJob *
-queue_claim(ChancyCatalog *cat, const char *queue, int64 claim)
+int
+claim_planner_settings(void)
+{
+	int			nestlevel = NewGUCNestLevel();
+
+	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("enable_bitmapscan", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+	return nestlevel;
+}
+
+/* qsort comparator of claimed jobs: the dequeue order */
+static int
+claimed_cmp(const void *a, const void *b)
+{
+	const ClaimedJob *x = *(ClaimedJob *const *) a;
+	const ClaimedJob *y = *(ClaimedJob *const *) b;
+
+	if (x->priority != y->priority)
+		return x->priority > y->priority ? -1 : 1;
+	return x->id < y->id ? -1 : x->id > y->id ? 1 : 0;
+}
+
+/*
+ * queue_claim
+ *		Take up to max ready jobs of a queue (priority DESC, then id) and mark
+ *		them running under the given claim token.  They are returned in that
+ *		order, allocated in the caller's memory context; the count.
+ */
+int
+queue_claim(ChancyCatalog *cat, const char *queue, int64 claim, int max,
+			ClaimedJob **jobs)
 {
 	MemoryContext cxt = CurrentMemoryContext;
-	ClaimedJob *job = NULL;
-	Datum		args[2];
+	Datum		args[3];
+	int			n;
+	int			nestlevel;
 
 	args[0] = CStringGetTextDatum(queue);
 	args[1] = Int64GetDatum(claim);
+	args[2] = Int32GetDatum(max);
 	SPI_connect();
-	if (SPI_execute_plan(get_plan(cat, PLAN_CLAIM), args, NULL, false, 1)
+	nestlevel = claim_planner_settings();
+	if (SPI_execute_plan(get_plan(cat, PLAN_CLAIM), args, NULL, false, 0)
 		!= SPI_OK_UPDATE_RETURNING)
-		elog(ERROR, "could not claim a job");
-	if (SPI_processed == 1)
+		elog(ERROR, "could not claim jobs");
+	AtEOXact_GUC(true, nestlevel);
+	n = (int) SPI_processed;
+	for (int r = 0; r < n; r++)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[0];
+		HeapTuple	tup = SPI_tuptable->vals[r];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 		MemoryContext old = MemoryContextSwitchTo(cxt);
+		ClaimedJob *job = palloc0(sizeof(ClaimedJob));
 		bool		isnull;
 
-		job = palloc0(sizeof(ClaimedJob));
 		job->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 		job->name = SPI_getvalue(tup, desc, 2);
 		job->function = SPI_getvalue(tup, desc, 3);
@@ -397,35 +461,84 @@ queue_claim(ChancyCatalog *cat, const char *queue, int64 claim)
 		job->memory_limit = DatumGetInt64(SPI_getbinval(tup, desc, 10, &isnull));
 		if (isnull)
 			job->memory_limit = 0;
+		job->priority = DatumGetInt32(SPI_getbinval(tup, desc, 11, &isnull));
 		job->claim = claim;
+		jobs[r] = job;
 		MemoryContextSwitchTo(old);
 	}
 	SPI_finish();
-	return job;
+	qsort(jobs, n, sizeof(ClaimedJob *), claimed_cmp);
+	return n;
+}
+
+/*
+ * queue_claim_plan
+ *		The plan of the claim, as EXPLAIN (COSTS OFF) shows it under the
+ *		claim's planner settings, with literal values for its parameters.
+ */
+List *
+queue_claim_plan(ChancyCatalog *cat, const char *queue)
+{
+	char	   *sql = psprintf(plan_defs[PLAN_CLAIM].sql, cat->nspname);
+	StringInfoData explain;
+	List	   *lines = NIL;
+	int			nestlevel;
+	MemoryContext cxt = CurrentMemoryContext;
+
+	/* $1 (queue), $2 (claim), $3 (batch) as literals */
+	initStringInfo(&explain);
+	appendStringInfoString(&explain, "EXPLAIN (COSTS OFF) ");
+	for (const char *p = sql; *p; p++)
+	{
+		if (p[0] == '$' && p[1] >= '1' && p[1] <= '3')
+		{
+			appendStringInfoString(&explain, p[1] == '1' ? quote_literal_cstr(queue) :
+								   p[1] == '2' ? "0" : "16");
+			p++;
+		}
+		else
+			appendStringInfoChar(&explain, *p);
+	}
+	SPI_connect();
+	nestlevel = claim_planner_settings();
+	if (SPI_execute(explain.data, false, 0) != SPI_OK_UTILITY)
+		elog(ERROR, "could not explain the claim");
+	AtEOXact_GUC(true, nestlevel);
+	for (uint64 r = 0; r < SPI_processed; r++)
+		lines = lappend(lines, MemoryContextStrdup(cxt, SPI_getvalue(SPI_tuptable->vals[r],
+																	 SPI_tuptable->tupdesc, 1)));
+	SPI_finish();
+	return lines;
 }
 
 /*
  * queue_succeeded
- *		Record a job's success (in the transaction that ran it).  False if
- *		the row no longer carries our claim (the job was cancelled, or
- *		recovered, while it ran): the caller must then roll back.
+ *		Record the success of n jobs of one claim, in one statement (in the
+ *		transaction that ran them).  False if some row no longer carries the
+ *		claim (a job was cancelled, or recovered, while it ran): the caller
+ *		must then roll back.
  */
 bool
-queue_succeeded(ChancyCatalog *cat, ClaimedJob *job, Datum result, bool result_null)
+queue_succeeded(ChancyCatalog *cat, int64 claim, int n, Datum *ids,
+				Datum *results, bool *result_nulls, Datum *completed_at)
 {
-	Datum		args[3];
-	char		nulls[3] = {' ', ' ', result_null ? 'n' : ' '};
+	Datum		args[4];
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
 	bool		held;
 
-	args[0] = Int64GetDatum(job->id);
-	args[1] = Int64GetDatum(job->claim);
-	args[2] = result;
-
+	args[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL,
+											  TYPALIGN_DOUBLE));
+	args[1] = Int64GetDatum(claim);
+	args[2] = PointerGetDatum(construct_md_array(results, result_nulls, 1, dims, lbs,
+												 JSONBOID, -1, false, TYPALIGN_INT));
+	args[3] = PointerGetDatum(construct_array(completed_at, n, TIMESTAMPTZOID, 8,
+											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	SPI_connect();
-	if (SPI_execute_plan(get_plan(cat, PLAN_SUCCEEDED), args, nulls, false, 0)
+	if (SPI_execute_plan(get_plan(cat, PLAN_SUCCEEDED), args, NULL, false, 0)
 		!= SPI_OK_UPDATE)
-		elog(ERROR, "could not record the success of job %lld", (long long) job->id);
-	held = SPI_processed == 1;
+		elog(ERROR, "could not record the success of jobs");
+	held = SPI_processed == (uint64) n;
 	SPI_finish();
 	return held;
 }
@@ -519,6 +632,32 @@ queue_recover(ChancyCatalog *cat, int max_crashes)
 		wakeup_job_done(DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
 													SPI_tuptable->tupdesc, 1, &isnull)));
 	}
+	SPI_finish();
+	return n;
+}
+
+/*
+ * queue_prune
+ *		Delete up to batch finished jobs older than their queue's
+ *		prune_after, or prune_after (NULL: never); how many.
+ */
+int
+queue_prune(ChancyCatalog *cat, Interval *prune_after, int batch)
+{
+	Datum		args[2];
+	char		nulls[2] = {prune_after ? ' ' : 'n', ' '};
+	int			nestlevel;
+	int			n;
+
+	args[0] = IntervalPGetDatum(prune_after);
+	args[1] = Int32GetDatum(batch);
+	SPI_connect();
+	nestlevel = claim_planner_settings();
+	if (SPI_execute_plan(get_plan(cat, PLAN_PRUNE), args, nulls, false, 0)
+		!= SPI_OK_DELETE)
+		elog(ERROR, "could not prune finished jobs");
+	AtEOXact_GUC(true, nestlevel);
+	n = (int) SPI_processed;
 	SPI_finish();
 	return n;
 }

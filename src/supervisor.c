@@ -36,6 +36,11 @@
 /* sleep at most this long without a wake-up */
 #define FALLBACK_SLEEP_MS 10000
 
+/* pruning: how often, and how many jobs a transaction deletes, at most */
+#define PRUNE_EVERY_MS 10000
+#define PRUNE_BATCH 5000
+#define PRUNE_MAX_BATCHES 20
+
 /* A row of chancy_queues. */
 typedef struct QueueConfig
 {
@@ -389,6 +394,36 @@ recover_jobs(void)
 }
 
 /*
+ * prune
+ *		Delete finished jobs past their queue's prune_after (or
+ *		chancy.prune_after), a bounded batch per transaction, a bounded
+ *		number of batches per round so that queue changes are not kept
+ *		waiting.
+ */
+static void
+prune(void)
+{
+	Interval	prune_after;
+	int			n;
+
+	memset(&prune_after, 0, sizeof(prune_after));
+	prune_after.time = (int64) chancy_prune_after * USECS_PER_SEC;
+	for (int round = 0; round < PRUNE_MAX_BATCHES; round++)
+	{
+		CHECK_FOR_INTERRUPTS();
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		n = queue_prune(chancy_catalog(chancy_extension_schema()),
+						chancy_prune_after < 0 ? NULL : &prune_after, PRUNE_BATCH);
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+		if (n < PRUNE_BATCH)
+			break;
+	}
+}
+
+/*
  * chancy_supervisor_main
  *		Entry point of a supervisor; arg is its database slot.
  */
@@ -397,6 +432,7 @@ chancy_supervisor_main(Datum arg)
 {
 	uint64		generation;
 	MemoryContext loop_cxt;
+	TimestampTz last_prune = 0;
 
 	db = &chancy_shared->dbs[DatumGetInt32(arg)];
 	memcpy(&generation, MyBgworkerEntry->bgw_extra, sizeof(generation));
@@ -475,8 +511,13 @@ chancy_supervisor_main(Datum arg)
 			leave();
 		}
 		reconcile();
+		if (TimestampDifferenceExceeds(last_prune, GetCurrentTimestamp(), PRUNE_EVERY_MS))
+		{
+			prune();
+			last_prune = GetCurrentTimestamp();
+		}
 
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 FALLBACK_SLEEP_MS, PG_WAIT_EXTENSION);
+						 Min(FALLBACK_SLEEP_MS, PRUNE_EVERY_MS), PG_WAIT_EXTENSION);
 	}
 }

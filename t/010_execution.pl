@@ -13,6 +13,7 @@ $node->append_conf('postgresql.conf', qq{
 shared_preload_libraries = 'chancy'
 chancy.database = 'postgres'
 chancy.queues = 'default:2'
+chancy.max_executors = 8
 });
 $node->start;
 
@@ -172,6 +173,17 @@ like(sql("SELECT errors->0->>'message' FROM chancy_jobs WHERE id = $sym"),
 	qr/could not find function "no_such_symbol"/, 'the error names the missing symbol');
 $id = sql(q{SELECT chancy_push('greet', queue => 'serial')});
 is(sql("SELECT (chancy_wait($id, '30s')).state"), 'succeeded', 'the executor lives on');
+
+# Pruning: finished jobs older than their queue's prune_after are deleted
+# by the supervisor; others stay.
+sql(q{SELECT chancy_declare_queue('ephemeral', 1, prune_after => '0 s')});
+$id = sql(q{SELECT chancy_push('record', '{"note": "ephemeral"}', queue => 'ephemeral')});
+sql("SELECT chancy_wait($id, '30 s')");
+$node->poll_query_until('postgres', "SELECT count(*) = 0 FROM chancy_jobs WHERE id = $id")
+  or die 'the finished job was never pruned';
+pass('a finished job past its queue\'s prune_after is pruned');
+is(sql(q{SELECT count(*) > 0 FROM chancy_jobs WHERE queue = 'serial' AND state = 'succeeded'}),
+	't', 'jobs of queues that keep them for a day stay');
 
 # Observability.
 is( sql(q{SELECT count(*) FROM pg_stat_activity
