@@ -2,6 +2,10 @@
 # chancy preloaded, removed again when the calling script exits.
 #
 #   cluster_start [postgresql.conf lines...]   then   cpsql [psql args...]
+#
+# With CLUSTER_TIMED set, the postmaster runs under /usr/bin/time -v, whose
+# report (peak memory of the biggest server process among others) is written
+# to $cluster/time.txt by cluster_stop.
 
 bin=/usr/lib/postgresql/15/bin
 cluster=$(mktemp -d /tmp/chancy-cluster.XXXXXX)
@@ -15,7 +19,18 @@ cluster_start() {
 		echo "unix_socket_directories = '$cluster'"
 		for line in "$@"; do echo "$line"; done
 	} >>"$cluster/data/postgresql.conf"
-	$bin/pg_ctl -D "$cluster/data" -l "$cluster/server.log" -w start >/dev/null
+	if [ -n "${CLUSTER_TIMED:-}" ]; then
+		/usr/bin/time -v -o "$cluster/time.txt" $bin/postgres -D "$cluster/data" \
+			>"$cluster/server.log" 2>&1 &
+		until $bin/pg_isready -q -h "$cluster"; do sleep 0.1; done
+	else
+		$bin/pg_ctl -D "$cluster/data" -l "$cluster/server.log" -w start >/dev/null
+	fi
+}
+
+cluster_stop() {
+	$bin/pg_ctl -D "$cluster/data" -m fast -w stop >/dev/null
+	wait
 }
 
 cpsql() {

@@ -59,6 +59,21 @@ arg_text(FunctionCallInfo fcinfo, int argno, JobAttr attr)
 }
 
 /*
+ * arg_job_id
+ *		The job id first argument of chancy_wait and chancy_cancel.
+ */
+static int64
+arg_job_id(FunctionCallInfo fcinfo)
+{
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("job id must not be NULL"),
+				 errhint("Pass the id chancy_push() returned.")));
+	return PG_GETARG_INT64(0);
+}
+
+/*
  * arg_job
  *		The chancy_job argument of a builder or push, split into attributes.
  */
@@ -487,12 +502,7 @@ chancy_wait(PG_FUNCTION_ARGS)
 	Oid			argtype = INT8OID;
 	Datum		arg;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("job id must not be NULL"),
-				 errhint("Pass the id chancy_push() returned.")));
-	id = PG_GETARG_INT64(0);
+	id = arg_job_id(fcinfo);
 	arg = Int64GetDatum(id);
 	if (!PG_ARGISNULL(1))
 	{
@@ -747,12 +757,7 @@ chancy_cancel(PG_FUNCTION_ARGS)
 	int			save_sec_context;
 	Oid			me = GetUserId();
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("job id must not be NULL"),
-				 errhint("Pass the id chancy_push() returned.")));
-	id = PG_GETARG_INT64(0);
+	id = arg_job_id(fcinfo);
 
 	(void) job_row(cat, id, &pushed_by, &found);
 	if (!found)

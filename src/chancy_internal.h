@@ -173,7 +173,7 @@ typedef struct ClaimedJob
 	int32		priority;
 } ClaimedJob;
 
-extern int	claim_planner_settings(void);
+extern int	index_planner_settings(void);
 extern int	queue_claim(ChancyCatalog *cat, const char *queue, int64 claim, int max,
 						ClaimedJob **jobs);
 extern List *queue_claim_plan(ChancyCatalog *cat, const char *queue);

@@ -368,6 +368,10 @@ run_job(ChancyCatalog *cat, ClaimedJob *job, Datum *result, bool *result_null)
 	current_info.max_attempts = job->max_attempts;
 	*current_info_var = &current_info;
 
+	/* a cancel that came too late for the previous job is not for this one */
+	if (me->cancel_job != job->id && !shutdown_requested)
+		QueryCancelPending = false;
+
 	BeginInternalSubTransaction(NULL);
 	PG_TRY();
 	{

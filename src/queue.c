@@ -207,6 +207,22 @@ get_plan(ChancyCatalog *cat, PlanId id)
 	return plan;
 }
 
+/*
+ * execute
+ *		Run one of chancy's statements with its prepared plan, under
+ *		index_planner_settings; the SPI result code.
+ */
+static int
+execute(ChancyCatalog *cat, PlanId id, Datum *args, const char *nulls,
+		bool read_only)
+{
+	int			nestlevel = index_planner_settings();
+	int			rc = SPI_execute_plan(get_plan(cat, id), args, nulls, read_only, 0);
+
+	AtEOXact_GUC(true, nestlevel);
+	return rc;
+}
+
 /* qsort/bsearch comparator of KeyRefs by key */
 static int
 keyref_cmp(const void *a, const void *b)
@@ -232,7 +248,7 @@ find_live_jobs(ChancyCatalog *cat, KeyRef *conflicts, int nconflicts, int64 *ids
 		keys[i] = CStringGetTextDatum(conflicts[i].key);
 	arg = PointerGetDatum(construct_array(keys, nconflicts, TEXTOID, -1, false,
 										  TYPALIGN_INT));
-	if (SPI_execute_plan(get_plan(cat, PLAN_EXISTING), &arg, NULL, false, 0)
+	if (execute(cat, PLAN_EXISTING, &arg, NULL, false)
 		!= SPI_OK_SELECT)
 		elog(ERROR, "could not look up jobs by unique key");
 
@@ -279,8 +295,7 @@ insert_batch(ChancyCatalog *cat, ArrayType *array, char **keys, int *todo, int n
 
 	args[0] = PointerGetDatum(array);
 	args[1] = ObjectIdGetDatum(pushed_by);
-	if (SPI_execute_plan(get_plan(cat, keys ? PLAN_INSERT_UNIQUE : PLAN_INSERT),
-						 args, NULL, false, 0)
+	if (execute(cat, keys ? PLAN_INSERT_UNIQUE : PLAN_INSERT, args, NULL, false)
 		!= SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not insert jobs");
 
@@ -377,19 +392,20 @@ queue_push(ChancyCatalog *cat, ArrayType *jobs, char **keys)
 }
 
 /*
- * claim_planner_settings
- *		Make the planner walk the ready index, whatever the statistics say.
+ * index_planner_settings
+ *		Make the planner use the indexes, whatever the statistics say.
  *
  * With statistics that say the table is empty (stale, after a burst), the
- * cheapest-looking plan for the claim is a sequential scan and a sort: at
- * millions of finished rows that is a disaster.  Sequential and bitmap scans
- * and sorts are disabled while the claim is planned and run (the plan is
- * generic, kept, and replanned only under these settings), which leaves the
- * ready index, whose order is the dequeue order.  Returns the GUC nest level
- * to pass to AtEOXact_GUC.
+ * cheapest-looking plan for the claim is a sequential scan and a sort, and
+ * for an update of a few jobs by id a sequential scan: at millions of
+ * finished rows that is a disaster.  Sequential and bitmap scans and sorts
+ * are disabled while chancy's statements are planned and run (their plans
+ * are generic, kept, and replanned only under these settings), which leaves
+ * the indexes: for the claim, the ready index, whose order is the dequeue
+ * order.  Returns the GUC nest level to pass to AtEOXact_GUC.
  */
 int
-claim_planner_settings(void)
+index_planner_settings(void)
 {
 	int			nestlevel = NewGUCNestLevel();
 
@@ -427,17 +443,13 @@ queue_claim(ChancyCatalog *cat, const char *queue, int64 claim, int max,
 	MemoryContext cxt = CurrentMemoryContext;
 	Datum		args[3];
 	int			n;
-	int			nestlevel;
 
 	args[0] = CStringGetTextDatum(queue);
 	args[1] = Int64GetDatum(claim);
 	args[2] = Int32GetDatum(max);
 	SPI_connect();
-	nestlevel = claim_planner_settings();
-	if (SPI_execute_plan(get_plan(cat, PLAN_CLAIM), args, NULL, false, 0)
-		!= SPI_OK_UPDATE_RETURNING)
+	if (execute(cat, PLAN_CLAIM, args, NULL, false) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not claim jobs");
-	AtEOXact_GUC(true, nestlevel);
 	n = (int) SPI_processed;
 	for (int r = 0; r < n; r++)
 	{
@@ -500,7 +512,7 @@ queue_claim_plan(ChancyCatalog *cat, const char *queue)
 			appendStringInfoChar(&explain, *p);
 	}
 	SPI_connect();
-	nestlevel = claim_planner_settings();
+	nestlevel = index_planner_settings();
 	if (SPI_execute(explain.data, false, 0) != SPI_OK_UTILITY)
 		elog(ERROR, "could not explain the claim");
 	AtEOXact_GUC(true, nestlevel);
@@ -535,7 +547,7 @@ queue_succeeded(ChancyCatalog *cat, int64 claim, int n, Datum *ids,
 	args[3] = PointerGetDatum(construct_array(completed_at, n, TIMESTAMPTZOID, 8,
 											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	SPI_connect();
-	if (SPI_execute_plan(get_plan(cat, PLAN_SUCCEEDED), args, NULL, false, 0)
+	if (execute(cat, PLAN_SUCCEEDED, args, NULL, false)
 		!= SPI_OK_UPDATE)
 		elog(ERROR, "could not record the success of jobs");
 	held = SPI_processed == (uint64) n;
@@ -573,7 +585,7 @@ queue_failed(ChancyCatalog *cat, ClaimedJob *job, ErrorData *edata, double backo
 	args[6] = text_or_null(edata->hint, &nulls[6]);
 	args[7] = text_or_null(edata->context, &nulls[7]);
 	SPI_connect();
-	if (SPI_execute_plan(get_plan(cat, PLAN_FAILED), args, nulls, false, 0)
+	if (execute(cat, PLAN_FAILED, args, nulls, false)
 		!= SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not record the failure of job %lld", (long long) job->id);
 	state = SPI_processed != 1 ? NULL :
@@ -599,7 +611,7 @@ queue_requeue(ChancyCatalog *cat, ClaimedJob *job, const char *why)
 	args[1] = Int64GetDatum(job->claim);
 	args[2] = CStringGetTextDatum(why);
 	SPI_connect();
-	if (SPI_execute_plan(get_plan(cat, PLAN_REQUEUE), args, NULL, false, 0)
+	if (execute(cat, PLAN_REQUEUE, args, NULL, false)
 		!= SPI_OK_UPDATE)
 		elog(ERROR, "could not put back job %lld", (long long) job->id);
 	held = SPI_processed == 1;
@@ -621,7 +633,7 @@ queue_recover(ChancyCatalog *cat, int max_crashes)
 	int			n;
 
 	SPI_connect();
-	if (SPI_execute_plan(get_plan(cat, PLAN_RECOVER), &arg, NULL, false, 0)
+	if (execute(cat, PLAN_RECOVER, &arg, NULL, false)
 		!= SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not recover running jobs");
 	n = (int) SPI_processed;
@@ -646,17 +658,13 @@ queue_prune(ChancyCatalog *cat, Interval *prune_after, int batch)
 {
 	Datum		args[2];
 	char		nulls[2] = {prune_after ? ' ' : 'n', ' '};
-	int			nestlevel;
 	int			n;
 
 	args[0] = IntervalPGetDatum(prune_after);
 	args[1] = Int32GetDatum(batch);
 	SPI_connect();
-	nestlevel = claim_planner_settings();
-	if (SPI_execute_plan(get_plan(cat, PLAN_PRUNE), args, nulls, false, 0)
-		!= SPI_OK_DELETE)
+	if (execute(cat, PLAN_PRUNE, args, nulls, false) != SPI_OK_DELETE)
 		elog(ERROR, "could not prune finished jobs");
-	AtEOXact_GUC(true, nestlevel);
 	n = (int) SPI_processed;
 	SPI_finish();
 	return n;
@@ -677,7 +685,7 @@ queue_cancel(ChancyCatalog *cat, int64 id, Oid role)
 	args[0] = Int64GetDatum(id);
 	args[1] = ObjectIdGetDatum(role);
 	SPI_connect();
-	if (SPI_execute_plan(get_plan(cat, PLAN_CANCEL), args, NULL, false, 0)
+	if (execute(cat, PLAN_CANCEL, args, NULL, false)
 		!= SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not cancel job %lld", (long long) id);
 	if (SPI_processed == 1)
@@ -700,7 +708,7 @@ queue_next_due(ChancyCatalog *cat, const char *queue)
 	bool		isnull;
 
 	SPI_connect();
-	if (SPI_execute_plan(get_plan(cat, PLAN_NEXT_DUE), &arg, NULL, true, 1)
+	if (execute(cat, PLAN_NEXT_DUE, &arg, NULL, true)
 		!= SPI_OK_SELECT)
 		elog(ERROR, "could not find the next due job");
 	due = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],

@@ -250,6 +250,21 @@ reap(void)
 }
 
 /*
+ * apply_config
+ *		Pass a queue's settings on to one of its executors (lock held).
+ */
+static void
+apply_config(ChancyExecutor *ex, QueueConfig *q)
+{
+	ex->paused_until = q->paused_until;
+	ex->backoff_base = q->backoff_base;
+	ex->backoff_factor = q->backoff_factor;
+	ex->backoff_max = q->backoff_max;
+	ex->time_limit_ms = q->time_limit_ms;
+	ex->isolated = q->isolated;
+}
+
+/*
  * start_executor
  *		Take a free executor slot for queue q and start its executor.
  */
@@ -285,12 +300,7 @@ start_executor(QueueConfig *q)
 	ex->stop = false;
 	ex->pid = 0;
 	ex->latch = NULL;
-	ex->paused_until = q->paused_until;
-	ex->backoff_base = q->backoff_base;
-	ex->backoff_factor = q->backoff_factor;
-	ex->backoff_max = q->backoff_max;
-	ex->time_limit_ms = q->time_limit_ms;
-	ex->isolated = q->isolated;
+	apply_config(ex, q);
 	ex->cancel_job = 0;
 	ex->job_id = 0;
 	ex->jobs_done = 0;
@@ -353,12 +363,7 @@ reconcile(void)
 		config->running++;
 		if (ex->paused_until != config->paused_until && ex->latch)
 			SetLatch(ex->latch);
-		ex->paused_until = config->paused_until;
-		ex->backoff_base = config->backoff_base;
-		ex->backoff_factor = config->backoff_factor;
-		ex->backoff_max = config->backoff_max;
-		ex->time_limit_ms = config->time_limit_ms;
-		ex->isolated = config->isolated;
+		apply_config(ex, config);
 	}
 	LWLockRelease(chancy_shared->lock);
 
