@@ -2,20 +2,14 @@
 # retries, scheduling, pause/resume, roles, rollback, bad functions.
 use strict;
 use warnings;
+use FindBin;
+use lib $FindBin::RealBin;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
-use Time::HiRes qw(time);
+use ChancyTest;
 
-my $node = PostgreSQL::Test::Cluster->new('exec');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'chancy'
-chancy.database = 'postgres'
-chancy.queues = 'default:2'
-chancy.max_executors = 8
-});
-$node->start;
+my $node = chancy_node('exec', "chancy.queues = 'default:2'\nchancy.max_executors = 8\n");
 
 sub sql { return $node->safe_psql('postgres', shift); }
 

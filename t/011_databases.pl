@@ -3,21 +3,19 @@
 # workers run, and chancy.queues changed on reload.
 use strict;
 use warnings;
+use FindBin;
+use lib $FindBin::RealBin;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use ChancyTest;
 use Time::HiRes qw(time);
 
-my $node = PostgreSQL::Test::Cluster->new('dbs');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'chancy'
-chancy.database = 'postgres, db1, db2, nosuchdb'
+my $node = chancy_node('dbs', qq{chancy.database = 'postgres, db1, db2, nosuchdb'
 chancy.queues = 'default:1'
 chancy.max_executors = 16
 max_worker_processes = 24
 });
-$node->start;
 
 # Count the lines of the server log matching a pattern.
 sub log_count
