@@ -716,9 +716,11 @@ job_row(ChancyCatalog *cat, int64 id, Oid *pushed_by, bool *found)
 	Datum		row = (Datum) 0;
 	Oid			save_userid;
 	int			save_sec_context;
+	int			nestlevel;
 
 	SPI_connect();
 	chancy_become_owner(cat, &save_userid, &save_sec_context);
+	nestlevel = statement_settings();
 	if (SPI_execute_with_args(psprintf("SELECT j, pushed_by FROM %s.chancy_jobs j WHERE id = $1",
 									   cat->nspname),
 							  1, &argtype, &arg, NULL, false, 1) != SPI_OK_SELECT)
@@ -734,6 +736,7 @@ job_row(ChancyCatalog *cat, int64 id, Oid *pushed_by, bool *found)
 		*pushed_by = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
 													SPI_tuptable->tupdesc, 2, &isnull));
 	}
+	AtEOXact_GUC(true, nestlevel);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 	SPI_finish();
 	return row;

@@ -88,6 +88,7 @@ typedef struct ChancyExecutor
 	int64		time_limit_ms;	/* its queue's default time limit, or 0 */
 	bool		isolated;		/* its queue runs C jobs in a forked child */
 	int64		cancel_job;		/* chancy_cancel() asked to stop this job */
+	int64		claim;			/* token of its current batch of jobs */
 	int64		job_id;			/* the job it runs, or 0 */
 	int64		jobs_done;
 	TimestampTz started_at;
@@ -173,7 +174,7 @@ typedef struct ClaimedJob
 	int32		priority;
 } ClaimedJob;
 
-extern int	index_planner_settings(void);
+extern int	statement_settings(void);
 extern int	queue_claim(ChancyCatalog *cat, const char *queue, int64 claim, int max,
 						ClaimedJob **jobs);
 extern List *queue_claim_plan(ChancyCatalog *cat, const char *queue);
@@ -182,7 +183,7 @@ extern bool queue_succeeded(ChancyCatalog *cat, int64 claim, int n, Datum *ids,
 extern const char *queue_failed(ChancyCatalog *cat, ClaimedJob *job,
 								ErrorData *edata, double backoff);
 extern bool queue_requeue(ChancyCatalog *cat, ClaimedJob *job, const char *why);
-extern int	queue_recover(ChancyCatalog *cat, int max_crashes);
+extern int	queue_recover(ChancyCatalog *cat, int max_crashes, ArrayType *live_claims);
 extern char *queue_cancel(ChancyCatalog *cat, int64 id, Oid role);
 extern int	queue_prune(ChancyCatalog *cat, Interval *prune_after, int batch);
 extern TimestampTz queue_next_due(ChancyCatalog *cat, const char *queue);

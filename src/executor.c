@@ -24,6 +24,7 @@
 #include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
+#include "commands/trigger.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
@@ -74,6 +75,7 @@ typedef struct JobFunction
 } JobFunction;
 
 static ChancyExecutor *me = NULL;
+static ConstraintsSetStmt all_immediate = {T_ConstraintsSetStmt, NIL, false};
 static uint64 my_generation = 0;
 static Oid	chancy_nsp = InvalidOid;
 static MemoryContext job_cxt = NULL;	/* reset before each job */
@@ -288,10 +290,16 @@ call_job(ClaimedJob *job, bool *isnull)
 							 job->time_limit_ms, job->memory_limit);
 	}
 
+	/*
+	 * The job runs as its role in a security-restricted operation (no SET
+	 * ROLE, no temporary objects that later jobs of other roles would see),
+	 * and whatever settings it changes are undone after it, SET or not.
+	 */
 	save_nestlevel = NewGUCNestLevel();
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(job->pushed_by,
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
 
 	InitFunctionCallInfoData(*fcinfo, &fn->flinfo, 1, InvalidOid, NULL, NULL);
 	fcinfo->args[0].value = job->kwargs;
@@ -301,8 +309,10 @@ call_job(ClaimedJob *job, bool *isnull)
 	(void) limits_disarm();
 	*isnull = fcinfo->isnull;
 
+	/* deferred constraints are checked now, as this job's failure if any */
+	AfterTriggerSetState(&all_immediate);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
-	AtEOXact_GUC(true, save_nestlevel);
+	AtEOXact_GUC(false, save_nestlevel);
 	return job_result(fn, result, isnull);
 }
 
@@ -537,8 +547,8 @@ run_batch(long *timeout_ms)
 
 	old = MemoryContextSwitchTo(job_cxt);
 	/* batches are for short jobs: long ones would wait for each other */
-	batch_n = queue_claim(cat, me->queue,
-						  (int64) pg_atomic_fetch_add_u64(&chancy_shared->claims, 1),
+	me->claim = (int64) pg_atomic_fetch_add_u64(&chancy_shared->claims, 1);
+	batch_n = queue_claim(cat, me->queue, me->claim,
 						  recent_us < GROUP_COMMIT_US ? chancy_batch_size : 1, batch);
 	MemoryContextSwitchTo(old);
 	if (batch_n == 0)
@@ -755,7 +765,7 @@ chancy_executor_main(Datum arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
-		if (me->stop || shutdown_requested)
+		if (me->stop || shutdown_requested || me->generation != my_generation)
 			break;
 		if (limits_grown())
 		{

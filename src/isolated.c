@@ -30,6 +30,7 @@
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "chancy_internal.h"
@@ -122,7 +123,10 @@ child_main(int fd, FmgrInfo *flinfo, Datum kwargs, Oid rettype,
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata = CopyErrorData();
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(TopMemoryContext);
+		edata = CopyErrorData();
 
 		write_all(fd, "E", 1);
 		write_all(fd, unpack_sql_state(edata->sqlerrcode), 5);

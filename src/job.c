@@ -833,6 +833,7 @@ job_define(ChancyCatalog *cat, Datum *values, bool *nulls)
 	Oid			definer = GetUserId();
 	Oid			save_userid;
 	int			save_sec_context;
+	int			nestlevel;
 
 	for (int i = 0; i < 8; i++)
 	{
@@ -844,6 +845,7 @@ job_define(ChancyCatalog *cat, Datum *values, bool *nulls)
 
 	SPI_connect();
 	chancy_become_owner(cat, &save_userid, &save_sec_context);
+	nestlevel = statement_settings();
 	if (SPI_execute_with_args(psprintf("INSERT INTO %s.chancy_job_definitions AS d"
 									   " (name, function, queue, priority, max_attempts,"
 									   " kwargs, time_limit, memory_limit, defined_by)"
@@ -868,6 +870,7 @@ job_define(ChancyCatalog *cat, Datum *values, bool *nulls)
 						TextDatumGetCString(values[JA_NAME])),
 				 errdetail("The job was defined by another role."),
 				 errhint("Only the role that defined a job, its members and superusers may change it.")));
+	AtEOXact_GUC(true, nestlevel);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 	SPI_finish();
 }
@@ -883,12 +886,14 @@ job_undefine(ChancyCatalog *cat, const char *name)
 	Datum		args[2];
 	Oid			save_userid;
 	int			save_sec_context;
+	int			nestlevel;
 	bool		isnull;
 
 	args[0] = CStringGetTextDatum(name);
 	args[1] = ObjectIdGetDatum(GetUserId());
 	SPI_connect();
 	chancy_become_owner(cat, &save_userid, &save_sec_context);
+	nestlevel = statement_settings();
 	if (SPI_execute_with_args(psprintf("WITH d AS (SELECT name, pg_has_role($2, defined_by, 'USAGE') AS mine"
 									   "   FROM %s.chancy_job_definitions WHERE name = $1 FOR UPDATE),"
 									   " gone AS (DELETE FROM %s.chancy_job_definitions x USING d"
@@ -909,6 +914,7 @@ job_undefine(ChancyCatalog *cat, const char *name)
 				 errmsg("permission denied to undefine job \"%s\"", name),
 				 errdetail("The job was defined by another role."),
 				 errhint("Only the role that defined a job, its members and superusers may remove it.")));
+	AtEOXact_GUC(true, nestlevel);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 	SPI_finish();
 }

@@ -135,7 +135,8 @@ static const struct
 		" errors = errors || jsonb_build_object('attempt', attempts,"
 		"  'message', format('the executor running the job died (crash %%s of at most %%s)',"
 		"   crashes + 1, $1), 'sqlstate', 'XX000', 'at', clock_timestamp())"
-		" WHERE state = 'running' RETURNING id", 1, {INT4OID}
+		" WHERE state = 'running' AND NOT claim = ANY ($2) RETURNING id",
+		2, {INT4OID, INT8ARRAYOID}
 	},
 	[PLAN_PRUNE] = {
 		"DELETE FROM %1$s.chancy_jobs WHERE id = ANY (ARRAY("
@@ -210,13 +211,13 @@ get_plan(ChancyCatalog *cat, PlanId id)
 /*
  * execute
  *		Run one of chancy's statements with its prepared plan, under
- *		index_planner_settings; the SPI result code.
+ *		statement_settings; the SPI result code.
  */
 static int
 execute(ChancyCatalog *cat, PlanId id, Datum *args, const char *nulls,
 		bool read_only)
 {
-	int			nestlevel = index_planner_settings();
+	int			nestlevel = statement_settings();
 	int			rc = SPI_execute_plan(get_plan(cat, id), args, nulls, read_only, 0);
 
 	AtEOXact_GUC(true, nestlevel);
@@ -392,8 +393,15 @@ queue_push(ChancyCatalog *cat, ArrayType *jobs, char **keys)
 }
 
 /*
- * index_planner_settings
- *		Make the planner use the indexes, whatever the statistics say.
+ * statement_settings
+ *		Settings every statement chancy runs on its tables gets: a safe
+ *		search_path, and a planner that uses the indexes whatever the
+ *		statistics say.
+ *
+ * search_path is pg_catalog (then pg_temp): the statements name chancy's
+ * tables with their schema, and the functions they call must be the
+ * built-in ones, not a same-named function of the caller's (they often run
+ * as the tables' owner).
  *
  * With statistics that say the table is empty (stale, after a burst), the
  * cheapest-looking plan for the claim is a sequential scan and a sort, and
@@ -405,10 +413,12 @@ queue_push(ChancyCatalog *cat, ArrayType *jobs, char **keys)
  * order.  Returns the GUC nest level to pass to AtEOXact_GUC.
  */
 int
-index_planner_settings(void)
+statement_settings(void)
 {
 	int			nestlevel = NewGUCNestLevel();
 
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET,
+							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
 	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 	(void) set_config_option("enable_bitmapscan", "off", PGC_USERSET, PGC_S_SESSION,
@@ -463,7 +473,9 @@ queue_claim(ChancyCatalog *cat, const char *queue, int64 claim, int max,
 		job->name = SPI_getvalue(tup, desc, 2);
 		job->function = SPI_getvalue(tup, desc, 3);
 		job->queue = SPI_getvalue(tup, desc, 4);
-		job->kwargs = datumCopy(SPI_getbinval(tup, desc, 5, &isnull), false, -1);
+		/* the value itself, not a TOAST pointer: it outlives the claim */
+		job->kwargs = PointerGetDatum(PG_DETOAST_DATUM_COPY(SPI_getbinval(tup, desc, 5,
+																		  &isnull)));
 		job->attempt = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
 		job->max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
 		job->pushed_by = DatumGetObjectId(SPI_getbinval(tup, desc, 8, &isnull));
@@ -512,7 +524,7 @@ queue_claim_plan(ChancyCatalog *cat, const char *queue)
 			appendStringInfoChar(&explain, *p);
 	}
 	SPI_connect();
-	nestlevel = index_planner_settings();
+	nestlevel = statement_settings();
 	if (SPI_execute(explain.data, false, 0) != SPI_OK_UTILITY)
 		elog(ERROR, "could not explain the claim");
 	AtEOXact_GUC(true, nestlevel);
@@ -621,19 +633,21 @@ queue_requeue(ChancyCatalog *cat, ClaimedJob *job, const char *why)
 
 /*
  * queue_recover
- *		After a crash: every job still running has lost its executor (the
- *		caller made sure none of this database runs).  Each goes back to be
- *		retried, its attempt not counted, or fails once it has crashed its
- *		executor max_crashes times.  Returns how many were recovered.
+ *		After a crash: every job still running under a claim that no live
+ *		executor holds has lost its executor.  Each goes back to be retried,
+ *		its attempt not counted, or fails once it has crashed its executor
+ *		max_crashes times.  Returns how many were recovered.
  */
 int
-queue_recover(ChancyCatalog *cat, int max_crashes)
+queue_recover(ChancyCatalog *cat, int max_crashes, ArrayType *live_claims)
 {
-	Datum		arg = Int32GetDatum(max_crashes);
+	Datum		args[2];
 	int			n;
 
+	args[0] = Int32GetDatum(max_crashes);
+	args[1] = PointerGetDatum(live_claims);
 	SPI_connect();
-	if (execute(cat, PLAN_RECOVER, &arg, NULL, false)
+	if (execute(cat, PLAN_RECOVER, args, NULL, false)
 		!= SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not recover running jobs");
 	n = (int) SPI_processed;

@@ -24,6 +24,7 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -302,6 +303,7 @@ start_executor(QueueConfig *q)
 	ex->latch = NULL;
 	apply_config(ex, q);
 	ex->cancel_job = 0;
+	ex->claim = 0;
 	ex->job_id = 0;
 	ex->jobs_done = 0;
 	generation = ++ex->generation;
@@ -383,11 +385,23 @@ static void
 recover_jobs(void)
 {
 	int			n;
+	Datum	   *claims = palloc(sizeof(Datum) * chancy_shared->nexecutors);
+	int			nclaims = 0;
+	ArrayType  *live;
+
+	/* an executor that outlived its supervisor still holds its claim */
+	LWLockAcquire(chancy_shared->lock, LW_SHARED);
+	for (int i = 0; i < chancy_shared->nexecutors; i++)
+		if (chancy_shared->executors[i].dboid == MyDatabaseId &&
+			chancy_shared->executors[i].pid != 0)
+			claims[nclaims++] = Int64GetDatum(chancy_shared->executors[i].claim);
+	LWLockRelease(chancy_shared->lock);
+	live = construct_array(claims, nclaims, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
-	n = queue_recover(chancy_catalog(chancy_extension_schema()), chancy_max_crashes);
+	n = queue_recover(chancy_catalog(chancy_extension_schema()), chancy_max_crashes, live);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	if (n > 0)
@@ -476,7 +490,11 @@ chancy_supervisor_main(Datum arg)
 			if (chancy_shared->executors[i].dboid == MyDatabaseId)
 			{
 				if (chancy_shared->executors[i].pid == 0)
+				{
+					/* void any start still pending for this slot */
+					chancy_shared->executors[i].generation++;
 					chancy_shared->executors[i].dboid = InvalidOid;
+				}
 				else
 					left = true;
 			}

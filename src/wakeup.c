@@ -19,6 +19,7 @@
 #include "pgstat.h"
 #include "storage/latch.h"
 #include "tcop/utility.h"
+#include "utils/acl.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -298,7 +299,9 @@ chancy_utility_hook(PlannedStmt *pstmt, const char *queryString,
 	{
 		Oid			dboid = get_database_oid(((DropdbStmt *) parsetree)->dbname, true);
 
-		if (OidIsValid(dboid))
+		/* only for a drop that may go ahead: not for anyone to stop workers */
+		if (OidIsValid(dboid) && pg_database_ownercheck(dboid, GetUserId()) &&
+			!IsTransactionBlock())
 			left = leave_database(dboid);
 	}
 	else if (IsA(parsetree, CreateExtensionStmt) &&
