@@ -533,12 +533,28 @@ chancy_supervisor_main(Datum arg)
 			stop_executors(false);
 			leave();
 		}
-		reconcile();
-		if (TimestampDifferenceExceeds(last_prune, GetCurrentTimestamp(), PRUNE_EVERY_MS))
+		PG_TRY();
 		{
-			prune();
-			last_prune = GetCurrentTimestamp();
+			reconcile();
+			if (TimestampDifferenceExceeds(last_prune, GetCurrentTimestamp(), PRUNE_EVERY_MS))
+			{
+				last_prune = GetCurrentTimestamp();
+				prune();
+			}
 		}
+		PG_CATCH();
+		{
+			/* report and go on: exiting would stop every executor here */
+			HOLD_INTERRUPTS();
+			MemoryContextSwitchTo(TopMemoryContext);
+			EmitErrorReport();
+			AbortOutOfAnyTransaction();
+			FlushErrorState();
+			RESUME_INTERRUPTS();
+			(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1000,
+							 PG_WAIT_EXTENSION);
+		}
+		PG_END_TRY();
 
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 Min(FALLBACK_SLEEP_MS, PRUNE_EVERY_MS), PG_WAIT_EXTENSION);
