@@ -198,7 +198,6 @@ extern int	limits_disarm(void);
 extern void limits_explain(ErrorData *edata, int hit, int64 time_limit_ms,
 						   int64 memory_limit);
 extern int64 limits_data_size(void);
-extern bool limits_grown(void);
 
 /* isolated.c: C jobs run in a forked child */
 extern Datum isolated_call(FmgrInfo *flinfo, Datum kwargs, Oid rettype,

@@ -86,6 +86,7 @@ static uint64 functions_generation = 0;
 static ClaimedJob **batch = NULL; /* the jobs claimed together */
 static int	batch_n = 0;
 static int64 recent_us = INT64_MAX;	/* how long the last job took */
+static int64 start_size = 0;	/* data size when the executor started */
 static int64 last_size = 0;		/* data size at the last look for leaks */
 static ClaimedJob *current_job = NULL;
 static volatile sig_atomic_t shutdown_requested = false;
@@ -502,20 +503,23 @@ put_back_range(int from, int to, const char *why)
 /*
  * check_leaks
  *		Memory a job leaked (malloc without free) only a new process frees:
- *		if this process grew by more than LEAK_LIMIT since the last look, it
- *		makes way for a fresh executor.  Looked at after failed jobs (a memory
- *		limit) and every 64 jobs, since it costs a read of /proc.
+ *		if this process grew by more than LEAK_LIMIT since the last look, or by
+ *		more than chancy.executor_max_growth since it started (leaks, caches),
+ *		it makes way for a fresh executor.  Looked at after failed jobs (a
+ *		memory limit) and every 64 jobs, since it costs a read of /proc.
  */
 static void
 check_leaks(void)
 {
 	int64		size = limits_data_size();
 
-	if (last_size > 0 && size - last_size > LEAK_LIMIT)
+	if (size - last_size > LEAK_LIMIT ||
+		size - start_size > (int64) chancy_executor_max_growth * 1024)
 	{
 		ereport(LOG,
-				(errmsg("chancy executor of queue \"%s\" grew by %lld MB while running jobs; a fresh executor replaces it",
-						me->queue, (long long) ((size - last_size) / (1024 * 1024)))));
+				(errmsg("chancy executor of queue \"%s\" grew by %lld MB while running jobs (%lld MB since it started); a fresh executor replaces it",
+						me->queue, (long long) ((size - last_size) / (1024 * 1024)),
+						(long long) ((size - start_size) / (1024 * 1024)))));
 		me->stop = true;
 	}
 	last_size = size;
@@ -747,7 +751,7 @@ chancy_executor_main(Datum arg)
 									ALLOCSET_DEFAULT_SIZES);
 	current_info_var = (void **) find_rendezvous_variable("chancy_current_job");
 	limits_init();
-	last_size = limits_data_size();
+	start_size = last_size = limits_data_size();
 
 	chancy_nsp = chancy_extension_schema();
 	if (!OidIsValid(chancy_nsp))
@@ -767,13 +771,6 @@ chancy_executor_main(Datum arg)
 		}
 		if (me->stop || shutdown_requested || me->generation != my_generation)
 			break;
-		if (limits_grown())
-		{
-			ereport(LOG,
-					(errmsg("chancy executor of queue \"%s\" has grown by more than chancy.executor_max_growth; a fresh one replaces it",
-							me->queue)));
-			break;
-		}
 
 		ResetLatch(MyLatch);
 		me->idle = true;

@@ -43,7 +43,6 @@ static volatile sig_atomic_t limit_hit = LIMIT_NONE;
 static volatile int64 data_limit = 0;	/* bytes of data the job may reach */
 static struct rlimit saved_rlimit;
 static bool rlimit_lowered = false;
-static int64 baseline = 0;		/* data size when the executor started */
 
 /*
  * limits_data_size
@@ -105,14 +104,13 @@ watchdog(void)
 
 /*
  * limits_init
- *		Register the timeouts (once per executor) and note the baseline.
+ *		Register the timeouts (once per executor).
  */
 void
 limits_init(void)
 {
 	time_timeout = RegisterTimeout(USER_TIMEOUT, time_limit_reached);
 	watchdog_timeout = RegisterTimeout(USER_TIMEOUT, watchdog);
-	baseline = limits_data_size();
 }
 
 /*
@@ -196,16 +194,4 @@ limits_explain(ErrorData *edata, int hit, int64 time_limit_ms, int64 memory_limi
 		return;
 	edata->detail = original ? pstrdup(original) : NULL;
 	edata->hint = pstrdup("Raise the job's limit (chancy_with_limits), or make the job lighter.");
-}
-
-/*
- * limits_grown
- *		Has this process grown so much since it started (memory that jobs
- *		leaked, caches) that it should make way for a fresh executor?
- */
-bool
-limits_grown(void)
-{
-	return baseline > 0 &&
-		limits_data_size() - baseline > (int64) chancy_executor_max_growth * 1024;
 }
