@@ -2,10 +2,11 @@
 
 EXTENSION = chancy
 MODULE_big = chancy
-OBJS = src/chancy.o src/job.o src/queue.o src/api.o src/wakeup.o \
+OBJS = src/chancy.o src/slots.o src/ledger.o src/catalog.o src/function.o \
+	src/job.o src/queue.o src/api.o src/control.o src/wakeup.o src/ddl.o \
 	src/launcher.o src/supervisor.o src/executor.o src/limits.o \
 	src/isolated.o
-DATA = chancy--1.0.sql
+DATA = chancy--1.0.sql chancy--1.1.sql chancy--1.0--1.1.sql
 HEADERS_chancy = include/chancy.h
 PGFILEDESC = "chancy - job queue and worker pool"
 PG_CPPFLAGS = -I$(srcdir)/include

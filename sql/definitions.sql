@@ -4,6 +4,7 @@
 --
 CREATE FUNCTION send_email(kwargs jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
 BEGIN RETURN kwargs; END $$;
+SELECT count(*) FROM (SELECT chancy_declare_queue(q) FROM unnest(ARRAY['emails', 'mail2']) q) d;
 
 -- @job(queue="emails", priority=1, max_attempts=3, kwargs={"to": "nobody"})
 SELECT chancy_define_job('send_email', queue => 'emails', priority => 1,
@@ -21,7 +22,8 @@ SELECT chancy_define_job('welcome', 'send_email(jsonb)', kwargs => '{"subject": 
 SELECT chancy_push('welcome', '{"to": "bob"}') AS id \gset
 SELECT name, function, kwargs, time_limit, memory_limit FROM chancy_jobs WHERE id = :id;
 
--- redefining updates the defaults; already pushed jobs keep theirs
+-- redefining changes the defaults given (max_attempts stays 3); already
+-- pushed jobs keep theirs
 SELECT chancy_define_job('send_email', queue => 'mail2', priority => 5,
                          kwargs => '{"to": "someone"}');
 SELECT chancy_push('send_email') AS id \gset
@@ -30,6 +32,7 @@ SELECT count(*) FROM chancy_jobs WHERE name = 'send_email' AND queue = 'emails';
 
 -- the cache follows changes made in other transactions and sessions
 BEGIN;
+SELECT name FROM chancy_declare_queue('in_txn');
 SELECT chancy_define_job('send_email', queue => 'in_txn');
 SELECT chancy_push('send_email') AS id \gset
 SELECT queue FROM chancy_jobs WHERE id = :id;
@@ -77,17 +80,32 @@ SELECT chancy_define_job('', 'greet(jsonb)');
 \echo :LAST_ERROR_SQLSTATE
 SELECT chancy_define_job(NULL, 'greet(jsonb)');
 \echo :LAST_ERROR_SQLSTATE
-SELECT chancy_define_job('x', 'greet(jsonb)', queue => NULL);
+SELECT chancy_define_job('x', 'greet(jsonb)', queue => '');
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_define_job('x', 'greet(jsonb)', queue => 'no_such_queue');
 \echo :LAST_ERROR_SQLSTATE
 SELECT chancy_define_job('x', 'greet(jsonb)', max_attempts => 0);
 \echo :LAST_ERROR_SQLSTATE
 SELECT chancy_define_job('x', 'greet(jsonb)', kwargs => '1');
 \echo :LAST_ERROR_SQLSTATE
-SELECT chancy_define_job('x', 'greet(jsonb)', time_limit => '0');
+SELECT chancy_define_job('x', 'greet(jsonb)', time_limit => '0.5 ms');
 \echo :LAST_ERROR_SQLSTATE
-SELECT chancy_define_job('x', 'greet(jsonb)', memory_limit => 0);
+SELECT chancy_define_job('x', 'greet(jsonb)', time_limit => '-1 year 360 days 1 s');
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_define_job('x', 'greet(jsonb)', memory_limit => -1);
 \echo :LAST_ERROR_SQLSTATE
 SELECT count(*) FROM chancy_job_definitions WHERE name IN ('x', 'nope', '');
+
+-- a redefinition changes only what it is given; a limit of 0 removes it
+SELECT (chancy_define_job('limited', 'send_email(jsonb)', priority => 2,
+                          time_limit => '5 s', memory_limit => 1000000)).name AS defined;
+SELECT (chancy_define_job('limited', max_attempts => 4)).name AS redefined;
+SELECT function, priority, max_attempts, time_limit, memory_limit
+  FROM chancy_job_definitions WHERE name = 'limited';
+SELECT (chancy_define_job('limited', time_limit => '0', memory_limit => 0)).name AS removed;
+SELECT priority, max_attempts, time_limit, memory_limit
+  FROM chancy_job_definitions WHERE name = 'limited';
+SELECT chancy_undefine_job('limited');
 
 -- a job whose function is dropped after definition cannot be pushed
 CREATE FUNCTION short_lived(kwargs jsonb) RETURNS void LANGUAGE sql AS '';
@@ -95,4 +113,13 @@ SELECT chancy_define_job('short_lived');
 DROP FUNCTION short_lived(jsonb);
 SELECT chancy_push('short_lived');
 \echo :LAST_ERROR_SQLSTATE
+-- ... nor does one created again under that name take its place
+CREATE FUNCTION short_lived(kwargs jsonb) RETURNS void LANGUAGE sql AS '';
+SELECT chancy_push('short_lived');
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_push(chancy_job('short_lived'));
+\echo :LAST_ERROR_SQLSTATE
+-- redefining it binds the function that exists now
+SELECT (chancy_define_job('short_lived', 'short_lived(jsonb)')).name AS redefined;
+SELECT chancy_push('short_lived') IS NOT NULL AS pushed;
 SELECT chancy_undefine_job('short_lived');

@@ -3,6 +3,9 @@
 --
 CREATE EXTENSION chancy;
 CREATE EXTENSION chancy_examples;	-- greet(jsonb) in C, and its definition
+-- CREATE EXTENSION declares the default queue; others are declared
+SELECT name, concurrency, from_config FROM chancy_queues;
+SELECT name, concurrency FROM chancy_declare_queue('emails');
 
 -- the seed: greet with its defaults, and with a kwargs override
 SELECT chancy_push('greet') AS greet_default \gset
@@ -77,6 +80,25 @@ SELECT chancy_push('greet', time_limit => '0 seconds');
 \echo :LAST_ERROR_SQLSTATE
 SELECT chancy_push('greet', time_limit => '-1 minute');
 \echo :LAST_ERROR_SQLSTATE
+-- limits a job would not really have: under 1 ms, negative parts, beyond a year
+SELECT chancy_push('greet', time_limit => '0.0004 s');
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_push('greet', time_limit => '-1 year 360 days 1 s');
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_push('greet', time_limit => '1000000 years');
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_push('greet', time_limit => '367 days');
+\echo :LAST_ERROR_SQLSTATE
+-- a queue that is not declared (or a typo) would never run
+SELECT chancy_push('greet', queue => 'Default');
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_push_many(ARRAY[chancy_job('greet'), chancy_with_queue(chancy_job('greet'), 'nowhere')]);
+\echo :LAST_ERROR_SQLSTATE
+-- a unique key too long for the index, and a name too long for definitions
+SELECT chancy_push('greet', unique_key => repeat('k', 2049));
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_push(repeat('n', 1025));
+\echo :LAST_ERROR_SQLSTATE
 SELECT chancy_push('greet', memory_limit => 0);
 \echo :LAST_ERROR_SQLSTATE
 SELECT chancy_push('greet', memory_limit => -5);
@@ -118,3 +140,15 @@ SELECT chancy_push_many(ARRAY[ROW('hidden', 'hidden(jsonb)', 'default', '{}', 0,
                                   NULL, NULL, NULL, NULL, '{}')::chancy_job]) AS hidden2 \gset
 RESET search_path;
 SELECT name, function FROM chancy_jobs WHERE id IN (:hidden, (:'hidden2'::bigint[])[1]);
+-- ... and keeps the function it was pushed with, by OID
+SELECT function_oid = 'other.hidden(jsonb)'::regprocedure AS kept_by_oid
+  FROM chancy_jobs WHERE id = :hidden;
+
+-- sessions that pushed before DROP EXTENSION; CREATE EXTENSION push after it
+SELECT chancy_push('plain_job') IS NOT NULL AS pushed;
+DROP EXTENSION chancy_examples;
+DROP EXTENSION chancy CASCADE;
+CREATE EXTENSION chancy;
+CREATE EXTENSION chancy_examples;
+SELECT chancy_push('plain_job') IS NOT NULL AS pushed_after_reinstall;
+SELECT chancy_push_many(ARRAY[chancy_job('greet')]) IS NOT NULL AS pushed_many_after_reinstall;

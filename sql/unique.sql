@@ -45,3 +45,25 @@ SELECT count(DISTINCT id) FROM unnest(chancy_push_many(
 
 -- the unique index is partial on the live states
 SELECT indexdef FROM pg_indexes WHERE indexname = 'chancy_jobs_unique_key';
+
+-- unique keys belong to the role that pushes: another role can neither
+-- block, take over, nor learn of a key
+CREATE ROLE regress_chancy_owner;
+CREATE ROLE regress_chancy_squatter;
+SET ROLE regress_chancy_squatter;
+SELECT chancy_push('greet', unique_key => 'daily-report',
+                   scheduled_at => '9999-01-01') AS squat \gset
+RESET ROLE;
+SET ROLE regress_chancy_owner;
+SELECT chancy_push('greet', unique_key => 'daily-report') AS own \gset
+SELECT :own <> :squat AS not_blocked, pushed_by, scheduled_at < '9999-01-01' AS due
+  FROM chancy_jobs WHERE id = :own;
+SELECT chancy_push('greet', unique_key => 'daily-report') = :own AS own_duplicate;
+RESET ROLE;
+SET ROLE regress_chancy_squatter;
+SELECT chancy_push('greet', unique_key => 'daily-report') = :squat AS sees_only_own;
+RESET ROLE;
+DELETE FROM chancy_jobs WHERE pushed_by IN ('regress_chancy_owner'::regrole,
+                                            'regress_chancy_squatter'::regrole);
+DROP ROLE regress_chancy_owner;
+DROP ROLE regress_chancy_squatter;

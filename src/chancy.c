@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * chancy.c
- *	  Module load: configuration (GUCs) of the chancy extension.
+ *	  Module load: the chancy.* settings, and the hooks the rest installs.
  *
  * chancy must be loaded through shared_preload_libraries: its workers are
  * started by the postmaster.
@@ -13,10 +13,8 @@
 #include "miscadmin.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/postmaster.h"
-#include "storage/ipc.h"
-#include "storage/shmem.h"
 #include "utils/guc.h"
-#include "utils/timestamp.h"
+#include "utils/memutils.h"
 #include "utils/varlena.h"
 
 #include "chancy_internal.h"
@@ -24,70 +22,20 @@
 PG_MODULE_MAGIC;
 
 char	   *chancy_databases = NULL;
-char	   *chancy_queues = NULL;
+char	   *chancy_queue_list = NULL;
 int			chancy_max_executors = 4;
+int			chancy_time_limit = 0;
 int			chancy_memory_limit = 0;
 int			chancy_max_crashes = 2;
 int			chancy_executor_max_growth = 256 * 1024;
 int			chancy_batch_size = 64;
 int			chancy_prune_after = 86400;
 
-ChancyShared *chancy_shared = NULL;
-
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
-#if PG_VERSION_NUM >= 150000
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-#endif
+/* the queue names of chancy.queues, parsed once per value */
+static char *parsed_value = NULL;
+static List *parsed_names = NIL;
 
 void		_PG_init(void);
-
-/* Size of chancy's shared memory */
-static Size
-chancy_shmem_size(void)
-{
-	return add_size(offsetof(ChancyShared, executors),
-					mul_size(sizeof(ChancyExecutor), chancy_max_executors));
-}
-
-/* Ask for chancy's shared memory and its lock. */
-static void
-chancy_shmem_request(void)
-{
-#if PG_VERSION_NUM >= 150000
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
-#endif
-	RequestAddinShmemSpace(chancy_shmem_size());
-	RequestNamedLWLockTranche("chancy", 1);
-}
-
-/*
- * chancy_shmem_startup
- *		Create or attach to chancy's shared memory.
- */
-static void
-chancy_shmem_startup(void)
-{
-	bool		found;
-
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	chancy_shared = ShmemInitStruct("chancy", chancy_shmem_size(), &found);
-	if (!found)
-	{
-		memset(chancy_shared, 0, chancy_shmem_size());
-		chancy_shared->lock = &(GetNamedLWLockTranche("chancy"))->lock;
-		/* claim tokens never repeat, not even across restarts */
-		pg_atomic_init_u64(&chancy_shared->claims,
-						   (uint64) GetCurrentTimestamp() << 8);
-		for (int i = 0; i < CHANCY_WAIT_CVS; i++)
-			ConditionVariableInit(&chancy_shared->job_done[i]);
-		chancy_shared->nexecutors = chancy_max_executors;
-	}
-	LWLockRelease(AddinShmemInitLock);
-}
 
 /*
  * parse_queues
@@ -141,6 +89,35 @@ parse_queues(const char *value, List **names, List **concurrencies,
 	return true;
 }
 
+/*
+ * chancy_queue_configured
+ *		Is queue listed in chancy.queues (which every served database's
+ *		supervisor declares)?
+ */
+bool
+chancy_queue_configured(const char *queue)
+{
+	ListCell   *lc;
+	const char *why;
+
+	if (parsed_value == NULL || strcmp(parsed_value, chancy_queue_list) != 0)
+	{
+		MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+		list_free_deep(parsed_names);
+		parsed_names = NIL;
+		if (parsed_value)
+			pfree(parsed_value);
+		parsed_value = pstrdup(chancy_queue_list);
+		(void) parse_queues(parsed_value, &parsed_names, NULL, &why);
+		MemoryContextSwitchTo(old);
+	}
+	foreach(lc, parsed_names)
+		if (strcmp((char *) lfirst(lc), queue) == 0)
+			return true;
+	return false;
+}
+
 /* GUC check hook of chancy.queues */
 static bool
 check_queues(char **newval, void **extra, GucSource source)
@@ -169,11 +146,16 @@ check_databases(char **newval, void **extra, GucSource source)
 
 /*
  * _PG_init
- *		Refuse to load except at server start; define the configuration.
+ *		Refuse to load except at server start; define the settings; install
+ *		the hooks of shared memory and utility commands; register the
+ *		launcher.
  */
 void
 _PG_init(void)
 {
+	/* pg_upgrade loads libraries to check them: nothing is to run then */
+	if (IsBinaryUpgrade)
+		return;
 	if (!process_shared_preload_libraries_in_progress)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -187,13 +169,6 @@ _PG_init(void)
 							   "postgres",
 							   PGC_SIGHUP, 0,
 							   check_databases, NULL, NULL);
-	DefineCustomStringVariable("chancy.queues",
-							   "Queues declared at start, with their concurrency.",
-							   "For example 'default:4, emails:2'.",
-							   &chancy_queues,
-							   "default:2",
-							   PGC_SIGHUP, 0,
-							   check_queues, NULL, NULL);
 	DefineCustomIntVariable("chancy.max_executors",
 							"Maximum number of chancy executor processes in the cluster.",
 							"Executors are background workers: this must fit in max_worker_processes.",
@@ -201,8 +176,22 @@ _PG_init(void)
 							4, 0, MAX_BACKENDS,
 							PGC_POSTMASTER, 0,
 							NULL, NULL, NULL);
+	DefineCustomStringVariable("chancy.queues",
+							   "Queues declared in every served database, with their concurrency.",
+							   "For example 'default:4, emails:2'.  A queue follows this setting until chancy_declare_queue() changes it.",
+							   &chancy_queue_list,
+							   "default:2",
+							   PGC_SIGHUP, 0,
+							   check_queues, NULL, NULL);
+	DefineCustomIntVariable("chancy.time_limit",
+							"Time limit of jobs whose job and queue set none.",
+							"0 means no limit.",
+							&chancy_time_limit,
+							0, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS,
+							NULL, NULL, NULL);
 	DefineCustomIntVariable("chancy.memory_limit",
-							"Memory limit of jobs that set none.",
+							"Memory limit of jobs whose job and queue set none.",
 							"0 means no limit.",
 							&chancy_memory_limit,
 							0, 0, INT_MAX,
@@ -210,7 +199,7 @@ _PG_init(void)
 							NULL, NULL, NULL);
 	DefineCustomIntVariable("chancy.max_crashes",
 							"How often a job may crash its executor before it fails.",
-							"A job that was running when its executor or the server died is retried until then.",
+							"A job executing when its executor died of it is retried until then.",
 							&chancy_max_crashes,
 							2, 1, 1000,
 							PGC_SIGHUP, 0,
@@ -236,12 +225,7 @@ _PG_init(void)
 							256 * 1024, 1024, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_KB,
 							NULL, NULL, NULL);
-
-#if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("chancy");
-#else
-	EmitWarningsOnPlaceholders("chancy");
-#endif
 
 	/* the launcher, and one supervisor per database, are workers too */
 	if (chancy_max_executors + 2 > max_worker_processes)
@@ -249,18 +233,10 @@ _PG_init(void)
 				(errmsg("chancy.max_executors (%d) does not fit in max_worker_processes (%d)",
 						chancy_max_executors, max_worker_processes),
 				 errdetail("chancy needs a background worker for its launcher, one per database in chancy.database, and one per executor, besides those of other extensions and parallel queries."),
-				 errhint("Raise max_worker_processes to at least %d, or lower chancy.max_executors.",
+				 errhint("Raise max_worker_processes to at least %d (chancy.max_executors, a launcher, a supervisor, and the default 8 for parallel queries and others), or lower chancy.max_executors.",
 						 chancy_max_executors + 2 + 8)));
 
-#if PG_VERSION_NUM >= 150000
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = chancy_shmem_request;
-#else
-	chancy_shmem_request();
-#endif
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = chancy_shmem_startup;
-
-	chancy_wakeup_init();
+	slots_init();
+	chancy_ddl_init();
 	chancy_register_launcher();
 }

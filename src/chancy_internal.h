@@ -1,9 +1,11 @@
 /*-------------------------------------------------------------------------
  *
  * chancy_internal.h
- *	  Declarations shared by the files of the chancy extension.
+ *	  Declarations shared by the files of the chancy extension, one section
+ *	  per file.
  *
- * src/README.md draws the processes and the job state machine.
+ * src/README.md draws the processes, the slot states, who wakes whom, and
+ * the job states.
  *
  *-------------------------------------------------------------------------
  */
@@ -11,18 +13,329 @@
 #define CHANCY_INTERNAL_H
 
 #include "fmgr.h"
-#include "utils/elog.h"
+#include "access/htup.h"
 #include "datatype/timestamp.h"
+#include "nodes/pg_list.h"
 #include "port/atomics.h"
 #include "storage/condition_variable.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
-#include "nodes/pg_list.h"
-#include "access/htup.h"
+#include "storage/spin.h"
 #include "utils/array.h"
+#include "utils/elog.h"
 
 /*
- * Attributes of the chancy_job composite type, in the order chancy--1.0.sql
+ * The SDK for C jobs.  Its chancy_current_job() is called
+ * chancy_sdk_current_job() here: chancy_current_job is also the C symbol of
+ * the SQL function of that name (control.c).
+ */
+#define chancy_current_job chancy_sdk_current_job
+#include "chancy.h"
+#undef chancy_current_job
+
+/* The SQL objects this library works with: chancy--1.1.sql. */
+#define CHANCY_SQL_VERSION "1.1"
+
+/* PostgreSQL 16 folded the per-object ACL checks into object_aclcheck() */
+#if PG_VERSION_NUM >= 160000
+#define chancy_proc_aclcheck(proc, role, mode) \
+	object_aclcheck(ProcedureRelationId, (proc), (role), (mode))
+#else
+#define chancy_proc_aclcheck(proc, role, mode) \
+	pg_proc_aclcheck((proc), (role), (mode))
+#endif
+
+/* ----------------------------------------------------------------------
+ * chancy.c: the settings
+ * ----------------------------------------------------------------------
+ */
+extern char *chancy_databases;
+extern char *chancy_queue_list;
+extern int	chancy_max_executors;
+extern int	chancy_time_limit;		/* ms, 0: none */
+extern int	chancy_memory_limit;	/* kB, 0: none */
+extern int	chancy_max_crashes;
+extern int	chancy_executor_max_growth; /* kB */
+extern int	chancy_batch_size;
+extern int	chancy_prune_after;		/* s, -1: never */
+extern bool parse_queues(const char *value, List **names, List **concurrencies,
+						 const char **why);
+extern bool chancy_queue_configured(const char *queue);
+
+/* ----------------------------------------------------------------------
+ * slots.c: shared memory, the worker slots and their states, signalling
+ * ----------------------------------------------------------------------
+ */
+#define CHANCY_MAX_DATABASES 32
+#define CHANCY_WAIT_CVS 64		/* chancy_wait sleeps on cv[job id % this] */
+
+/*
+ * The state of a worker slot.  See the drawing in src/README.md; every
+ * transition is a function of slots.c that asserts the state it leaves.
+ * Executor slots use FREE, STARTING, RUNNING, STOPPING, LEAVING, EXITED;
+ * database slots (one supervisor each) use FREE, IDLE, NO_EXTENSION,
+ * BLOCKED, STARTING, RUNNING, STOPPING, LEAVING.
+ */
+typedef enum SlotState
+{
+	SLOT_FREE,					/* unused */
+	SLOT_IDLE,					/* database: served, no supervisor (yet) */
+	SLOT_NO_EXTENSION,			/* database: no chancy there, no supervisor */
+	SLOT_BLOCKED,				/* database: DDL needs it alone, no worker */
+	SLOT_STARTING,				/* worker registered, not attached yet */
+	SLOT_RUNNING,				/* worker attached and working */
+	SLOT_STOPPING,				/* worker asked to leave after its job */
+	SLOT_LEAVING,				/* executor: on its way out, for good;
+								 * database: supervisor leaving for DDL */
+	SLOT_EXITED					/* executor: gone; its jobs not yet checked */
+} SlotState;
+
+/* What a worker is; chooses its entry point and its name. */
+typedef enum ChancyWorkerKind
+{
+	WORKER_SUPERVISOR,
+	WORKER_EXECUTOR
+} ChancyWorkerKind;
+
+/* What a started worker is given, in bgw_extra: which start it is. */
+typedef struct ChancyWorkerParams
+{
+	uint64		generation;		/* must still be its slot's generation */
+} ChancyWorkerParams;
+
+/* A database slot: one database served, and its supervisor. */
+typedef struct ChancyDatabase
+{
+	SlotState	state;
+	Oid			dboid;
+	uint64		generation;		/* bumped at each supervisor start */
+	pid_t		pid;			/* its supervisor, while attached */
+	Latch	   *latch;
+	int			declared;		/* total concurrency of its queues */
+	bool		said_missing;	/* "no extension" was logged */
+} ChancyDatabase;
+
+/*
+ * An executor slot.  Assignment and state (state, dboid, queue,
+ * generation, pid, latch) change under chancy_shared->lock; what the
+ * executor does (the fields after mutex) under its mutex, since they change
+ * with every job.
+ */
+typedef struct ChancyExecutor
+{
+	SlotState	state;
+	Oid			dboid;
+	char		queue[NAMEDATALEN];
+	uint64		generation;		/* bumped each time the slot is assigned */
+	pid_t		pid;
+	Latch	   *latch;
+	TimestampTz started_at;
+
+	slock_t		mutex;
+	bool		idle;			/* looking for work or sleeping */
+	bool		paused;			/* sleeping because its queue is paused */
+	bool		nudged;			/* its queue changed: look again first */
+	int64		claim;			/* token of its current claim */
+	int64		job_id;			/* the job it executes, or 0 */
+	int64		cancel_job;		/* chancy_cancel() of the job it executes */
+	int64		jobs_done;
+	TimestampTz looked_at;		/* when it last looked for work */
+} ChancyExecutor;
+
+typedef struct ChancyShared
+{
+	LWLock	   *lock;
+	pid_t		launcher_pid;
+	Latch	   *launcher_latch;
+	bool		recheck;		/* an extension appeared: retry databases */
+	bool		standby;		/* the server is a standby: nothing runs */
+	pg_atomic_uint64 claims;	/* claim tokens, never repeated */
+	ConditionVariable job_done[CHANCY_WAIT_CVS];
+	ChancyDatabase dbs[CHANCY_MAX_DATABASES];
+	int			nexecutors;
+	ChancyExecutor executors[FLEXIBLE_ARRAY_MEMBER];
+} ChancyShared;
+
+extern ChancyShared *chancy_shared;
+
+struct BackgroundWorkerHandle;
+
+/* A copy of one slot, for chancy_worker_info() and the views. */
+typedef struct SlotInfo
+{
+	const char *kind;
+	Oid			dboid;
+	char		queue[NAMEDATALEN];
+	pid_t		pid;
+	const char *state;
+	int64		job_id;
+	int64		jobs_done;
+	TimestampTz started_at;
+	TimestampTz looked_at;
+} SlotInfo;
+
+extern void slots_init(void);
+extern const char *slot_state_name(SlotState state);
+extern bool slots_start_worker(ChancyWorkerKind kind, const char *name, int slot,
+							   uint64 generation,
+							   struct BackgroundWorkerHandle **handle);
+extern uint64 slots_worker_generation(void);
+
+/* the launcher */
+extern void slots_launcher_attach(void);
+extern void slots_set_standby(bool standby);
+extern bool slots_take_recheck(void);
+extern void slots_wake_launcher(bool recheck);
+extern int	slots_db_find(Oid dboid);
+extern int	slots_db_assign(Oid dboid);
+extern void slots_db_release(int i);
+extern SlotState slots_db_state(int i, Oid *dboid);
+extern uint64 slots_db_start(int i);
+extern void slots_db_start_failed(int i, uint64 generation);
+extern void slots_db_stop(int i);
+
+/* a supervisor */
+extern Oid	slots_db_database(int i, uint64 generation);
+extern bool slots_db_attach(int i, uint64 generation);
+extern void slots_db_detach(bool no_extension);
+extern void slots_db_declare(int concurrency);
+extern bool slots_db_say_missing(bool missing);
+extern int	slots_db_declared_elsewhere(void);
+extern bool slots_db_served(void);
+extern int	slots_executor_assign(const char *queue, uint64 *generation);
+extern void slots_executor_start_failed(int i, uint64 generation);
+extern void slots_executors_count(const char *queue, int *running, int *stopping,
+								  int *leaving);
+extern int64 slots_jobs_done(void);
+extern bool slots_executor_stop_one(const char *queue);
+extern bool slots_executor_unstop_one(const char *queue);
+extern void slots_executors_stop_all(bool now);
+extern void slots_executors_stop_except(List *queues);
+extern bool slots_executors_alive(void);
+extern void slots_executors_free_exited(void);
+extern bool slots_executor_reap(int i, uint64 generation);
+extern List *slots_live_claims(int64 *horizon);
+
+/* an executor */
+extern Oid	slots_executor_database(int i, uint64 generation);
+extern ChancyExecutor *slots_executor_attach(int i, uint64 generation);
+extern void slots_executor_detach(void);
+extern bool slots_executor_leaving(void);
+extern int64 slots_new_claim(void);
+extern void slots_idle(bool idle, bool paused);
+extern bool slots_take_nudge(void);
+extern bool slots_job_begin(int64 job_id);
+extern void slots_job_end(bool counted);
+extern bool slots_cancel_is_mine(void);
+
+/* any backend of a database */
+extern void slots_wake_executors(const char *queue, int njobs);
+extern void slots_nudge_executors(const char *queue);
+extern void slots_wake_supervisor(void);
+extern void slots_cancel_job(int64 claim, int64 job_id);
+extern pid_t slots_claim_pid(int64 claim);
+extern void slots_job_done(int64 job_id);
+extern ConditionVariable *slots_job_cv(int64 job_id);
+extern void slots_db_block(Oid dboid);
+extern void slots_db_unblock(Oid dboid);
+extern List *slots_snapshot(bool all_databases);
+
+/*
+ * The job an executor is executing, published through the rendezvous
+ * variable "chancy_current_job": chancy.h's chancy_current_job() reads its
+ * first member; chancy_current_job() and chancy_cancel() in SQL read it
+ * too, the latter to note that a job cancelled itself.
+ */
+typedef struct RunningJob
+{
+	ChancyJobInfo info;			/* chancy.h: first, so C jobs can read it */
+	Oid			cancelled_by;	/* the job cancelled itself, as this role */
+} RunningJob;
+
+/* ----------------------------------------------------------------------
+ * ledger.c: which job each executor was executing, kept across a crash
+ * ----------------------------------------------------------------------
+ */
+extern Size ledger_shmem_size(void);
+extern void ledger_startup(void);
+extern void ledger_executor_init(int slot);
+extern void ledger_executing(Oid dboid, int64 claim, int64 job_id);
+extern void ledger_done(void);
+extern int64 ledger_slot_executing(int slot, Oid dboid);
+extern List *ledger_take_crashed(Oid dboid, bool *known);
+
+/* ----------------------------------------------------------------------
+ * catalog.c: where chancy is installed, and how it runs its own SQL
+ * ----------------------------------------------------------------------
+ */
+typedef struct ChancyCatalog
+{
+	Oid			nsp;			/* the extension's schema */
+	char	   *nspname;		/* ... quoted, for building statements */
+	Oid			jobs_relid;		/* chancy_jobs */
+	Oid			defs_relid;		/* chancy_job_definitions */
+	Oid			queues_relid;	/* chancy_queues */
+	Oid			job_typid;		/* the chancy_job composite */
+	Oid			owner;			/* owner of chancy's tables */
+	uint64		generation;		/* changes whenever the above change */
+} ChancyCatalog;
+
+/* What chancy_extension() found in this database. */
+typedef enum ExtensionState
+{
+	EXTENSION_MISSING,
+	EXTENSION_OLD,				/* installed at another SQL version */
+	EXTENSION_READY
+} ExtensionState;
+
+/* A bracket around chancy's own statements: see catalog_sql_begin(). */
+typedef struct CatalogSql
+{
+	Oid			save_userid;
+	int			save_sec_context;
+	int			nestlevel;
+	bool		as_owner;
+} CatalogSql;
+
+extern ExtensionState chancy_extension(Oid *nsp, char **version);
+extern ChancyCatalog *chancy_catalog(Oid nsp);
+extern ChancyCatalog *chancy_catalog_for(FunctionCallInfo fcinfo);
+extern int	catalog_settings(void);
+extern void catalog_sql_begin(ChancyCatalog *cat, bool as_owner, CatalogSql *sql);
+extern void catalog_sql_end(CatalogSql *sql);
+extern void catalog_forget_queues(void);
+extern bool catalog_queue_declared(ChancyCatalog *cat, const char *queue);
+
+/* ----------------------------------------------------------------------
+ * function.c: the functions jobs run
+ * ----------------------------------------------------------------------
+ */
+
+/* A job function, resolved and ready to call. */
+typedef struct JobFunction
+{
+	Oid			oid;			/* InvalidOid for a 'library:symbol' */
+	Oid			rettype;		/* InvalidOid for a 'library:symbol' */
+	int16		typlen;			/* of rettype */
+	bool		typbyval;
+	bool		is_c;			/* C code: may run in an isolated child */
+	FmgrInfo	flinfo;
+} JobFunction;
+
+extern bool function_is_symbol(const char *spec);
+extern Oid	function_resolve(const char *name, const char *spec, char **canonical);
+extern void function_check_symbol(const char *spec);
+extern void function_check_execute(Oid fn, Oid role, const char *job);
+extern JobFunction *function_for_job(const char *spec, Oid oid, Oid role);
+extern Datum function_result_jsonb(JobFunction *fn, Datum value, bool *isnull);
+
+/* ----------------------------------------------------------------------
+ * job.c: job values and definitions
+ * ----------------------------------------------------------------------
+ */
+
+/*
+ * Attributes of the chancy_job composite type, in the order chancy--1.1.sql
  * declares them (0-based).
  */
 typedef enum JobAttr
@@ -41,185 +354,160 @@ typedef enum JobAttr
 	JOB_NATTS
 } JobAttr;
 
-/* PostgreSQL 16 folded the per-object ACL checks into object_aclcheck() */
-#if PG_VERSION_NUM >= 160000
-#define chancy_proc_aclcheck(proc, role, mode) \
-	object_aclcheck(ProcedureRelationId, (proc), (role), (mode))
-#else
-#define chancy_proc_aclcheck(proc, role, mode) \
-	pg_proc_aclcheck((proc), (role), (mode))
-#endif
-
-/*
- * Shared memory: the launcher, one supervisor per database, the executors.
- *
- * chancy_shared->lock protects the slots.  A database slot belongs to the
- * launcher (it sets dboid); an executor slot to its database's supervisor
- * (it sets dboid and queue, and frees it when the executor has stopped).  A
- * process fills in its own pid and latch when it starts and clears them when
- * it exits.
- */
-#define CHANCY_MAX_DATABASES 32
-#define CHANCY_WAIT_CVS 64		/* chancy_wait sleeps on cv[job id % this] */
-
-typedef struct ChancyDatabase
+/* A job value, split into its attributes, and what a push adds to it. */
+typedef struct JobValue
 {
-	Oid			dboid;			/* InvalidOid: free */
-	pid_t		pid;			/* its supervisor, or 0 */
-	Latch	   *latch;
-	uint64		generation;		/* bumped each time a supervisor is started */
-	bool		no_extension;	/* the supervisor found no chancy there */
-	bool		blocked;		/* DROP DATABASE in progress: keep out */
-} ChancyDatabase;
+	Datum		values[JOB_NATTS];
+	bool		nulls[JOB_NATTS];
+	Oid			function_oid;	/* set by job_authorize() */
+} JobValue;
 
-typedef struct ChancyExecutor
-{
-	Oid			dboid;			/* InvalidOid: free */
-	char		queue[NAMEDATALEN];
-	uint64		generation;		/* bumped each time the slot is assigned */
-	pid_t		pid;			/* 0 until the executor has started */
-	Latch	   *latch;
-	bool		idle;			/* looking for work or sleeping */
-	bool		stop;			/* asked to exit after its current job */
-	TimestampTz paused_until;	/* queue paused until then (0: not) */
-	double		backoff_base;	/* retry backoff of its queue, in seconds */
-	double		backoff_factor;
-	double		backoff_max;
-	int64		time_limit_ms;	/* its queue's default time limit, or 0 */
-	bool		isolated;		/* its queue runs C jobs in a forked child */
-	int64		cancel_job;		/* chancy_cancel() asked to stop this job */
-	int64		claim;			/* token of its current batch of jobs */
-	int64		job_id;			/* the job it runs, or 0 */
-	int64		jobs_done;
-	TimestampTz started_at;
-} ChancyExecutor;
+/* longest unique key: it must fit in a btree index entry */
+#define CHANCY_MAX_UNIQUE_KEY 2048
+/* limits: interval in ms, from 1 ms to a year */
+#define CHANCY_MAX_TIME_LIMIT_MS INT64CONST(31536000000)
 
-typedef struct ChancyShared
-{
-	LWLock	   *lock;
-	pid_t		launcher_pid;
-	Latch	   *launcher_latch;
-	bool		recheck;		/* an extension appeared: retry databases */
-	bool		standby;		/* the server is a standby: nothing runs */
-	pg_atomic_uint64 claims;	/* claim tokens */
-	ConditionVariable job_done[CHANCY_WAIT_CVS];
-	ChancyDatabase dbs[CHANCY_MAX_DATABASES];
-	int			nexecutors;
-	ChancyExecutor executors[FLEXIBLE_ARRAY_MEMBER];
-} ChancyShared;
-
-extern ChancyShared *chancy_shared;
-
-/* chancy.c: configuration */
-extern char *chancy_databases;
-extern char *chancy_queues;
-extern int	chancy_max_executors;
-extern int	chancy_memory_limit;
-extern int	chancy_max_crashes;
-extern int	chancy_executor_max_growth;
-extern int	chancy_batch_size;
-extern int	chancy_prune_after;
-extern bool parse_queues(const char *value, List **names, List **concurrencies,
-						 const char **why);
-
-/* job.c: where the extension lives, job values, definitions, functions */
-typedef struct ChancyCatalog
-{
-	Oid			nsp;			/* the extension's schema */
-	char	   *nspname;		/* ... quoted, for building queries */
-	Oid			jobs_relid;		/* chancy_jobs */
-	Oid			defs_relid;		/* chancy_job_definitions */
-	Oid			job_typid;		/* the chancy_job composite */
-	Oid			owner;			/* owner of chancy_jobs: writes run as it */
-} ChancyCatalog;
-
-extern ChancyCatalog *chancy_catalog(Oid nsp);
-extern ChancyCatalog *chancy_catalog_for(FunctionCallInfo fcinfo);
-extern void job_defaults(const char *name, Datum *values, bool *nulls);
+extern int64 interval_ms(const Interval *iv);
 extern void job_check_attr(JobAttr attr, Datum value, bool isnull);
-extern void job_check(Datum *values, bool *nulls);
-extern void job_authorize(Datum *values, bool *nulls);
-extern char *job_resolve_function(const char *name, const char *spec);
-extern bool job_function_is_symbol(const char *spec);
-extern Oid	job_function_oid(const char *spec);
-extern uint64 job_functions_generation(void);
-extern bool job_definition(const char *name, Datum *values, bool *nulls);
-extern void job_forget_definitions(void);
+extern void job_check(JobValue *job);
+extern void job_defaults(ChancyCatalog *cat, const char *name, JobValue *job);
+extern void job_authorize(ChancyCatalog *cat, JobValue *job);
 extern int	job_attr_by_name(const char *name);
-extern void job_deform(ChancyCatalog *cat, HeapTupleHeader job,
-					   Datum *values, bool *nulls);
-extern Datum job_form(ChancyCatalog *cat, Datum *values, bool *nulls);
-extern void job_define(ChancyCatalog *cat, Datum *values, bool *nulls);
+extern void job_deform(ChancyCatalog *cat, HeapTupleHeader tuple, JobValue *job);
+extern Datum job_form(ChancyCatalog *cat, JobValue *job);
+extern void job_define(ChancyCatalog *cat, FunctionCallInfo fcinfo, JobValue *result);
 extern void job_undefine(ChancyCatalog *cat, const char *name);
-extern void chancy_become_owner(ChancyCatalog *cat, Oid *save_userid,
-								int *save_sec_context);
+extern void job_forget_definitions(void);
 
-/* queue.c: queue operations */
-extern int64 *queue_push(ChancyCatalog *cat, ArrayType *jobs, char **keys);
+/* ----------------------------------------------------------------------
+ * queue.c: the statements chancy runs on chancy_jobs
+ * ----------------------------------------------------------------------
+ */
 
-/* A job claimed by an executor. */
+/* A job an executor claimed. */
 typedef struct ClaimedJob
 {
 	int64		id;
 	char	   *name;
 	char	   *function;
+	Oid			function_oid;
 	char	   *queue;
 	Datum		kwargs;			/* jsonb */
-	int32		attempt;		/* this run's number, from 1 */
+	int32		attempt;		/* the number of this run, from 1 */
 	int32		max_attempts;
 	Oid			pushed_by;
 	int64		claim;
-	int64		time_limit_ms;	/* 0: none */
-	int64		memory_limit;	/* bytes, 0: none */
+	bool		started;		/* marked running by the claim */
+	int64		time_limit_ms;	/* its own, else its queue's, else the
+								 * setting's; 0: none */
+	int64		memory_limit;	/* bytes, likewise */
 	int32		priority;
 } ClaimedJob;
 
-extern int	statement_settings(void);
-extern int	queue_claim(ChancyCatalog *cat, const char *queue, int64 claim, int max,
-						ClaimedJob **jobs);
-extern List *queue_claim_plan(ChancyCatalog *cat, const char *queue);
-extern bool queue_succeeded(ChancyCatalog *cat, int64 claim, int n, Datum *ids,
-							Datum *results, bool *result_nulls, Datum *completed_at);
-extern const char *queue_failed(ChancyCatalog *cat, ClaimedJob *job,
-								ErrorData *edata, double backoff);
-extern bool queue_requeue(ChancyCatalog *cat, ClaimedJob *job, const char *why);
-extern int	queue_recover(ChancyCatalog *cat, int max_crashes, ArrayType *live_claims);
-extern char *queue_cancel(ChancyCatalog *cat, int64 id, Oid role);
-extern int	queue_prune(ChancyCatalog *cat, Interval *prune_after, int batch);
-extern TimestampTz queue_next_due(ChancyCatalog *cat, const char *queue);
+/* A queue's settings, as the claim reads them. */
+typedef struct QueueSettings
+{
+	int64		time_limit_ms;	/* 0: none */
+	int64		memory_limit;	/* 0: none */
+	double		backoff_base;	/* seconds */
+	double		backoff_factor;
+	double		backoff_max;	/* seconds */
+	bool		isolated;
+} QueueSettings;
 
-/* limits.c: time and memory limits of a job run in process */
-#define LIMIT_NONE 0
-#define LIMIT_TIME 1
-#define LIMIT_MEMORY 2
+/* What a claim found. */
+typedef struct ClaimResult
+{
+	int			njobs;
+	int			skipped;		/* ready jobs it saw but left */
+	QueueSettings queue;
+	bool		queue_exists;	/* only when njobs == 0 */
+	TimestampTz next_due;		/* likewise: next scheduled job, or 0 */
+	TimestampTz paused_until;	/* likewise: 0 if not paused */
+} ClaimResult;
+
+/* How the executor's exit or a supervisor gives jobs back: see queue.c */
+typedef struct ReleaseResult
+{
+	List	   *finished;		/* ids of jobs that reached a final state */
+	int			released;
+} ReleaseResult;
+
+extern int64 *queue_push(ChancyCatalog *cat, JobValue *jobs, int n, char **keys);
+extern void queue_claim(ChancyCatalog *cat, const char *queue, int64 claim,
+						int max_jobs, ArrayType *short_functions,
+						ClaimedJob **jobs, ClaimResult *result);
+extern List *queue_claim_plan(ChancyCatalog *cat, const char *queue);
+extern int	queue_succeeded(ChancyCatalog *cat, int64 claim, int n, Datum *ids,
+							Datum *results, bool *result_nulls, Datum *started_at,
+							Datum *completed_at);
+extern const char *queue_failed(ChancyCatalog *cat, ClaimedJob *job,
+								ErrorData *edata, double backoff,
+								TimestampTz started_at);
+extern bool queue_cancelled(ChancyCatalog *cat, ClaimedJob *job, bool ran,
+							Oid by, TimestampTz started_at);
+extern void queue_release(ChancyCatalog *cat, ArrayType *claims, ArrayType *ids,
+						  ArrayType *guilty, const char *why, ReleaseResult *result);
+extern List *queue_claims_in_use(ChancyCatalog *cat);
+extern List *queue_cancel_requests(ChancyCatalog *cat);
+extern bool queue_cancel(ChancyCatalog *cat, int64 id, Oid role, int64 *claim);
+extern int	queue_prune(ChancyCatalog *cat, TimestampTz *next_due);
+
+/* ----------------------------------------------------------------------
+ * wakeup.c: what a transaction asks for at commit
+ * ----------------------------------------------------------------------
+ */
+extern void wakeup_queue_at_commit(const char *queue, int njobs);
+extern void wakeup_queues_changed_at_commit(void);
+extern void wakeup_supervisor_at_commit(void);
+extern void wakeup_launcher_at_commit(void);
+extern void wakeup_cancel_at_commit(int64 job_id, int64 claim);
+extern void wakeup_done_at_commit(int64 job_id);
+
+/* ----------------------------------------------------------------------
+ * ddl.c: the utility commands that concern chancy's workers
+ * ----------------------------------------------------------------------
+ */
+extern void chancy_ddl_init(void);
+
+/* ----------------------------------------------------------------------
+ * limits.c: what stops a job (limits, cancel, shutdown), non-negotiably
+ * ----------------------------------------------------------------------
+ */
+typedef enum JobStop
+{
+	STOP_NONE,
+	STOP_TIME_LIMIT,
+	STOP_MEMORY_LIMIT,
+	STOP_CANCEL,
+	STOP_SHUTDOWN
+} JobStop;
+
 extern void limits_init(void);
-extern void limits_arm(int64 time_limit_ms, int64 memory_limit);
-extern int	limits_disarm(void);
-extern void limits_explain(ErrorData *edata, int hit, int64 time_limit_ms,
+extern void limits_watch(bool on);
+extern void limits_job_begin(int64 time_limit_ms, int64 memory_limit);
+extern JobStop limits_job_end(void);
+extern void limits_stop(JobStop why);
+extern JobStop limits_stopped(void);
+extern void limits_explain(ErrorData *edata, JobStop why, int64 time_limit_ms,
 						   int64 memory_limit);
+extern void limits_time_error(int64 time_limit_ms) pg_attribute_noreturn();
 extern int64 limits_data_size(void);
 
-/* isolated.c: C jobs run in a forked child */
-extern Datum isolated_call(FmgrInfo *flinfo, Datum kwargs, Oid rettype,
-						   bool *isnull, int64 time_limit_ms, int64 memory_limit);
+/* ----------------------------------------------------------------------
+ * isolated.c: C jobs run in a forked child
+ * ----------------------------------------------------------------------
+ */
+extern Datum isolated_call(JobFunction *fn, Datum kwargs, bool *isnull,
+						   int64 time_limit_ms, int64 memory_limit);
 
-/* wakeup.c: waking workers at commit, and keeping them out of the way */
-extern void chancy_wakeup_init(void);
-extern void wakeup_queue_at_commit(const char *queue, int njobs);
-extern void wakeup_supervisor_at_commit(void);
-extern void wakeup_job_done(int64 job_id);
-extern void wakeup_cancel_at_commit(int64 job_id);
-
-/* launcher.c, supervisor.c, executor.c: the background workers */
-struct BackgroundWorkerHandle;
-extern bool chancy_start_worker(const char *function, const char *name,
-								int slot, uint64 generation,
-								struct BackgroundWorkerHandle **handle);
-extern Oid	chancy_extension_schema(void);
+/* ----------------------------------------------------------------------
+ * launcher.c, supervisor.c, executor.c: the background workers
+ * ----------------------------------------------------------------------
+ */
 extern void chancy_register_launcher(void);
 extern PGDLLEXPORT void chancy_launcher_main(Datum arg);
 extern PGDLLEXPORT void chancy_supervisor_main(Datum arg);
 extern PGDLLEXPORT void chancy_executor_main(Datum arg);
-extern ClaimedJob *executor_current_job(void);
 
 #endif							/* CHANCY_INTERNAL_H */

@@ -2,18 +2,33 @@
  *
  * executor.c
  *	  The executor: a long-lived background worker that claims the ready
- *	  jobs of one queue and runs them, one at a time.
+ *	  jobs of one queue and runs them, one at a time, as the roles that
+ *	  pushed them.
  *
- * Each job costs two transactions.  The claim commits the job as running
- * (with a claim token, so that it can be recovered if this process dies).
- * Then the job runs in a subtransaction of a second transaction, as the role
- * that pushed it, and its outcome is recorded in that same transaction: a
- * job that succeeds commits its effects and "succeeded" together; one that
- * fails has its effects rolled back and its error recorded.
+ * A claim (one transaction) takes the next ready job, which starts at once,
+ * and, while the functions of the next ones are known to be short, a batch
+ * behind it (queue.c, PLAN_CLAIM).  The jobs then run one after the other,
+ * each in its own subtransaction, in groups that commit together: a group
+ * commits once its first job has waited GROUP_COMMIT_US, and a job that ran
+ * longer than that commits alone and hands the rest of the batch back, so
+ * that no executor idles while another holds ready jobs.  A job that
+ * succeeds commits its effects and "succeeded" together; one that fails has
+ * its effects rolled back and its error recorded in the same transaction.
  *
- * When no job is ready, the executor sleeps on its latch until a push to its
- * queue commits (wakeup.c), the next scheduled job of its queue is due, or
- * its queue is resumed.
+ * Before each job the executor looks whether its queue changed, a job of its
+ * batch was cancelled, or it was asked to stop: if so, it hands the rest of
+ * the batch back (PLAN_RELEASE, which also records the cancels asked) and
+ * claims again, so a pause or a cancel acts on jobs claimed but not
+ * started.  A job being run is stopped by limits.c (time and memory limits,
+ * a cancel, a shutdown), for good.
+ *
+ * However the executor leaves (an error, FATAL, exit() in a job), its exit
+ * callback gives back the jobs it holds; only the job it was executing is
+ * charged, and only if the exit was that job's doing.  A crash is charged
+ * through the ledger (ledger.c) by the supervisor.
+ *
+ * When no job is ready, it sleeps on its latch until a push to its queue
+ * commits (wakeup.c), its queue changes, or its next scheduled job is due.
  *
  *-------------------------------------------------------------------------
  */
@@ -23,26 +38,21 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
-#include "commands/extension.h"
+#include "commands/sequence.h"
 #include "commands/trigger.h"
-#include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lmgr.h"
+#include "storage/lock.h"
 #include "tcop/tcopprot.h"
-#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
-#include "utils/jsonb.h"
-#include "utils/lsyscache.h"
-#include "access/htup_details.h"
-#include "catalog/pg_language.h"
-#include "catalog/pg_proc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
@@ -51,11 +61,10 @@
 #include "common/pg_prng.h"
 #endif
 
-#include "chancy.h"
 #include "chancy_internal.h"
 
 /* sleep at most this long without a wake-up: a safety net, not the mechanism */
-#define FALLBACK_SLEEP_MS 5000
+#define FALLBACK_SLEEP_MS 30000
 
 /* a finished job waits at most this long for its group to commit */
 #define GROUP_COMMIT_US 5000
@@ -63,48 +72,51 @@
 /* a job that leaves the process this much larger leaked: recycle it */
 #define LEAK_LIMIT ((int64) 64 * 1024 * 1024)
 
-/* A job function, resolved once per executor. */
-typedef struct JobFunction
+/* How a job run ended. */
+typedef enum Outcome
 {
-	char		spec[NAMEDATALEN * 3];	/* chancy_jobs.function */
-	Oid			oid;			/* InvalidOid for a library:symbol */
-	Oid			rettype;		/* InvalidOid for a library:symbol */
-	bool		isolable;		/* C code: may run in an isolated child */
-	int64		last_us;		/* how long its last run took */
-	FmgrInfo	flinfo;
-} JobFunction;
+	OUTCOME_SUCCEEDED,			/* to be recorded with its group */
+	OUTCOME_RECORDED,			/* failed or cancelled: recorded already */
+	OUTCOME_PUT_BACK			/* interrupted by a shutdown: goes back */
+} Outcome;
+
+/* How long the last run of a job function took, by its spec. */
+typedef struct Duration
+{
+	char		spec[NAMEDATALEN * 3];
+	int64		last_us;
+} Duration;
 
 static ChancyExecutor *me = NULL;
-static ConstraintsSetStmt all_immediate = {T_ConstraintsSetStmt, NIL, false};
-static uint64 my_generation = 0;
+static int	my_slot = -1;
 static Oid	chancy_nsp = InvalidOid;
-static MemoryContext job_cxt = NULL;	/* reset before each job */
-static MemoryContext functions_cxt = NULL;
-static HTAB *functions = NULL;
-static uint64 functions_generation = 0;
+static ConstraintsSetStmt all_immediate = {T_ConstraintsSetStmt, NIL, false};
+static volatile sig_atomic_t shutdown_requested = false;
 
-static ClaimedJob **batch = NULL; /* the jobs claimed together */
-static int	batch_n = 0;
-static int64 recent_us = INT64_MAX;	/* how long the last job took */
+/* the claimed batch; its memory is reset before each claim */
+static MemoryContext batch_cxt = NULL;
+static ClaimedJob **batch = NULL;
+static int	batch_n = 0;			/* jobs in it */
+static int	batch_next = 0;		/* the first not yet handled */
+static int64 batch_claim = 0;
+static QueueSettings queue;		/* its queue's settings, as claimed */
+
+/* the job being executed, published to chancy.h and chancy_current_job() */
+static ClaimedJob *current_job = NULL;
+static RunningJob running;
+static void **running_var = NULL;
+
+static HTAB *durations = NULL;
+static ArrayType *short_functions = NULL;	/* rebuilt when NULL */
 static int64 start_size = 0;	/* data size when the executor started */
 static int64 last_size = 0;		/* data size at the last look for leaks */
-static ClaimedJob *current_job = NULL;
-static volatile sig_atomic_t shutdown_requested = false;
-static ChancyJobInfo current_info;
-static void **current_info_var = NULL;	/* rendezvous with chancy.h */
-
-/* The job this process is running, if it is an executor running one. */
-ClaimedJob *
-executor_current_job(void)
-{
-	return current_job;
-}
+static bool replace_me = false; /* grew too much: leave after the batch */
+static int64 jobs_run = 0;
 
 /*
  * executor_sigterm
- *		SIGTERM (server shutdown, DROP DATABASE, the supervisor): leave after
- *		the current job, interrupting it the way a cancel does; it is then
- *		put back to run again, without using an attempt.
+ *		SIGTERM (server shutdown, DROP DATABASE, the supervisor): leave, and
+ *		stop the running job; it goes back without using an attempt.
  */
 static void
 executor_sigterm(SIGNAL_ARGS)
@@ -112,209 +124,79 @@ executor_sigterm(SIGNAL_ARGS)
 	int			save_errno = errno;
 
 	shutdown_requested = true;
-	if (current_job != NULL)
-	{
-		InterruptPending = true;
-		QueryCancelPending = true;
-	}
+	limits_stop(STOP_SHUTDOWN);
 	SetLatch(MyLatch);
 	errno = save_errno;
 }
 
 /*
- * executor_detach
- *		On exit: free our slot; our supervisor starts another executor if
- *		the queue still needs one.
+ * executor_cancel_signal
+ *		SIGUSR2: a chancy_cancel() of a job this executor holds committed.
+ *		It stops the job only if it is the one being executed.
  */
 static void
-executor_detach(int code, Datum arg)
+executor_cancel_signal(SIGNAL_ARGS)
 {
-	LWLockAcquire(chancy_shared->lock, LW_EXCLUSIVE);
-	if (me->generation == my_generation)
-	{
-		me->pid = 0;
-		me->latch = NULL;
-		me->idle = false;
-		me->job_id = 0;
-		me->dboid = InvalidOid;
-	}
-	LWLockRelease(chancy_shared->lock);
+	int			save_errno = errno;
+
+	if (slots_cancel_is_mine())
+		limits_stop(STOP_CANCEL);
+	SetLatch(MyLatch);
+	errno = save_errno;
 }
 
-/* The language of a function. */
-static Oid
-function_language(Oid fn)
+/* Remember how long a run of this function took. */
+static void
+note_duration(const char *spec, int64 us)
 {
-	HeapTuple	tp = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
-	Oid			lang;
-
-	if (!HeapTupleIsValid(tp))
-		elog(ERROR, "cache lookup failed for function %u", fn);
-	lang = ((Form_pg_proc) GETSTRUCT(tp))->prolang;
-	ReleaseSysCache(tp);
-	return lang;
-}
-
-/*
- * job_function
- *		The FmgrInfo to call a job's function with, resolved and cached.
- *		Raises the errors a job fails with: a function that was dropped, a
- *		library or symbol that cannot be loaded, a role that may no longer
- *		execute the function.
- */
-static JobFunction *
-job_function(const char *spec, Oid role)
-{
-	JobFunction *fn;
+	Duration   *d;
 	bool		found;
 
-	if (functions == NULL || functions_generation != job_functions_generation())
+	if (strlen(spec) >= sizeof(d->spec))
+		return;
+	if (durations == NULL)
 	{
 		HASHCTL		ctl;
 
-		if (functions_cxt)
-			MemoryContextDelete(functions_cxt);
-		functions_cxt = AllocSetContextCreate(TopMemoryContext, "chancy job functions",
-											  ALLOCSET_DEFAULT_SIZES);
-		ctl.keysize = sizeof(((JobFunction *) NULL)->spec);
-		ctl.entrysize = sizeof(JobFunction);
-		ctl.hcxt = functions_cxt;
-		functions = hash_create("chancy job functions", 32, &ctl,
-								HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-		functions_generation = job_functions_generation();
+		ctl.keysize = sizeof(d->spec);
+		ctl.entrysize = sizeof(Duration);
+		durations = hash_create("chancy job durations", 32, &ctl,
+								HASH_ELEM | HASH_STRINGS);
 	}
-
-	if (strlen(spec) >= sizeof(fn->spec))
-		ereport(ERROR,
-				(errcode(ERRCODE_NAME_TOO_LONG),
-				 errmsg("job function name \"%s\" is too long", spec)));
-	fn = hash_search(functions, spec, HASH_FIND, NULL);
-	if (fn == NULL)
-	{
-		JobFunction fresh;
-
-		memset(&fresh, 0, sizeof(fresh));
-		if (job_function_is_symbol(spec))
-		{
-			const char *colon = strrchr(spec, ':');
-
-			fresh.flinfo.fn_addr = load_external_function(pnstrdup(spec, colon - spec),
-														  colon + 1, true, NULL);
-			fresh.flinfo.fn_oid = InvalidOid;
-			fresh.flinfo.fn_nargs = 1;
-			fresh.flinfo.fn_strict = false;
-			fresh.flinfo.fn_retset = false;
-			fresh.flinfo.fn_stats = TRACK_FUNC_OFF;
-			fresh.flinfo.fn_mcxt = functions_cxt;
-			fresh.isolable = true;
-		}
-		else
-		{
-			fresh.oid = job_function_oid(spec);
-			fresh.rettype = get_func_rettype(fresh.oid);
-			fmgr_info_cxt(fresh.oid, &fresh.flinfo, functions_cxt);
-			fresh.isolable = function_language(fresh.oid) == ClanguageId;
-		}
-		fn = hash_search(functions, spec, HASH_ENTER, &found);
-		memcpy(fn, &fresh, sizeof(fresh));
-		strlcpy(fn->spec, spec, sizeof(fn->spec));
-	}
-
-	if (OidIsValid(fn->oid) &&
-		chancy_proc_aclcheck(fn->oid, role, ACL_EXECUTE) != ACLCHECK_OK)
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("role \"%s\" may no longer execute job function %s",
-						GetUserNameFromId(role, false), spec)));
-	return fn;
+	d = hash_search(durations, spec, HASH_ENTER, &found);
+	if (!found || (d->last_us < GROUP_COMMIT_US) != (us < GROUP_COMMIT_US))
+		short_functions = NULL;
+	d->last_us = us;
 }
 
 /*
- * job_result
- *		A job function's return value as jsonb: void is no result, jsonb is
- *		kept, other types are stored as the JSON string of their text.
+ * known_short
+ *		The functions whose last run was shorter than a group may wait: the
+ *		only ones a claim takes as a batch.
  */
-static Datum
-job_result(JobFunction *fn, Datum value, bool *isnull)
+static ArrayType *
+known_short(void)
 {
-	Oid			typoutput;
-	bool		varlena;
-	JsonbValue	jv;
+	HASH_SEQ_STATUS status;
+	Duration   *d;
+	Datum	   *elems;
+	int			n = 0;
+	MemoryContext old;
 
-	if (*isnull || fn->rettype == VOIDOID)
+	if (short_functions != NULL)
+		return short_functions;
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	elems = palloc(sizeof(Datum) * (durations ? hash_get_num_entries(durations) + 1 : 1));
+	if (durations)
 	{
-		*isnull = true;
-		return (Datum) 0;
+		hash_seq_init(&status, durations);
+		while ((d = hash_seq_search(&status)) != NULL)
+			if (d->last_us < GROUP_COMMIT_US)
+				elems[n++] = CStringGetTextDatum(d->spec);
 	}
-	if (!OidIsValid(fn->rettype))
-	{
-		/* a raw symbol: jsonb, or (Datum) 0 for PG_RETURN_VOID */
-		*isnull = value == (Datum) 0;
-		return value;
-	}
-	if (fn->rettype == JSONBOID)
-		return value;
-	getTypeOutputInfo(fn->rettype, &typoutput, &varlena);
-	jv.type = jbvString;
-	jv.val.string.val = OidOutputFunctionCall(typoutput, value);
-	jv.val.string.len = strlen(jv.val.string.val);
-	return JsonbPGetDatum(JsonbValueToJsonb(&jv));
-}
-
-/*
- * call_job
- *		Call a job's function with its kwargs, as the role that pushed it,
- *		within its limits.  Settings the job changes are undone when it
- *		returns.  In an isolated queue, a C function runs in a forked child.
- */
-static Datum
-call_job(ClaimedJob *job, bool *isnull)
-{
-	JobFunction *fn;
-	Oid			save_userid;
-	int			save_sec_context;
-	int			save_nestlevel;
-	Datum		result;
-
-	LOCAL_FCINFO(fcinfo, 1);
-
-	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(job->pushed_by)))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("the role that pushed job %lld no longer exists",
-						(long long) job->id)));
-	fn = job_function(job->function, job->pushed_by);
-
-	if (me->isolated && fn->isolable)
-	{
-		return isolated_call(&fn->flinfo, job->kwargs, fn->rettype, isnull,
-							 job->time_limit_ms, job->memory_limit);
-	}
-
-	/*
-	 * The job runs as its role in a security-restricted operation (no SET
-	 * ROLE, no temporary objects that later jobs of other roles would see),
-	 * and whatever settings it changes are undone after it, SET or not.
-	 */
-	save_nestlevel = NewGUCNestLevel();
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(job->pushed_by,
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-
-	InitFunctionCallInfoData(*fcinfo, &fn->flinfo, 1, InvalidOid, NULL, NULL);
-	fcinfo->args[0].value = job->kwargs;
-	fcinfo->args[0].isnull = false;
-	limits_arm(job->time_limit_ms, job->memory_limit);
-	result = FunctionCallInvoke(fcinfo);
-	(void) limits_disarm();
-	*isnull = fcinfo->isnull;
-
-	/* deferred constraints are checked now, as this job's failure if any */
-	AfterTriggerSetState(&all_immediate);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
-	AtEOXact_GUC(false, save_nestlevel);
-	return job_result(fn, result, isnull);
+	short_functions = construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT);
+	MemoryContextSwitchTo(old);
+	return short_functions;
 }
 
 /*
@@ -326,11 +208,11 @@ call_job(ClaimedJob *job, bool *isnull)
 static double
 retry_backoff(int attempt)
 {
-	double		delay = me->backoff_base * pow(me->backoff_factor, attempt - 1);
+	double		delay = queue.backoff_base * pow(queue.backoff_factor, attempt - 1);
 	double		r;
 
-	if (delay > me->backoff_max || isnan(delay))
-		delay = me->backoff_max;
+	if (isnan(delay) || delay > queue.backoff_max)
+		delay = queue.backoff_max;
 #if PG_VERSION_NUM >= 150000
 	r = pg_prng_double(&pg_global_prng_state);
 #else
@@ -340,60 +222,119 @@ retry_backoff(int attempt)
 }
 
 /*
- * interruption
- *		Why the job just stopped with an error, if not by its own doing:
- *		cancelled by chancy_cancel(), or its executor asked to stop.
+ * call_job
+ *		Call a job's function with its kwargs, as the role that pushed it, in
+ *		a security-restricted operation (no SET ROLE, no temporary objects
+ *		that later jobs of other roles would see); settings the job changes
+ *		are undone when it returns (an error undoes all of it with the
+ *		subtransaction).  In an isolated queue, a C function runs in a forked
+ *		child.  Returns the result as jsonb.
  */
-static const char *
-interruption(ClaimedJob *job)
+static Datum
+call_job(ClaimedJob *job, bool *isnull)
 {
-	if (me->cancel_job == job->id)
-		return "cancelled";
-	if (shutdown_requested)
-		return "the executor was stopped while the job ran; it runs again";
-	return NULL;
+	JobFunction *fn;
+	Oid			save_userid;
+	int			save_sec_context;
+	int			save_nestlevel;
+	Datum		result;
+
+	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(job->pushed_by)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("role %u that pushed job " INT64_FORMAT " no longer exists",
+						job->pushed_by, job->id)));
+	fn = function_for_job(job->function, job->function_oid, job->pushed_by);
+
+	save_nestlevel = NewGUCNestLevel();
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(job->pushed_by,
+						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	if (queue.isolated && fn->is_c)
+		result = isolated_call(fn, job->kwargs, isnull, job->time_limit_ms,
+							   job->memory_limit);
+	else
+	{
+		LOCAL_FCINFO(fcinfo, 1);
+
+		InitFunctionCallInfoData(*fcinfo, &fn->flinfo, 1, InvalidOid, NULL, NULL);
+		fcinfo->args[0].value = job->kwargs;
+		fcinfo->args[0].isnull = false;
+		result = FunctionCallInvoke(fcinfo);
+		*isnull = fcinfo->isnull;
+		result = function_result_jsonb(fn, result, isnull);
+	}
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+	AtEOXact_GUC(false, save_nestlevel);
+	return result;
+}
+
+/*
+ * stopped_error
+ *		The error of a job that returned although it was told to stop: a
+ *		fired limit, a cancel or a shutdown is never a success.
+ */
+static void
+stopped_error(JobStop why, ClaimedJob *job)
+{
+	if (why == STOP_TIME_LIMIT)
+		limits_time_error(job->time_limit_ms);
+	ereport(ERROR,
+			(errcode(why == STOP_MEMORY_LIMIT ? ERRCODE_OUT_OF_MEMORY :
+					 why == STOP_SHUTDOWN ? ERRCODE_ADMIN_SHUTDOWN :
+					 ERRCODE_QUERY_CANCELED),
+			 errmsg("job went on after it was told to stop")));
+}
+
+/*
+ * leave_as_found
+ *		After a job, whatever its outcome: what a job can leave in the
+ *		session, for a later job of another role to find, goes.  Its settings
+ *		went with its GUC nest level, its role with the subtransaction; left
+ *		are session advisory locks and sequence state (lastval).
+ */
+static void
+leave_as_found(void)
+{
+	LockReleaseSession(USER_LOCKMETHOD);
+	ResetSequenceCaches();
 }
 
 /*
  * run_job
  *		Run a claimed job in its own subtransaction of its group's
- *		transaction.  True if it succeeded (its result is then in *result,
- *		and the group records it); a failure is recorded here, after the
- *		subtransaction is rolled back; an interrupted job is put back.
+ *		transaction.  A success leaves its result in *result for the group to
+ *		record; a failure or a cancel is recorded here, after the
+ *		subtransaction is rolled back; a job stopped by a shutdown is left
+ *		to go back.
  */
-static bool
-run_job(ChancyCatalog *cat, ClaimedJob *job, Datum *result, bool *result_null)
+static Outcome
+run_job(ChancyCatalog *cat, ClaimedJob *job, TimestampTz started_at,
+		Datum *result, bool *result_null)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
+	volatile JobStop why = STOP_NONE;
 	ErrorData  *edata = NULL;
-	const char *interrupted = NULL;
+	Outcome		outcome = OUTCOME_RECORDED;
 	bool		held = true;
-
-	pgstat_report_activity(STATE_RUNNING, job->name);
-	current_job = job;
-	current_info.id = job->id;
-	current_info.name = job->name;
-	current_info.queue = job->queue;
-	current_info.attempt = job->attempt;
-	current_info.max_attempts = job->max_attempts;
-	*current_info_var = &current_info;
-
-	/* a cancel that came too late for the previous job is not for this one */
-	if (me->cancel_job != job->id && !shutdown_requested)
-		QueryCancelPending = false;
 
 	BeginInternalSubTransaction(NULL);
 	PG_TRY();
 	{
-		if (shutdown_requested)
-			ereport(ERROR,
-					(errcode(ERRCODE_ADMIN_SHUTDOWN),
-					 errmsg("the executor is stopping")));
+		limits_job_begin(job->time_limit_ms, job->memory_limit);
 		*result = call_job(job, result_null);
+		why = limits_job_end();
+		if (why != STOP_NONE)
+			stopped_error(why, job);
+		if (OidIsValid(running.cancelled_by))
+			ereport(ERROR,
+					(errcode(ERRCODE_QUERY_CANCELED),
+					 errmsg("job cancelled itself")));
 		if (!*result_null)
 		{
-			MemoryContext cxt = MemoryContextSwitchTo(job_cxt);
+			MemoryContext cxt = MemoryContextSwitchTo(batch_cxt);
 
 			*result = datumCopy(*result, false, -1);
 			MemoryContextSwitchTo(cxt);
@@ -404,100 +345,88 @@ run_job(ChancyCatalog *cat, ClaimedJob *job, Datum *result, bool *result_null)
 	}
 	PG_CATCH();
 	{
-		int			hit = limits_disarm();
-
-		MemoryContextSwitchTo(job_cxt);
+		if (why == STOP_NONE)
+			why = limits_job_end();
+		MemoryContextSwitchTo(batch_cxt);
 		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcxt);
 		CurrentResourceOwner = oldowner;
-		limits_explain(edata, hit, job->time_limit_ms, job->memory_limit);
-		if (hit == LIMIT_NONE)
-			interrupted = interruption(job);
 	}
 	PG_END_TRY();
-	current_job = NULL;
-	*current_info_var = NULL;
+	leave_as_found();
 	if (edata == NULL)
-		return true;
+		return OUTCOME_SUCCEEDED;
 
 	/* recording the outcome must not be cancelled by a late interrupt */
 	HOLD_CANCEL_INTERRUPTS();
-	if (interrupted && strcmp(interrupted, "cancelled") == 0)
-		held = false;			/* chancy_cancel() recorded it */
-	else if (interrupted)
-		held = queue_requeue(cat, job, interrupted);
+	if (OidIsValid(running.cancelled_by) || why == STOP_CANCEL)
+		held = queue_cancelled(cat, job, true, running.cancelled_by, started_at);
+	else if (why == STOP_SHUTDOWN || shutdown_requested)
+		outcome = OUTCOME_PUT_BACK;
 	else
 	{
-		const char *state = queue_failed(cat, job, edata, retry_backoff(job->attempt));
+		const char *state;
 
+		limits_explain(edata, why, job->time_limit_ms, job->memory_limit);
+		state = queue_failed(cat, job, edata, retry_backoff(job->attempt), started_at);
 		held = state != NULL;
 		if (held)
 			ereport(LOG,
-					(errmsg("chancy job %lld (%s) attempt %d of %d failed: %s",
-							(long long) job->id, job->name, job->attempt,
-							job->max_attempts, edata->message),
+					(errmsg("job " INT64_FORMAT " (%s) failed on attempt %d of %d: %s",
+							job->id, job->name, job->attempt, job->max_attempts,
+							edata->message),
 					 errdetail("The job is now %s.", state)));
 	}
 	QueryCancelPending = false;
 	RESUME_CANCEL_INTERRUPTS();
 	if (!held)
 		ereport(LOG,
-				(errmsg("chancy job %lld (%s) was cancelled or recovered while it ran; its outcome is discarded",
-						(long long) job->id, job->name)));
-	return false;
+				(errmsg("outcome of job " INT64_FORMAT " (%s) discarded", job->id, job->name),
+				 errdetail("The job no longer carries the claim of this executor.")));
+	return outcome;
 }
 
 /*
- * predicted_long
- *		Did the last run of this function take longer than a group may wait?
- *		Such a job runs (and commits) alone.
+ * execute
+ *		Execute one claimed job: publish it (slot, ledger, pg_stat_activity,
+ *		chancy_current_job()), run it, unpublish it.  False if, just as it
+ *		was published, something asked the executor to look again first:
+ *		then the job did not run.
  */
 static bool
-predicted_long(const char *spec)
+execute(ChancyCatalog *cat, ClaimedJob *job, Outcome *outcome, Datum *result,
+		bool *result_null)
 {
-	JobFunction *fn;
+	TimestampTz started_at = GetCurrentTimestamp();
 
-	if (functions == NULL || strlen(spec) >= sizeof(fn->spec))
+	/* a stray query cancel that came between jobs is for none of them */
+	QueryCancelPending = false;
+	if (slots_job_begin(job->id))
+	{
+		slots_job_end(false);
 		return false;
-	fn = hash_search(functions, spec, HASH_FIND, NULL);
-	return fn != NULL && fn->last_us >= GROUP_COMMIT_US;
-}
+	}
+	ledger_executing(MyDatabaseId, job->claim, job->id);
+	pgstat_report_activity(STATE_RUNNING, job->name);
+	current_job = job;
+	memset(&running, 0, sizeof(running));
+	running.info.id = job->id;
+	running.info.name = job->name;
+	running.info.queue = job->queue;
+	running.info.attempt = job->attempt;
+	running.info.max_attempts = job->max_attempts;
+	*running_var = &running;
 
-/* Remember how long a run of this function took. */
-static void
-note_duration(const char *spec, int64 us)
-{
-	JobFunction *fn;
+	*outcome = run_job(cat, job, started_at, result, result_null);
 
-	if (functions == NULL || strlen(spec) >= sizeof(fn->spec))
-		return;
-	fn = hash_search(functions, spec, HASH_FIND, NULL);
-	if (fn)
-		fn->last_us = us;
-}
-
-/*
- * put_back_range
- *		Put back claimed jobs from..to-1 that still carry our claim (they did
- *		not run, or their outcome was undone), in a transaction of their own.
- */
-static void
-put_back_range(int from, int to, const char *why)
-{
-	ChancyCatalog *cat;
-
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	cat = chancy_catalog(chancy_nsp);
-	for (int i = from; i < to; i++)
-		(void) queue_requeue(cat, batch[i], why);
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	for (int i = from; i < to; i++)
-		wakeup_job_done(batch[i]->id);
+	*running_var = NULL;
+	current_job = NULL;
+	ledger_done();
+	slots_job_end(true);
+	note_duration(job->function, GetCurrentTimestamp() - started_at);
+	return true;
 }
 
 /*
@@ -505,8 +434,8 @@ put_back_range(int from, int to, const char *why)
  *		Memory a job leaked (malloc without free) only a new process frees:
  *		if this process grew by more than LEAK_LIMIT since the last look, or by
  *		more than chancy.executor_max_growth since it started (leaks, caches),
- *		it makes way for a fresh executor.  Looked at after failed jobs (a
- *		memory limit) and every 64 jobs, since it costs a read of /proc.
+ *		it makes way for a fresh executor after its batch.  Looked at after
+ *		failed jobs (a memory limit) and every 64 jobs: it reads /proc.
  */
 static void
 check_leaks(void)
@@ -517,149 +446,243 @@ check_leaks(void)
 		size - start_size > (int64) chancy_executor_max_growth * 1024)
 	{
 		ereport(LOG,
-				(errmsg("chancy executor of queue \"%s\" grew by %lld MB while running jobs (%lld MB since it started); a fresh executor replaces it",
-						me->queue, (long long) ((size - last_size) / (1024 * 1024)),
-						(long long) ((size - start_size) / (1024 * 1024)))));
-		me->stop = true;
+				(errmsg("executor of queue \"%s\" is replaced by a fresh one", me->queue),
+				 errdetail("It grew by %lld MB while running jobs, %lld MB since it started.",
+						   (long long) ((size - last_size) / (1024 * 1024)),
+						   (long long) ((size - start_size) / (1024 * 1024)))));
+		replace_me = true;
 	}
 	last_size = size;
 }
 
+/* An int8[] of the ids of batch jobs from..to-1. */
+static ArrayType *
+batch_ids(int from, int to)
+{
+	Datum	   *ids = palloc(sizeof(Datum) * Max(to - from, 1));
+
+	for (int i = from; i < to; i++)
+		ids[i - from] = Int64GetDatum(batch[i]->id);
+	return construct_array(ids, to - from, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
+}
+
+/* An int8[] of one value, or of none. */
+static ArrayType *
+int8_one(int64 value, bool none)
+{
+	Datum		d = Int64GetDatum(value);
+
+	return construct_array(&d, none ? 0 : 1, INT8OID, 8, FLOAT8PASSBYVAL,
+						   TYPALIGN_DOUBLE);
+}
+
 /*
- * run_batch
- *		Claim up to chancy.batch_size ready jobs of our queue in one statement
- *		(committed as running) and run them in order.  Jobs that finish
- *		quickly commit in groups: a group commits once its first job has
- *		waited GROUP_COMMIT_US, or before a job that ran long last time (which
- *		then commits alone).  False if no job was ready; then *timeout_ms says
- *		how long to sleep.
+ * give_back
+ *		Hand back the jobs of the batch from "from" on, in a transaction of
+ *		its own: they go back to be claimed again (a cancel asked of one is
+ *		done now).  guilty is a job to charge a crash, or 0; why notes why a
+ *		started job went back.  Idle executors of the queue are woken.
+ */
+static void
+give_back(int from, int64 guilty, const char *why)
+{
+	ReleaseResult released;
+	ListCell   *lc;
+
+	if (from >= batch_n)
+		return;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	queue_release(chancy_catalog(chancy_nsp), int8_one(batch_claim, false),
+				  batch_ids(from, batch_n), int8_one(guilty, guilty == 0), why,
+				  &released);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	foreach(lc, released.finished)
+		slots_job_done(*(int64 *) lfirst(lc));
+	batch_n = from;
+	if (released.released > 0)
+		slots_wake_executors(me->queue, released.released);
+}
+
+/*
+ * run_group
+ *		Run jobs of the batch from batch_next on in one transaction, and
+ *		commit their outcomes together.  Returns false if the executor must
+ *		stop running the batch now (hand the rest back): its queue changed,
+ *		it is asked to stop, or a job ran long.
  */
 static bool
-run_batch(long *timeout_ms)
+run_group(void)
 {
-	MemoryContext old;
 	ChancyCatalog *cat;
-	TimestampTz due = 0;
-	int			next = 0;
+	int			first = batch_next;
+	int			nsucceeded = 0;
+	TimestampTz first_done = 0;
+	Datum	   *ids = MemoryContextAlloc(batch_cxt, sizeof(Datum) * batch_n);
+	Datum	   *results = MemoryContextAlloc(batch_cxt, sizeof(Datum) * batch_n);
+	bool	   *result_nulls = MemoryContextAlloc(batch_cxt, sizeof(bool) * batch_n);
+	Datum	   *started = MemoryContextAlloc(batch_cxt, sizeof(Datum) * batch_n);
+	Datum	   *done_at = MemoryContextAlloc(batch_cxt, sizeof(Datum) * batch_n);
+	bool		go_on = true;
+	int			held;
 
-	MemoryContextReset(job_cxt);
-	batch = MemoryContextAlloc(job_cxt, sizeof(ClaimedJob *) * chancy_batch_size);
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	cat = chancy_catalog(chancy_nsp);
+	/* DROP EXTENSION waits for the jobs being run, whose outcome it needs */
+	LockRelationOid(cat->jobs_relid, RowExclusiveLock);
+	/* deferred constraints are checked as each statement of a job ends */
+	AfterTriggerSetState(&all_immediate);
 
-	old = MemoryContextSwitchTo(job_cxt);
-	/* batches are for short jobs: long ones would wait for each other */
-	me->claim = (int64) pg_atomic_fetch_add_u64(&chancy_shared->claims, 1);
-	batch_n = queue_claim(cat, me->queue, me->claim,
-						  recent_us < GROUP_COMMIT_US ? chancy_batch_size : 1, batch);
+	while (batch_next < batch_n)
+	{
+		ClaimedJob *job = batch[batch_next];
+		Outcome		outcome;
+		TimestampTz start = GetCurrentTimestamp();
+		TimestampTz end;
+
+		if (shutdown_requested ||
+			!execute(cat, job, &outcome, &results[nsucceeded], &result_nulls[nsucceeded]))
+		{
+			go_on = false;
+			break;
+		}
+		if (outcome == OUTCOME_PUT_BACK)
+		{
+			go_on = false;		/* shutting down: it goes back with the rest */
+			break;
+		}
+		batch_next++;
+		end = GetCurrentTimestamp();
+		if (outcome == OUTCOME_SUCCEEDED)
+		{
+			ids[nsucceeded] = Int64GetDatum(job->id);
+			started[nsucceeded] = TimestampTzGetDatum(start);
+			done_at[nsucceeded++] = TimestampTzGetDatum(end);
+		}
+		else
+			check_leaks();
+		if (end - start >= GROUP_COMMIT_US)
+		{
+			/* it ran long: the rest of the batch should not wait for it */
+			go_on = false;
+			break;
+		}
+		if (first_done == 0)
+			first_done = end;
+		if (end - first_done >= GROUP_COMMIT_US)
+			break;
+	}
+
+	/* the group's successes, in one statement, commit with their effects */
+	HOLD_CANCEL_INTERRUPTS();
+	held = nsucceeded == 0 ? 0 :
+		queue_succeeded(cat, batch_claim, nsucceeded, ids, results, result_nulls,
+						started, done_at);
+	PopActiveSnapshot();
+	if (held == nsucceeded)
+		CommitTransactionCommand();
+	else
+	{
+		/* a claim taken from under us (it should not be): run them again */
+		AbortCurrentTransaction();
+		ereport(LOG,
+				(errmsg("outcomes of a group of jobs of queue \"%s\" discarded", me->queue),
+				 errdetail("Some of its jobs no longer carried the claim of this executor; the others run again.")));
+		batch_next = first;
+		go_on = false;
+	}
+	QueryCancelPending = false;
+	RESUME_CANCEL_INTERRUPTS();
+	pgstat_report_stat(false);
+	for (int i = first; i < batch_next; i++)
+		slots_job_done(batch[i]->id);
+	jobs_run += batch_next - first;
+	if (jobs_run / 64 != (jobs_run - (batch_next - first)) / 64)
+		check_leaks();
+	return go_on;
+}
+
+/*
+ * run_batch
+ *		Claim ready jobs of our queue and run them.  False if none was ready;
+ *		then *timeout_ms says how long to sleep, and *paused whether the
+ *		queue is paused.
+ */
+static bool
+run_batch(long *timeout_ms, bool *paused)
+{
+	ChancyCatalog *cat;
+	ClaimResult claimed;
+	MemoryContext old;
+
+	MemoryContextReset(batch_cxt);
+	batch = MemoryContextAlloc(batch_cxt, sizeof(ClaimedJob *) * chancy_batch_size);
+	batch_n = batch_next = 0;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	cat = chancy_catalog(chancy_nsp);
+	batch_claim = slots_new_claim();
+	old = MemoryContextSwitchTo(batch_cxt);
+	queue_claim(cat, me->queue, batch_claim, chancy_batch_size, known_short(),
+				batch, &claimed);
 	MemoryContextSwitchTo(old);
-	if (batch_n == 0)
-		due = queue_next_due(cat, me->queue);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	pgstat_report_stat(false);
 
-	if (batch_n == 0)
+	/* ready jobs this claim saw but left: another executor may take them */
+	if (claimed.skipped > 0)
+		slots_wake_executors(me->queue, claimed.skipped);
+
+	if (claimed.njobs == 0)
 	{
-		*timeout_ms = FALLBACK_SLEEP_MS;
-		if (due != 0)
-		{
-			long		secs;
-			int			usecs;
+		TimestampTz now = GetCurrentTimestamp();
 
-			TimestampDifference(GetCurrentTimestamp(), due, &secs, &usecs);
-			*timeout_ms = Min(*timeout_ms, secs * 1000 + (usecs + 999) / 1000);
+		if (!claimed.queue_exists)
+		{
+			ereport(LOG,
+					(errmsg("executor of queue \"%s\" is leaving", me->queue),
+					 errdetail("The queue no longer exists.")));
+			proc_exit(0);
 		}
+		*timeout_ms = FALLBACK_SLEEP_MS;
+		*paused = claimed.paused_until > now;
+		if (*paused)
+			*timeout_ms = Min(*timeout_ms,
+							  TimestampDifferenceMilliseconds(now, claimed.paused_until) + 1);
+		if (claimed.next_due != 0)
+			*timeout_ms = Min(*timeout_ms,
+							  TimestampDifferenceMilliseconds(now, claimed.next_due) + 1);
 		return false;
 	}
-	me->idle = false;
 
-	while (next < batch_n && !me->stop && !shutdown_requested)
+	slots_idle(false, false);
+	queue = claimed.queue;
+	batch_n = claimed.njobs;
+	limits_watch(true);
+	while (batch_next < batch_n && !replace_me)
 	{
-		int			first = next;
-		int			nsucceeded = 0;
-		TimestampTz first_done = 0;
-		Datum	   *ids = MemoryContextAlloc(job_cxt, sizeof(Datum) * batch_n);
-		Datum	   *results = MemoryContextAlloc(job_cxt, sizeof(Datum) * batch_n);
-		bool	   *result_nulls = MemoryContextAlloc(job_cxt, sizeof(bool) * batch_n);
-		Datum	   *done_at = MemoryContextAlloc(job_cxt, sizeof(Datum) * batch_n);
-		bool		held = true;
-
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		cat = chancy_catalog(chancy_nsp);
-		while (next < batch_n)
-		{
-			ClaimedJob *job = batch[next];
-			TimestampTz start;
-			TimestampTz end;
-
-			if (next > first && predicted_long(job->function))
-				break;
-			if (job->time_limit_ms == 0)
-				job->time_limit_ms = me->time_limit_ms;
-			if (job->memory_limit == 0)
-				job->memory_limit = (int64) chancy_memory_limit * 1024;
-			me->job_id = job->id;
-			start = GetCurrentTimestamp();
-			if (run_job(cat, job, &results[nsucceeded], &result_nulls[nsucceeded]))
-			{
-				ids[nsucceeded] = Int64GetDatum(job->id);
-				done_at[nsucceeded++] = TimestampTzGetDatum(GetCurrentTimestamp());
-			}
-			else
-				check_leaks();
-			end = GetCurrentTimestamp();
-			recent_us = end - start;
-			note_duration(job->function, recent_us);
-			me->job_id = 0;
-			next++;
-			if (first_done == 0)
-				first_done = end;
-			if (me->stop || shutdown_requested ||
-				end - first_done >= GROUP_COMMIT_US || recent_us >= GROUP_COMMIT_US)
-				break;
-		}
-
-		/* the group's successes, in one statement, commit with their effects */
-		HOLD_CANCEL_INTERRUPTS();
-		if (nsucceeded > 0)
-			held = queue_succeeded(cat, batch[first]->claim, nsucceeded, ids, results,
-								   result_nulls, done_at);
-		PopActiveSnapshot();
-		if (held)
-			CommitTransactionCommand();
-		else
-		{
-			/* a job was cancelled or recovered meanwhile: undo the group */
-			AbortCurrentTransaction();
-			ereport(LOG,
-					(errmsg("a job of a group run by chancy's executor of queue \"%s\" was cancelled or recovered while it ran",
-							me->queue),
-					 errdetail("The group's outcomes are discarded; its other jobs run again.")));
-			put_back_range(first, next, "its group was rolled back; it runs again");
-		}
-		QueryCancelPending = false;
-		RESUME_CANCEL_INTERRUPTS();
-		for (int i = first; i < next; i++)
-			wakeup_job_done(batch[i]->id);
-		me->jobs_done += next - first;
-		if (me->jobs_done % 64 == 0)
-			check_leaks();
+		if (slots_executor_leaving() || !run_group())
+			break;
 	}
-	if (next < batch_n)
-		put_back_range(next, batch_n,
-					   "the executor stopped before running the job; it runs again");
+	give_back(batch_next, 0, shutdown_requested ?
+			  "the executor was stopped while the job ran; it runs again" : NULL);
+	limits_watch(false);
 	batch_n = 0;
 	return true;
 }
 
 /*
  * recover
- *		After an error outside a job (claiming, recording an outcome): report
- *		it, clean up, and go on, unless chancy itself is gone.
+ *		After an error outside a job (claiming, recording outcomes): report
+ *		it, clean up, hand the batch back, and go on, unless chancy is gone.
  */
 static void
 recover(void)
@@ -670,38 +693,114 @@ recover(void)
 	AbortOutOfAnyTransaction();
 	FlushErrorState();
 	current_job = NULL;
-	*current_info_var = NULL;
-	me->job_id = 0;
+	*running_var = NULL;
+	ledger_done();
+	limits_watch(false);
+	(void) limits_job_end();
 	RESUME_INTERRUPTS();
 
-	/* the claimed jobs not yet done go back (those done no longer match) */
+	/* the jobs not recorded go back (those recorded no longer match) */
 	if (batch_n > 0)
 	{
 		PG_TRY();
 		{
-			put_back_range(0, batch_n, "the executor failed outside the job; it runs again");
+			give_back(0, 0, "the executor failed outside the job; it runs again");
 		}
 		PG_CATCH();
 		{
 			EmitErrorReport();
 			AbortOutOfAnyTransaction();
 			FlushErrorState();
-			batch_n = 0;
 		}
 		PG_END_TRY();
+		batch_n = 0;
 	}
 
-	chancy_nsp = chancy_extension_schema();
-	if (!OidIsValid(chancy_nsp))
+	if (chancy_extension(&chancy_nsp, NULL) != EXTENSION_READY)
 	{
 		ereport(LOG,
-				(errmsg("chancy executor of queue \"%s\" is exiting: the extension was dropped",
-						me->queue)));
+				(errmsg("executor of queue \"%s\" is leaving", me->queue),
+				 errdetail("Extension chancy is no longer installed in this database.")));
 		proc_exit(0);
 	}
 	/* do not spin on a persistent error */
 	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 					 1000, PG_WAIT_EXTENSION);
+}
+
+/*
+ * executor_give_back
+ *		On exit, however it happens (before_shmem_exit): the jobs this
+ *		executor holds go back.  The job it was executing is charged only
+ *		if it is the cause: it failed on its time or memory limit (it went on
+ *		after it was told to stop), is cancelled (a cancel it ignored), goes
+ *		back uncharged (a shutdown), or else ended its executor itself
+ *		(FATAL, exit()) and is charged a crash.  The others of the batch,
+ *		run in a group that did not commit or not run yet, go back uncharged.
+ *		An error here ends the callback; the supervisor then recovers them.
+ */
+static void
+executor_give_back(int code, Datum arg)
+{
+	ChancyCatalog *cat;
+	ClaimedJob *job = current_job;
+	JobStop		why = limits_stopped();
+	ReleaseResult released;
+
+	if (batch_n == 0 || !OidIsValid(chancy_nsp))
+		return;
+	AbortOutOfAnyTransaction();
+	current_job = NULL;
+	if (running_var)
+		*running_var = NULL;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	cat = chancy_catalog(chancy_nsp);
+	if (job != NULL && (why == STOP_TIME_LIMIT || why == STOP_MEMORY_LIMIT))
+	{
+		ErrorData	edata;
+
+		memset(&edata, 0, sizeof(edata));
+		edata.message = "the job went on after it was told to stop, and its executor was ended";
+		limits_explain(&edata, why, job->time_limit_ms, job->memory_limit);
+		(void) queue_failed(cat, job, &edata, retry_backoff(job->attempt),
+							GetCurrentTimestamp());
+	}
+	else if (job != NULL && why == STOP_CANCEL)
+		(void) queue_cancelled(cat, job, true, running.cancelled_by,
+							   GetCurrentTimestamp());
+	if (job != NULL && why != STOP_NONE && why != STOP_SHUTDOWN)
+		ereport(LOG,
+				(errmsg("job " INT64_FORMAT " (%s) went on after it was told to stop", job->id,
+						job->name),
+				 errdetail("Its executor was ended, and a fresh one replaces it.")));
+	else if (job != NULL && why != STOP_SHUTDOWN && !shutdown_requested)
+	{
+		ereport(LOG,
+				(errmsg("job " INT64_FORMAT " (%s) ended its executor", job->id, job->name),
+				 errdetail("It is charged a crash.")));
+		queue_release(cat, int8_one(batch_claim, false), int8_one(job->id, false),
+					  int8_one(job->id, false), NULL, &released);
+	}
+	/* the rest (and a job stopped by the shutdown), recorded or not */
+	queue_release(cat, int8_one(batch_claim, false), batch_ids(0, batch_n),
+				  int8_one(0, true),
+				  "the executor was stopped while the job ran; it runs again",
+				  &released);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	ledger_done();
+	batch_n = 0;
+	slots_wake_executors(me->queue, INT_MAX);
+}
+
+/* On exit, after the jobs: the slot is left for the supervisor to free. */
+static void
+executor_detach(int code, Datum arg)
+{
+	slots_executor_detach();
 }
 
 /*
@@ -711,57 +810,41 @@ recover(void)
 void
 chancy_executor_main(Datum arg)
 {
-	uint64		generation;
+	uint64		generation = slots_worker_generation();
 	Oid			dboid;
 
-	me = &chancy_shared->executors[DatumGetInt32(arg)];
-	memcpy(&generation, MyBgworkerEntry->bgw_extra, sizeof(generation));
-	my_generation = generation;
-
+	my_slot = DatumGetInt32(arg);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, executor_sigterm);
-	pqsignal(SIGINT, StatementCancelHandler);
+	pqsignal(SIGUSR2, executor_cancel_signal);
 	BackgroundWorkerUnblockSignals();
 
 	/* a start requested by a supervisor that has gone is void */
-	LWLockAcquire(chancy_shared->lock, LW_SHARED);
-	dboid = me->generation == generation && me->pid == 0 ? me->dboid : InvalidOid;
-	LWLockRelease(chancy_shared->lock);
+	dboid = slots_executor_database(my_slot, generation);
 	if (!OidIsValid(dboid))
 		proc_exit(0);
 	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
-
-	LWLockAcquire(chancy_shared->lock, LW_EXCLUSIVE);
-	if (me->generation != generation || me->pid != 0)
-	{
-		LWLockRelease(chancy_shared->lock);
+	me = slots_executor_attach(my_slot, generation);
+	if (me == NULL)
 		proc_exit(0);
-	}
-	me->pid = MyProcPid;
-	me->latch = MyLatch;
-	me->idle = true;
-	me->job_id = 0;
-	me->jobs_done = 0;
-	me->started_at = GetCurrentTimestamp();
-	LWLockRelease(chancy_shared->lock);
 	before_shmem_exit(executor_detach, (Datum) 0);
+	before_shmem_exit(executor_give_back, (Datum) 0);
+	ledger_executor_init(my_slot);
 
 	pgstat_report_appname(psprintf("chancy executor: %s", me->queue));
-	job_cxt = AllocSetContextCreate(TopMemoryContext, "chancy job",
-									ALLOCSET_DEFAULT_SIZES);
-	current_info_var = (void **) find_rendezvous_variable("chancy_current_job");
+	batch_cxt = AllocSetContextCreate(TopMemoryContext, "chancy batch",
+									  ALLOCSET_DEFAULT_SIZES);
+	running_var = find_rendezvous_variable("chancy_current_job");
 	limits_init();
 	start_size = last_size = limits_data_size();
-
-	chancy_nsp = chancy_extension_schema();
-	if (!OidIsValid(chancy_nsp))
+	if (chancy_extension(&chancy_nsp, NULL) != EXTENSION_READY)
 		proc_exit(0);
 
 	for (;;)
 	{
 		long		timeout_ms = FALLBACK_SLEEP_MS;
+		bool		paused = false;
 		bool		worked = false;
-		TimestampTz now;
 
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -769,36 +852,30 @@ chancy_executor_main(Datum arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 		}
-		if (me->stop || shutdown_requested || me->generation != my_generation)
+		if (shutdown_requested || replace_me || slots_executor_leaving())
 			break;
 
 		ResetLatch(MyLatch);
-		me->idle = true;
-		pg_memory_barrier();
-
-		now = GetCurrentTimestamp();
-		if (me->paused_until > now)
+		slots_idle(true, false);
+		/* nudged: the queues, or the extension itself, may have changed */
+		if (slots_take_nudge() &&
+			chancy_extension(&chancy_nsp, NULL) != EXTENSION_READY)
+			break;
+		PG_TRY();
 		{
-			long		secs;
-			int			usecs;
-
-			TimestampDifference(now, me->paused_until, &secs, &usecs);
-			timeout_ms = Min(timeout_ms, secs * 1000 + (usecs + 999) / 1000);
+			worked = run_batch(&timeout_ms, &paused);
 		}
-		else
+		PG_CATCH();
 		{
-			PG_TRY();
-			{
-				worked = run_batch(&timeout_ms);
-			}
-			PG_CATCH();
-			{
-				recover();
-			}
-			PG_END_TRY();
+			recover();
 		}
+		PG_END_TRY();
 		if (worked)
 			continue;
+
+		slots_idle(true, paused);
+		pgstat_report_stat(true);
+		pgstat_report_activity(STATE_IDLE, NULL);
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 Max(timeout_ms, 1), PG_WAIT_EXTENSION);
 	}

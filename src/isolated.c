@@ -6,19 +6,32 @@
  *
  * The child is not a child of the postmaster: when it segfaults, aborts,
  * runs past its time limit (the executor kills it with SIGKILL) or is killed
- * by the kernel, only this job fails, and the cluster goes on.  The child
- * gets hard limits (RLIMIT_DATA for memory, RLIMIT_CPU for CPU time, no core
- * file), calls the function, and writes its result or error to a pipe; it
- * never touches shared memory on exit.  It has no database access: a job
- * that uses SPI or reads tables must run in a 'process' queue.
+ * by the kernel, only this job fails, and the cluster goes on.
+ *
+ * What the child may do is the contract of an isolated job: compute from
+ * its kwargs, allocate (palloc or malloc, under RLIMIT_DATA), log, raise
+ * errors, read and write files as the server's operating system user.  It
+ * runs as the role that pushed the job (GetUserId(), superuser()).  It has
+ * no database: before the job runs, the child unmaps every shared memory
+ * segment it inherited (the server's shared memory, dynamic segments, the
+ * ledger), so SPI, catalog lookups, locks and buffers cannot work, and
+ * cannot leave anything behind in the server.  A job that tries fails with
+ * "isolated job cannot use the database"; a real crash stays a crash.
+ *
+ * The parent waits on its latch for the child's report, handling the
+ * interrupts that are not for the job (barriers of DROP DATABASE, requests
+ * to log memory contexts) itself; only the job's time limit, a cancel or a
+ * shutdown kill the child.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "catalog/pg_type.h"
@@ -27,21 +40,26 @@
 #include "pgstat.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/proc.h"
 #include "utils/builtins.h"
-#include "utils/jsonb.h"
-#include "utils/lsyscache.h"
 #include "utils/memutils.h"
-#include "utils/timestamp.h"
 
 #include "chancy_internal.h"
 
-/* Write all of a buffer to a pipe (in the child). */
+/* the shared mappings the child gave up, to recognize a fault in one */
+#define MAX_UNMAPPED 64
+static uintptr_t unmapped_from[MAX_UNMAPPED];
+static uintptr_t unmapped_to[MAX_UNMAPPED];
+static int	nunmapped = 0;
+static int	report_fd = -1;
+
+/* Write all of a buffer to the report pipe (in the child). */
 static void
-write_all(int fd, const char *buf, size_t len)
+write_all(const char *buf, size_t len)
 {
 	while (len > 0)
 	{
-		ssize_t		n = write(fd, buf, len);
+		ssize_t		n = write(report_fd, buf, len);
 
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -53,30 +71,100 @@ write_all(int fd, const char *buf, size_t len)
 }
 
 /*
- * child_main
- *		In the forked child: set hard limits, run the job, report through the
- *		pipe, and leave without running any of the executor's exit callbacks.
- *		The report is 'R' and the result as JSON text, 'N' for no result, or
- *		'E', the SQLSTATE and the error message.
+ * child_fault
+ *		SIGSEGV or SIGBUS in the child: a fault in a shared mapping it gave
+ *		up is the job reaching for the database; anything else is a crash.
  */
 static void
-child_main(int fd, FmgrInfo *flinfo, Datum kwargs, Oid rettype,
-		   int64 time_limit_ms, int64 memory_limit)
+child_fault(int signo, siginfo_t *info, void *context)
+{
+	uintptr_t	addr = (uintptr_t) info->si_addr;
+	static const char report[] = "D";
+
+	for (int i = 0; i < nunmapped; i++)
+		if (addr >= unmapped_from[i] && addr < unmapped_to[i])
+		{
+			write_all(report, 1);
+			_exit(4);
+		}
+	signal(signo, SIG_DFL);
+	raise(signo);
+}
+
+/*
+ * unmap_shared
+ *		In the child: give up every shared mapping inherited from the
+ *		executor (as listed by /proc/self/maps), remembering where they were.
+ */
+static void
+unmap_shared(void)
+{
+	FILE	   *maps = fopen("/proc/self/maps", "r");
+	char		line[1024];
+	int			n = 0;
+
+	if (maps == NULL)
+		_exit(5);
+	while (fgets(line, sizeof(line), maps) != NULL && n < MAX_UNMAPPED)
+	{
+		unsigned long from,
+					to;
+		char		perms[8];
+
+		if (sscanf(line, "%lx-%lx %7s", &from, &to, perms) == 3 && perms[3] == 's')
+		{
+			unmapped_from[n] = from;
+			unmapped_to[n++] = to;
+		}
+	}
+	fclose(maps);
+	for (int i = 0; i < n; i++)
+		if (munmap((void *) unmapped_from[i], unmapped_to[i] - unmapped_from[i]) != 0)
+			_exit(5);
+	nunmapped = n;
+}
+
+/*
+ * child_main
+ *		In the forked child: leave the server's shared state behind, set hard
+ *		limits, run the job, report through the pipe, and leave without
+ *		running any of the executor's exit callbacks.  The report is 'R' and
+ *		the result's bytes, 'N' for no result, 'E', the SQLSTATE and the
+ *		error message, or 'D' for a job that tried to use the database.
+ */
+static void
+child_main(JobFunction *fn, Datum kwargs, int64 time_limit_ms, int64 memory_limit)
 {
 	struct rlimit rl;
+	struct sigaction fault;
+	static const int reset[] = {SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2,
+	SIGALRM, SIGABRT, SIGILL, SIGFPE};
 
 	/* nothing of the executor's shared state may be touched from here */
 	on_exit_reset();
 	MyProcPid = getpid();
-	pqsignal(SIGTERM, SIG_DFL);
-	pqsignal(SIGINT, SIG_DFL);
-	pqsignal(SIGQUIT, SIG_DFL);
+	for (int i = 0; i < lengthof(reset); i++)
+		pqsignal(reset[i], SIG_DFL);
+	pqsignal(SIGALRM, SIG_IGN);
+	InterruptPending = QueryCancelPending = ProcDiePending = false;
+	SwitchBackToLocalLatch();
+	MyProc = NULL;
+	unmap_shared();
+	memset(&fault, 0, sizeof(fault));
+	fault.sa_sigaction = child_fault;
+	fault.sa_flags = SA_SIGINFO;
+	sigemptyset(&fault.sa_mask);
+	sigaction(SIGSEGV, &fault, NULL);
+	sigaction(SIGBUS, &fault, NULL);
 
 	rl.rlim_cur = rl.rlim_max = 0;
 	(void) setrlimit(RLIMIT_CORE, &rl);
 	if (memory_limit > 0)
 	{
-		rl.rlim_cur = rl.rlim_max = (rlim_t) (limits_data_size() + memory_limit);
+		int64		size = limits_data_size();
+
+		rl.rlim_cur = rl.rlim_max = memory_limit > PG_INT64_MAX - size ?
+			RLIM_INFINITY : (rlim_t) (size + memory_limit);
 		(void) setrlimit(RLIMIT_DATA, &rl);
 	}
 	if (time_limit_ms > 0)
@@ -91,34 +179,37 @@ child_main(int fd, FmgrInfo *flinfo, Datum kwargs, Oid rettype,
 	{
 		LOCAL_FCINFO(fcinfo, 1);
 		Datum		result;
-		char	   *text = NULL;
 
-		InitFunctionCallInfoData(*fcinfo, flinfo, 1, InvalidOid, NULL, NULL);
+		InitFunctionCallInfoData(*fcinfo, &fn->flinfo, 1, InvalidOid, NULL, NULL);
 		fcinfo->args[0].value = kwargs;
 		fcinfo->args[0].isnull = false;
 		result = FunctionCallInvoke(fcinfo);
 
-		if (!fcinfo->isnull && rettype != VOIDOID &&
-			(OidIsValid(rettype) || result != (Datum) 0))
+		if (fcinfo->isnull || fn->rettype == VOIDOID ||
+			(!OidIsValid(fn->rettype) && result == (Datum) 0))
+			write_all("N", 1);
+		else if (!OidIsValid(fn->rettype) || fn->typlen == -1)
 		{
-			if (!OidIsValid(rettype) || rettype == JSONBOID)
-				text = JsonbToCString(NULL, &DatumGetJsonbP(result)->root, -1);
-			else
-			{
-				Oid			typoutput;
-				bool		varlena;
-				JsonbValue	jv;
+			struct varlena *v = PG_DETOAST_DATUM(result);
 
-				getTypeOutputInfo(rettype, &typoutput, &varlena);
-				jv.type = jbvString;
-				jv.val.string.val = OidOutputFunctionCall(typoutput, result);
-				jv.val.string.len = strlen(jv.val.string.val);
-				text = JsonbToCString(NULL, &JsonbValueToJsonb(&jv)->root, -1);
-			}
+			write_all("R", 1);
+			write_all((char *) v, VARSIZE(v));
 		}
-		write_all(fd, text ? "R" : "N", 1);
-		if (text)
-			write_all(fd, text, strlen(text));
+		else if (fn->typbyval)
+		{
+			write_all("R", 1);
+			write_all((char *) &result, sizeof(Datum));
+		}
+		else if (fn->typlen == -2)
+		{
+			write_all("R", 1);
+			write_all(DatumGetCString(result), strlen(DatumGetCString(result)) + 1);
+		}
+		else
+		{
+			write_all("R", 1);
+			write_all(DatumGetPointer(result), fn->typlen);
+		}
 		_exit(0);
 	}
 	PG_CATCH();
@@ -127,10 +218,9 @@ child_main(int fd, FmgrInfo *flinfo, Datum kwargs, Oid rettype,
 
 		MemoryContextSwitchTo(TopMemoryContext);
 		edata = CopyErrorData();
-
-		write_all(fd, "E", 1);
-		write_all(fd, unpack_sql_state(edata->sqlerrcode), 5);
-		write_all(fd, edata->message ? edata->message : "unknown error",
+		write_all("E", 1);
+		write_all(unpack_sql_state(edata->sqlerrcode), 5);
+		write_all(edata->message ? edata->message : "unknown error",
 				  strlen(edata->message ? edata->message : "unknown error"));
 		_exit(1);
 	}
@@ -153,99 +243,111 @@ kill_child(pid_t pid)
 }
 
 /*
+ * read_report
+ *		Wait for the child's report, taking care of the executor's
+ *		interrupts meanwhile: those for the job (its time limit, a cancel, a
+ *		shutdown) kill the child and raise the job's error; the others are
+ *		handled here.  Any error kills the child first.
+ */
+static void
+read_report(pid_t pid, int fd, StringInfo report)
+{
+	PG_TRY();
+	{
+		for (;;)
+		{
+			char		buf[8192];
+			ssize_t		n;
+			int			rc;
+
+			rc = WaitLatchOrSocket(MyLatch,
+								   WL_LATCH_SET | WL_SOCKET_READABLE | WL_POSTMASTER_DEATH,
+								   fd, -1, PG_WAIT_EXTENSION);
+			if (rc & WL_POSTMASTER_DEATH)
+			{
+				kill_child(pid);
+				proc_exit(1);
+			}
+			if (rc & WL_LATCH_SET)
+			{
+				ResetLatch(MyLatch);
+				/* a cancel or die raises the job's error; others pass */
+				CHECK_FOR_INTERRUPTS();
+			}
+			if (!(rc & WL_SOCKET_READABLE))
+				continue;
+			n = read(fd, buf, sizeof(buf));
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				break;
+			appendBinaryStringInfo(report, buf, n);
+		}
+	}
+	PG_CATCH();
+	{
+		kill_child(pid);
+		close(fd);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+}
+
+/*
  * isolated_call
- *		Run a C job function in a forked child and return its result as
- *		jsonb (*isnull for none).  Raises the job's error, or one saying the
- *		child crashed with a signal or ran past its time limit.
+ *		Run a C job function in a forked child, as the current user, and
+ *		return its result as jsonb (*isnull for none).  Raises the job's
+ *		error, or one saying the child crashed or used the database.
  */
 Datum
-isolated_call(FmgrInfo *flinfo, Datum kwargs, Oid rettype, bool *isnull,
-			  int64 time_limit_ms, int64 memory_limit)
+isolated_call(JobFunction *fn, Datum kwargs, bool *isnull, int64 time_limit_ms,
+			  int64 memory_limit)
 {
 	int			fds[2];
 	pid_t		pid;
 	StringInfoData report;
-	TimestampTz deadline = 0;
 	int			status;
+	Datum		value;
 
 	if (pipe(fds) < 0)
-		ereport(ERROR, (errmsg("could not create a pipe for an isolated job: %m")));
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not create a pipe for an isolated job: %m")));
 	fflush(NULL);
 	pid = fork();
 	if (pid < 0)
 	{
 		close(fds[0]);
 		close(fds[1]);
-		ereport(ERROR, (errmsg("could not fork an isolated job: %m")));
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_RESOURCES),
+				 errmsg("could not fork an isolated job: %m")));
 	}
 	if (pid == 0)
 	{
 		close(fds[0]);
-		child_main(fds[1], flinfo, kwargs, rettype, time_limit_ms, memory_limit);
+		report_fd = fds[1];
+		child_main(fn, kwargs, time_limit_ms, memory_limit);
 	}
 	close(fds[1]);
 
-	if (time_limit_ms > 0)
-		deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), time_limit_ms);
 	initStringInfo(&report);
-	for (;;)
-	{
-		char		buf[8192];
-		ssize_t		n;
-		long		timeout = -1;
-		int			rc;
-
-		if (deadline != 0)
-		{
-			long		secs;
-			int			usecs;
-
-			TimestampDifference(GetCurrentTimestamp(), deadline, &secs, &usecs);
-			timeout = secs * 1000 + usecs / 1000;
-			if (GetCurrentTimestamp() >= deadline)
-			{
-				kill_child(pid);
-				close(fds[0]);
-				ereport(ERROR,
-						(errcode(ERRCODE_QUERY_CANCELED),
-						 errmsg("job exceeded its time limit of %.3f s", time_limit_ms / 1000.0),
-						 errdetail("The isolated job was killed.")));
-			}
-		}
-		rc = WaitLatchOrSocket(MyLatch,
-							   WL_LATCH_SET | WL_SOCKET_READABLE | WL_EXIT_ON_PM_DEATH |
-							   (timeout >= 0 ? WL_TIMEOUT : 0),
-							   fds[0], timeout, PG_WAIT_EXTENSION);
-		if (rc & WL_LATCH_SET)
-		{
-			ResetLatch(MyLatch);
-			if (InterruptPending)
-			{
-				/* cancelled, or the executor must stop: the child goes first */
-				kill_child(pid);
-				close(fds[0]);
-				CHECK_FOR_INTERRUPTS();
-				ereport(ERROR,
-						(errcode(ERRCODE_QUERY_CANCELED),
-						 errmsg("isolated job interrupted")));
-			}
-		}
-		if (!(rc & WL_SOCKET_READABLE))
-			continue;
-		n = read(fds[0], buf, sizeof(buf));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		appendBinaryStringInfo(&report, buf, n);
-	}
+	read_report(pid, fds[0], &report);
 	close(fds[0]);
 	while (waitpid(pid, &status, 0) < 0)
 	{
 		if (errno != EINTR)
-			ereport(ERROR, (errmsg("could not wait for an isolated job: %m")));
+			ereport(ERROR,
+					(errcode(ERRCODE_SYSTEM_ERROR),
+					 errmsg("could not wait for an isolated job: %m")));
 	}
 
+	if (report.len >= 1 && report.data[0] == 'D')
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("isolated job cannot use the database"),
+				 errdetail("A job of an isolated queue runs in a child process without the server's shared memory: no SPI, catalog lookups or locks."),
+				 errhint("Run jobs that use the database in a queue with executor 'process'.")));
 	if (WIFSIGNALED(status))
 		ereport(ERROR,
 				(errcode(ERRCODE_SYSTEM_ERROR),
@@ -268,19 +370,34 @@ isolated_call(FmgrInfo *flinfo, Datum kwargs, Oid rettype, bool *isnull,
 									   sqlstate[3], sqlstate[4])),
 				 errmsg("%s", report.data + 6)));
 	}
-	if (report.len >= 1 && report.data[0] == 'N')
+	if (report.len == 1 && report.data[0] == 'N')
 	{
 		*isnull = true;
 		return (Datum) 0;
 	}
-	if (report.len >= 1 && report.data[0] == 'R')
+	if (report.len < 2 || report.data[0] != 'R')
+		ereport(ERROR,
+				(errcode(ERRCODE_SYSTEM_ERROR),
+				 errmsg("isolated job exited with code %d without a result",
+						WIFEXITED(status) ? WEXITSTATUS(status) : -1)));
+
+	/* the result's bytes, made a Datum of its type again */
+	if (OidIsValid(fn->rettype) && fn->typbyval)
 	{
-		*isnull = false;
-		return DirectFunctionCall1(jsonb_in, CStringGetDatum(report.data + 1));
+		if (report.len - 1 != sizeof(Datum))
+			elog(ERROR, "isolated job returned %d bytes", report.len - 1);
+		memcpy(&value, report.data + 1, sizeof(Datum));
 	}
-	ereport(ERROR,
-			(errcode(ERRCODE_SYSTEM_ERROR),
-			 errmsg("isolated job exited with code %d without a result",
-					WIFEXITED(status) ? WEXITSTATUS(status) : -1)));
-	pg_unreachable();
+	else
+	{
+		char	   *copy = palloc(report.len - 1);
+
+		memcpy(copy, report.data + 1, report.len - 1);
+		if ((!OidIsValid(fn->rettype) || fn->typlen == -1) &&
+			(report.len - 1 < VARHDRSZ || VARSIZE(copy) != report.len - 1))
+			elog(ERROR, "isolated job returned a malformed value");
+		value = PointerGetDatum(copy);
+	}
+	*isnull = false;
+	return function_result_jsonb(fn, value, isnull);
 }

@@ -1,225 +1,134 @@
 /*-------------------------------------------------------------------------
  *
  * job.c
- *	  Job values: where chancy is installed, job definitions, the functions
- *	  jobs run, and the checks every job value passes before it is pushed.
+ *	  Job values and job definitions: the checks every attribute of a job
+ *	  passes, the defaults a push by name starts from, and who may push what.
  *
- * A job value is the chancy_job composite, handled here as an array of
- * JOB_NATTS datums.  Definitions and resolved functions are cached per
- * backend; a trigger on chancy_job_definitions and the pg_proc syscache
- * tell us when to forget them.
+ * A job value is the chancy_job composite, handled here as a JobValue (its
+ * attributes, plus what a push adds: the OID of its function).
+ *
+ * Definitions (the seed's @job(...) defaults) belong to the role that made
+ * them: each role has its own namespace of job names, as pg_cron's job
+ * names are per user.  A push by name as role P uses, of the definitions of
+ * that name, the first that P trusts:
+ *	1. P's own;
+ *	2. the extension owner's (who can rewrite any job anyway);
+ *	3. that of another role D that can already act as P (D is a superuser,
+ *	   or a member of P): such a D gains nothing by choosing P's code.
+ *	   Two of those are ambiguous, and an error.
+ * With none, the name is a function name(jsonb) resolved through P's
+ * search_path.  A definition by any other role is never used for P: no role
+ * can make another run code it chose.  The function a definition names is
+ * kept as an OID, so a function dropped and created again by another role
+ * is not run in its place.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
-#include "access/genam.h"
+#include <math.h>
+
 #include "access/htup_details.h"
-#include "access/table.h"
-#include "access/xact.h"
-#include "catalog/namespace.h"
-#include "catalog/pg_class.h"
-#include "catalog/pg_extension.h"
-#include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "funcapi.h"
+#include "catalog/namespace.h"
 #include "miscadmin.h"
 #include "parser/parse_func.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/regproc.h"
 #include "utils/datum.h"
-#include "utils/fmgroids.h"
 #include "utils/hsearch.h"
-#include "utils/inval.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
-#include "utils/regproc.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 #include "utils/typcache.h"
 
 #include "chancy_internal.h"
 
-/* names and specs longer than this are looked up, never cached */
+/* names longer than this are looked up, never cached */
 #define CACHE_KEYLEN 128
 
+/* longest job name: it must fit in the definitions' primary key */
+#define CHANCY_MAX_NAME 1024
+
+/* One role's definition of a job name. */
+typedef struct Definition
+{
+	Oid			definer;
+	Oid			function_oid;	/* InvalidOid for a 'library:symbol' */
+	Datum		values[JOB_NATTS];
+	bool		nulls[JOB_NATTS];
+} Definition;
+
+/* The definitions of one job name, by every role. */
 typedef struct DefEntry
 {
 	char		name[CACHE_KEYLEN];
-	bool		exists;
-	Datum		values[JOB_NATTS];
-	bool		nulls[JOB_NATTS];
+	int			n;
+	Definition *defs;
 } DefEntry;
-
-typedef struct FuncEntry
-{
-	char		spec[CACHE_KEYLEN]; /* canonical: schema.name(jsonb) */
-	Oid			oid;
-} FuncEntry;
-
-static ChancyCatalog catalog;
-static bool catalog_stale = true;
-static bool callbacks_registered = false;
 
 static MemoryContext defs_cxt = NULL;	/* holds defs_cache and its datums */
 static HTAB *defs_cache = NULL;
-static bool defs_stale = false;
-static HTAB *func_cache = NULL;
-static bool funcs_stale = false;
-static uint64 funcs_generation = 0;	/* counts pg_proc changes */
+static bool defs_stale = true;
 
 static const char *const attr_names[JOB_NATTS] = {
 	"name", "function", "queue", "kwargs", "priority", "max_attempts",
 	"scheduled_at", "unique_key", "time_limit", "memory_limit", "meta"
 };
 
-/* Storage of each attribute's type: text, jsonb, int4, timestamptz, ... */
-static const int16 attr_len[JOB_NATTS] = {-1, -1, -1, -1, 4, 4, 8, -1, 16, 8, -1};
-
 /* Copy an attribute value into the current memory context. */
 static Datum
-job_datum_copy(JobAttr attr, Datum value)
+attr_copy(JobAttr attr, Datum value)
 {
-	int16		len = attr_len[attr];
-
-	return datumCopy(value, len == 4 || (len == 8 && FLOAT8PASSBYVAL), len);
-}
-
-/*
- * Invalidation callbacks only mark caches stale: they may fire in the middle
- * of a lookup, so the caches are rebuilt at the next lookup instead.
- */
-static void
-relcache_changed(Datum arg, Oid relid)
-{
-	if (relid == InvalidOid || relid == catalog.jobs_relid ||
-		relid == catalog.defs_relid)
+	switch (attr)
 	{
-		catalog_stale = true;
-		defs_stale = true;
+		case JA_PRIORITY:
+		case JA_MAX_ATTEMPTS:
+			return value;
+		case JA_SCHEDULED_AT:
+		case JA_MEMORY_LIMIT:
+			return datumCopy(value, FLOAT8PASSBYVAL, 8);
+		case JA_TIME_LIMIT:
+			return datumCopy(value, false, sizeof(Interval));
+		default:
+			return datumCopy(value, false, -1);
 	}
 }
 
-/* Any change to pg_proc may make a cached function resolution wrong. */
-static void
-proc_changed(Datum arg, int cacheid, uint32 hashvalue)
-{
-	funcs_stale = true;
-	funcs_generation++;
-}
-
-/*
- * job_functions_generation
- *		Changes whenever a cached function resolution may have become wrong,
- *		for callers that cache what they built on resolutions.
- */
-uint64
-job_functions_generation(void)
-{
-	return funcs_generation;
-}
-
-/*
- * chancy_catalog
- *		Where the extension living in schema nsp keeps its objects.
- *
- * The result is rebuilt after DDL on chancy's tables or when the extension
- * was re-created elsewhere; callers use its fields right away.
- */
-ChancyCatalog *
-chancy_catalog(Oid nsp)
-{
-	HeapTuple	tp;
-
-	if (!callbacks_registered)
-	{
-		CacheRegisterRelcacheCallback(relcache_changed, (Datum) 0);
-		CacheRegisterSyscacheCallback(PROCOID, proc_changed, (Datum) 0);
-		callbacks_registered = true;
-	}
-	if (!catalog_stale && catalog.nsp == nsp)
-		return &catalog;
-
-	if (catalog.nspname)
-		pfree(catalog.nspname);
-	memset(&catalog, 0, sizeof(catalog));
-	catalog.nsp = nsp;
-	catalog.nspname = MemoryContextStrdup(TopMemoryContext,
-										  quote_identifier(get_namespace_name(nsp)));
-	catalog.jobs_relid = get_relname_relid("chancy_jobs", nsp);
-	catalog.defs_relid = get_relname_relid("chancy_job_definitions", nsp);
-	catalog.job_typid = GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid,
-										CStringGetDatum("chancy_job"),
-										ObjectIdGetDatum(nsp));
-	if (!OidIsValid(catalog.jobs_relid) || !OidIsValid(catalog.defs_relid) ||
-		!OidIsValid(catalog.job_typid))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("chancy's objects are missing from schema %s",
-						catalog.nspname),
-				 errhint("Recreate the extension with DROP EXTENSION chancy; CREATE EXTENSION chancy.")));
-
-	tp = SearchSysCache1(RELOID, ObjectIdGetDatum(catalog.jobs_relid));
-	if (!HeapTupleIsValid(tp))
-		elog(ERROR, "cache lookup failed for relation %u", catalog.jobs_relid);
-	catalog.owner = ((Form_pg_class) GETSTRUCT(tp))->relowner;
-	ReleaseSysCache(tp);
-
-	/* a different installation has different definitions */
-	defs_stale = true;
-	catalog_stale = false;
-	return &catalog;
-}
-
-/*
- * chancy_extension_schema
- *		The schema chancy is installed in, in this database, or InvalidOid.
- *		For the workers; outside a transaction it runs one.
- */
-Oid
-chancy_extension_schema(void)
-{
-	bool		own = !IsTransactionState();
-	Oid			nsp = InvalidOid;
-	Relation	rel;
-	ScanKeyData key;
-	SysScanDesc scan;
-	HeapTuple	tup;
-
-	if (own)
-		StartTransactionCommand();
-	rel = table_open(ExtensionRelationId, AccessShareLock);
-	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
-				CStringGetDatum("chancy"));
-	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
-	tup = systable_getnext(scan);
-	if (HeapTupleIsValid(tup))
-		nsp = ((Form_pg_extension) GETSTRUCT(tup))->extnamespace;
-	systable_endscan(scan);
-	table_close(rel, AccessShareLock);
-	if (own)
-		CommitTransactionCommand();
-	return nsp;
-}
-
-/*
- * chancy_catalog_for
- *		The catalog of the installation a SQL-callable function belongs to:
- *		every chancy function lives in the extension's schema.
- */
-ChancyCatalog *
-chancy_catalog_for(FunctionCallInfo fcinfo)
-{
-	return chancy_catalog(get_func_namespace(fcinfo->flinfo->fn_oid));
-}
-
-/* Forget all cached definitions (the definitions table changed). */
+/* The definitions table changed: forget every cached definition. */
 void
 job_forget_definitions(void)
 {
 	defs_stale = true;
+}
+
+/*
+ * interval_ms
+ *		The length of an interval in milliseconds, as extract(epoch) counts
+ *		it (a year is 365.25 days, a month 30), or -1 if it has a negative
+ *		part or is too long to count.  The one rule for chancy's intervals:
+ *		chancy_interval_ms() gives it to the CHECK constraints of the tables.
+ *		Fractions of a millisecond are dropped: 0.5 ms is 0, below any limit.
+ */
+int64
+interval_ms(const Interval *iv)
+{
+	double		secs;
+
+	if (iv->month < 0 || iv->day < 0 || iv->time < 0)
+		return -1;
+	secs = (double) iv->time / USECS_PER_SEC +
+		(double) (iv->month / MONTHS_PER_YEAR) * DAYS_PER_YEAR * SECS_PER_DAY +
+		(double) (iv->month % MONTHS_PER_YEAR) * DAYS_PER_MONTH * SECS_PER_DAY +
+		(double) iv->day * SECS_PER_DAY;
+	if (secs * 1000.0 >= (double) PG_INT64_MAX)
+		return -1;
+	return (int64) floor(secs * 1000.0);
 }
 
 /*
@@ -229,19 +138,47 @@ job_forget_definitions(void)
 static void
 error_bad_attr(JobAttr attr, bool isnull)
 {
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("job %s must not be NULL", attr_names[attr]),
+				 errhint("Build job values with chancy_job(name) and the chancy_with_* functions.")));
 	ereport(ERROR,
-			(errcode(isnull ? ERRCODE_NULL_VALUE_NOT_ALLOWED :
-					 ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("job %s must not be %s", attr_names[attr],
-					isnull ? "NULL" : "empty"),
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("job %s must not be empty", attr_names[attr]),
 			 attr == JA_UNIQUE_KEY ?
 			 errhint("Use NULL for a job without a unique key.") :
 			 errhint("Build job values with chancy_job(name) and the chancy_with_* functions.")));
 }
 
 /*
+ * check_time_limit
+ *		A time limit is from 1 ms to a year, with no negative part.
+ */
+static void
+check_time_limit(Datum value)
+{
+	Interval   *iv = DatumGetIntervalP(value);
+	int64		ms = interval_ms(iv);
+	char	   *text = DatumGetCString(DirectFunctionCall1(interval_out,
+														   IntervalPGetDatum(iv)));
+
+	if (ms < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("job time_limit must not have negative parts, not %s", text),
+				 errhint("Use a positive interval, or NULL for no time limit.")));
+	if (ms < 1 || ms > CHANCY_MAX_TIME_LIMIT_MS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("job time_limit must be from 1 ms to 366 days, not %s", text),
+				 errhint("Use NULL for no time limit.")));
+}
+
+/*
  * job_check_attr
- *		Reject a value that a job attribute cannot take.
+ *		Check one attribute of a job value: an error naming it and the value
+ *		if it is not one a job may have.
  */
 void
 job_check_attr(JobAttr attr, Datum value, bool isnull)
@@ -263,6 +200,23 @@ job_check_attr(JobAttr attr, Datum value, bool isnull)
 						 errmsg("job queue name \"%s\" is too long",
 								TextDatumGetCString(value)),
 						 errhint("Queue names are at most %d bytes.", NAMEDATALEN - 1)));
+			if (attr == JA_UNIQUE_KEY &&
+				VARSIZE_ANY_EXHDR(DatumGetPointer(value)) > CHANCY_MAX_UNIQUE_KEY)
+				ereport(ERROR,
+						(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+						 errmsg("job unique_key is too long"),
+						 errdetail("The key is %d bytes; at most %d are allowed.",
+								   (int) VARSIZE_ANY_EXHDR(DatumGetPointer(value)),
+								   CHANCY_MAX_UNIQUE_KEY),
+						 errhint("Use a shorter key, for example a hash of this one.")));
+			if (attr == JA_NAME &&
+				VARSIZE_ANY_EXHDR(DatumGetPointer(value)) > CHANCY_MAX_NAME)
+				ereport(ERROR,
+						(errcode(ERRCODE_NAME_TOO_LONG),
+						 errmsg("job name is too long"),
+						 errdetail("The name is %d bytes; at most %d are allowed.",
+								   (int) VARSIZE_ANY_EXHDR(DatumGetPointer(value)),
+								   CHANCY_MAX_NAME)));
 			break;
 		case JA_KWARGS:
 		case JA_META:
@@ -303,20 +257,7 @@ job_check_attr(JobAttr attr, Datum value, bool isnull)
 			break;
 		case JA_TIME_LIMIT:
 			if (!isnull)
-			{
-				Interval   *iv = DatumGetIntervalP(value);
-				Interval	zero = {0};
-
-				if (DatumGetInt32(DirectFunctionCall2(interval_cmp,
-													  IntervalPGetDatum(iv),
-													  IntervalPGetDatum(&zero))) <= 0)
-					ereport(ERROR,
-							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							 errmsg("job time_limit must be positive, not %s",
-									DatumGetCString(DirectFunctionCall1(interval_out,
-																		IntervalPGetDatum(iv)))),
-							 errhint("Use NULL for no time limit.")));
-			}
+				check_time_limit(value);
 			break;
 		case JA_MEMORY_LIMIT:
 			if (!isnull && DatumGetInt64(value) <= 0)
@@ -333,235 +274,19 @@ job_check_attr(JobAttr attr, Datum value, bool isnull)
 
 /* Check every attribute of a job value. */
 void
-job_check(Datum *values, bool *nulls)
+job_check(JobValue *job)
 {
 	for (int i = 0; i < JOB_NATTS; i++)
-		job_check_attr((JobAttr) i, values[i], nulls[i]);
+		job_check_attr((JobAttr) i, job->values[i], job->nulls[i]);
 }
 
 /*
- * job_function_is_symbol
- *		Does a function spec name a raw C symbol ('library:symbol') rather
- *		than a SQL function ('schema.name(jsonb)' or 'name')?
+ * load_definitions
+ *		Read every role's definition of job name (in the current memory
+ *		context), as the owner of chancy's tables.
  */
-bool
-job_function_is_symbol(const char *spec)
-{
-	return strchr(spec, '(') == NULL && strchr(spec, ':') != NULL;
-}
-
-/*
- * check_job_signature
- *		A job function takes exactly one jsonb and returns one value.
- */
-static void
-check_job_signature(Oid fn, const char *spec)
-{
-	HeapTuple	tp;
-	Form_pg_proc proc;
-	bool		ok;
-
-	tp = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
-	if (!HeapTupleIsValid(tp))
-		elog(ERROR, "cache lookup failed for function %u", fn);
-	proc = (Form_pg_proc) GETSTRUCT(tp);
-	ok = proc->pronargs == 1 && proc->proargtypes.values[0] == JSONBOID &&
-		proc->prokind == PROKIND_FUNCTION && !proc->proretset;
-	ReleaseSysCache(tp);
-	if (!ok)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
-				 errmsg("function %s cannot run as a job", format_procedure(fn)),
-				 errdetail("Job function \"%s\" must be a plain function taking exactly one jsonb argument and returning a single value.",
-						   spec),
-				 errhint("Declare it as %s(kwargs jsonb) RETURNS void (or jsonb).",
-						 get_func_name(fn))));
-}
-
-/*
- * lookup_function
- *		Resolve a SQL function spec ('name(argtypes)' or a bare, possibly
- *		qualified, name taking jsonb) to a job function's OID.
- */
-static Oid
-lookup_function(const char *spec)
-{
-	Oid			fn;
-
-	if (strchr(spec, '(') != NULL)
-	{
-		LOCAL_FCINFO(fc, 1);
-
-		InitFunctionCallInfoData(*fc, NULL, 1, InvalidOid, NULL, NULL);
-		fc->args[0].value = CStringGetTextDatum(spec);
-		fc->args[0].isnull = false;
-		fn = DatumGetObjectId(to_regprocedure(fc));
-		if (fc->isnull)
-			fn = InvalidOid;
-	}
-	else
-	{
-		Oid			argtype = JSONBOID;
-
-		fn = LookupFuncName(stringToQualifiedNameList(spec), 1, &argtype, true);
-	}
-	if (!OidIsValid(fn))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_FUNCTION),
-				 errmsg("job function %s%s does not exist", spec,
-						strchr(spec, '(') ? "" : "(jsonb)"),
-				 errhint("Create it as a function taking one jsonb argument, or check the schema and search_path.")));
-	check_job_signature(fn, spec);
-	return fn;
-}
-
-/*
- * function_oid
- *		lookup_function with a per-backend cache of canonical specs.
- *
- * Only canonical (schema-qualified) specs are cached, since others depend
- * on search_path.  *canonical is set to the canonical spec when the one given
- * was not, so that a job never stores a search_path-dependent name.
- */
-static Oid
-function_oid(const char *spec, char **canonical)
-{
-	FuncEntry  *entry = NULL;
-	bool		found;
-	Oid			fn;
-	char	   *canon;
-
-	*canonical = NULL;
-	if (func_cache == NULL || funcs_stale)
-	{
-		HASHCTL		ctl;
-
-		if (func_cache)
-			hash_destroy(func_cache);
-		ctl.keysize = CACHE_KEYLEN;
-		ctl.entrysize = sizeof(FuncEntry);
-		func_cache = hash_create("chancy functions", 64, &ctl,
-								 HASH_ELEM | HASH_STRINGS);
-		funcs_stale = false;
-	}
-	if (strlen(spec) < CACHE_KEYLEN)
-	{
-		entry = hash_search(func_cache, spec, HASH_FIND, NULL);
-		if (entry)
-			return entry->oid;
-	}
-
-	fn = lookup_function(spec);
-	canon = format_procedure_qualified(fn);
-	if (strcmp(canon, spec) != 0)
-		*canonical = canon;
-	else if (strlen(spec) < CACHE_KEYLEN && !funcs_stale)
-	{
-		entry = hash_search(func_cache, spec, HASH_ENTER, &found);
-		entry->oid = fn;
-	}
-	return fn;
-}
-
-/*
- * job_function_oid
- *		The OID of the SQL function a job's (canonical) function spec names;
- *		an error if it no longer exists or cannot run as a job.
- */
-Oid
-job_function_oid(const char *spec)
-{
-	char	   *canonical;
-
-	return function_oid(spec, &canonical);
-}
-
-/*
- * check_symbol
- *		Check that a 'library:symbol' spec names a loadable V1 C function.
- *		Superuser only, like LOAD.
- */
-static void
-check_symbol(const char *spec)
-{
-	const char *colon = strrchr(spec, ':');
-	char	   *library = pnstrdup(spec, colon - spec);
-	const char *symbol = colon + 1;
-	void	   *handle = NULL;
-	PGFunction	fn = NULL;
-	MemoryContext cxt = CurrentMemoryContext;
-
-	if (!superuser())
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied to run C symbol \"%s\" as a job", spec),
-				 errdetail("Loading an arbitrary library:symbol is reserved to superusers, like LOAD."),
-				 errhint("Create a SQL function for the symbol (CREATE FUNCTION ... LANGUAGE C), grant EXECUTE on it and use that, or ask a superuser to define the job.")));
-	if (*library == '\0' || *symbol == '\0')
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid job function \"%s\"", spec),
-				 errhint("A C job function is written 'library:symbol', for example '$libdir/my_jobs:greet'.")));
-
-	PG_TRY();
-	{
-		fn = load_external_function(library, symbol, false, &handle);
-		if (fn != NULL)
-			(void) fetch_finfo_record(handle, symbol);
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		ereport(ERROR,
-				(errcode(edata->sqlerrcode),
-				 errmsg("cannot load job function \"%s\"", spec),
-				 errdetail("%s", edata->message),
-				 errhint("The library must be in the server's library path and export the symbol with PG_FUNCTION_INFO_V1.")));
-	}
-	PG_END_TRY();
-	if (fn == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_FUNCTION),
-				 errmsg("job function \"%s\" does not exist", spec),
-				 errdetail("Library \"%s\" has no symbol \"%s\".", library, symbol),
-				 errhint("Export the symbol with PG_FUNCTION_INFO_V1(%s).", symbol)));
-}
-
-/*
- * job_resolve_function
- *		The canonical function spec for a job: a schema-qualified signature,
- *		or a checked 'library:symbol'.  A NULL spec means the function called
- *		like the job, taking jsonb.
- */
-char *
-job_resolve_function(const char *name, const char *spec)
-{
-	char	   *canonical;
-
-	if (spec == NULL)
-		spec = name;
-	if (*spec == '\0')
-		error_bad_attr(JA_FUNCTION, false);
-	if (job_function_is_symbol(spec))
-	{
-		check_symbol(spec);
-		return pstrdup(spec);
-	}
-	(void) function_oid(spec, &canonical);
-	return canonical ? canonical : pstrdup(spec);
-}
-
-/*
- * load_definition
- *		Read the definition of a job from chancy_job_definitions into values
- *		(allocated in the caller's memory context).  False if there is none.
- */
-static bool
-load_definition(const char *name, Datum *values, bool *nulls)
+static int
+load_definitions(ChancyCatalog *cat, const char *name, Definition **defs)
 {
 	static const JobAttr cols[] = {
 		JA_FUNCTION, JA_QUEUE, JA_KWARGS, JA_PRIORITY, JA_MAX_ATTEMPTS,
@@ -570,52 +295,60 @@ load_definition(const char *name, Datum *values, bool *nulls)
 	MemoryContext cxt = CurrentMemoryContext;
 	Oid			argtype = TEXTOID;
 	Datum		arg = CStringGetTextDatum(name);
-	bool		found;
+	CatalogSql	sql;
+	int			n;
 
-	memset(nulls, true, sizeof(bool) * JOB_NATTS);
-	SPI_connect();
-	if (SPI_execute_with_args(psprintf("SELECT function, queue, kwargs, priority,"
-									   " max_attempts, time_limit, memory_limit"
-									   " FROM %s.chancy_job_definitions"
+	catalog_sql_begin(cat, true, &sql);
+	if (SPI_execute_with_args(psprintf("SELECT defined_by, function_oid, function, queue,"
+									   " kwargs, priority, max_attempts, time_limit,"
+									   " memory_limit FROM %s.chancy_job_definitions"
 									   " WHERE name = $1",
-									   catalog.nspname),
-							  1, &argtype, &arg, NULL, true, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read job definition \"%s\"", name);
-	found = SPI_processed == 1;
-	if (found)
+									   cat->nspname),
+							  1, &argtype, &arg, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the definitions of job \"%s\"", name);
+	n = (int) SPI_processed;
+	*defs = MemoryContextAllocZero(cxt, sizeof(Definition) * Max(n, 1));
+	for (int r = 0; r < n; r++)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[0];
+		HeapTuple	tup = SPI_tuptable->vals[r];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
+		Definition *def = &(*defs)[r];
+		bool		isnull;
+		MemoryContext old;
 
+		memset(def->nulls, true, sizeof(def->nulls));
+		def->definer = DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull));
+		def->function_oid = DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull));
+		if (isnull)
+			def->function_oid = InvalidOid;
+		old = MemoryContextSwitchTo(cxt);
 		for (int i = 0; i < lengthof(cols); i++)
 		{
-			Datum		d = SPI_getbinval(tup, desc, i + 1, &nulls[cols[i]]);
-			MemoryContext old = MemoryContextSwitchTo(cxt);
+			Datum		d = SPI_getbinval(tup, desc, i + 3, &def->nulls[cols[i]]);
 
-			values[cols[i]] = nulls[cols[i]] ? (Datum) 0 :
-				job_datum_copy(cols[i], d);
-			MemoryContextSwitchTo(old);
+			if (!def->nulls[cols[i]])
+				def->values[cols[i]] = attr_copy(cols[i], d);
 		}
+		MemoryContextSwitchTo(old);
 	}
-	SPI_finish();
-	return found;
+	catalog_sql_end(&sql);
+	return n;
 }
 
 /*
- * job_definition
- *		The definition of job "name", through the per-backend cache.  Fills
- *		the attributes a definition has (into the current memory context);
- *		false if the job is not defined.
+ * definitions
+ *		Every role's definition of job name, through the per-backend cache;
+ *		the count.  The Definitions belong to the cache: copy what is kept.
  */
-bool
-job_definition(const char *name, Datum *values, bool *nulls)
+static int
+definitions(ChancyCatalog *cat, const char *name, Definition **defs)
 {
 	DefEntry   *entry;
-	DefEntry	fresh;
-	bool		found;
+	char		key[CACHE_KEYLEN];
+	Definition *fresh;
+	int			n;
 	MemoryContext old;
 
-	Assert(!catalog_stale);
 	if (defs_cache == NULL || defs_stale)
 	{
 		HASHCTL		ctl;
@@ -631,127 +364,193 @@ job_definition(const char *name, Datum *values, bool *nulls)
 								 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 		defs_stale = false;
 	}
-
 	if (strlen(name) >= CACHE_KEYLEN)
-		return load_definition(name, values, nulls);
+		return load_definitions(cat, name, defs);
 
-	entry = hash_search(defs_cache, name, HASH_FIND, NULL);
-	if (entry == NULL)
+	strlcpy(key, name, CACHE_KEYLEN);
+	entry = hash_search(defs_cache, key, HASH_FIND, NULL);
+	if (entry)
 	{
-		memset(&fresh, 0, sizeof(fresh));
-		fresh.exists = load_definition(name, fresh.values, fresh.nulls);
-		/* reading the table may have processed an invalidation */
-		if (defs_stale)
-		{
-			memcpy(values, fresh.values, sizeof(fresh.values));
-			memcpy(nulls, fresh.nulls, sizeof(fresh.nulls));
-			return fresh.exists;
-		}
-		entry = hash_search(defs_cache, name, HASH_ENTER, &found);
-		entry->exists = fresh.exists;
-		memcpy(entry->nulls, fresh.nulls, sizeof(fresh.nulls));
-		old = MemoryContextSwitchTo(defs_cxt);
+		*defs = entry->defs;
+		return entry->n;
+	}
+
+	n = load_definitions(cat, name, &fresh);
+	/* reading the table may have processed an invalidation: do not keep */
+	if (defs_stale)
+	{
+		*defs = fresh;
+		return n;
+	}
+	old = MemoryContextSwitchTo(defs_cxt);
+	entry = hash_search(defs_cache, key, HASH_ENTER, NULL);
+	entry->n = n;
+	entry->defs = palloc0(sizeof(Definition) * Max(n, 1));
+	for (int d = 0; d < n; d++)
+	{
+		entry->defs[d] = fresh[d];
 		for (int i = 0; i < JOB_NATTS; i++)
-			if (!fresh.nulls[i])
-				entry->values[i] = job_datum_copy((JobAttr) i, fresh.values[i]);
-		MemoryContextSwitchTo(old);
+			if (!fresh[d].nulls[i])
+				entry->defs[d].values[i] = attr_copy((JobAttr) i, fresh[d].values[i]);
 	}
-	if (!entry->exists)
-		return false;
-	for (int i = 0; i < JOB_NATTS; i++)
+	MemoryContextSwitchTo(old);
+	*defs = entry->defs;
+	return n;
+}
+
+/*
+ * trusted_definition
+ *		The definition of job name that a push by role uses (see the file
+ *		header), or NULL.  Two definitions equally trusted are an error.
+ */
+static Definition *
+trusted_definition(ChancyCatalog *cat, const char *name, Oid role)
+{
+	Definition *defs;
+	int			n = definitions(cat, name, &defs);
+	Definition *other = NULL;
+
+	for (int d = 0; d < n; d++)
+		if (defs[d].definer == role)
+			return &defs[d];
+	for (int d = 0; d < n; d++)
+		if (defs[d].definer == cat->owner)
+			return &defs[d];
+	for (int d = 0; d < n; d++)
 	{
-		nulls[i] = entry->nulls[i];
-		values[i] = entry->values[i];
+		if (!is_member_of_role(defs[d].definer, role))
+			continue;
+		if (other != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_AMBIGUOUS_FUNCTION),
+					 errmsg("job \"%s\" is ambiguous", name),
+					 errdetail("Roles \"%s\" and \"%s\" both defined it, and both can act as role \"%s\".",
+							   GetUserNameFromId(other->definer, false),
+							   GetUserNameFromId(defs[d].definer, false),
+							   GetUserNameFromId(role, false)),
+					 errhint("Define the job as role \"%s\" to choose, or push a job value naming its function.",
+							 GetUserNameFromId(role, false))));
+		other = &defs[d];
 	}
-	return true;
+	return other;
 }
 
 /*
  * job_defaults
- *		The job value chancy_job(name) returns: the definition's defaults, or
- *		for an undefined name that resolves to a function name(jsonb), the
- *		global defaults.
+ *		The job value a push of "name" by the current role starts from: the
+ *		trusted definition's defaults, or for a function name(jsonb), the
+ *		global ones (queue 'default', priority 0, one attempt).
  */
 void
-job_defaults(const char *name, Datum *values, bool *nulls)
+job_defaults(ChancyCatalog *cat, const char *name, JobValue *job)
 {
-	if (*name == '\0')
-		error_bad_attr(JA_NAME, false);
+	Definition *def;
 
-	memset(nulls, true, sizeof(bool) * JOB_NATTS);
-	if (!job_definition(name, values, nulls))
+	memset(job, 0, sizeof(JobValue));
+	memset(job->nulls, true, sizeof(job->nulls));
+	def = trusted_definition(cat, name, GetUserId());
+	if (def)
 	{
-		char	   *spec;
+		for (int i = 0; i < JOB_NATTS; i++)
+		{
+			job->nulls[i] = def->nulls[i];
+			job->values[i] = def->values[i];
+		}
+		job->function_oid = def->function_oid;
+	}
+	else
+	{
 		char	   *canonical;
 		Oid			argtype = JSONBOID;
-		Oid			fn;
 
-		fn = LookupFuncName(stringToQualifiedNameList(name), 1, &argtype, true);
-		if (!OidIsValid(fn))
+		if (!OidIsValid(LookupFuncName(stringToQualifiedNameList(name), 1,
+									   &argtype, true)))
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_OBJECT),
 					 errmsg("job \"%s\" is not defined", name),
-					 errdetail("There is no job definition named \"%s\" and no function %s(jsonb).",
-							   name, name),
+					 errdetail("No definition of \"%s\" that role \"%s\" may use exists, and there is no function %s(jsonb).",
+							   name, GetUserNameFromId(GetUserId(), false), name),
 					 errhint("Define it with chancy_define_job('%s', ...) or create a function %s(kwargs jsonb).",
 							 name, name)));
-		spec = format_procedure_qualified(fn);
-		(void) function_oid(spec, &canonical);	/* checks the signature */
-		values[JA_FUNCTION] = CStringGetTextDatum(spec);
-		values[JA_QUEUE] = CStringGetTextDatum("default");
-		values[JA_KWARGS] = DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
-		values[JA_PRIORITY] = Int32GetDatum(0);
-		values[JA_MAX_ATTEMPTS] = Int32GetDatum(1);
-		nulls[JA_FUNCTION] = nulls[JA_QUEUE] = nulls[JA_KWARGS] = false;
-		nulls[JA_PRIORITY] = nulls[JA_MAX_ATTEMPTS] = false;
+		job->function_oid = function_resolve(name, NULL, &canonical);
+		job->values[JA_FUNCTION] = CStringGetTextDatum(canonical);
+		job->values[JA_QUEUE] = CStringGetTextDatum("default");
+		job->values[JA_KWARGS] = DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
+		job->values[JA_PRIORITY] = Int32GetDatum(0);
+		job->values[JA_MAX_ATTEMPTS] = Int32GetDatum(1);
+		job->nulls[JA_FUNCTION] = job->nulls[JA_QUEUE] = job->nulls[JA_KWARGS] = false;
+		job->nulls[JA_PRIORITY] = job->nulls[JA_MAX_ATTEMPTS] = false;
 	}
-	values[JA_NAME] = CStringGetTextDatum(name);
-	nulls[JA_NAME] = false;
-	values[JA_META] = DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
-	nulls[JA_META] = false;
+	job->values[JA_NAME] = CStringGetTextDatum(name);
+	job->nulls[JA_NAME] = false;
+	job->values[JA_META] = DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
+	job->nulls[JA_META] = false;
+}
+
+/*
+ * check_queue
+ *		A job may only go to a declared queue: a push to a queue that is not
+ *		declared (a typo) would never run.
+ */
+static void
+check_queue(ChancyCatalog *cat, Datum queue)
+{
+	char	   *name = TextDatumGetCString(queue);
+
+	if (!catalog_queue_declared(cat, name))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("queue \"%s\" does not exist", name),
+				 errdetail("Jobs of a queue that is not declared would never run."),
+				 errhint("Declare it with chancy_declare_queue('%s') or in chancy.queues.",
+						 name)));
 }
 
 /*
  * job_authorize
- *		May the current role push this job?  It must be able to EXECUTE a SQL
- *		job function; a raw 'library:symbol' needs superuser unless it is the
- *		one a superuser put in the job's definition.  A search_path-dependent
- *		function spec is replaced by its canonical form in values.
+ *		May the current role push this job, and what does it run?  The
+ *		function of the job's trusted definition (as it was defined), else
+ *		the function its spec names now (a C symbol: superuser only).  The
+ *		role must be able to execute it, and the queue must exist.  Sets
+ *		job->function_oid, and makes the spec canonical.
  */
 void
-job_authorize(Datum *values, bool *nulls)
+job_authorize(ChancyCatalog *cat, JobValue *job)
 {
-	char	   *name = TextDatumGetCString(values[JA_NAME]);
-	char	   *spec = TextDatumGetCString(values[JA_FUNCTION]);
+	char	   *name = TextDatumGetCString(job->values[JA_NAME]);
+	char	   *spec = TextDatumGetCString(job->values[JA_FUNCTION]);
+	Definition *def = trusted_definition(cat, name, GetUserId());
 	char	   *canonical;
-	Oid			fn;
-	AclResult	acl;
 
-	if (job_function_is_symbol(spec))
+	check_queue(cat, job->values[JA_QUEUE]);
+	if (def && strcmp(TextDatumGetCString(def->values[JA_FUNCTION]), spec) == 0)
 	{
-		Datum		def[JOB_NATTS];
-		bool		defnull[JOB_NATTS];
-
-		if (job_definition(name, def, defnull) &&
-			strcmp(TextDatumGetCString(def[JA_FUNCTION]), spec) == 0)
+		job->function_oid = def->function_oid;
+		if (function_is_symbol(spec))
+		{
+			/* a symbol is pushed by anyone only if a superuser chose it */
+			if (!superuser_arg(def->definer))
+				function_check_symbol(spec);
 			return;
-		check_symbol(spec);
-		return;
+		}
+		if (!SearchSysCacheExists1(PROCOID, ObjectIdGetDatum(def->function_oid)))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_FUNCTION),
+					 errmsg("function %s of job \"%s\" no longer exists", spec, name),
+					 errdetail("The function was dropped after role \"%s\" defined the job.",
+							   GetUserNameFromId(def->definer, false)),
+					 errhint("Define the job again with chancy_define_job('%s', ...).",
+							 name)));
 	}
-
-	fn = function_oid(spec, &canonical);
-	if (canonical)
-		values[JA_FUNCTION] = CStringGetTextDatum(canonical);
-	acl = chancy_proc_aclcheck(fn, GetUserId(), ACL_EXECUTE);
-	if (acl != ACLCHECK_OK)
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied to push job \"%s\"", name),
-				 errdetail("Role \"%s\" may not execute job function %s.",
-						   GetUserNameFromId(GetUserId(), false),
-						   format_procedure(fn)),
-				 errhint("GRANT EXECUTE ON FUNCTION %s TO the role that pushes the job.",
-						 format_procedure(fn))));
+	else
+	{
+		job->function_oid = function_resolve(name, spec, &canonical);
+		if (strcmp(canonical, spec) != 0)
+			job->values[JA_FUNCTION] = CStringGetTextDatum(canonical);
+		if (!OidIsValid(job->function_oid))
+			return;				/* a symbol, checked */
+	}
+	function_check_execute(job->function_oid, GetUserId(), name);
 }
 
 /*
@@ -772,16 +571,17 @@ job_attr_by_name(const char *name)
  *		Split a chancy_job value into its attributes.
  */
 void
-job_deform(ChancyCatalog *cat, HeapTupleHeader job, Datum *values, bool *nulls)
+job_deform(ChancyCatalog *cat, HeapTupleHeader tuple, JobValue *job)
 {
 	TupleDesc	desc = lookup_rowtype_tupdesc(cat->job_typid, -1);
-	HeapTupleData tuple;
+	HeapTupleData tup;
 
-	tuple.t_len = HeapTupleHeaderGetDatumLength(job);
-	ItemPointerSetInvalid(&tuple.t_self);
-	tuple.t_tableOid = InvalidOid;
-	tuple.t_data = job;
-	heap_deform_tuple(&tuple, desc, values, nulls);
+	memset(job, 0, sizeof(JobValue));
+	tup.t_len = HeapTupleHeaderGetDatumLength(tuple);
+	ItemPointerSetInvalid(&tup.t_self);
+	tup.t_tableOid = InvalidOid;
+	tup.t_data = tuple;
+	heap_deform_tuple(&tup, desc, job->values, job->nulls);
 	ReleaseTupleDesc(desc);
 }
 
@@ -790,131 +590,176 @@ job_deform(ChancyCatalog *cat, HeapTupleHeader job, Datum *values, bool *nulls)
  *		Build a chancy_job value from its attributes.
  */
 Datum
-job_form(ChancyCatalog *cat, Datum *values, bool *nulls)
+job_form(ChancyCatalog *cat, JobValue *job)
 {
 	TupleDesc	desc = lookup_rowtype_tupdesc(cat->job_typid, -1);
-	HeapTuple	tuple = heap_form_tuple(desc, values, nulls);
+	HeapTuple	tuple = heap_form_tuple(desc, job->values, job->nulls);
 
 	ReleaseTupleDesc(desc);
 	return HeapTupleGetDatum(tuple);
 }
 
 /*
- * chancy_become_owner
- *		Run what follows as the owner of chancy's tables, which only chancy's
- *		own code writes.  The caller restores the saved identity (an error
- *		restores it on abort).
+ * given
+ *		An argument of chancy_define_job: NULL leaves the attribute as the
+ *		definition had it; a limit of zero removes the limit.
  */
-void
-chancy_become_owner(ChancyCatalog *cat, Oid *save_userid, int *save_sec_context)
+static void
+given(FunctionCallInfo fcinfo, int argno, JobAttr attr, JobValue *job)
 {
-	GetUserIdAndSecContext(save_userid, save_sec_context);
-	SetUserIdAndSecContext(cat->owner, *save_sec_context |
-						   SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
+	Datum		value = PG_GETARG_DATUM(argno);
+
+	if (PG_ARGISNULL(argno))
+		return;
+	if ((attr == JA_MEMORY_LIMIT && DatumGetInt64(value) == 0) ||
+		(attr == JA_TIME_LIMIT && DatumGetIntervalP(value)->time == 0 &&
+		 DatumGetIntervalP(value)->day == 0 && DatumGetIntervalP(value)->month == 0))
+	{
+		job->nulls[attr] = true;
+		return;
+	}
+	job_check_attr(attr, value, false);
+	job->values[attr] = value;
+	job->nulls[attr] = false;
 }
 
 /*
  * job_define
- *		Insert or update the definition of job values[JA_NAME].  Only the
- *		role that first defined a job (or a member of it) may change it.
+ *		chancy_define_job(name, function, queue, priority, max_attempts,
+ *		kwargs, time_limit, memory_limit): create or change the current
+ *		role's definition of a job.  Arguments left NULL keep what the
+ *		definition had (or take the defaults, for a new one).  The definition
+ *		is returned as a job value in *result.
  */
 void
-job_define(ChancyCatalog *cat, Datum *values, bool *nulls)
+job_define(ChancyCatalog *cat, FunctionCallInfo fcinfo, JobValue *result)
 {
-	Oid			argtypes[9] = {TEXTOID, TEXTOID, TEXTOID, INT4OID, INT4OID,
-	JSONBOID, INTERVALOID, INT8OID, REGROLEOID};
-	Datum		args[9];
-	char		argnulls[9];
-	static const JobAttr cols[8] = {
+	static const JobAttr cols[] = {
 		JA_NAME, JA_FUNCTION, JA_QUEUE, JA_PRIORITY, JA_MAX_ATTEMPTS,
 		JA_KWARGS, JA_TIME_LIMIT, JA_MEMORY_LIMIT
 	};
-	Oid			definer = GetUserId();
-	Oid			save_userid;
-	int			save_sec_context;
-	int			nestlevel;
+	Oid			argtypes[10] = {TEXTOID, TEXTOID, TEXTOID, INT4OID, INT4OID,
+	JSONBOID, INTERVALOID, INT8OID, OIDOID, REGROLEOID};
+	Datum		args[10];
+	char		argnulls[10];
+	Oid			role = GetUserId();
+	Definition *defs;
+	Definition *mine = NULL;
+	JobValue   *job = result;
+	char	   *name;
+	CatalogSql	sql;
+	int			n;
 
-	for (int i = 0; i < 8; i++)
+	job_check_attr(JA_NAME, PG_GETARG_DATUM(0), PG_ARGISNULL(0));
+	name = TextDatumGetCString(PG_GETARG_DATUM(0));
+	n = definitions(cat, name, &defs);
+	for (int d = 0; d < n; d++)
+		if (defs[d].definer == role)
+			mine = &defs[d];
+
+	memset(job, 0, sizeof(JobValue));
+	memset(job->nulls, true, sizeof(job->nulls));
+	if (mine)
 	{
-		args[i] = values[cols[i]];
-		argnulls[i] = nulls[cols[i]] ? 'n' : ' ';
+		for (int i = 0; i < JOB_NATTS; i++)
+		{
+			job->nulls[i] = mine->nulls[i];
+			job->values[i] = mine->nulls[i] ? (Datum) 0 :
+				attr_copy((JobAttr) i, mine->values[i]);
+		}
+		job->function_oid = mine->function_oid;
 	}
-	args[8] = ObjectIdGetDatum(definer);
-	argnulls[8] = ' ';
+	else
+	{
+		job->values[JA_QUEUE] = CStringGetTextDatum("default");
+		job->values[JA_PRIORITY] = Int32GetDatum(0);
+		job->values[JA_MAX_ATTEMPTS] = Int32GetDatum(1);
+		job->values[JA_KWARGS] = DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
+		job->nulls[JA_QUEUE] = job->nulls[JA_PRIORITY] = false;
+		job->nulls[JA_MAX_ATTEMPTS] = job->nulls[JA_KWARGS] = false;
+	}
+	job->values[JA_NAME] = PG_GETARG_DATUM(0);
+	job->nulls[JA_NAME] = false;
+	for (int i = 2; i < lengthof(cols); i++)
+		given(fcinfo, i, cols[i], job);
 
-	SPI_connect();
-	chancy_become_owner(cat, &save_userid, &save_sec_context);
-	nestlevel = statement_settings();
+	/* the function: given, or kept, or the function called like the job */
+	if (!PG_ARGISNULL(1) || mine == NULL)
+	{
+		char	   *canonical;
+
+		job->function_oid =
+			function_resolve(name, PG_ARGISNULL(1) ? NULL :
+							 TextDatumGetCString(PG_GETARG_DATUM(1)), &canonical);
+		job->values[JA_FUNCTION] = CStringGetTextDatum(canonical);
+		job->nulls[JA_FUNCTION] = false;
+		if (OidIsValid(job->function_oid))
+			function_check_execute(job->function_oid, role, name);
+	}
+	check_queue(cat, job->values[JA_QUEUE]);
+
+	for (int i = 0; i < lengthof(cols); i++)
+	{
+		args[i] = job->values[cols[i]];
+		argnulls[i] = job->nulls[cols[i]] ? 'n' : ' ';
+	}
+	args[8] = ObjectIdGetDatum(job->function_oid);
+	argnulls[8] = OidIsValid(job->function_oid) ? ' ' : 'n';
+	args[9] = ObjectIdGetDatum(role);
+	argnulls[9] = ' ';
+
+	catalog_sql_begin(cat, true, &sql);
 	if (SPI_execute_with_args(psprintf("INSERT INTO %s.chancy_job_definitions AS d"
 									   " (name, function, queue, priority, max_attempts,"
-									   " kwargs, time_limit, memory_limit, defined_by)"
-									   " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-									   " ON CONFLICT (name) DO UPDATE SET"
-									   " function = excluded.function, queue = excluded.queue,"
+									   " kwargs, time_limit, memory_limit, function_oid,"
+									   " defined_by)"
+									   " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+									   " ON CONFLICT (name, defined_by) DO UPDATE SET"
+									   " function = excluded.function,"
+									   " function_oid = excluded.function_oid,"
+									   " queue = excluded.queue,"
 									   " priority = excluded.priority,"
 									   " max_attempts = excluded.max_attempts,"
 									   " kwargs = excluded.kwargs,"
 									   " time_limit = excluded.time_limit,"
 									   " memory_limit = excluded.memory_limit,"
-									   " updated_at = now()"
-									   " WHERE pg_has_role($9, d.defined_by, 'USAGE')",
+									   " updated_at = now()",
 									   cat->nspname),
-							  9, argtypes, args, argnulls, false, 0)
-		!= SPI_OK_INSERT)
-		elog(ERROR, "could not write job definition");
-	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied to redefine job \"%s\"",
-						TextDatumGetCString(values[JA_NAME])),
-				 errdetail("The job was defined by another role."),
-				 errhint("Only the role that defined a job, its members and superusers may change it.")));
-	AtEOXact_GUC(true, nestlevel);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
-	SPI_finish();
+							  10, argtypes, args, argnulls, false, 0) != SPI_OK_INSERT)
+		elog(ERROR, "could not write the definition of job \"%s\"", name);
+	catalog_sql_end(&sql);
+
+	job->values[JA_META] = DirectFunctionCall1(jsonb_in, CStringGetDatum("{}"));
+	job->nulls[JA_META] = false;
 }
 
 /*
  * job_undefine
- *		Delete the definition of a job; jobs already pushed keep running.
+ *		Delete the current role's definition of a job; jobs already pushed
+ *		keep running.
  */
 void
 job_undefine(ChancyCatalog *cat, const char *name)
 {
 	Oid			argtypes[2] = {TEXTOID, REGROLEOID};
 	Datum		args[2];
-	Oid			save_userid;
-	int			save_sec_context;
-	int			nestlevel;
-	bool		isnull;
+	CatalogSql	sql;
+	uint64		deleted;
 
 	args[0] = CStringGetTextDatum(name);
 	args[1] = ObjectIdGetDatum(GetUserId());
-	SPI_connect();
-	chancy_become_owner(cat, &save_userid, &save_sec_context);
-	nestlevel = statement_settings();
-	if (SPI_execute_with_args(psprintf("WITH d AS (SELECT name, pg_has_role($2, defined_by, 'USAGE') AS mine"
-									   "   FROM %s.chancy_job_definitions WHERE name = $1 FOR UPDATE),"
-									   " gone AS (DELETE FROM %s.chancy_job_definitions x USING d"
-									   "   WHERE x.name = d.name AND d.mine RETURNING x.name)"
-									   " SELECT d.mine FROM d",
-									   cat->nspname, cat->nspname),
-							  2, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not delete job definition");
-	if (SPI_processed == 0)
+	catalog_sql_begin(cat, true, &sql);
+	if (SPI_execute_with_args(psprintf("DELETE FROM %s.chancy_job_definitions"
+									   " WHERE name = $1 AND defined_by = $2",
+									   cat->nspname),
+							  2, argtypes, args, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not delete the definition of job \"%s\"", name);
+	deleted = SPI_processed;
+	catalog_sql_end(&sql);
+	if (deleted == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("job \"%s\" is not defined", name),
-				 errhint("SELECT name FROM chancy_job_definitions lists the defined jobs.")));
-	if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
-									&isnull)))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied to undefine job \"%s\"", name),
-				 errdetail("The job was defined by another role."),
-				 errhint("Only the role that defined a job, its members and superusers may remove it.")));
-	AtEOXact_GUC(true, nestlevel);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
-	SPI_finish();
+				 errmsg("job \"%s\" is not defined by role \"%s\"", name,
+						GetUserNameFromId(GetUserId(), false)),
+				 errhint("A role removes only its own definitions; SELECT name, defined_by FROM chancy_job_definitions lists those you can see.")));
 }

@@ -6,8 +6,9 @@
  *	  the extension.
  *
  * It is connected to no database (it reads only pg_database).  It wakes when
- * a supervisor starts or stops, on SIGHUP, when CREATE EXTENSION chancy
- * commits anywhere, after a DROP DATABASE, and once a minute.
+ * a supervisor starts or stops, on SIGHUP, when CREATE or ALTER EXTENSION
+ * chancy commits anywhere, after DROP DATABASE and the like, and once a
+ * minute.  On a standby it waits for promotion.
  *
  *-------------------------------------------------------------------------
  */
@@ -31,56 +32,31 @@
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
 
-#include <signal.h>
-
 #include "chancy_internal.h"
 
-/* how often databases without the extension are looked at again */
+/* how often the launcher looks again without being woken */
 #define RECHECK_MS 60000
 /* a supervisor that stopped is not restarted sooner than this */
 #define RESTART_DELAY_MS 1000
+/* a standby is looked at this often for its promotion */
+#define PROMOTION_CHECK_MS 1000
 
 /* What the launcher knows of each database slot, besides shared memory. */
 typedef struct LauncherSlot
 {
 	BackgroundWorkerHandle *handle; /* of the supervisor it started */
+	uint64		generation;
 	TimestampTz started;
-	bool		retry;			/* look again even if it had no extension */
 } LauncherSlot;
 
 static LauncherSlot slots[CHANCY_MAX_DATABASES];
 static MemoryContext reported_cxt = NULL;	/* reset on reload */
-static List *reported_missing = NIL;	/* names logged as not existing */
-
-/*
- * chancy_start_worker
- *		Register a dynamic worker (supervisor or executor) for a slot; its
- *		start is notified to this process.  False if no worker slot is free.
- */
-bool
-chancy_start_worker(const char *function, const char *name, int slot,
-					uint64 generation, BackgroundWorkerHandle **handle)
-{
-	BackgroundWorker worker;
-
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	strlcpy(worker.bgw_library_name, "chancy", BGW_MAXLEN);
-	strlcpy(worker.bgw_function_name, function, BGW_MAXLEN);
-	strlcpy(worker.bgw_name, name, BGW_MAXLEN);
-	strlcpy(worker.bgw_type, strcmp(function, "chancy_executor_main") == 0 ?
-			"chancy executor" : "chancy supervisor", BGW_MAXLEN);
-	worker.bgw_main_arg = Int32GetDatum(slot);
-	memcpy(worker.bgw_extra, &generation, sizeof(generation));
-	worker.bgw_notify_pid = MyProcPid;
-	return RegisterDynamicBackgroundWorker(&worker, handle);
-}
+static List *reported = NIL;	/* names logged since the last reload */
 
 /*
  * chancy_register_launcher
- *		Register the launcher (from _PG_init).  It is restarted if it dies.
+ *		Register the launcher (from _PG_init).  It is restarted if it dies,
+ *		and starts on a hot standby too, to say why nothing runs there.
  */
 void
 chancy_register_launcher(void)
@@ -89,15 +65,30 @@ chancy_register_launcher(void)
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_start_time = BgWorkerStart_ConsistentState;
 	worker.bgw_restart_time = 5;
 	strlcpy(worker.bgw_library_name, "chancy", BGW_MAXLEN);
 	strlcpy(worker.bgw_function_name, "chancy_launcher_main", BGW_MAXLEN);
-	/* on a hot standby too, to say why nothing runs there */
-	worker.bgw_start_time = BgWorkerStart_ConsistentState;
 	strlcpy(worker.bgw_name, "chancy launcher", BGW_MAXLEN);
 	strlcpy(worker.bgw_type, "chancy launcher", BGW_MAXLEN);
 	RegisterBackgroundWorker(&worker);
+}
+
+/* Log something about database name once (until the next reload). */
+static bool
+first_report(const char *what, const char *name)
+{
+	char	   *key = psprintf("%s %s", what, name);
+	ListCell   *lc;
+	MemoryContext old;
+
+	foreach(lc, reported)
+		if (strcmp(strVal(lfirst(lc)), key) == 0)
+			return false;
+	old = MemoryContextSwitchTo(reported_cxt);
+	reported = lappend(reported, makeString(pstrdup(key)));
+	MemoryContextSwitchTo(old);
+	return true;
 }
 
 /*
@@ -157,43 +148,51 @@ wanted_databases(void)
 
 			oids = list_append_unique_oid(oids, dboid);
 			MemoryContextSwitchTo(old);
-			continue;
 		}
-		if (list_member(reported_missing, makeString(name)))
-			continue;
-		ereport(LOG,
-				(errmsg("chancy: database \"%s\" listed in chancy.database does not exist",
-						name),
-				 errhint("Create the database and run CREATE EXTENSION chancy in it, or remove it from chancy.database.")));
-		{
-			MemoryContext old = MemoryContextSwitchTo(reported_cxt);
-
-			reported_missing = lappend(reported_missing, makeString(pstrdup(name)));
-			MemoryContextSwitchTo(old);
-		}
+		else if (first_report("missing", name))
+			ereport(LOG,
+					(errmsg("database \"%s\" listed in chancy.database does not exist",
+							name),
+					 errhint("Create the database and run CREATE EXTENSION chancy in it, or remove it from chancy.database.")));
 	}
 	CommitTransactionCommand();
 	return oids;
 }
 
 /*
- * supervisor_running
- *		Is a supervisor running in (or starting for) database slot i?
+ * worker_gone
+ *		Has the supervisor this launcher started in slot i stopped (or was
+ *		none started)?
  */
 static bool
-supervisor_running(int i)
+worker_gone(int i)
 {
 	pid_t		pid;
 
-	if (chancy_shared->dbs[i].pid != 0)
-		return true;
 	if (slots[i].handle == NULL)
-		return false;
-	if (GetBackgroundWorkerPid(slots[i].handle, &pid) != BGWH_STOPPED)
 		return true;
+	if (GetBackgroundWorkerPid(slots[i].handle, &pid) != BGWH_STOPPED)
+		return false;
 	pfree(slots[i].handle);
 	slots[i].handle = NULL;
-	return false;
+	return true;
+}
+
+/* Start a supervisor in database slot i. */
+static void
+start_supervisor(int i, Oid dboid)
+{
+	slots[i].generation = slots_db_start(i);
+	slots[i].started = GetCurrentTimestamp();
+	if (!slots_start_worker(WORKER_SUPERVISOR, "chancy supervisor", i,
+							slots[i].generation, &slots[i].handle))
+	{
+		ereport(LOG,
+				(errmsg("could not start a supervisor for database %u", dboid),
+				 errhint("Raise max_worker_processes.")));
+		slots[i].handle = NULL;
+		slots_db_start_failed(i, slots[i].generation);
+	}
 }
 
 /*
@@ -212,82 +211,56 @@ reconcile(bool recheck)
 	/* databases no longer wanted: stop their supervisors, free their slots */
 	for (int i = 0; i < CHANCY_MAX_DATABASES; i++)
 	{
-		ChancyDatabase *db = &chancy_shared->dbs[i];
+		Oid			dboid;
+		SlotState	state = slots_db_state(i, &dboid);
 
-		if (!OidIsValid(db->dboid) || list_member_oid(wanted, db->dboid))
+		if (state == SLOT_FREE || list_member_oid(wanted, dboid))
 			continue;
-		if (supervisor_running(i))
+		if (state == SLOT_RUNNING)
+			slots_db_stop(i);
+		else if (state == SLOT_STARTING && worker_gone(i))
+			slots_db_start_failed(i, slots[i].generation);
+		else if (state == SLOT_IDLE || state == SLOT_NO_EXTENSION)
 		{
-			if (db->pid != 0)
-				kill(db->pid, SIGTERM);
-			sleep_ms = Min(sleep_ms, RESTART_DELAY_MS);
+			slots_db_release(i);
 			continue;
 		}
-		LWLockAcquire(chancy_shared->lock, LW_EXCLUSIVE);
-		db->dboid = InvalidOid;
-		db->no_extension = false;
-		LWLockRelease(chancy_shared->lock);
+		sleep_ms = Min(sleep_ms, RESTART_DELAY_MS);
 	}
 
 	foreach(lc, wanted)
 	{
 		Oid			dboid = lfirst_oid(lc);
-		int			free_slot = -1;
-		int			i;
-		ChancyDatabase *db;
+		int			i = slots_db_find(dboid);
+		SlotState	state;
 
-		for (i = 0; i < CHANCY_MAX_DATABASES; i++)
+		if (i < 0)
+			i = slots_db_assign(dboid);
+		if (i < 0)
 		{
-			if (chancy_shared->dbs[i].dboid == dboid)
-				break;
-			if (free_slot < 0 && !OidIsValid(chancy_shared->dbs[i].dboid) &&
-				!supervisor_running(i))
-				free_slot = i;
-		}
-		if (i == CHANCY_MAX_DATABASES)
-		{
-			if (free_slot < 0)
-			{
+			if (first_report("too many", psprintf("%u", dboid)))
 				ereport(WARNING,
-						(errmsg("chancy serves at most %d databases; database %u is skipped",
-								CHANCY_MAX_DATABASES, dboid)));
-				continue;
-			}
-			i = free_slot;
-			LWLockAcquire(chancy_shared->lock, LW_EXCLUSIVE);
-			chancy_shared->dbs[i].dboid = dboid;
-			chancy_shared->dbs[i].no_extension = false;
-			chancy_shared->dbs[i].blocked = false;
-			LWLockRelease(chancy_shared->lock);
-		}
-		db = &chancy_shared->dbs[i];
-
-		if (recheck)
-			slots[i].retry = true;
-		if (supervisor_running(i) || db->blocked ||
-			(db->no_extension && !slots[i].retry))
-			continue;
-		/* a supervisor that left because chancy was missing did not fail */
-		if (slots[i].started != 0 && !db->no_extension &&
-			!TimestampDifferenceExceeds(slots[i].started, now, RESTART_DELAY_MS))
-		{
-			sleep_ms = Min(sleep_ms, RESTART_DELAY_MS);
+						(errmsg("database %u is not served", dboid),
+						 errdetail("chancy serves at most %d databases.",
+								   CHANCY_MAX_DATABASES)));
 			continue;
 		}
-
-		LWLockAcquire(chancy_shared->lock, LW_EXCLUSIVE);
-		db->generation++;
-		LWLockRelease(chancy_shared->lock);
-		slots[i].started = now;
-		slots[i].retry = false;
-		if (!chancy_start_worker("chancy_supervisor_main", "chancy supervisor", i,
-								 db->generation, &slots[i].handle))
+		state = slots_db_state(i, NULL);
+		if (state == SLOT_STARTING && worker_gone(i))
 		{
-			ereport(LOG,
-					(errmsg("chancy: could not start a supervisor for database %u", dboid),
-					 errhint("Raise max_worker_processes.")));
-			slots[i].handle = NULL;
-			sleep_ms = Min(sleep_ms, RESTART_DELAY_MS * 10);
+			/* it stopped before attaching: try again later */
+			slots_db_start_failed(i, slots[i].generation);
+			state = SLOT_IDLE;
+		}
+		if (state == SLOT_NO_EXTENSION && recheck)
+			start_supervisor(i, dboid);
+		else if (state == SLOT_IDLE && worker_gone(i))
+		{
+			if (slots[i].started != 0 &&
+				!TimestampDifferenceExceeds(slots[i].started, now, RESTART_DELAY_MS))
+				sleep_ms = Min(sleep_ms, RESTART_DELAY_MS);
+			else
+				start_supervisor(i, dboid);
 		}
 	}
 	return sleep_ms;
@@ -297,20 +270,21 @@ reconcile(bool recheck)
  * wait_for_promotion
  *		On a standby no job may run (nothing can be written): say so, and
  *		wait until the server is promoted.  There is no wake-up for the end
- *		of recovery, so this looks once a second.
+ *		of recovery, so this looks every PROMOTION_CHECK_MS.
  */
 static void
 wait_for_promotion(void)
 {
 	if (!RecoveryInProgress())
 		return;
-	chancy_shared->standby = true;
+	slots_set_standby(true);
 	ereport(LOG,
-			(errmsg("chancy: this server is a standby; jobs will run after it is promoted")));
+			(errmsg("chancy runs no job on this standby"),
+			 errdetail("Jobs run after the server is promoted.")));
 	while (RecoveryInProgress())
 	{
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 1000, PG_WAIT_EXTENSION);
+						 PROMOTION_CHECK_MS, PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
@@ -319,8 +293,8 @@ wait_for_promotion(void)
 			ProcessConfigFile(PGC_SIGHUP);
 		}
 	}
-	chancy_shared->standby = false;
-	ereport(LOG, (errmsg("chancy: the server was promoted; jobs run now")));
+	slots_set_standby(false);
+	ereport(LOG, (errmsg("the server was promoted: chancy runs jobs")));
 }
 
 /*
@@ -338,11 +312,7 @@ chancy_launcher_main(Datum arg)
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
 	pgstat_report_appname("chancy launcher");
-
-	LWLockAcquire(chancy_shared->lock, LW_EXCLUSIVE);
-	chancy_shared->launcher_pid = MyProcPid;
-	chancy_shared->launcher_latch = MyLatch;
-	LWLockRelease(chancy_shared->lock);
+	slots_launcher_attach();
 
 	wait_for_promotion();
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "chancy launcher",
@@ -363,17 +333,14 @@ chancy_launcher_main(Datum arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 			MemoryContextReset(reported_cxt);
-			reported_missing = NIL;
+			reported = NIL;
 		}
 		ResetLatch(MyLatch);
 
-		recheck = chancy_shared->recheck ||
+		recheck = slots_take_recheck() ||
 			TimestampDifferenceExceeds(last_recheck, GetCurrentTimestamp(), RECHECK_MS);
 		if (recheck)
-		{
-			chancy_shared->recheck = false;
 			last_recheck = GetCurrentTimestamp();
-		}
 		MemoryContextSwitchTo(loop_cxt);
 		sleep_ms = reconcile(recheck);
 

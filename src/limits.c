@@ -1,19 +1,29 @@
 /*-------------------------------------------------------------------------
  *
  * limits.c
- *	  Time and memory limits of a job run in the executor's own process.
+ *	  What stops a job that runs in the executor's own process: its time
+ *	  limit, its memory limit, a cancel, a shutdown.  None of them can be
+ *	  ignored.
  *
  * Nothing here sends a signal that kills: a process of the postmaster that
- * dies by a signal restarts the whole cluster.  A job over a limit is
- * interrupted the way statement_timeout interrupts a query: a timeout sets
- * QueryCancelPending, and the job's next CHECK_FOR_INTERRUPTS raises an
- * error, which rolls the job back like any other.
+ * dies by a signal restarts the whole cluster.  A job is stopped the way
+ * statement_timeout stops a query: QueryCancelPending is set, and the job's
+ * next CHECK_FOR_INTERRUPTS raises an error, which rolls the job back.
  *
- * - time: a one-shot timeout at the job's deadline;
+ * - time: a timeout at the job's deadline;
  * - memory: RLIMIT_DATA is lowered to what the process uses now plus the
  *	 limit, so that malloc (and so palloc) fails cleanly with "out of memory"
- *	 instead of the OOM killer sending SIGKILL; a watchdog timeout also looks
- *	 at the process's data size every 100 ms.  Both are undone after the job.
+ *	 instead of the OOM killer sending SIGKILL; a watchdog also looks at the
+ *	 process's data size;
+ * - cancel and shutdown: the executor's signal handlers call limits_stop().
+ *
+ * A job may catch that error (EXCEPTION WHEN query_canceled) and go on.  So
+ * the watchdog, which runs every WATCHDOG_MS while the executor works, ends
+ * a job still running GRACE_MS after it was told to stop the way die()
+ * ends a backend: ProcDiePending, an error no job can catch, and the
+ * executor exits (its exit callback gives the job back, recording why).  A
+ * job that caught the error and returned has still failed: limits_job_end()
+ * says it was stopped.
  *
  * Code that never reaches CHECK_FOR_INTERRUPTS, or that does not check what
  * malloc returns, cannot be stopped this way: that is what the isolated
@@ -36,10 +46,14 @@
 #include "chancy_internal.h"
 
 #define WATCHDOG_MS 100
+#define GRACE_MS 1000
 
 static TimeoutId time_timeout;
 static TimeoutId watchdog_timeout;
-static volatile sig_atomic_t limit_hit = LIMIT_NONE;
+static volatile sig_atomic_t in_job = false;
+static volatile sig_atomic_t stop_reason = STOP_NONE;
+static volatile TimestampTz stop_at = 0;	/* when it was told to stop */
+static volatile TimestampTz shutdown_at = 0;	/* when the executor was */
 static volatile int64 data_limit = 0;	/* bytes of data the job may reach */
 static struct rlimit saved_rlimit;
 static bool rlimit_lowered = false;
@@ -79,27 +93,63 @@ limits_data_size(void)
 	return pages * (int64) sysconf(_SC_PAGESIZE);
 }
 
-/* Interrupt the running job because of a limit (signal handler context). */
-static void
-interrupt_job(int reason)
+/*
+ * limits_stop
+ *		Stop the running job, for why (the first reason given counts).  Safe
+ *		in a signal handler; nothing happens between jobs.
+ */
+void
+limits_stop(JobStop why)
 {
-	limit_hit = reason;
+	if (why == STOP_SHUTDOWN && shutdown_at == 0)
+		shutdown_at = GetCurrentTimestamp();
+	if (!in_job)
+		return;
+	if (stop_reason == STOP_NONE)
+	{
+		stop_reason = why;
+		stop_at = GetCurrentTimestamp();
+	}
 	InterruptPending = true;
 	QueryCancelPending = true;
 	SetLatch(MyLatch);
 }
 
+/* Why the running job was told to stop, if it was. */
+JobStop
+limits_stopped(void)
+{
+	return (JobStop) stop_reason;
+}
+
+/* The time limit's timeout. */
 static void
 time_limit_reached(void)
 {
-	interrupt_job(LIMIT_TIME);
+	limits_stop(STOP_TIME_LIMIT);
 }
 
+/*
+ * watchdog
+ *		Every WATCHDOG_MS while the executor works: a job over its memory
+ *		limit is stopped, and one that goes on GRACE_MS after it was told to
+ *		stop is ended for good; so is an executor still busy GRACE_MS after
+ *		a shutdown was asked (waiting for a lock, say).
+ */
 static void
 watchdog(void)
 {
-	if (data_limit > 0 && limits_data_size() > data_limit)
-		interrupt_job(LIMIT_MEMORY);
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (in_job && data_limit > 0 && limits_data_size() > data_limit)
+		limits_stop(STOP_MEMORY_LIMIT);
+	if ((in_job && stop_at != 0 && now - stop_at >= (TimestampTz) GRACE_MS * 1000) ||
+		(shutdown_at != 0 && now - shutdown_at >= (TimestampTz) GRACE_MS * 1000))
+	{
+		InterruptPending = true;
+		ProcDiePending = true;
+		SetLatch(MyLatch);
+	}
 }
 
 /*
@@ -114,84 +164,120 @@ limits_init(void)
 }
 
 /*
- * limits_arm
- *		Before a job: arm its time limit (ms, 0 for none) and memory limit
- *		(bytes, 0 for none).
+ * limits_watch
+ *		Run the watchdog (while the executor works on a batch of jobs), or
+ *		stop it (before it sleeps).
  */
 void
-limits_arm(int64 time_limit_ms, int64 memory_limit)
+limits_watch(bool on)
 {
-	limit_hit = LIMIT_NONE;
-	if (time_limit_ms > 0)
-		enable_timeout_after(time_timeout, (int) Min(time_limit_ms, INT_MAX));
-	if (memory_limit > 0)
-	{
-		struct rlimit lowered;
-
-		data_limit = limits_data_size() + memory_limit;
-		if (getrlimit(RLIMIT_DATA, &saved_rlimit) == 0)
-		{
-			lowered = saved_rlimit;
-			if (lowered.rlim_max == RLIM_INFINITY ||
-				(rlim_t) data_limit < lowered.rlim_max)
-				lowered.rlim_cur = (rlim_t) data_limit;
-			rlimit_lowered = setrlimit(RLIMIT_DATA, &lowered) == 0;
-		}
+	if (on)
 		enable_timeout_every(watchdog_timeout,
 							 TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 														 WATCHDOG_MS),
 							 WATCHDOG_MS);
+	else
+		disable_timeout(watchdog_timeout, false);
+}
+
+/*
+ * limits_job_begin
+ *		Before a job: arm its time limit (ms, 0 for none) and memory limit
+ *		(bytes, 0 for none).
+ */
+void
+limits_job_begin(int64 time_limit_ms, int64 memory_limit)
+{
+	stop_reason = STOP_NONE;
+	stop_at = 0;
+	in_job = true;
+	if (time_limit_ms > 0)
+		enable_timeout_at(time_timeout,
+						  TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													  time_limit_ms));
+	if (memory_limit > 0)
+	{
+		int64		size = limits_data_size();
+
+		/* a limit too large to count is no limit */
+		data_limit = memory_limit > PG_INT64_MAX - size ? PG_INT64_MAX :
+			size + memory_limit;
+		if (getrlimit(RLIMIT_DATA, &saved_rlimit) == 0 &&
+			(saved_rlimit.rlim_cur == RLIM_INFINITY ||
+			 (rlim_t) data_limit < saved_rlimit.rlim_cur))
+		{
+			struct rlimit lowered = saved_rlimit;
+
+			lowered.rlim_cur = (rlim_t) data_limit;
+			rlimit_lowered = setrlimit(RLIMIT_DATA, &lowered) == 0;
+		}
 	}
 }
 
 /*
- * limits_disarm
+ * limits_job_end
  *		After a job, whatever its outcome: no limit applies any more.  Returns
- *		the limit that interrupted it, if any.
+ *		why it was told to stop, if it was.
  */
-int
-limits_disarm(void)
+JobStop
+limits_job_end(void)
 {
-	int			hit = limit_hit;
+	JobStop		why = (JobStop) stop_reason;
 
+	in_job = false;
 	disable_timeout(time_timeout, false);
-	disable_timeout(watchdog_timeout, false);
 	if (rlimit_lowered)
 		(void) setrlimit(RLIMIT_DATA, &saved_rlimit);
 	rlimit_lowered = false;
 	data_limit = 0;
-	limit_hit = LIMIT_NONE;
-	return hit;
+	stop_reason = STOP_NONE;
+	stop_at = 0;
+	return why;
+}
+
+/* The error of a job past its time limit (the isolated child's too). */
+void
+limits_time_error(int64 time_limit_ms)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_QUERY_CANCELED),
+			 errmsg("job exceeded its time limit of %.3f s", time_limit_ms / 1000.0),
+			 errhint("Raise the job's time limit (chancy_with_limits), or make the job faster.")));
+	pg_unreachable();
 }
 
 /*
  * limits_explain
  *		Make the error of a job stopped by a limit say so: "time limit" or
- *		"memory limit", and the limit.  An out-of-memory error under a memory
- *		limit is the limit's doing too.
+ *		"memory limit", and the limit; what the job itself reported becomes
+ *		the detail.  An out-of-memory error under a memory limit is the
+ *		limit's doing too.
  */
 void
-limits_explain(ErrorData *edata, int hit, int64 time_limit_ms, int64 memory_limit)
+limits_explain(ErrorData *edata, JobStop why, int64 time_limit_ms,
+			   int64 memory_limit)
 {
 	const char *original = edata->message;
 
-	if (hit == LIMIT_NONE && memory_limit > 0 &&
+	if (why == STOP_NONE && memory_limit > 0 &&
 		edata->sqlerrcode == ERRCODE_OUT_OF_MEMORY)
-		hit = LIMIT_MEMORY;
-	if (hit == LIMIT_TIME)
+		why = STOP_MEMORY_LIMIT;
+	if (why == STOP_TIME_LIMIT)
 	{
 		edata->sqlerrcode = ERRCODE_QUERY_CANCELED;
 		edata->message = psprintf("job exceeded its time limit of %.3f s",
 								  time_limit_ms / 1000.0);
+		edata->hint = pstrdup("Raise the job's time limit (chancy_with_limits), or make the job faster.");
 	}
-	else if (hit == LIMIT_MEMORY)
+	else if (why == STOP_MEMORY_LIMIT)
 	{
 		edata->sqlerrcode = ERRCODE_OUT_OF_MEMORY;
 		edata->message = psprintf("job exceeded its memory limit of " INT64_FORMAT " bytes",
 								  memory_limit);
+		edata->hint = pstrdup("Raise the job's memory limit (chancy_with_limits), or make the job lighter.");
 	}
 	else
 		return;
-	edata->detail = original ? pstrdup(original) : NULL;
-	edata->hint = pstrdup("Raise the job's limit (chancy_with_limits), or make the job lighter.");
+	if (original && strcmp(original, edata->message) != 0)
+		edata->detail = pstrdup(original);
 }

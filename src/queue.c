@@ -1,12 +1,17 @@
 /*-------------------------------------------------------------------------
  *
  * queue.c
- *	  Queue operations on chancy_jobs: pushing checked job values.
+ *	  The statements chancy runs on chancy_jobs: the one push path, the
+ *	  claim, each outcome, giving jobs back, cancel, prune.
  *
- * Every push, single or many, goes through queue_push(): one INSERT ...
- * SELECT FROM unnest($1::chancy_job[]) statement, prepared once per backend,
- * run as the owner of chancy_jobs (users may not write the table directly,
- * so that the pushed_by role and the function of a job can be trusted).
+ * Every change of a job's state is one statement below (src/README.md
+ * labels each edge of the job state drawing with its PLAN_*).  Each is
+ * prepared once per backend as a generic plan under the settings of
+ * catalog_sql_begin(), and runs as the owner of chancy_jobs: users may not
+ * write the table, so that the role a job runs as and the function it runs
+ * can be trusted.  Statements that change a claimed job check its claim
+ * token, so that a late write from an executor presumed dead changes
+ * nothing.
  *
  *-------------------------------------------------------------------------
  */
@@ -14,155 +19,257 @@
 
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
-#include "miscadmin.h"
 #include "lib/stringinfo.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
-#include "utils/guc.h"
-#include "utils/datum.h"
 #include "utils/lsyscache.h"
 #include "utils/timestamp.h"
-#include "datatype/timestamp.h"
 
 #include "chancy_internal.h"
 
 /* how often a push retries a unique key whose live job vanished under it */
 #define MAX_UNIQUE_RETRIES 10
 
-/* The statements chancy runs on its queue, by what they do. */
+/* a batch claim stops adding jobs once their kwargs reach this many bytes */
+#define CLAIM_MAX_BYTES (1024 * 1024)
+
+/* finished jobs deleted per statement, and statements per queue and round */
+#define PRUNE_BATCH 5000
+#define PRUNE_MAX_BATCHES 20
+
+/* The statements, by what they do.  See src/README.md for the drawing. */
 typedef enum PlanId
 {
 	PLAN_INSERT,				/* push jobs */
 	PLAN_INSERT_UNIQUE,			/* push jobs, some with a unique key */
-	PLAN_EXISTING,				/* live jobs holding unique keys */
-	PLAN_CLAIM,					/* an executor takes the next ready job */
-	PLAN_SUCCEEDED,
-	PLAN_FAILED,
-	PLAN_NEXT_DUE,				/* when the next scheduled job is due */
-	PLAN_REQUEUE,				/* an interrupted job goes back, no attempt used */
-	PLAN_RECOVER,				/* jobs whose executor died */
-	PLAN_CANCEL,
+	PLAN_EXISTING,				/* the pusher's live jobs holding keys */
+	PLAN_CLAIM,					/* an executor takes ready jobs */
+	PLAN_IDLE,					/* nothing claimed: why, and until when */
+	PLAN_SUCCEEDED,				/* a group of claimed jobs succeeded */
+	PLAN_FAILED,				/* a claimed job failed: retrying or failed */
+	PLAN_CANCELLED,				/* a claimed job was cancelled */
+	PLAN_RELEASE,				/* claimed jobs go back (or are charged) */
+	PLAN_CLAIMS,				/* the claims held in the table */
+	PLAN_SWEEP,					/* cancels asked of claimed jobs */
+	PLAN_CANCEL,				/* chancy_cancel() */
+	PLAN_PRUNE_QUEUES,			/* queues with finished jobs */
 	PLAN_PRUNE,					/* finished jobs past their time */
+	PLAN_PRUNE_NEXT,			/* when the next finished job is due */
 	NPLANS
 } PlanId;
 
 /* JOBARRAY stands for chancy_job[], whose OID depends on the installation */
 #define JOBARRAY InvalidOid
 
-/* the partial indexes' predicates, repeated by the statements */
-#define LIVE_UNIQUE_KEY \
-	"unique_key IS NOT NULL AND state IN ('pending', 'retrying', 'running')"
-#define READY "state IN ('pending', 'retrying')"
+#define LIVE "state IN ('pending', 'retrying', 'running')"
+#define FINAL "state IN ('succeeded', 'failed', 'cancelled')"
+/* a claimed job whose run the claim counted (see PLAN_CLAIM) */
+#define STARTED "(state = 'running')"
+/* a job to charge a crash: listed in $3, or, with no list, any started one */
+#define GUILTY "(id = ANY ($3) OR ($3::int8[] IS NULL AND " STARTED "))"
 
 #define INSERT_JOBS \
-	"INSERT INTO %1$s.chancy_jobs (name, function, queue, kwargs, priority," \
-	" max_attempts, scheduled_at, unique_key, time_limit, memory_limit, meta," \
-	" pushed_by)" \
-	" SELECT j.name, j.function, j.queue, j.kwargs, j.priority, j.max_attempts," \
-	" coalesce(j.scheduled_at, now()), j.unique_key, j.time_limit," \
-	" j.memory_limit, j.meta, $2 FROM unnest($1) AS j "
+	"INSERT INTO %1$s.chancy_jobs (name, function, function_oid, queue, kwargs," \
+	" priority, max_attempts, scheduled_at, unique_key, time_limit, memory_limit," \
+	" meta, pushed_by)" \
+	" SELECT j.name, j.function, j.function_oid, j.queue, j.kwargs, j.priority," \
+	" j.max_attempts, coalesce(j.scheduled_at, now()), j.unique_key, j.time_limit," \
+	" j.memory_limit, j.meta, $2" \
+	" FROM ROWS FROM (unnest($1), unnest($3)) AS j(name, function, queue, kwargs," \
+	" priority, max_attempts, scheduled_at, unique_key, time_limit, memory_limit," \
+	" meta, function_oid) "
 
 static const struct
 {
 	const char *sql;			/* %1$s is the schema */
 	int			nargs;
-	Oid			argtypes[8];
+	Oid			argtypes[9];
 }			plan_defs[NPLANS] =
 {
 	[PLAN_INSERT] = {
-		INSERT_JOBS "RETURNING id, unique_key", 2, {JOBARRAY, REGROLEOID}
+		INSERT_JOBS "RETURNING id, unique_key", 3, {JOBARRAY, REGROLEOID, OIDARRAYOID}
 	},
 	[PLAN_INSERT_UNIQUE] = {
-		INSERT_JOBS "ON CONFLICT (unique_key) WHERE " LIVE_UNIQUE_KEY
-		" DO NOTHING RETURNING id, unique_key", 2, {JOBARRAY, REGROLEOID}
+		INSERT_JOBS "ON CONFLICT (pushed_by, unique_key) WHERE unique_key IS NOT NULL"
+		" AND " LIVE " DO NOTHING RETURNING id, unique_key",
+		3, {JOBARRAY, REGROLEOID, OIDARRAYOID}
 	},
 	[PLAN_EXISTING] = {
 		"SELECT unique_key, id FROM %1$s.chancy_jobs"
-		" WHERE unique_key = ANY ($1) AND " LIVE_UNIQUE_KEY, 1, {TEXTARRAYOID}
+		" WHERE pushed_by = $2 AND unique_key = ANY ($1) AND unique_key IS NOT NULL"
+		" AND " LIVE, 2, {TEXTARRAYOID, REGROLEOID}
 	},
+
+	/*
+	 * The claim walks the ready index in dequeue order and takes up to $3
+	 * jobs: always the first, which starts at once (marked running, its run
+	 * counted); then, as a batch, the following ones while their functions
+	 * are known to be short ($4) and their kwargs add up to at most $5
+	 * bytes.  A batch member stays pending (or retrying) with the claim
+	 * token until it runs: it is not running, and its outcome counts its
+	 * run.  The queue's settings come with every row.
+	 */
 	[PLAN_CLAIM] = {
-		"UPDATE %1$s.chancy_jobs SET state = 'running',"
-		" started_at = clock_timestamp(), attempts = attempts + 1, claim = $2"
-		" WHERE id = ANY (ARRAY(SELECT id FROM %1$s.chancy_jobs"
-		"  WHERE queue = $1 AND " READY " AND scheduled_at <= now()"
-		"  ORDER BY priority DESC, id LIMIT $3 FOR UPDATE SKIP LOCKED))"
-		" RETURNING id, name, function, queue, kwargs, attempts, max_attempts,"
-		" pushed_by, (extract(epoch FROM time_limit) * 1000)::int8, memory_limit,"
-		" priority",
-		3, {TEXTOID, INT8OID, INT4OID}
+		"WITH c AS (SELECT j.id, j.priority, j.function, pg_column_size(j.kwargs) AS size"
+		"  FROM %1$s.chancy_jobs j"
+		"  WHERE j.queue = $1 AND j.state IN ('pending', 'retrying') AND j.claim IS NULL"
+		"  AND j.scheduled_at <= now()"
+		"  AND NOT EXISTS (SELECT FROM %1$s.chancy_queues p"
+		"   WHERE p.name = $1 AND p.paused_until > now())"
+		"  ORDER BY j.priority DESC, j.id LIMIT $3 FOR UPDATE OF j SKIP LOCKED),"
+		" o AS (SELECT id, row_number() OVER w AS n, sum(size) OVER w AS total,"
+		"  count(*) FILTER (WHERE NOT function = ANY ($4)) OVER w AS unknown"
+		"  FROM c WINDOW w AS (ORDER BY priority DESC, id ROWS UNBOUNDED PRECEDING)),"
+		" k AS (SELECT id, n FROM o WHERE n = 1 OR (total <= $5 AND unknown = 0))"
+		" UPDATE %1$s.chancy_jobs j SET claim = $2,"
+		"  state = CASE WHEN j.id = (SELECT id FROM k WHERE n = 1) THEN 'running'"
+		"   ELSE j.state END::%1$s.chancy_state,"
+		"  started_at = CASE WHEN j.id = (SELECT id FROM k WHERE n = 1)"
+		"   THEN clock_timestamp() ELSE j.started_at END,"
+		"  attempts = j.attempts + (j.id = (SELECT id FROM k WHERE n = 1))::int"
+		" FROM %1$s.chancy_queues q"
+		" WHERE j.id = ANY (ARRAY(SELECT id FROM k)) AND q.name = $1"
+		" RETURNING j.id, j.name, j.function, j.function_oid, j.queue, j.kwargs,"
+		"  j.attempts, j.max_attempts, j.pushed_by, j.time_limit, j.memory_limit,"
+		"  j.state = 'running', (SELECT count(*) FROM c), q.time_limit, q.memory_limit,"
+		"  extract(epoch FROM q.backoff_base)::float8, q.backoff_factor,"
+		"  extract(epoch FROM q.backoff_max)::float8, q.executor = 'isolated', j.priority",
+		5, {TEXTOID, INT8OID, INT4OID, TEXTARRAYOID, INT8OID}
+	},
+	[PLAN_IDLE] = {
+		"SELECT q.name IS NOT NULL, (SELECT min(j.scheduled_at) FROM %1$s.chancy_jobs j"
+		"  WHERE j.queue = $1 AND j.state IN ('pending', 'retrying')"
+		"  AND j.scheduled_at > j.created_at AND j.claim IS NULL),"
+		" q.paused_until"
+		" FROM (SELECT) x LEFT JOIN %1$s.chancy_queues q ON q.name = $1",
+		1, {TEXTOID}
 	},
 	[PLAN_SUCCEEDED] = {
-		"UPDATE %1$s.chancy_jobs j SET state = 'succeeded',"
-		" completed_at = r.completed_at, result = r.result, claim = NULL"
-		" FROM unnest($1::int8[], $3::jsonb[], $4::timestamptz[])"
-		"  AS r(id, result, completed_at)"
+		"UPDATE %1$s.chancy_jobs j SET state = 'succeeded', result = r.result,"
+		" attempts = j.attempts + (j.state <> 'running')::int,"
+		" started_at = CASE WHEN j.state = 'running' THEN j.started_at ELSE r.started_at END,"
+		" completed_at = r.completed_at, claim = NULL"
+		" FROM unnest($1::int8[], $3::jsonb[], $4::timestamptz[], $5::timestamptz[])"
+		"  AS r(id, result, started_at, completed_at)"
 		" WHERE j.id = r.id AND j.claim = $2",
-		4, {INT8ARRAYOID, INT8OID, JSONBARRAYOID, TIMESTAMPTZARRAYOID}
+		5, {INT8ARRAYOID, INT8OID, JSONBARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID}
 	},
 	[PLAN_FAILED] = {
 		"UPDATE %1$s.chancy_jobs SET"
-		" state = CASE WHEN attempts >= max_attempts THEN 'failed'"
+		" attempts = attempts + (state <> 'running')::int,"
+		" state = CASE WHEN cancelled_by IS NOT NULL THEN 'cancelled'"
+		"  WHEN attempts + (state <> 'running')::int >= max_attempts THEN 'failed'"
 		"  ELSE 'retrying' END::%1$s.chancy_state,"
-		" completed_at = CASE WHEN attempts >= max_attempts THEN clock_timestamp() END,"
-		" scheduled_at = CASE WHEN attempts >= max_attempts THEN scheduled_at"
+		" started_at = CASE WHEN state = 'running' THEN started_at ELSE $9 END,"
+		" completed_at = CASE WHEN cancelled_by IS NOT NULL"
+		"  OR attempts + (state <> 'running')::int >= max_attempts THEN clock_timestamp() END,"
+		" scheduled_at = CASE WHEN cancelled_by IS NOT NULL"
+		"  OR attempts + (state <> 'running')::int >= max_attempts THEN scheduled_at"
 		"  ELSE clock_timestamp() + make_interval(secs => $3) END,"
-		" errors = errors || jsonb_build_object('attempt', attempts,"
-		"  'message', $4, 'sqlstate', $5, 'detail', $6, 'hint', $7,"
-		"  'context', $8, 'at', clock_timestamp()),"
+		" errors = errors || jsonb_build_object('attempt', attempts + (state <> 'running')::int,"
+		"  'message', $4, 'sqlstate', $5, 'detail', $6, 'hint', $7, 'context', $8,"
+		"  'at', clock_timestamp()),"
 		" claim = NULL"
-		" WHERE id = $1 AND claim = $2 RETURNING state",
-		8, {INT8OID, INT8OID, FLOAT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID}
+		" WHERE id = $1 AND claim = $2 RETURNING state::text",
+		9, {INT8OID, INT8OID, FLOAT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+		TIMESTAMPTZOID}
 	},
-	[PLAN_NEXT_DUE] = {
-		"SELECT min(scheduled_at) FROM %1$s.chancy_jobs"
-		" WHERE queue = $1 AND " READY " AND scheduled_at > created_at",
-		1, {TEXTOID}
+	[PLAN_CANCELLED] = {
+		"UPDATE %1$s.chancy_jobs SET state = 'cancelled', completed_at = clock_timestamp(),"
+		" attempts = attempts + ($3 AND state <> 'running')::int,"
+		" started_at = CASE WHEN $3 AND state <> 'running' THEN $5 ELSE started_at END,"
+		" cancelled_by = coalesce(cancelled_by, $4),"
+		" errors = errors || jsonb_build_object('attempt',"
+		"  attempts + ($3 AND state <> 'running')::int,"
+		"  'message', 'cancelled by ' || coalesce(cancelled_by, $4)::text,"
+		"  'sqlstate', '57014', 'at', clock_timestamp()),"
+		" claim = NULL"
+		" WHERE id = $1 AND claim = $2",
+		5, {INT8OID, INT8OID, BOOLOID, REGROLEOID, TIMESTAMPTZOID}
 	},
-	[PLAN_REQUEUE] = {
+
+	/*
+	 * Claimed jobs go back (their claims $1, all or only ids $2): the run
+	 * the claim counted is not counted; a cancel asked meanwhile is done;
+	 * a job that was executing when its executor died ($3) is charged a
+	 * crash, and fails at chancy.max_crashes ($4).  $5 notes why a started
+	 * job went back.
+	 */
+	[PLAN_RELEASE] = {
 		"UPDATE %1$s.chancy_jobs SET"
-		" state = CASE WHEN attempts > 1 THEN 'retrying' ELSE 'pending' END::%1$s.chancy_state,"
-		" attempts = attempts - 1, scheduled_at = clock_timestamp(), claim = NULL,"
-		" errors = errors || jsonb_build_object('attempt', attempts, 'message', $3::text,"
-		"  'at', clock_timestamp())"
-		" WHERE id = $1 AND claim = $2", 3, {INT8OID, INT8OID, TEXTOID}
+		" crashes = crashes + " GUILTY "::int,"
+		" state = CASE WHEN cancelled_by IS NOT NULL THEN 'cancelled'"
+		"  WHEN " GUILTY " AND crashes + 1 >= $4 THEN 'failed'"
+		"  WHEN attempts - " STARTED "::int > 0 THEN 'retrying'"
+		"  ELSE 'pending' END::%1$s.chancy_state,"
+		" attempts = attempts - " STARTED "::int,"
+		" completed_at = CASE WHEN cancelled_by IS NOT NULL"
+		"  OR (" GUILTY " AND crashes + 1 >= $4) THEN clock_timestamp() END,"
+		" started_at = CASE WHEN attempts - " STARTED "::int = 0 AND cancelled_by IS NULL"
+		"  AND NOT " GUILTY " THEN NULL ELSE started_at END,"
+		" errors = errors || CASE"
+		"  WHEN cancelled_by IS NOT NULL THEN jsonb_build_object('attempt', attempts,"
+		"   'message', 'cancelled by ' || cancelled_by::text, 'sqlstate', '57014',"
+		"   'at', clock_timestamp())"
+		"  WHEN " GUILTY " THEN jsonb_build_object('attempt',"
+		"   attempts + (NOT " STARTED ")::int,"
+		"   'message', format('the executor running the job died (crash %%s of at most %%s)',"
+		"   crashes + 1, $4), 'sqlstate', 'XX000', 'at', clock_timestamp())"
+		"  WHEN " STARTED " AND $5::text IS NOT NULL THEN jsonb_build_object('attempt',"
+		"   attempts, 'message', $5::text, 'at', clock_timestamp())"
+		"  ELSE '[]'::jsonb END,"
+		" claim = NULL"
+		" WHERE claim = ANY ($1) AND ($2::int8[] IS NULL OR id = ANY ($2))"
+		" RETURNING id, state::text",
+		5, {INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT4OID, TEXTOID}
 	},
-	[PLAN_RECOVER] = {
-		"UPDATE %1$s.chancy_jobs SET crashes = crashes + 1,"
-		" state = CASE WHEN crashes + 1 >= $1 THEN 'failed'"
-		"  WHEN attempts > 1 THEN 'retrying' ELSE 'pending' END::%1$s.chancy_state,"
-		" completed_at = CASE WHEN crashes + 1 >= $1 THEN clock_timestamp() END,"
-		" attempts = CASE WHEN crashes + 1 >= $1 THEN attempts ELSE attempts - 1 END,"
-		" scheduled_at = clock_timestamp(), claim = NULL,"
-		" errors = errors || jsonb_build_object('attempt', attempts,"
-		"  'message', format('the executor running the job died (crash %%s of at most %%s)',"
-		"   crashes + 1, $1), 'sqlstate', 'XX000', 'at', clock_timestamp())"
-		" WHERE state = 'running' AND NOT claim = ANY ($2) RETURNING id",
-		2, {INT4OID, INT8ARRAYOID}
+	[PLAN_CLAIMS] = {
+		"SELECT DISTINCT claim FROM %1$s.chancy_jobs WHERE claim IS NOT NULL", 0, {0}
+	},
+	[PLAN_SWEEP] = {
+		"SELECT id, claim FROM %1$s.chancy_jobs"
+		" WHERE claim IS NOT NULL AND cancelled_by IS NOT NULL", 0, {0}
+	},
+
+	/*
+	 * chancy_cancel(): a job nobody holds is cancelled at once; a claimed
+	 * one is only asked to be (cancelled_by), and its executor, told at
+	 * commit, records the outcome: cancelled, unless it finished first.
+	 */
+	[PLAN_CANCEL] = {
+		"WITH old AS (SELECT id, state, claim FROM %1$s.chancy_jobs WHERE id = $1 FOR UPDATE)"
+		" UPDATE %1$s.chancy_jobs j SET cancelled_by = $2,"
+		" state = CASE WHEN old.claim IS NULL THEN 'cancelled' ELSE j.state END::%1$s.chancy_state,"
+		" completed_at = CASE WHEN old.claim IS NULL THEN clock_timestamp() END,"
+		" errors = CASE WHEN old.claim IS NULL THEN j.errors || jsonb_build_object("
+		"  'attempt', j.attempts, 'message', 'cancelled by ' || $2::text,"
+		"  'sqlstate', '57014', 'at', clock_timestamp()) ELSE j.errors END"
+		" FROM old WHERE j.id = old.id AND old." LIVE
+		" RETURNING old.claim", 2, {INT8OID, REGROLEOID}
+	},
+	[PLAN_PRUNE_QUEUES] = {
+		"WITH RECURSIVE f(queue) AS ("
+		" (SELECT queue FROM %1$s.chancy_jobs WHERE " FINAL " ORDER BY queue LIMIT 1)"
+		" UNION ALL SELECT (SELECT j.queue FROM %1$s.chancy_jobs j WHERE j." FINAL
+		"  AND j.queue > f.queue ORDER BY j.queue LIMIT 1) FROM f WHERE f.queue IS NOT NULL)"
+		" SELECT f.queue, coalesce(q.prune_after, $1) FROM f"
+		" LEFT JOIN %1$s.chancy_queues q ON q.name = f.queue WHERE f.queue IS NOT NULL",
+		1, {INTERVALOID}
 	},
 	[PLAN_PRUNE] = {
 		"DELETE FROM %1$s.chancy_jobs WHERE id = ANY (ARRAY("
-		" SELECT j.id FROM %1$s.chancy_jobs j"
-		"  LEFT JOIN %1$s.chancy_queues q ON q.name = j.queue"
-		" WHERE j.state IN ('succeeded', 'failed', 'cancelled')"
-		"  AND j.completed_at < now() - least($1, (SELECT min(prune_after) FROM %1$s.chancy_queues))"
-		"  AND j.completed_at < now() - coalesce(q.prune_after, $1)"
-		" ORDER BY j.completed_at LIMIT $2))",
-		2, {INTERVALOID, INT4OID}
+		" SELECT id FROM %1$s.chancy_jobs WHERE queue = $1 AND " FINAL
+		" AND completed_at < now() - $2 ORDER BY completed_at LIMIT $3))",
+		3, {TEXTOID, INTERVALOID, INT4OID}
 	},
-	[PLAN_CANCEL] = {
-		"WITH old AS (SELECT id, state FROM %1$s.chancy_jobs WHERE id = $1 FOR UPDATE)"
-		" UPDATE %1$s.chancy_jobs j SET state = 'cancelled',"
-		" completed_at = clock_timestamp(), claim = NULL,"
-		" errors = j.errors || jsonb_build_object('attempt', j.attempts,"
-		"  'message', 'cancelled by ' || $2::regrole::text, 'sqlstate', '57014',"
-		"  'at', clock_timestamp())"
-		" FROM old WHERE j.id = old.id AND old.state IN ('pending', 'retrying', 'running')"
-		" RETURNING old.state::text", 2, {INT8OID, REGROLEOID}
+	[PLAN_PRUNE_NEXT] = {
+		"SELECT min(completed_at) + $2 FROM %1$s.chancy_jobs"
+		" WHERE queue = $1 AND " FINAL, 2, {TEXTOID, INTERVALOID}
 	},
 };
 
-/* plans, prepared for the installation in schema plans_nsp */
-#define FINISHED "state IN ('succeeded', 'failed', 'cancelled')"
-static Oid	plans_nsp = InvalidOid;
+/* plans, prepared for the catalog of generation plans_generation */
+static uint64 plans_generation = 0;
 static SPIPlanPtr plans[NPLANS];
 
 /* A unique key that conflicted, and where it is in the batch. */
@@ -175,21 +282,21 @@ typedef struct KeyRef
 /*
  * get_plan
  *		The prepared plan of a statement, for the current installation.
- *		Prepared on first use and kept for the life of the backend.
+ *		Prepared on first use and kept until the installation changes.
  */
 static SPIPlanPtr
 get_plan(ChancyCatalog *cat, PlanId id)
 {
-	Oid			argtypes[8];
+	Oid			argtypes[9];
 	SPIPlanPtr	plan;
 
-	if (plans_nsp != cat->nsp)
+	if (plans_generation != cat->generation)
 	{
 		for (int i = 0; i < NPLANS; i++)
 			if (plans[i])
 				SPI_freeplan(plans[i]);
 		memset(plans, 0, sizeof(plans));
-		plans_nsp = cat->nsp;
+		plans_generation = cat->generation;
 	}
 	if (plans[id])
 		return plans[id];
@@ -208,20 +315,22 @@ get_plan(ChancyCatalog *cat, PlanId id)
 	return plan;
 }
 
-/*
- * execute
- *		Run one of chancy's statements with its prepared plan, under
- *		statement_settings; the SPI result code.
- */
+/* Run one of chancy's statements (inside catalog_sql_begin/end). */
 static int
 execute(ChancyCatalog *cat, PlanId id, Datum *args, const char *nulls,
 		bool read_only)
 {
-	int			nestlevel = statement_settings();
-	int			rc = SPI_execute_plan(get_plan(cat, id), args, nulls, read_only, 0);
+	return SPI_execute_plan(get_plan(cat, id), args, nulls, read_only, 0);
+}
 
-	AtEOXact_GUC(true, nestlevel);
-	return rc;
+/* A boxed int64, palloc'd. */
+static int64 *
+box(int64 value)
+{
+	int64	   *p = palloc(sizeof(int64));
+
+	*p = value;
+	return p;
 }
 
 /* qsort/bsearch comparator of KeyRefs by key */
@@ -233,24 +342,24 @@ keyref_cmp(const void *a, const void *b)
 
 /*
  * find_live_jobs
- *		For each conflicting key, the id of the live job holding it.  Keys
- *		whose job finished meanwhile are left in *todo to be pushed again.
+ *		For each conflicting key, the id of the pusher's live job holding it.
+ *		Keys whose job finished meanwhile are left in *todo to push again.
  */
 static void
-find_live_jobs(ChancyCatalog *cat, KeyRef *conflicts, int nconflicts, int64 *ids,
-			   int *todo, int *ntodo)
+find_live_jobs(ChancyCatalog *cat, KeyRef *conflicts, int nconflicts, Oid pusher,
+			   int64 *ids, int *todo, int *ntodo)
 {
 	Datum	   *keys = palloc(sizeof(Datum) * nconflicts);
 	KeyRef	   *live;
 	uint64		nlive;
-	Datum		arg;
+	Datum		args[2];
 
 	for (int i = 0; i < nconflicts; i++)
 		keys[i] = CStringGetTextDatum(conflicts[i].key);
-	arg = PointerGetDatum(construct_array(keys, nconflicts, TEXTOID, -1, false,
-										  TYPALIGN_INT));
-	if (execute(cat, PLAN_EXISTING, &arg, NULL, false)
-		!= SPI_OK_SELECT)
+	args[0] = PointerGetDatum(construct_array(keys, nconflicts, TEXTOID, -1, false,
+											  TYPALIGN_INT));
+	args[1] = ObjectIdGetDatum(pusher);
+	if (execute(cat, PLAN_EXISTING, args, NULL, false) != SPI_OK_SELECT)
 		elog(ERROR, "could not look up jobs by unique key");
 
 	/* the live jobs found, sorted by key; index holds the row */
@@ -281,21 +390,37 @@ find_live_jobs(ChancyCatalog *cat, KeyRef *conflicts, int nconflicts, int64 *ids
 
 /*
  * insert_batch
- *		Insert the jobs of array (elements todo[0..ntodo) of the whole batch)
- *		and set their ids.  Jobs whose unique key is live are collected in
- *		conflicts instead.  RETURNING yields inserted rows in input order,
- *		which is what pairs them with the batch; that is checked.
+ *		Insert the jobs todo[0..ntodo) of the batch and set their ids.  Jobs
+ *		whose unique key is live are collected in conflicts instead.
+ *		RETURNING yields inserted rows in input order, which is what pairs
+ *		them with the batch; that is checked.
  */
 static int
-insert_batch(ChancyCatalog *cat, ArrayType *array, char **keys, int *todo, int ntodo,
-			 Oid pushed_by, int64 *ids, KeyRef *conflicts)
+insert_batch(ChancyCatalog *cat, JobValue *jobs, char **keys, int *todo, int ntodo,
+			 Oid pusher, int64 *ids, KeyRef *conflicts)
 {
-	Datum		args[2];
+	Datum	   *elems = palloc(sizeof(Datum) * ntodo);
+	Datum	   *oids = palloc(sizeof(Datum) * ntodo);
+	bool	   *oidnulls = palloc(sizeof(bool) * ntodo);
+	int			dims[1] = {ntodo};
+	int			lbs[1] = {1};
+	Datum		args[3];
 	uint64		row = 0;
 	int			nconflicts = 0;
 
-	args[0] = PointerGetDatum(array);
-	args[1] = ObjectIdGetDatum(pushed_by);
+	for (int k = 0; k < ntodo; k++)
+	{
+		JobValue   *job = &jobs[todo[k]];
+
+		elems[k] = job_form(cat, job);
+		oids[k] = ObjectIdGetDatum(job->function_oid);
+		oidnulls[k] = !OidIsValid(job->function_oid);
+	}
+	args[0] = PointerGetDatum(construct_array(elems, ntodo, cat->job_typid, -1, false,
+											  TYPALIGN_DOUBLE));
+	args[1] = ObjectIdGetDatum(pusher);
+	args[2] = PointerGetDatum(construct_md_array(oids, oidnulls, 1, dims, lbs, OIDOID,
+												 sizeof(Oid), true, TYPALIGN_INT));
 	if (execute(cat, keys ? PLAN_INSERT_UNIQUE : PLAN_INSERT, args, NULL, false)
 		!= SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not insert jobs");
@@ -328,104 +453,47 @@ insert_batch(ChancyCatalog *cat, ArrayType *array, char **keys, int *todo, int n
 
 /*
  * queue_push
- *		Insert checked job values and return their ids in array order.
+ *		Insert n checked and authorized job values; their ids in order.
  *
- * keys[i] is the unique key of element i (NULL for none), or keys is NULL
- * when no job has one.  A job whose unique key is held by a live job is not
- * inserted; its id is that job's.  Concurrent pushes of one key wait for each
- * other on the unique index, so exactly one job results.
+ * keys[i] is the unique key of job i (NULL for none), or keys is NULL when
+ * no job has one.  Unique keys belong to the role that pushes: a job whose
+ * key is held by a live job of that role is not inserted, and its id is
+ * that job's.  Concurrent pushes of one key wait for each other on the
+ * unique index, so exactly one job results.
  */
 int64 *
-queue_push(ChancyCatalog *cat, ArrayType *jobs, char **keys)
+queue_push(ChancyCatalog *cat, JobValue *jobs, int n, char **keys)
 {
-	int			n = ArrayGetNItems(ARR_NDIM(jobs), ARR_DIMS(jobs));
 	int64	   *ids = palloc(sizeof(int64) * Max(n, 1));
 	int		   *todo = palloc(sizeof(int) * Max(n, 1));
 	KeyRef	   *conflicts = palloc(sizeof(KeyRef) * Max(n, 1));
-	Datum	   *elems = NULL;
 	int			ntodo = n;
-	Oid			pushed_by = GetUserId();
-	Oid			save_userid;
-	int			save_sec_context;
+	Oid			pusher = GetUserId();
+	CatalogSql	sql;
 
 	if (n == 0)
 		return ids;
 	for (int i = 0; i < n; i++)
 		todo[i] = i;
 
-	SPI_connect();
-	chancy_become_owner(cat, &save_userid, &save_sec_context);
-
+	catalog_sql_begin(cat, true, &sql);
 	for (int attempt = 0; ntodo > 0; attempt++)
 	{
 		int			nconflicts;
 
-		if (attempt > 0)
-		{
-			/* push again the jobs whose key holder finished meanwhile */
-			Datum	   *sub = palloc(sizeof(Datum) * ntodo);
-
-			if (attempt > MAX_UNIQUE_RETRIES)
-				ereport(ERROR,
-						(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-						 errmsg("could not push job with unique key \"%s\"",
-								keys[todo[0]]),
-						 errdetail("The live job holding the key kept finishing while the push looked for it."),
-						 errhint("Retry the transaction.")));
-			if (elems == NULL)
-				deconstruct_array(jobs, cat->job_typid, -1, false, TYPALIGN_DOUBLE,
-								  &elems, NULL, &n);
-			for (int k = 0; k < ntodo; k++)
-				sub[k] = elems[todo[k]];
-			jobs = construct_array(sub, ntodo, cat->job_typid, -1, false,
-								   TYPALIGN_DOUBLE);
-		}
-		nconflicts = insert_batch(cat, jobs, keys, todo, ntodo, pushed_by, ids,
-								  conflicts);
+		if (attempt > MAX_UNIQUE_RETRIES)
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("could not push job with unique key \"%s\"", keys[todo[0]]),
+					 errdetail("The live job holding the key kept finishing while the push looked for it."),
+					 errhint("Retry the transaction.")));
+		nconflicts = insert_batch(cat, jobs, keys, todo, ntodo, pusher, ids, conflicts);
 		ntodo = 0;
 		if (nconflicts > 0)
-			find_live_jobs(cat, conflicts, nconflicts, ids, todo, &ntodo);
+			find_live_jobs(cat, conflicts, nconflicts, pusher, ids, todo, &ntodo);
 	}
-
-	SetUserIdAndSecContext(save_userid, save_sec_context);
-	SPI_finish();
+	catalog_sql_end(&sql);
 	return ids;
-}
-
-/*
- * statement_settings
- *		Settings every statement chancy runs on its tables gets: a safe
- *		search_path, and a planner that uses the indexes whatever the
- *		statistics say.
- *
- * search_path is pg_catalog (then pg_temp): the statements name chancy's
- * tables with their schema, and the functions they call must be the
- * built-in ones, not a same-named function of the caller's (they often run
- * as the tables' owner).
- *
- * With statistics that say the table is empty (stale, after a burst), the
- * cheapest-looking plan for the claim is a sequential scan and a sort, and
- * for an update of a few jobs by id a sequential scan: at millions of
- * finished rows that is a disaster.  Sequential and bitmap scans and sorts
- * are disabled while chancy's statements are planned and run (their plans
- * are generic, kept, and replanned only under these settings), which leaves
- * the indexes: for the claim, the ready index, whose order is the dequeue
- * order.  Returns the GUC nest level to pass to AtEOXact_GUC.
- */
-int
-statement_settings(void)
-{
-	int			nestlevel = NewGUCNestLevel();
-
-	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET,
-							 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("enable_bitmapscan", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	(void) set_config_option("enable_sort", "off", PGC_USERSET, PGC_S_SESSION,
-							 GUC_ACTION_SAVE, true, 0, false);
-	return nestlevel;
 }
 
 /* qsort comparator of claimed jobs: the dequeue order */
@@ -440,24 +508,44 @@ claimed_cmp(const void *a, const void *b)
 	return x->id < y->id ? -1 : x->id > y->id ? 1 : 0;
 }
 
+/* A limit of a claimed job: its own, else its queue's, else the setting's. */
+static int64
+effective_limit(Datum own, bool own_null, Datum queue, bool queue_null,
+				int64 setting, bool is_time)
+{
+	if (!own_null)
+		return is_time ? interval_ms(DatumGetIntervalP(own)) : DatumGetInt64(own);
+	if (!queue_null)
+		return is_time ? interval_ms(DatumGetIntervalP(queue)) : DatumGetInt64(queue);
+	return setting;
+}
+
 /*
  * queue_claim
- *		Take up to max ready jobs of a queue (priority DESC, then id) and mark
- *		them running under the given claim token.  They are returned in that
- *		order, allocated in the caller's memory context; the count.
+ *		Claim ready jobs of a queue under claim token claim (see PLAN_CLAIM):
+ *		the first starts now, up to max_jobs - 1 more follow in the batch
+ *		when short_functions lists their functions.  The jobs, in dequeue
+ *		order, are allocated in the caller's memory context; with none, the
+ *		result says whether the queue exists, until when it is paused, and
+ *		when its next scheduled job is due.
  */
-int
-queue_claim(ChancyCatalog *cat, const char *queue, int64 claim, int max,
-			ClaimedJob **jobs)
+void
+queue_claim(ChancyCatalog *cat, const char *queue, int64 claim, int max_jobs,
+			ArrayType *short_functions, ClaimedJob **jobs, ClaimResult *result)
 {
 	MemoryContext cxt = CurrentMemoryContext;
-	Datum		args[3];
+	Datum		args[5];
+	CatalogSql	sql;
 	int			n;
+	bool		isnull;
 
+	memset(result, 0, sizeof(ClaimResult));
 	args[0] = CStringGetTextDatum(queue);
 	args[1] = Int64GetDatum(claim);
-	args[2] = Int32GetDatum(max);
-	SPI_connect();
+	args[2] = Int32GetDatum(max_jobs);
+	args[3] = PointerGetDatum(short_functions);
+	args[4] = Int64GetDatum(CLAIM_MAX_BYTES);
+	catalog_sql_begin(cat, true, &sql);
 	if (execute(cat, PLAN_CLAIM, args, NULL, false) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not claim jobs");
 	n = (int) SPI_processed;
@@ -467,104 +555,148 @@ queue_claim(ChancyCatalog *cat, const char *queue, int64 claim, int max,
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 		MemoryContext old = MemoryContextSwitchTo(cxt);
 		ClaimedJob *job = palloc0(sizeof(ClaimedJob));
-		bool		isnull;
+		Datum		own_time,
+					own_memory,
+					q_time,
+					q_memory;
+		bool		own_time_null,
+					own_memory_null,
+					q_time_null,
+					q_memory_null;
 
 		job->id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 		job->name = SPI_getvalue(tup, desc, 2);
 		job->function = SPI_getvalue(tup, desc, 3);
-		job->queue = SPI_getvalue(tup, desc, 4);
+		job->function_oid = DatumGetObjectId(SPI_getbinval(tup, desc, 4, &isnull));
+		if (isnull)
+			job->function_oid = InvalidOid;
+		job->queue = SPI_getvalue(tup, desc, 5);
 		/* the value itself, not a TOAST pointer: it outlives the claim */
-		job->kwargs = PointerGetDatum(PG_DETOAST_DATUM_COPY(SPI_getbinval(tup, desc, 5,
+		job->kwargs = PointerGetDatum(PG_DETOAST_DATUM_COPY(SPI_getbinval(tup, desc, 6,
 																		  &isnull)));
-		job->attempt = DatumGetInt32(SPI_getbinval(tup, desc, 6, &isnull));
-		job->max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
-		job->pushed_by = DatumGetObjectId(SPI_getbinval(tup, desc, 8, &isnull));
-		job->time_limit_ms = DatumGetInt64(SPI_getbinval(tup, desc, 9, &isnull));
-		if (isnull)
-			job->time_limit_ms = 0;
-		job->memory_limit = DatumGetInt64(SPI_getbinval(tup, desc, 10, &isnull));
-		if (isnull)
-			job->memory_limit = 0;
-		job->priority = DatumGetInt32(SPI_getbinval(tup, desc, 11, &isnull));
+		job->attempt = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
+		job->max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull));
+		job->pushed_by = DatumGetObjectId(SPI_getbinval(tup, desc, 9, &isnull));
+		own_time = SPI_getbinval(tup, desc, 10, &own_time_null);
+		own_memory = SPI_getbinval(tup, desc, 11, &own_memory_null);
+		job->started = DatumGetBool(SPI_getbinval(tup, desc, 12, &isnull));
+		job->priority = DatumGetInt32(SPI_getbinval(tup, desc, 20, &isnull));
+		if (!job->started)
+			job->attempt++;		/* counted by its outcome */
 		job->claim = claim;
-		jobs[r] = job;
+		q_time = SPI_getbinval(tup, desc, 14, &q_time_null);
+		q_memory = SPI_getbinval(tup, desc, 15, &q_memory_null);
+		job->time_limit_ms = effective_limit(own_time, own_time_null, q_time,
+											 q_time_null, chancy_time_limit, true);
+		job->memory_limit = effective_limit(own_memory, own_memory_null, q_memory,
+											q_memory_null,
+											(int64) chancy_memory_limit * 1024, false);
+		if (r == 0)
+		{
+			result->skipped = (int) DatumGetInt64(SPI_getbinval(tup, desc, 13, &isnull)) - n;
+			result->queue.backoff_base = DatumGetFloat8(SPI_getbinval(tup, desc, 16, &isnull));
+			result->queue.backoff_factor = DatumGetFloat8(SPI_getbinval(tup, desc, 17, &isnull));
+			result->queue.backoff_max = DatumGetFloat8(SPI_getbinval(tup, desc, 18, &isnull));
+			result->queue.isolated = DatumGetBool(SPI_getbinval(tup, desc, 19, &isnull));
+		}
 		MemoryContextSwitchTo(old);
+		jobs[r] = job;
 	}
-	SPI_finish();
+	/* RETURNING has no order: the dequeue order, the started job first */
 	qsort(jobs, n, sizeof(ClaimedJob *), claimed_cmp);
-	return n;
+
+	if (n == 0)
+	{
+		TimestampTz t;
+
+		if (execute(cat, PLAN_IDLE, args, NULL, true) != SPI_OK_SELECT ||
+			SPI_processed != 1)
+			elog(ERROR, "could not look at queue \"%s\"", queue);
+		result->queue_exists = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0],
+														  SPI_tuptable->tupdesc, 1,
+														  &isnull));
+		t = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
+											  SPI_tuptable->tupdesc, 2, &isnull));
+		result->next_due = isnull ? 0 : t;
+		t = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
+											  SPI_tuptable->tupdesc, 3, &isnull));
+		result->paused_until = isnull ? 0 : t;
+	}
+	result->njobs = n;
+	catalog_sql_end(&sql);
 }
 
 /*
  * queue_claim_plan
  *		The plan of the claim, as EXPLAIN (COSTS OFF) shows it under the
- *		claim's planner settings, with literal values for its parameters.
+ *		claim's settings, with literal values for its parameters.
  */
 List *
 queue_claim_plan(ChancyCatalog *cat, const char *queue)
 {
-	char	   *sql = psprintf(plan_defs[PLAN_CLAIM].sql, cat->nspname);
+	char	   *text = psprintf(plan_defs[PLAN_CLAIM].sql, cat->nspname);
 	StringInfoData explain;
 	List	   *lines = NIL;
-	int			nestlevel;
 	MemoryContext cxt = CurrentMemoryContext;
+	CatalogSql	sql;
 
-	/* $1 (queue), $2 (claim), $3 (batch) as literals */
+	/* $1 (queue), $2 (claim), $3 (batch), $4 (functions), $5 (bytes) */
 	initStringInfo(&explain);
 	appendStringInfoString(&explain, "EXPLAIN (COSTS OFF) ");
-	for (const char *p = sql; *p; p++)
+	for (const char *p = text; *p; p++)
 	{
-		if (p[0] == '$' && p[1] >= '1' && p[1] <= '3')
+		if (p[0] == '$' && p[1] >= '1' && p[1] <= '5')
 		{
-			appendStringInfoString(&explain, p[1] == '1' ? quote_literal_cstr(queue) :
-								   p[1] == '2' ? "0" : "16");
+			appendStringInfoString(&explain,
+								   p[1] == '1' ? quote_literal_cstr(queue) :
+								   p[1] == '2' ? "0" : p[1] == '3' ? "64" :
+								   p[1] == '4' ? "'{}'::text[]" : "1048576");
 			p++;
 		}
 		else
 			appendStringInfoChar(&explain, *p);
 	}
-	SPI_connect();
-	nestlevel = statement_settings();
+	catalog_sql_begin(cat, true, &sql);
 	if (SPI_execute(explain.data, false, 0) != SPI_OK_UTILITY)
 		elog(ERROR, "could not explain the claim");
-	AtEOXact_GUC(true, nestlevel);
 	for (uint64 r = 0; r < SPI_processed; r++)
 		lines = lappend(lines, MemoryContextStrdup(cxt, SPI_getvalue(SPI_tuptable->vals[r],
 																	 SPI_tuptable->tupdesc, 1)));
-	SPI_finish();
+	catalog_sql_end(&sql);
 	return lines;
 }
 
 /*
  * queue_succeeded
  *		Record the success of n jobs of one claim, in one statement (in the
- *		transaction that ran them).  False if some row no longer carries the
- *		claim (a job was cancelled, or recovered, while it ran): the caller
- *		must then roll back.
+ *		transaction that ran them); how many rows still carried the claim.
  */
-bool
+int
 queue_succeeded(ChancyCatalog *cat, int64 claim, int n, Datum *ids,
-				Datum *results, bool *result_nulls, Datum *completed_at)
+				Datum *results, bool *result_nulls, Datum *started_at,
+				Datum *completed_at)
 {
-	Datum		args[4];
+	Datum		args[5];
 	int			dims[1] = {n};
 	int			lbs[1] = {1};
-	bool		held;
+	CatalogSql	sql;
+	int			updated;
 
 	args[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL,
 											  TYPALIGN_DOUBLE));
 	args[1] = Int64GetDatum(claim);
 	args[2] = PointerGetDatum(construct_md_array(results, result_nulls, 1, dims, lbs,
 												 JSONBOID, -1, false, TYPALIGN_INT));
-	args[3] = PointerGetDatum(construct_array(completed_at, n, TIMESTAMPTZOID, 8,
+	args[3] = PointerGetDatum(construct_array(started_at, n, TIMESTAMPTZOID, 8,
 											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-	SPI_connect();
-	if (execute(cat, PLAN_SUCCEEDED, args, NULL, false)
-		!= SPI_OK_UPDATE)
+	args[4] = PointerGetDatum(construct_array(completed_at, n, TIMESTAMPTZOID, 8,
+											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	catalog_sql_begin(cat, true, &sql);
+	if (execute(cat, PLAN_SUCCEEDED, args, NULL, false) != SPI_OK_UPDATE)
 		elog(ERROR, "could not record the success of jobs");
-	held = SPI_processed == (uint64) n;
-	SPI_finish();
-	return held;
+	updated = (int) SPI_processed;
+	catalog_sql_end(&sql);
+	return updated;
 }
 
 /* A text datum of an optional string, for SPI arguments */
@@ -577,16 +709,19 @@ text_or_null(const char *s, char *null)
 
 /*
  * queue_failed
- *		Record a failed attempt: the job retries after backoff seconds while
- *		it has attempts left, else it has failed.  Returns the new state, or
- *		NULL if the row no longer carries our claim.
+ *		Record a failed run: the job retries after backoff seconds while it
+ *		has attempts left (and no cancel was asked), else it has failed (or
+ *		is cancelled).  Returns the new state, or NULL if the row no longer
+ *		carries the claim.
  */
 const char *
-queue_failed(ChancyCatalog *cat, ClaimedJob *job, ErrorData *edata, double backoff)
+queue_failed(ChancyCatalog *cat, ClaimedJob *job, ErrorData *edata, double backoff,
+			 TimestampTz started_at)
 {
-	Datum		args[8];
-	char		nulls[8] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
-	const char *state;
+	Datum		args[9];
+	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	const char *state = NULL;
+	CatalogSql	sql;
 
 	args[0] = Int64GetDatum(job->id);
 	args[1] = Int64GetDatum(job->claim);
@@ -596,139 +731,243 @@ queue_failed(ChancyCatalog *cat, ClaimedJob *job, ErrorData *edata, double backo
 	args[5] = text_or_null(edata->detail, &nulls[5]);
 	args[6] = text_or_null(edata->hint, &nulls[6]);
 	args[7] = text_or_null(edata->context, &nulls[7]);
-	SPI_connect();
-	if (execute(cat, PLAN_FAILED, args, nulls, false)
-		!= SPI_OK_UPDATE_RETURNING)
-		elog(ERROR, "could not record the failure of job %lld", (long long) job->id);
-	state = SPI_processed != 1 ? NULL :
-		strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1),
-			   "failed") == 0 ? "failed" : "retrying";
-	SPI_finish();
+	args[8] = TimestampTzGetDatum(started_at);
+	catalog_sql_begin(cat, true, &sql);
+	if (execute(cat, PLAN_FAILED, args, nulls, false) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not record the failure of job " INT64_FORMAT, job->id);
+	if (SPI_processed == 1)
+	{
+		char	   *s = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+
+		state = strcmp(s, "failed") == 0 ? "failed" :
+			strcmp(s, "cancelled") == 0 ? "cancelled" : "retrying";
+	}
+	catalog_sql_end(&sql);
 	return state;
 }
 
 /*
- * queue_requeue
- *		Put back a job that was interrupted through no fault of its own (its
- *		executor was asked to stop): it runs again at once, and the attempt is
- *		not counted.  False if the row no longer carries our claim.
+ * queue_cancelled
+ *		Record that a claimed job was cancelled: interrupted while it ran
+ *		(ran), or before it started; by is the role that cancelled it when
+ *		the row does not say (a job that cancelled itself).  False if the row
+ *		no longer carries the claim.
  */
 bool
-queue_requeue(ChancyCatalog *cat, ClaimedJob *job, const char *why)
+queue_cancelled(ChancyCatalog *cat, ClaimedJob *job, bool ran, Oid by,
+				TimestampTz started_at)
 {
-	Datum		args[3];
+	Datum		args[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	CatalogSql	sql;
 	bool		held;
 
 	args[0] = Int64GetDatum(job->id);
 	args[1] = Int64GetDatum(job->claim);
-	args[2] = CStringGetTextDatum(why);
-	SPI_connect();
-	if (execute(cat, PLAN_REQUEUE, args, NULL, false)
-		!= SPI_OK_UPDATE)
-		elog(ERROR, "could not put back job %lld", (long long) job->id);
+	args[2] = BoolGetDatum(ran);
+	args[3] = ObjectIdGetDatum(by);
+	nulls[3] = OidIsValid(by) ? ' ' : 'n';
+	args[4] = TimestampTzGetDatum(started_at);
+	catalog_sql_begin(cat, true, &sql);
+	if (execute(cat, PLAN_CANCELLED, args, nulls, false) != SPI_OK_UPDATE)
+		elog(ERROR, "could not record the cancel of job " INT64_FORMAT, job->id);
 	held = SPI_processed == 1;
-	SPI_finish();
+	catalog_sql_end(&sql);
 	return held;
 }
 
 /*
- * queue_recover
- *		After a crash: every job still running under a claim that no live
- *		executor holds has lost its executor.  Each goes back to be retried,
- *		its attempt not counted, or fails once it has crashed its executor
- *		max_crashes times.  Returns how many were recovered.
+ * queue_release
+ *		Give back the jobs of claims (only ids, if not NULL): see
+ *		PLAN_RELEASE.  guilty lists jobs to charge a crash (may be empty;
+ *		NULL charges every started job, when nobody knows which crashed);
+ *		why notes why a started job went back (may be NULL).  The jobs that
+ *		reached a final state are returned, for their waiters.
  */
-int
-queue_recover(ChancyCatalog *cat, int max_crashes, ArrayType *live_claims)
+void
+queue_release(ChancyCatalog *cat, ArrayType *claims, ArrayType *ids,
+			  ArrayType *guilty, const char *why, ReleaseResult *result)
 {
-	Datum		args[2];
-	int			n;
+	Datum		args[5];
+	char		nulls[5] = {' ', ids ? ' ' : 'n', guilty ? ' ' : 'n', ' ', why ? ' ' : 'n'};
+	CatalogSql	sql;
 
-	args[0] = Int32GetDatum(max_crashes);
-	args[1] = PointerGetDatum(live_claims);
-	SPI_connect();
-	if (execute(cat, PLAN_RECOVER, args, NULL, false)
-		!= SPI_OK_UPDATE_RETURNING)
-		elog(ERROR, "could not recover running jobs");
-	n = (int) SPI_processed;
+	result->finished = NIL;
+	args[0] = PointerGetDatum(claims);
+	args[1] = PointerGetDatum(ids);
+	args[2] = PointerGetDatum(guilty);
+	args[3] = Int32GetDatum(chancy_max_crashes);
+	args[4] = why ? CStringGetTextDatum(why) : (Datum) 0;
+	catalog_sql_begin(cat, true, &sql);
+	if (execute(cat, PLAN_RELEASE, args, nulls, false) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not give jobs back");
+	result->released = (int) SPI_processed;
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
+		char	   *state = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2);
 		bool		isnull;
 
-		wakeup_job_done(DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
-													SPI_tuptable->tupdesc, 1, &isnull)));
+		if (strcmp(state, "cancelled") == 0 || strcmp(state, "failed") == 0)
+			result->finished =
+				lappend(result->finished,
+						box(DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+														SPI_tuptable->tupdesc, 1,
+														&isnull))));
 	}
-	SPI_finish();
-	return n;
+	catalog_sql_end(&sql);
+}
+
+/* The claim tokens that rows of chancy_jobs carry (boxed int64s). */
+List *
+queue_claims_in_use(ChancyCatalog *cat)
+{
+	List	   *claims = NIL;
+	CatalogSql	sql;
+	bool		isnull;
+
+	catalog_sql_begin(cat, true, &sql);
+	if (execute(cat, PLAN_CLAIMS, NULL, NULL, true) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the claims of jobs");
+	for (uint64 r = 0; r < SPI_processed; r++)
+		claims = lappend(claims,
+						 box(DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+														 SPI_tuptable->tupdesc, 1,
+														 &isnull))));
+	catalog_sql_end(&sql);
+	return claims;
 }
 
 /*
- * queue_prune
- *		Delete up to batch finished jobs older than their queue's
- *		prune_after, or prune_after (NULL: never); how many.
+ * queue_cancel_requests
+ *		Claimed jobs whose cancel was asked (committed): pairs of boxed
+ *		int64s, job id then claim.
  */
-int
-queue_prune(ChancyCatalog *cat, Interval *prune_after, int batch)
+List *
+queue_cancel_requests(ChancyCatalog *cat)
 {
-	Datum		args[2];
-	char		nulls[2] = {prune_after ? ' ' : 'n', ' '};
-	int			n;
+	List	   *pairs = NIL;
+	CatalogSql	sql;
+	bool		isnull;
 
-	args[0] = IntervalPGetDatum(prune_after);
-	args[1] = Int32GetDatum(batch);
-	SPI_connect();
-	if (execute(cat, PLAN_PRUNE, args, nulls, false) != SPI_OK_DELETE)
-		elog(ERROR, "could not prune finished jobs");
-	n = (int) SPI_processed;
-	SPI_finish();
-	return n;
+	catalog_sql_begin(cat, true, &sql);
+	if (execute(cat, PLAN_SWEEP, NULL, NULL, true) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the cancels of jobs");
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		pairs = lappend(pairs,
+						box(DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+														SPI_tuptable->tupdesc, 1,
+														&isnull))));
+		pairs = lappend(pairs,
+						box(DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+														SPI_tuptable->tupdesc, 2,
+														&isnull))));
+	}
+	catalog_sql_end(&sql);
+	return pairs;
 }
 
 /*
  * queue_cancel
- *		Cancel a job as role; the state it had ("running" means its executor
- *		must be told), or NULL if it had already finished.
+ *		Cancel job id as role (see PLAN_CANCEL).  False if it had already
+ *		finished; else *claim is the claim holding it (0: it was cancelled
+ *		at once).
  */
-char *
-queue_cancel(ChancyCatalog *cat, int64 id, Oid role)
+bool
+queue_cancel(ChancyCatalog *cat, int64 id, Oid role, int64 *claim)
 {
 	Datum		args[2];
-	char	   *state = NULL;
-	MemoryContext cxt = CurrentMemoryContext;
+	CatalogSql	sql;
+	bool		live;
+	bool		isnull;
 
+	*claim = 0;
 	args[0] = Int64GetDatum(id);
 	args[1] = ObjectIdGetDatum(role);
-	SPI_connect();
-	if (execute(cat, PLAN_CANCEL, args, NULL, false)
-		!= SPI_OK_UPDATE_RETURNING)
-		elog(ERROR, "could not cancel job %lld", (long long) id);
-	if (SPI_processed == 1)
-		state = MemoryContextStrdup(cxt, SPI_getvalue(SPI_tuptable->vals[0],
-													  SPI_tuptable->tupdesc, 1));
-	SPI_finish();
-	return state;
+	catalog_sql_begin(cat, true, &sql);
+	if (execute(cat, PLAN_CANCEL, args, NULL, false) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not cancel job " INT64_FORMAT, id);
+	live = SPI_processed == 1;
+	if (live)
+	{
+		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+									  &isnull);
+
+		*claim = isnull ? 0 : DatumGetInt64(d);
+	}
+	catalog_sql_end(&sql);
+	return live;
 }
 
 /*
- * queue_next_due
- *		When the next job of a queue that waits for its scheduled time is due
- *		(jobs pushed for later, and retries), or 0 if there is none.
+ * queue_prune
+ *		Delete finished jobs older than their queue's prune_after (or
+ *		chancy.prune_after), queue by queue through the finished index, so
+ *		that the cost follows what is deleted.  Returns how many; *next_due
+ *		is when the oldest finished job left becomes due (0: none).
  */
-TimestampTz
-queue_next_due(ChancyCatalog *cat, const char *queue)
+int
+queue_prune(ChancyCatalog *cat, TimestampTz *next_due)
 {
-	Datum		arg = CStringGetTextDatum(queue);
-	TimestampTz due = 0;
-	bool		isnull;
+	Interval	dflt;
+	Datum		arg;
+	char		argnull;
+	CatalogSql	sql;
+	int			total = 0;
+	List	   *queues = NIL;
+	List	   *afters = NIL;
+	ListCell   *lq;
+	ListCell   *la;
 
-	SPI_connect();
-	if (execute(cat, PLAN_NEXT_DUE, &arg, NULL, true)
-		!= SPI_OK_SELECT)
-		elog(ERROR, "could not find the next due job");
-	due = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
-											SPI_tuptable->tupdesc, 1, &isnull));
-	if (isnull)
-		due = 0;
-	SPI_finish();
-	return due;
+	*next_due = 0;
+	memset(&dflt, 0, sizeof(dflt));
+	dflt.time = (int64) chancy_prune_after * USECS_PER_SEC;
+	arg = IntervalPGetDatum(&dflt);
+	argnull = chancy_prune_after < 0 ? 'n' : ' ';
+
+	catalog_sql_begin(cat, true, &sql);
+	if (execute(cat, PLAN_PRUNE_QUEUES, &arg, &argnull, true) != SPI_OK_SELECT)
+		elog(ERROR, "could not find finished jobs");
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		Datum		after = SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2,
+										  &isnull);
+
+		if (isnull)
+			continue;			/* kept for ever */
+		queues = lappend(queues, SPI_getvalue(SPI_tuptable->vals[r],
+											  SPI_tuptable->tupdesc, 1));
+		afters = lappend(afters, DatumGetIntervalP(SPI_datumTransfer(after, false,
+																	 sizeof(Interval))));
+	}
+	forboth(lq, queues, la, afters)
+	{
+		Datum		args[3];
+		int			n = PRUNE_BATCH;
+
+		args[0] = CStringGetTextDatum((char *) lfirst(lq));
+		args[1] = IntervalPGetDatum((Interval *) lfirst(la));
+		args[2] = Int32GetDatum(PRUNE_BATCH);
+		for (int round = 0; round < PRUNE_MAX_BATCHES && n == PRUNE_BATCH; round++)
+		{
+			if (execute(cat, PLAN_PRUNE, args, NULL, false) != SPI_OK_DELETE)
+				elog(ERROR, "could not prune finished jobs");
+			n = (int) SPI_processed;
+			total += n;
+		}
+		if (execute(cat, PLAN_PRUNE_NEXT, args, NULL, true) == SPI_OK_SELECT &&
+			SPI_processed == 1)
+		{
+			bool		isnull;
+			TimestampTz due = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
+																SPI_tuptable->tupdesc,
+																1, &isnull));
+
+			if (!isnull && (*next_due == 0 || due < *next_due))
+				*next_due = due;
+		}
+	}
+	catalog_sql_end(&sql);
+	return total;
 }

@@ -2,12 +2,14 @@
  *
  * supervisor.c
  *	  The supervisor: one dynamic background worker per database served.
- *	  It declares the queues of chancy.queues, and keeps as many executors
- *	  running for each queue of chancy_queues as its concurrency says,
- *	  telling them when their queue is paused.
+ *	  It declares the queues of chancy.queues, keeps as many executors per
+ *	  queue as its concurrency says, gives back the jobs of executors that
+ *	  went, passes cancels on, and prunes finished jobs.
  *
- * It wakes when an executor starts or stops, when a change to chancy_queues
- * or DROP EXTENSION chancy commits in its database, and on SIGHUP.
+ * It wakes when an executor starts or stops, when a change to chancy_queues,
+ * ALTER or DROP EXTENSION chancy, or COMMIT PREPARED commits in its
+ * database, when another database frees an executor slot, on SIGHUP, and
+ * when the next prune is due.
  *
  *-------------------------------------------------------------------------
  */
@@ -24,110 +26,121 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
-#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
-#include <signal.h>
-
 #include "chancy_internal.h"
 
 /* sleep at most this long without a wake-up */
-#define FALLBACK_SLEEP_MS 10000
+#define FALLBACK_SLEEP_MS 60000
 
-/* pruning: how often, and how many jobs a transaction deletes, at most */
+/* pruning: not more often than this while jobs finish */
 #define PRUNE_EVERY_MS 10000
-#define PRUNE_BATCH 5000
-#define PRUNE_MAX_BATCHES 20
 
-/* A row of chancy_queues. */
-typedef struct QueueConfig
+/* A row of chancy_queues, as the supervisor needs it. */
+typedef struct QueueRow
 {
 	char		name[NAMEDATALEN];
 	int			concurrency;
-	int			running;		/* executors counted so far */
-	TimestampTz paused_until;	/* 0: not paused */
-	double		backoff_base;
-	double		backoff_factor;
-	double		backoff_max;
-	int64		time_limit_ms;	/* 0: none */
-	bool		isolated;
-} QueueConfig;
+} QueueRow;
 
-static ChancyDatabase *db = NULL;
+static Oid	chancy_nsp = InvalidOid;
+static char *my_dbname = NULL;	/* for messages */
 static BackgroundWorkerHandle **handles = NULL; /* per executor slot */
 static uint64 *handle_generations = NULL;	/* the slot generation of each */
 static bool reported_no_slots = false;	/* said once until a start works */
+static int	reported_budget = -1;	/* the shortfall last logged */
+static bool no_extension = false;	/* leaving: chancy is not installed */
+static int64 pruned_at_jobs = -1;	/* jobs done at the last prune */
+static TimestampTz pruned_at = 0;
+static TimestampTz prune_due = 0;	/* when the oldest finished job is due */
 
-/*
- * stop_executors
- *		Ask every executor of this database to exit: now (SIGTERM), or after
- *		their current job.
- */
-static void
-stop_executors(bool now)
+/* Begin one of the supervisor's transactions; chancy's catalog. */
+static ChancyCatalog *
+begin(void)
 {
-	LWLockAcquire(chancy_shared->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < chancy_shared->nexecutors; i++)
-	{
-		ChancyExecutor *ex = &chancy_shared->executors[i];
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	return chancy_catalog(chancy_nsp);
+}
 
-		if (ex->dboid != MyDatabaseId)
-			continue;
-		ex->stop = true;
-		if (ex->pid != 0 && now)
-			kill(ex->pid, SIGTERM);
-		else if (ex->latch)
-			SetLatch(ex->latch);
-	}
-	LWLockRelease(chancy_shared->lock);
+/* End it. */
+static void
+end(void)
+{
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
 }
 
 /*
  * supervisor_detach
- *		On exit: stop our executors, and tell the launcher.
+ *		On exit: stop this database's executors (after their job when
+ *		leaving normally, at once otherwise), and free the slot.
  */
 static void
 supervisor_detach(int code, Datum arg)
 {
-	/* leaving normally, executors finish their job; otherwise they go now */
-	stop_executors(code != 0);
-	LWLockAcquire(chancy_shared->lock, LW_EXCLUSIVE);
-	db->pid = 0;
-	db->latch = NULL;
-	if (chancy_shared->launcher_latch)
-		SetLatch(chancy_shared->launcher_latch);
-	LWLockRelease(chancy_shared->lock);
+	slots_executors_stop_all(code != 0);
+	slots_db_detach(no_extension);
 }
 
 /*
  * leave
- *		chancy is not (or no longer) installed here: say so once, and exit.
- *		The launcher starts a supervisor again after CREATE EXTENSION.
+ *		chancy is not installed here: say so, and exit.  The launcher starts
+ *		a supervisor again after CREATE EXTENSION.
  */
 static void
 leave(void)
 {
-	char	   *dbname;
-
-	StartTransactionCommand();
-	dbname = MemoryContextStrdup(TopMemoryContext, get_database_name(MyDatabaseId));
-	CommitTransactionCommand();
-	if (!db->no_extension)
+	if (slots_db_say_missing(true))
 		ereport(LOG,
-				(errmsg("chancy: database \"%s\" does not have the chancy extension; its queues do not run",
-						dbname),
+				(errmsg("database \"%s\" does not have extension chancy",
+						my_dbname),
+				 errdetail("Its queues do not run."),
 				 errhint("Run CREATE EXTENSION chancy in it, or remove it from chancy.database.")));
-	db->no_extension = true;
+	no_extension = true;
 	proc_exit(0);
 }
 
 /*
+ * wait_for_update
+ *		chancy's SQL objects here are of another version than this library:
+ *		say what to run, once, and wait until ALTER EXTENSION chancy UPDATE
+ *		(or DROP EXTENSION) commits.
+ */
+static void
+wait_for_update(const char *version)
+{
+	ereport(LOG,
+			(errmsg("extension chancy in database \"%s\" is at version %s, but its library needs version %s",
+					my_dbname, version, CHANCY_SQL_VERSION),
+			 errdetail("Its queues do not run until it is updated."),
+			 errhint("Run ALTER EXTENSION chancy UPDATE in that database.")));
+	for (;;)
+	{
+		ExtensionState state;
+
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 FALLBACK_SLEEP_MS, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		state = chancy_extension(&chancy_nsp, NULL);
+		if (state == EXTENSION_MISSING)
+			leave();
+		if (state == EXTENSION_READY)
+			return;
+	}
+}
+
+/*
  * declare_configured_queues
- *		Declare the queues of chancy.queues (creating or updating their
- *		concurrency), at start and on reload.
+ *		Declare the queues of chancy.queues that do not exist yet, and keep
+ *		the concurrency of those that follow the setting (from_config); a
+ *		queue changed by chancy_declare_queue() no longer does.
  */
 static void
 declare_configured_queues(void)
@@ -138,15 +151,13 @@ declare_configured_queues(void)
 	ListCell   *ln;
 	ListCell   *lc;
 	ChancyCatalog *cat;
+	CatalogSql	sql;
 
-	if (!parse_queues(chancy_queues, &names, &concurrencies, &why))
+	if (!parse_queues(chancy_queue_list, &names, &concurrencies, &why))
 		return;					/* the GUC check hook prevents this */
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	cat = chancy_catalog(chancy_extension_schema());
-	SPI_connect();
+	cat = begin();
+	catalog_sql_begin(cat, true, &sql);
 	forboth(ln, names, lc, concurrencies)
 	{
 		Oid			argtypes[2] = {TEXTOID, INT4OID};
@@ -154,175 +165,205 @@ declare_configured_queues(void)
 
 		args[0] = CStringGetTextDatum(lfirst(ln));
 		args[1] = Int32GetDatum(lfirst_int(lc));
-		if (SPI_execute_with_args(psprintf("INSERT INTO %s.chancy_queues (name, concurrency)"
-										   " VALUES ($1, $2) ON CONFLICT (name) DO UPDATE"
+		if (SPI_execute_with_args(psprintf("INSERT INTO %s.chancy_queues AS q"
+										   " (name, concurrency, from_config)"
+										   " VALUES ($1, $2, true) ON CONFLICT (name) DO UPDATE"
 										   " SET concurrency = excluded.concurrency,"
 										   " updated_at = now()"
-										   " WHERE chancy_queues.concurrency <> excluded.concurrency",
+										   " WHERE q.from_config AND q.concurrency <> excluded.concurrency",
 										   cat->nspname),
 								  2, argtypes, args, NULL, false, 0) != SPI_OK_INSERT)
 			elog(ERROR, "could not declare queue \"%s\"", (char *) lfirst(ln));
 	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	catalog_sql_end(&sql);
+	end();
 }
 
-/*
- * read_queues
- *		The rows of chancy_queues.
- */
-static QueueConfig *
+/* The rows of chancy_queues: name and concurrency. */
+static QueueRow *
 read_queues(int *nqueues)
 {
 	MemoryContext cxt = CurrentMemoryContext;
-	QueueConfig *queues;
+	QueueRow   *queues;
 	ChancyCatalog *cat;
+	CatalogSql	sql;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	cat = chancy_catalog(chancy_extension_schema());
-	SPI_connect();
-	if (SPI_execute(psprintf("SELECT name, concurrency, paused_until,"
-							 " extract(epoch FROM backoff_base)::float8,"
-							 " backoff_factor,"
-							 " extract(epoch FROM backoff_max)::float8,"
-							 " (extract(epoch FROM time_limit) * 1000)::int8,"
-							 " executor = 'isolated'"
-							 " FROM %s.chancy_queues", cat->nspname),
-					true, 0) != SPI_OK_SELECT)
+	cat = begin();
+	catalog_sql_begin(cat, true, &sql);
+	if (SPI_execute(psprintf("SELECT name, concurrency FROM %s.chancy_queues ORDER BY name",
+							 cat->nspname), true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read chancy_queues");
 	*nqueues = (int) SPI_processed;
-	queues = MemoryContextAllocZero(cxt, sizeof(QueueConfig) * Max(SPI_processed, 1));
+	queues = MemoryContextAllocZero(cxt, sizeof(QueueRow) * Max(SPI_processed, 1));
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
-		HeapTuple	tup = SPI_tuptable->vals[r];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
 		bool		isnull;
-		TimestampTz paused;
 
-		strlcpy(queues[r].name, SPI_getvalue(tup, desc, 1), NAMEDATALEN);
-		queues[r].concurrency = DatumGetInt32(SPI_getbinval(tup, desc, 2, &isnull));
-		paused = DatumGetTimestampTz(SPI_getbinval(tup, desc, 3, &isnull));
-		queues[r].paused_until = isnull ? 0 : paused;
-		queues[r].backoff_base = DatumGetFloat8(SPI_getbinval(tup, desc, 4, &isnull));
-		queues[r].backoff_factor = DatumGetFloat8(SPI_getbinval(tup, desc, 5, &isnull));
-		queues[r].backoff_max = DatumGetFloat8(SPI_getbinval(tup, desc, 6, &isnull));
-		queues[r].time_limit_ms = DatumGetInt64(SPI_getbinval(tup, desc, 7, &isnull));
-		if (isnull)
-			queues[r].time_limit_ms = 0;
-		queues[r].isolated = DatumGetBool(SPI_getbinval(tup, desc, 8, &isnull));
+		strlcpy(queues[r].name, SPI_getvalue(SPI_tuptable->vals[r],
+											 SPI_tuptable->tupdesc, 1), NAMEDATALEN);
+		queues[r].concurrency = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[r],
+															SPI_tuptable->tupdesc, 2,
+															&isnull));
 	}
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	catalog_sql_end(&sql);
+	end();
 	return queues;
 }
 
 /*
+ * recover_jobs
+ *		Give back the jobs whose executor is gone: every claim in the table
+ *		below the claim horizon that no live executor holds.  The jobs that
+ *		were executing when their executor died of their own doing (guilty:
+ *		boxed ids, plus what the ledger kept of a crash) are charged a crash;
+ *		the others go back uncharged.  Waiters are woken after commit.
+ */
+static void
+recover_jobs(List *guilty)
+{
+	int64		horizon;
+	List	   *live = slots_live_claims(&horizon);
+	List	   *dead = NIL;
+	List	   *crashed;
+	bool		known;
+	ChancyCatalog *cat;
+	ReleaseResult released;
+	ListCell   *lc;
+	ArrayType  *guilty_array;
+
+	cat = begin();
+	foreach(lc, queue_claims_in_use(cat))
+	{
+		int64		claim = *(int64 *) lfirst(lc);
+		bool		held = claim >= horizon;
+		ListCell   *ll;
+
+		foreach(ll, live)
+			if (*(int64 *) lfirst(ll) == claim)
+				held = true;
+		if (!held)
+			dead = lappend(dead, lfirst(lc));
+	}
+	if (dead == NIL)
+	{
+		end();
+		return;
+	}
+
+	crashed = list_concat(ledger_take_crashed(MyDatabaseId, &known), guilty);
+	{
+		Datum	   *ids = palloc(sizeof(Datum) * Max(list_length(crashed), 1));
+		Datum	   *claims = palloc(sizeof(Datum) * list_length(dead));
+		int			n = 0;
+
+		foreach(lc, crashed)
+			ids[n++] = Int64GetDatum(*(int64 *) lfirst(lc));
+		/* no ledger after a crash: charge every job that had started */
+		guilty_array = known ? construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL,
+											   TYPALIGN_DOUBLE) : NULL;
+		n = 0;
+		foreach(lc, dead)
+			claims[n++] = Int64GetDatum(*(int64 *) lfirst(lc));
+		queue_release(cat, construct_array(claims, n, INT8OID, 8, FLOAT8PASSBYVAL,
+										   TYPALIGN_DOUBLE),
+					  NULL, guilty_array,
+					  "its executor stopped before the job finished; it runs again",
+					  &released);
+	}
+	end();
+
+	foreach(lc, released.finished)
+		slots_job_done(*(int64 *) lfirst(lc));
+	if (released.released > 0)
+	{
+		ereport(LOG,
+				(errmsg_plural("%d job whose executor had gone was given back",
+							   "%d jobs whose executor had gone were given back",
+							   released.released, released.released),
+				 errdetail("They run again; a job that was running when its executor died of it is charged a crash, and fails after chancy.max_crashes (%d).",
+						   chancy_max_crashes)));
+		slots_nudge_executors(NULL);
+	}
+}
+
+/*
  * reap
- *		Forget our executors that have stopped.  One that exited freed its
- *		slot itself; one that never started (or died before attaching) is
- *		freed here, unless the slot was given out again meanwhile.
+ *		Look at the executors of this database whose worker stopped: their
+ *		jobs go back (recover_jobs), then their slots are freed.
  */
 static void
 reap(void)
 {
+	List	   *gone = NIL;
+	List	   *guilty = NIL;
+	ListCell   *lc;
+
 	for (int i = 0; i < chancy_shared->nexecutors; i++)
 	{
 		pid_t		pid;
-		ChancyExecutor *ex = &chancy_shared->executors[i];
 
 		if (handles[i] == NULL ||
 			GetBackgroundWorkerPid(handles[i], &pid) != BGWH_STOPPED)
 			continue;
+		gone = lappend_int(gone, i);
+	}
+	if (gone == NIL)
+		return;
+	foreach(lc, gone)
+	{
+		int64		job = ledger_slot_executing(lfirst_int(lc), MyDatabaseId);
+
+		if (job != 0)
+		{
+			int64	   *boxed = palloc(sizeof(int64));
+
+			*boxed = job;
+			guilty = lappend(guilty, boxed);
+		}
+	}
+	recover_jobs(guilty);
+	foreach(lc, gone)
+	{
+		int			i = lfirst_int(lc);
+
+		(void) slots_executor_reap(i, handle_generations[i]);
 		pfree(handles[i]);
 		handles[i] = NULL;
-		LWLockAcquire(chancy_shared->lock, LW_EXCLUSIVE);
-		if (ex->generation == handle_generations[i])
-		{
-			ex->dboid = InvalidOid;
-			ex->pid = 0;
-			ex->latch = NULL;
-		}
-		LWLockRelease(chancy_shared->lock);
 	}
-}
-
-/*
- * apply_config
- *		Pass a queue's settings on to one of its executors (lock held).
- */
-static void
-apply_config(ChancyExecutor *ex, QueueConfig *q)
-{
-	ex->paused_until = q->paused_until;
-	ex->backoff_base = q->backoff_base;
-	ex->backoff_factor = q->backoff_factor;
-	ex->backoff_max = q->backoff_max;
-	ex->time_limit_ms = q->time_limit_ms;
-	ex->isolated = q->isolated;
 }
 
 /*
  * start_executor
- *		Take a free executor slot for queue q and start its executor.
+ *		Take a free executor slot for a queue and start its executor.
  */
 static bool
-start_executor(QueueConfig *q)
+start_executor(const char *queue)
 {
-	int			slot = -1;
-	ChancyExecutor *ex;
 	uint64		generation;
+	int			slot = slots_executor_assign(queue, &generation);
 
-	LWLockAcquire(chancy_shared->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < chancy_shared->nexecutors; i++)
-		if (!OidIsValid(chancy_shared->executors[i].dboid) && handles[i] == NULL)
-		{
-			slot = i;
-			break;
-		}
 	if (slot < 0)
 	{
-		LWLockRelease(chancy_shared->lock);
 		if (!reported_no_slots)
 			ereport(LOG,
-					(errmsg("chancy: no executor slot left for queue \"%s\"", q->name),
+					(errmsg("no executor slot left for queue \"%s\"", queue),
 					 errdetail("All %d executors allowed by chancy.max_executors are in use.",
-							   chancy_shared->nexecutors),
+							   chancy_max_executors),
 					 errhint("Raise chancy.max_executors (and max_worker_processes), or lower the concurrency of queues.")));
 		reported_no_slots = true;
 		return false;
 	}
-	ex = &chancy_shared->executors[slot];
-	ex->dboid = MyDatabaseId;
-	strlcpy(ex->queue, q->name, NAMEDATALEN);
-	ex->stop = false;
-	ex->pid = 0;
-	ex->latch = NULL;
-	apply_config(ex, q);
-	ex->cancel_job = 0;
-	ex->claim = 0;
-	ex->job_id = 0;
-	ex->jobs_done = 0;
-	generation = ++ex->generation;
 	handle_generations[slot] = generation;
-	LWLockRelease(chancy_shared->lock);
-
-	if (!chancy_start_worker("chancy_executor_main",
-							 psprintf("chancy executor %s", q->name),
-							 slot, generation, &handles[slot]))
+	if (!slots_start_worker(WORKER_EXECUTOR, psprintf("chancy executor %s", queue),
+							slot, generation, &handles[slot]))
 	{
 		if (!reported_no_slots)
 			ereport(LOG,
-					(errmsg("chancy: could not start an executor for queue \"%s\"", q->name),
+					(errmsg("could not start an executor for queue \"%s\"", queue),
 					 errhint("No background worker slot is free: raise max_worker_processes.")));
 		reported_no_slots = true;
 		handles[slot] = NULL;
-		LWLockAcquire(chancy_shared->lock, LW_EXCLUSIVE);
-		ex->dboid = InvalidOid;
-		LWLockRelease(chancy_shared->lock);
+		slots_executor_start_failed(slot, generation);
 		return false;
 	}
 	reported_no_slots = false;
@@ -331,115 +372,110 @@ start_executor(QueueConfig *q)
 
 /*
  * reconcile
- *		Make the executors match chancy_queues: as many per queue as its
- *		concurrency, each knowing whether its queue is paused.
+ *		Make the executors match chancy_queues: as many alive per queue as
+ *		its concurrency, never more, counting those still finishing a job on
+ *		their way out; keep an executor asked to stop rather than start one.
  */
 static void
 reconcile(void)
 {
 	int			nqueues;
-	QueueConfig *queues;
+	QueueRow   *queues = read_queues(&nqueues);
+	List	   *names = NIL;
+	int			total = 0;
+	int			elsewhere;
 
-	queues = read_queues(&nqueues);
-	reap();
-
-	/* executors of queues no longer declared, or above concurrency, stop */
-	LWLockAcquire(chancy_shared->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < chancy_shared->nexecutors; i++)
-	{
-		ChancyExecutor *ex = &chancy_shared->executors[i];
-		QueueConfig *config = NULL;
-
-		if (ex->dboid != MyDatabaseId || ex->stop)
-			continue;
-		for (int q = 0; q < nqueues; q++)
-			if (strcmp(queues[q].name, ex->queue) == 0)
-				config = &queues[q];
-		if (config == NULL || config->running == config->concurrency)
-		{
-			ex->stop = true;
-			if (ex->latch)
-				SetLatch(ex->latch);
-			continue;
-		}
-		config->running++;
-		if (ex->paused_until != config->paused_until && ex->latch)
-			SetLatch(ex->latch);
-		apply_config(ex, config);
-	}
-	LWLockRelease(chancy_shared->lock);
-
-	/* queues below their concurrency get more */
 	for (int q = 0; q < nqueues; q++)
-		for (int n = queues[q].running; n < queues[q].concurrency; n++)
-			if (!start_executor(&queues[q]))
-				break;
-}
-
-/*
- * recover_jobs
- *		At start, with no executor of this database left: the jobs still
- *		marked running lost their executor (a crash, a kill, a restart).
- */
-static void
-recover_jobs(void)
-{
-	int			n;
-	Datum	   *claims = palloc(sizeof(Datum) * chancy_shared->nexecutors);
-	int			nclaims = 0;
-	ArrayType  *live;
-
-	/* an executor that outlived its supervisor still holds its claim */
-	LWLockAcquire(chancy_shared->lock, LW_SHARED);
-	for (int i = 0; i < chancy_shared->nexecutors; i++)
-		if (chancy_shared->executors[i].dboid == MyDatabaseId &&
-			chancy_shared->executors[i].pid != 0)
-			claims[nclaims++] = Int64GetDatum(chancy_shared->executors[i].claim);
-	LWLockRelease(chancy_shared->lock);
-	live = construct_array(claims, nclaims, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE);
-
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	n = queue_recover(chancy_catalog(chancy_extension_schema()), chancy_max_crashes, live);
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	if (n > 0)
-		ereport(LOG,
-				(errmsg("chancy recovered %d job%s whose executor had died", n,
-						n == 1 ? "" : "s"),
-				 errdetail("They run again, or have failed if they crashed their executor chancy.max_crashes (%d) times.",
-						   chancy_max_crashes)));
-}
-
-/*
- * prune
- *		Delete finished jobs past their queue's prune_after (or
- *		chancy.prune_after), a bounded batch per transaction, a bounded
- *		number of batches per round so that queue changes are not kept
- *		waiting.
- */
-static void
-prune(void)
-{
-	Interval	prune_after;
-	int			n;
-
-	memset(&prune_after, 0, sizeof(prune_after));
-	prune_after.time = (int64) chancy_prune_after * USECS_PER_SEC;
-	for (int round = 0; round < PRUNE_MAX_BATCHES; round++)
 	{
-		CHECK_FOR_INTERRUPTS();
-		SetCurrentStatementStartTimestamp();
-		StartTransactionCommand();
-		PushActiveSnapshot(GetTransactionSnapshot());
-		n = queue_prune(chancy_catalog(chancy_extension_schema()),
-						chancy_prune_after < 0 ? NULL : &prune_after, PRUNE_BATCH);
-		PopActiveSnapshot();
-		CommitTransactionCommand();
-		if (n < PRUNE_BATCH)
-			break;
+		names = lappend(names, queues[q].name);
+		total += queues[q].concurrency;
 	}
+	slots_db_declare(total);
+	slots_executors_stop_except(names);
+
+	elsewhere = slots_db_declared_elsewhere();
+	if (total + elsewhere > chancy_max_executors)
+	{
+		int			short_by = total + elsewhere - chancy_max_executors;
+
+		if (short_by != reported_budget)
+			ereport(WARNING,
+					(errmsg("the queues of database \"%s\" need %d executors, but only %d are left for them",
+							my_dbname, total,
+							Max(chancy_max_executors - elsewhere, 0)),
+					 errdetail("chancy.max_executors is %d; the queues of other databases need %d.",
+							   chancy_max_executors, elsewhere),
+					 errhint("Raise chancy.max_executors (and max_worker_processes), or lower the concurrency of queues.")));
+		reported_budget = short_by;
+	}
+	else
+		reported_budget = -1;
+
+	for (int q = 0; q < nqueues; q++)
+	{
+		int			running,
+					stopping,
+					leaving;
+		int			want = queues[q].concurrency;
+
+		slots_executors_count(queues[q].name, &running, &stopping, &leaving);
+		for (; running > want; running--)
+			if (!slots_executor_stop_one(queues[q].name))
+				break;
+		for (; running < want && stopping > 0; running++, stopping--)
+			if (!slots_executor_unstop_one(queues[q].name))
+				break;
+		for (int alive = running + stopping + leaving; alive < want; alive++)
+			if (!start_executor(queues[q].name))
+				break;
+	}
+}
+
+/*
+ * sweep_cancels
+ *		Cancels asked of claimed jobs, committed in a way that did not tell
+ *		their executor (COMMIT PREPARED): tell it now.
+ */
+static void
+sweep_cancels(void)
+{
+	List	   *pairs;
+	ListCell   *lc;
+
+	(void) begin();
+	pairs = queue_cancel_requests(chancy_catalog(chancy_nsp));
+	end();
+	for (lc = list_head(pairs); lc != NULL; lc = lnext(pairs, lnext(pairs, lc)))
+		slots_cancel_job(*(int64 *) lfirst(lnext(pairs, lc)), *(int64 *) lfirst(lc));
+}
+
+/*
+ * prune_if_due
+ *		Delete finished jobs past their time, when jobs have finished since
+ *		the last prune (at most every PRUNE_EVERY_MS) or the oldest one left
+ *		is due.  Returns how long until it may be due next, in ms.
+ */
+static long
+prune_if_due(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	int64		done = slots_jobs_done();
+	bool		worked = done != pruned_at_jobs;
+	long		wait_ms;
+
+	if ((worked && TimestampDifferenceExceeds(pruned_at, now, PRUNE_EVERY_MS)) ||
+		(prune_due != 0 && now >= prune_due))
+	{
+		(void) queue_prune(begin(), &prune_due);
+		end();
+		pruned_at = now;
+		pruned_at_jobs = done;
+		worked = false;
+	}
+	wait_ms = worked ? PRUNE_EVERY_MS : FALLBACK_SLEEP_MS;
+	if (prune_due != 0)
+		wait_ms = Min(wait_ms, TimestampDifferenceMilliseconds(now, prune_due) + 1);
+	return Max(wait_ms, 1);
 }
 
 /*
@@ -449,29 +485,24 @@ prune(void)
 void
 chancy_supervisor_main(Datum arg)
 {
-	uint64		generation;
+	uint64		generation = slots_worker_generation();
+	int			slot = DatumGetInt32(arg);
 	MemoryContext loop_cxt;
-	TimestampTz last_prune = 0;
-
-	db = &chancy_shared->dbs[DatumGetInt32(arg)];
-	memcpy(&generation, MyBgworkerEntry->bgw_extra, sizeof(generation));
+	Oid			dboid;
+	char	   *version = NULL;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
-	if (db->generation != generation || db->pid != 0 || db->blocked)
+	dboid = slots_db_database(slot, generation);
+	if (!OidIsValid(dboid))
 		proc_exit(0);
-	BackgroundWorkerInitializeConnectionByOid(db->dboid, InvalidOid, 0);
-
-	LWLockAcquire(chancy_shared->lock, LW_EXCLUSIVE);
-	if (db->generation != generation || db->pid != 0)
-	{
-		LWLockRelease(chancy_shared->lock);
+	BackgroundWorkerInitializeConnectionByOid(dboid, InvalidOid, 0);
+	if (!slots_db_attach(slot, generation))
 		proc_exit(0);
-	}
-	db->pid = MyProcPid;
-	db->latch = MyLatch;
-	LWLockRelease(chancy_shared->lock);
+	StartTransactionCommand();
+	my_dbname = MemoryContextStrdup(TopMemoryContext, get_database_name(MyDatabaseId));
+	CommitTransactionCommand();
 	before_shmem_exit(supervisor_detach, (Datum) 0);
 	pgstat_report_appname("chancy supervisor");
 	handles = MemoryContextAllocZero(TopMemoryContext,
@@ -479,68 +510,60 @@ chancy_supervisor_main(Datum arg)
 	handle_generations = MemoryContextAllocZero(TopMemoryContext,
 												sizeof(uint64) * chancy_shared->nexecutors);
 
-	/* executors left by a previous supervisor of this database go */
-	stop_executors(true);
-	for (int tries = 0; tries < 1000; tries++)
+	/* executors left by a previous supervisor of this database go first */
+	slots_executors_stop_all(true);
+	for (int tries = 0; tries < 3000 && slots_executors_alive(); tries++)
 	{
-		bool		left = false;
-
-		LWLockAcquire(chancy_shared->lock, LW_EXCLUSIVE);
-		for (int i = 0; i < chancy_shared->nexecutors; i++)
-			if (chancy_shared->executors[i].dboid == MyDatabaseId)
-			{
-				if (chancy_shared->executors[i].pid == 0)
-				{
-					/* void any start still pending for this slot */
-					chancy_shared->executors[i].generation++;
-					chancy_shared->executors[i].dboid = InvalidOid;
-				}
-				else
-					left = true;
-			}
-		LWLockRelease(chancy_shared->lock);
-		if (!left)
-			break;
 		(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 10, PG_WAIT_EXTENSION);
 		CHECK_FOR_INTERRUPTS();
 	}
 
-	if (!OidIsValid(chancy_extension_schema()))
-		leave();
-	db->no_extension = false;
-	recover_jobs();
+	switch (chancy_extension(&chancy_nsp, &version))
+	{
+		case EXTENSION_MISSING:
+			leave();
+			break;
+		case EXTENSION_OLD:
+			wait_for_update(version);
+			break;
+		case EXTENSION_READY:
+			break;
+	}
+	(void) slots_db_say_missing(false);
 	loop_cxt = AllocSetContextCreate(TopMemoryContext, "chancy supervisor",
 									 ALLOCSET_DEFAULT_SIZES);
 	MemoryContextSwitchTo(loop_cxt);
+	recover_jobs(NIL);
+	slots_executors_free_exited();
 	declare_configured_queues();
 
 	for (;;)
 	{
+		long		wait_ms = FALLBACK_SLEEP_MS;
+
 		MemoryContextSwitchTo(TopMemoryContext);
 		MemoryContextReset(loop_cxt);
 		MemoryContextSwitchTo(loop_cxt);
 		CHECK_FOR_INTERRUPTS();
+		ResetLatch(MyLatch);
 		if (ConfigReloadPending)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 			declare_configured_queues();
 		}
-		ResetLatch(MyLatch);
-
-		if (!OidIsValid(chancy_extension_schema()))
+		if (chancy_extension(&chancy_nsp, &version) != EXTENSION_READY)
 		{
-			stop_executors(false);
+			slots_executors_stop_all(false);
 			leave();
 		}
+
 		PG_TRY();
 		{
+			reap();
 			reconcile();
-			if (TimestampDifferenceExceeds(last_prune, GetCurrentTimestamp(), PRUNE_EVERY_MS))
-			{
-				last_prune = GetCurrentTimestamp();
-				prune();
-			}
+			sweep_cancels();
+			wait_ms = prune_if_due();
 		}
 		PG_CATCH();
 		{
@@ -551,12 +574,13 @@ chancy_supervisor_main(Datum arg)
 			AbortOutOfAnyTransaction();
 			FlushErrorState();
 			RESUME_INTERRUPTS();
-			(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1000,
-							 PG_WAIT_EXTENSION);
+			wait_ms = 1000;
 		}
 		PG_END_TRY();
 
+		pgstat_report_stat(true);
+		pgstat_report_activity(STATE_IDLE, NULL);
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 Min(FALLBACK_SLEEP_MS, PRUNE_EVERY_MS), PG_WAIT_EXTENSION);
+						 wait_ms, PG_WAIT_EXTENSION);
 	}
 }

@@ -1,161 +1,183 @@
 /*-------------------------------------------------------------------------
  *
  * wakeup.c
- *	  How chancy's processes learn that something happened, without polling:
- *	  latches set when a transaction commits (a push wakes idle executors of
- *	  its queue; a change to the queues wakes the supervisor; a new chancy
- *	  extension wakes the launcher), a condition variable per group of jobs
- *	  for chancy_wait, and a utility hook that moves chancy's workers out of
- *	  the way of DROP DATABASE.
+ *	  What a transaction asks of chancy's processes once it commits: wake
+ *	  idle executors of the queues it pushed to, tell the executor holding a
+ *	  job it cancelled, wake the waiters of jobs it finished, wake the
+ *	  supervisor and executors after a change to the queues, wake the
+ *	  launcher after CREATE EXTENSION.
+ *
+ * Nothing happens before commit, and nothing for work that was rolled back:
+ * each request remembers the subtransaction that made it, and is forgotten
+ * when that subtransaction aborts.  A transaction that is prepared (PREPARE
+ * TRANSACTION) forgets its requests too: COMMIT PREPARED, in whatever
+ * session, asks the database's supervisor to look again instead (ddl.c).
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "access/xact.h"
-#include "commands/dbcommands.h"
 #include "miscadmin.h"
-#include "nodes/parsenodes.h"
-#include "pgstat.h"
-#include "storage/latch.h"
-#include "tcop/utility.h"
-#include "utils/acl.h"
 #include "utils/memutils.h"
-#include "utils/timestamp.h"
-
-#include <signal.h>
 
 #include "chancy_internal.h"
 
-/* how long DROP DATABASE waits for chancy's workers to leave */
-#define LEAVE_DATABASE_TIMEOUT_MS 10000
-
-/* A queue that received jobs in the current transaction. */
-typedef struct PushedQueue
+typedef enum RequestKind
 {
+	REQ_PUSH,					/* njobs jobs pushed to queue */
+	REQ_CANCEL,					/* a claimed job cancelled */
+	REQ_DONE,					/* a job finished */
+	REQ_QUEUES,					/* chancy_queues changed */
+	REQ_SUPERVISOR,				/* the supervisor must look again */
+	REQ_LAUNCHER				/* the launcher must look again */
+} RequestKind;
+
+typedef struct Request
+{
+	RequestKind kind;
+	int			level;			/* the subtransaction that asked */
 	char		queue[NAMEDATALEN];
 	int			njobs;
-} PushedQueue;
+	int64		job_id;
+	int64		claim;
+} Request;
 
-static List *pushed_queues = NIL;	/* in TopMemoryContext */
-static List *cancelled_jobs = NIL;	/* running jobs cancelled, ditto */
-static bool wake_supervisor = false;
-static bool wake_launcher = false;
-static bool callback_registered = false;
-static ProcessUtility_hook_type prev_utility_hook = NULL;
+static List *requests = NIL;	/* in TopMemoryContext */
+static bool callbacks_registered = false;
 
-/*
- * wake_executors
- *		Set the latches of up to njobs idle executors of a queue of this
- *		database.  An executor is idle from before it looks for work until it
- *		has found some, so a push that commits in between is never missed.
- */
+/* Forget every request. */
 static void
-wake_executors(const char *queue, int njobs)
+forget_all(void)
 {
-	LWLockAcquire(chancy_shared->lock, LW_SHARED);
-	for (int i = 0; i < chancy_shared->nexecutors && njobs > 0; i++)
-	{
-		ChancyExecutor *ex = &chancy_shared->executors[i];
+	list_free_deep(requests);
+	requests = NIL;
+}
 
-		if (ex->dboid == MyDatabaseId && ex->latch != NULL && ex->idle &&
-			strcmp(ex->queue, queue) == 0)
+/* Carry out the requests of a transaction that committed. */
+static void
+carry_out(void)
+{
+	ListCell   *lc;
+	bool		supervisor = false;
+	bool		launcher = false;
+
+	foreach(lc, requests)
+	{
+		Request    *r = lfirst(lc);
+
+		switch (r->kind)
 		{
-			SetLatch(ex->latch);
-			njobs--;
+			case REQ_PUSH:
+				slots_wake_executors(r->queue, r->njobs);
+				break;
+			case REQ_CANCEL:
+				slots_cancel_job(r->claim, r->job_id);
+				break;
+			case REQ_DONE:
+				slots_job_done(r->job_id);
+				break;
+			case REQ_QUEUES:
+				slots_nudge_executors(NULL);
+				supervisor = true;
+				break;
+			case REQ_SUPERVISOR:
+				supervisor = true;
+				break;
+			case REQ_LAUNCHER:
+				launcher = true;
+				break;
 		}
 	}
-	LWLockRelease(chancy_shared->lock);
+	if (supervisor)
+		slots_wake_supervisor();
+	if (launcher)
+		slots_wake_launcher(true);
 }
 
 /*
- * wake_database_supervisor
- *		Set the latch of this database's supervisor.
- */
-static void
-wake_database_supervisor(void)
-{
-	LWLockAcquire(chancy_shared->lock, LW_SHARED);
-	for (int i = 0; i < CHANCY_MAX_DATABASES; i++)
-		if (chancy_shared->dbs[i].dboid == MyDatabaseId &&
-			chancy_shared->dbs[i].latch != NULL)
-			SetLatch(chancy_shared->dbs[i].latch);
-	LWLockRelease(chancy_shared->lock);
-}
-
-/*
- * interrupt_job
- *		Interrupt the executor of this database that runs a job (cancelled):
- *		it is told which job, then sent SIGINT like a query cancel.
- */
-static void
-interrupt_job(int64 job_id)
-{
-	LWLockAcquire(chancy_shared->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < chancy_shared->nexecutors; i++)
-	{
-		ChancyExecutor *ex = &chancy_shared->executors[i];
-
-		if (ex->dboid == MyDatabaseId && ex->job_id == job_id && ex->pid != 0)
-		{
-			ex->cancel_job = job_id;
-			kill(ex->pid, SIGINT);
-		}
-	}
-	LWLockRelease(chancy_shared->lock);
-}
-
-/*
- * wakeup_xact_callback
- *		At commit, wake whom the transaction's work concerns; at abort,
+ * xact_callback
+ *		At commit, carry out what the transaction asked; at abort or prepare,
  *		forget it.
  */
 static void
-wakeup_xact_callback(XactEvent event, void *arg)
+xact_callback(XactEvent event, void *arg)
 {
-	ListCell   *lc;
-
-	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_PARALLEL_COMMIT &&
-		event != XACT_EVENT_ABORT && event != XACT_EVENT_PARALLEL_ABORT)
-		return;
-
-	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_PARALLEL_COMMIT)
+	switch (event)
 	{
-		foreach(lc, pushed_queues)
-		{
-			PushedQueue *pq = lfirst(lc);
-
-			wake_executors(pq->queue, pq->njobs);
-		}
-		foreach(lc, cancelled_jobs)
-		{
-			interrupt_job(*(int64 *) lfirst(lc));
-			wakeup_job_done(*(int64 *) lfirst(lc));
-		}
-		if (wake_supervisor)
-			wake_database_supervisor();
-		if (wake_launcher && chancy_shared->launcher_latch)
-		{
-			chancy_shared->recheck = true;
-			SetLatch(chancy_shared->launcher_latch);
-		}
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			/* nothing here can fail: latches, signals, shared memory */
+			carry_out();
+			forget_all();
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			forget_all();
+			break;
+		default:
+			break;
 	}
-	list_free_deep(pushed_queues);
-	pushed_queues = NIL;
-	list_free_deep(cancelled_jobs);
-	cancelled_jobs = NIL;
-	wake_supervisor = wake_launcher = false;
 }
 
-/* Register the transaction callback, once per backend. */
+/*
+ * subxact_callback
+ *		A subtransaction that aborts takes its requests with it; one that
+ *		commits hands them to its parent.
+ */
 static void
-register_callback(void)
+subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+				 SubTransactionId parentSubid, void *arg)
 {
-	if (!callback_registered)
+	int			level = GetCurrentTransactionNestLevel();
+	ListCell   *lc;
+
+	if (event == SUBXACT_EVENT_ABORT_SUB)
 	{
-		RegisterXactCallback(wakeup_xact_callback, NULL);
-		callback_registered = true;
+		foreach(lc, requests)
+		{
+			Request    *r = lfirst(lc);
+
+			if (r->level >= level)
+			{
+				requests = foreach_delete_current(requests, lc);
+				pfree(r);
+			}
+		}
 	}
+	else if (event == SUBXACT_EVENT_COMMIT_SUB)
+	{
+		foreach(lc, requests)
+		{
+			Request    *r = lfirst(lc);
+
+			if (r->level >= level)
+				r->level = level - 1;
+		}
+	}
+}
+
+/* Add a request of the current (sub)transaction. */
+static Request *
+add_request(RequestKind kind)
+{
+	MemoryContext old;
+	Request    *r;
+
+	if (!callbacks_registered)
+	{
+		RegisterXactCallback(xact_callback, NULL);
+		RegisterSubXactCallback(subxact_callback, NULL);
+		callbacks_registered = true;
+	}
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	r = palloc0(sizeof(Request));
+	r->kind = kind;
+	r->level = GetCurrentTransactionNestLevel();
+	requests = lappend(requests, r);
+	MemoryContextSwitchTo(old);
+	return r;
 }
 
 /*
@@ -167,185 +189,73 @@ void
 wakeup_queue_at_commit(const char *queue, int njobs)
 {
 	ListCell   *lc;
-	PushedQueue *pq;
-	MemoryContext old;
+	Request    *r;
+	int			level = GetCurrentTransactionNestLevel();
 
-	register_callback();
-	foreach(lc, pushed_queues)
+	foreach(lc, requests)
 	{
-		pq = lfirst(lc);
-		if (strncmp(pq->queue, queue, NAMEDATALEN - 1) == 0)
+		r = lfirst(lc);
+		if (r->kind == REQ_PUSH && r->level == level &&
+			strncmp(r->queue, queue, NAMEDATALEN - 1) == 0)
 		{
-			pq->njobs = Min((int64) pq->njobs + njobs, INT_MAX);
+			r->njobs = (int) Min((int64) r->njobs + njobs, INT_MAX);
 			return;
 		}
 	}
-	old = MemoryContextSwitchTo(TopMemoryContext);
-	pq = palloc0(sizeof(PushedQueue));
-	strlcpy(pq->queue, queue, NAMEDATALEN);
-	pq->njobs = njobs;
-	pushed_queues = lappend(pushed_queues, pq);
-	MemoryContextSwitchTo(old);
+	r = add_request(REQ_PUSH);
+	strlcpy(r->queue, queue, NAMEDATALEN);
+	r->njobs = njobs;
+}
+
+/*
+ * wakeup_queues_changed_at_commit
+ *		The current transaction changed chancy_queues (or committed a
+ *		prepared transaction that may have): at commit, every executor of
+ *		the database looks at its queue again, and the supervisor at all.
+ */
+void
+wakeup_queues_changed_at_commit(void)
+{
+	(void) add_request(REQ_QUEUES);
 }
 
 /*
  * wakeup_supervisor_at_commit
- *		The current transaction changed what this database's supervisor
- *		acts on (queues, the extension itself): wake it at commit.
+ *		The current transaction changed what this database's supervisor acts
+ *		on (the extension itself): wake it at commit.
  */
 void
 wakeup_supervisor_at_commit(void)
 {
-	register_callback();
-	wake_supervisor = true;
+	(void) add_request(REQ_SUPERVISOR);
+}
+
+/* CREATE EXTENSION chancy: the launcher looks for a supervisor to start. */
+void
+wakeup_launcher_at_commit(void)
+{
+	(void) add_request(REQ_LAUNCHER);
 }
 
 /*
  * wakeup_cancel_at_commit
- *		The current transaction cancelled a job: when it commits, interrupt
- *		the executor running it, if any, and wake its waiters.
+ *		The current transaction asked to cancel a job that claim holds: when
+ *		it commits, the executor holding it is told.
  */
 void
-wakeup_cancel_at_commit(int64 job_id)
+wakeup_cancel_at_commit(int64 job_id, int64 claim)
 {
-	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
-	int64	   *id = palloc(sizeof(int64));
+	Request    *r = add_request(REQ_CANCEL);
 
-	*id = job_id;
-	cancelled_jobs = lappend(cancelled_jobs, id);
-	MemoryContextSwitchTo(old);
-	register_callback();
+	r->job_id = job_id;
+	r->claim = claim;
 }
 
-/*
- * wakeup_job_done
- *		A job reached a final state (committed): wake its waiters.
- */
+/* The current transaction finished a job: wake its waiters at commit. */
 void
-wakeup_job_done(int64 job_id)
+wakeup_done_at_commit(int64 job_id)
 {
-	ConditionVariableBroadcast(&chancy_shared->job_done[(uint64) job_id % CHANCY_WAIT_CVS]);
-}
+	Request    *r = add_request(REQ_DONE);
 
-/*
- * leave_database
- *		Before DROP DATABASE: stop chancy's workers in that database, keep
- *		the launcher from restarting them, and wait until they are gone (the
- *		drop refuses to run while other sessions are connected).
- */
-static ChancyDatabase *
-leave_database(Oid dboid)
-{
-	ChancyDatabase *db = NULL;
-	TimestampTz deadline;
-
-	LWLockAcquire(chancy_shared->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < CHANCY_MAX_DATABASES; i++)
-		if (chancy_shared->dbs[i].dboid == dboid)
-		{
-			db = &chancy_shared->dbs[i];
-			db->blocked = true;
-			if (db->pid != 0)
-				kill(db->pid, SIGTERM);
-		}
-	for (int i = 0; i < chancy_shared->nexecutors; i++)
-		if (chancy_shared->executors[i].dboid == dboid &&
-			chancy_shared->executors[i].pid != 0)
-			kill(chancy_shared->executors[i].pid, SIGTERM);
-	LWLockRelease(chancy_shared->lock);
-	if (db == NULL)
-		return NULL;
-
-	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-										   LEAVE_DATABASE_TIMEOUT_MS);
-	while (GetCurrentTimestamp() < deadline)
-	{
-		bool		gone = true;
-
-		LWLockAcquire(chancy_shared->lock, LW_SHARED);
-		gone = db->pid == 0;
-		for (int i = 0; i < chancy_shared->nexecutors; i++)
-			if (chancy_shared->executors[i].dboid == dboid &&
-				chancy_shared->executors[i].pid != 0)
-				gone = false;
-		LWLockRelease(chancy_shared->lock);
-		if (gone)
-			break;
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 10, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-	}
-	return db;
-}
-
-/*
- * chancy_utility_hook
- *		Watch the utility commands that concern chancy's workers: DROP
- *		DATABASE (the workers must leave first), CREATE EXTENSION chancy (the
- *		launcher may start a supervisor there) and DROP EXTENSION chancy (the
- *		supervisor stops its executors and leaves).
- */
-static void
-chancy_utility_hook(PlannedStmt *pstmt, const char *queryString,
-					bool readOnlyTree, ProcessUtilityContext context,
-					ParamListInfo params, QueryEnvironment *queryEnv,
-					DestReceiver *dest, QueryCompletion *qc)
-{
-	Node	   *parsetree = pstmt->utilityStmt;
-	ChancyDatabase *left = NULL;
-
-	if (IsA(parsetree, DropdbStmt))
-	{
-		Oid			dboid = get_database_oid(((DropdbStmt *) parsetree)->dbname, true);
-
-		/* only for a drop that may go ahead: not for anyone to stop workers */
-		if (OidIsValid(dboid) && pg_database_ownercheck(dboid, GetUserId()) &&
-			!IsTransactionBlock())
-			left = leave_database(dboid);
-	}
-	else if (IsA(parsetree, CreateExtensionStmt) &&
-			 strcmp(((CreateExtensionStmt *) parsetree)->extname, "chancy") == 0)
-	{
-		register_callback();
-		wake_launcher = true;
-	}
-	else if (IsA(parsetree, DropStmt) &&
-			 ((DropStmt *) parsetree)->removeType == OBJECT_EXTENSION)
-	{
-		ListCell   *lc;
-
-		foreach(lc, ((DropStmt *) parsetree)->objects)
-			if (strcmp(strVal(lfirst(lc)), "chancy") == 0)
-				wakeup_supervisor_at_commit();
-	}
-
-	PG_TRY();
-	{
-		if (prev_utility_hook)
-			prev_utility_hook(pstmt, queryString, readOnlyTree, context, params,
-							  queryEnv, dest, qc);
-		else
-			standard_ProcessUtility(pstmt, queryString, readOnlyTree, context,
-									params, queryEnv, dest, qc);
-	}
-	PG_FINALLY();
-	{
-		/* dropped or not, the launcher decides again */
-		if (left)
-		{
-			left->blocked = false;
-			if (chancy_shared->launcher_latch)
-				SetLatch(chancy_shared->launcher_latch);
-		}
-	}
-	PG_END_TRY();
-}
-
-/* Install the utility hook (from _PG_init). */
-void
-chancy_wakeup_init(void)
-{
-	prev_utility_hook = ProcessUtility_hook;
-	ProcessUtility_hook = chancy_utility_hook;
+	r->job_id = job_id;
 }

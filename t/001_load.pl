@@ -53,7 +53,8 @@ is( $node->safe_psql(
 my $s1 = $node->background_psql('postgres');
 $s1->query_safe(q{SELECT chancy_push('greet')});
 $node->safe_psql('postgres',
-	q{SELECT chancy_define_job('greet', 'greet(jsonb)', queue => 'elsewhere')});
+	q{SELECT chancy_declare_queue('elsewhere');
+	  SELECT chancy_define_job('greet', 'greet(jsonb)', queue => 'elsewhere')});
 $id = $s1->query_safe(q{SELECT chancy_push('greet')});
 is($s1->query_safe("SELECT queue FROM chancy_jobs WHERE id = $id"),
 	'elsewhere', 'another session sees the redefinition');

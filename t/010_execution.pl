@@ -147,7 +147,7 @@ sql(q{DROP FUNCTION doomed(jsonb)});
 sql(q{SELECT chancy_resume_queue('serial')});
 is(sql("SELECT state FROM chancy_wait($id, '30s')"), 'failed', 'dropped function: failed');
 like(sql("SELECT errors->0->>'message' FROM chancy_jobs WHERE id = $id"),
-	qr/job function public\.doomed\(pg_catalog\.jsonb\) does not exist/,
+	qr/function public\.doomed\(pg_catalog\.jsonb\) no longer exists/,
 	'the error says the function does not exist');
 is(sql("SELECT jsonb_array_length(errors) FROM chancy_jobs WHERE id = $id"), '2',
 	'and it was retried per policy');

@@ -46,7 +46,7 @@ is(sql("SELECT crashes || ' ' || attempts FROM chancy_jobs WHERE id = $id"), '1 
 like(sql("SELECT errors->0->>'message' FROM chancy_jobs WHERE id = $id"),
 	qr/the executor running the job died \(crash 1 of at most 2\)/,
 	'the recovery is recorded in errors');
-ok($node->log_contains(qr/chancy recovered 1 job whose executor had died/),
+ok($node->log_contains(qr/1 job whose executor had gone was given back/),
 	'the log says so');
 
 # A job that crashes its executor every time fails after chancy.max_crashes,

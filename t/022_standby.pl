@@ -26,7 +26,7 @@ $standby->poll_query_until('postgres',
 	q{SELECT state LIKE 'standby%' FROM chancy_workers WHERE kind = 'launcher'})
   or die 'the launcher never reported the standby';
 pass('chancy_workers says the server is a standby');
-ok($standby->log_contains(qr/this server is a standby; jobs will run after it is promoted/),
+ok($standby->log_contains(qr/chancy runs no job on this standby/),
 	'the log says so');
 is($standby->safe_psql('postgres', "SELECT state FROM chancy_jobs WHERE id = $id"), 'pending',
 	'nothing runs on the standby');

@@ -1,0 +1,432 @@
+/* chancy--1.0--1.1.sql: from version 1.0 to 1.1; every job is kept */
+
+\echo Use "ALTER EXTENSION chancy UPDATE" to load this file. \quit
+
+-- The result equals a fresh install of chancy--1.1.sql (a test compares
+-- the two with pg_dump --schema-only).  Rows that the new rules refuse are
+-- corrected first, with a notice.
+
+CREATE FUNCTION chancy_interval_ms(interval)
+	RETURNS bigint
+	AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION chancy_interval_ms(interval) IS
+	'Length of an interval in milliseconds (a year is 365.25 days, a month 30), or -1 if it has a negative part: the one rule for chancy''s intervals';
+
+COMMENT ON TYPE chancy_state IS
+	'State of a job: pending, running and retrying are live; succeeded, failed and cancelled are final (see src/README.md)';
+COMMENT ON TYPE chancy_job IS
+	'An immutable job value: what chancy_job() returns, the chancy_with_* builders copy and change, and chancy_push() takes';
+
+--------------------------------------------------------------------------
+-- chancy_queues
+--------------------------------------------------------------------------
+
+ALTER TABLE chancy_queues
+	ADD COLUMN memory_limit bigint
+		CONSTRAINT chancy_queues_memory_limit_check CHECK (memory_limit > 0),
+	ADD COLUMN from_config boolean NOT NULL DEFAULT false;
+
+DO $$
+BEGIN
+	UPDATE chancy_queues SET time_limit = NULL
+	 WHERE chancy_interval_ms(time_limit) NOT BETWEEN 1 AND 31622400000;
+	IF FOUND THEN
+		RAISE NOTICE 'time limits of queues longer than 366 days, shorter than 1 ms or with negative parts were removed';
+	END IF;
+	UPDATE chancy_queues SET backoff_base = '1 second', backoff_max = '1 hour'
+	 WHERE chancy_interval_ms(backoff_base) NOT BETWEEN 1 AND 31622400000
+		OR chancy_interval_ms(backoff_max) NOT BETWEEN chancy_interval_ms(backoff_base)
+		   AND 31622400000;
+	IF FOUND THEN
+		RAISE NOTICE 'retry backoffs of queues beyond 366 days were reset to the defaults';
+	END IF;
+	UPDATE chancy_queues SET prune_after = NULL WHERE chancy_interval_ms(prune_after) < 0;
+END $$;
+
+ALTER TABLE chancy_queues
+	DROP CONSTRAINT chancy_queues_backoff_base_check,
+	DROP CONSTRAINT chancy_queues_check,
+	DROP CONSTRAINT chancy_queues_time_limit_check,
+	DROP CONSTRAINT chancy_queues_prune_after_check,
+	ADD CONSTRAINT chancy_queues_backoff_base_check
+		CHECK (chancy_interval_ms(backoff_base) BETWEEN 1 AND 31622400000),
+	ADD CONSTRAINT chancy_queues_time_limit_check
+		CHECK (chancy_interval_ms(time_limit) BETWEEN 1 AND 31622400000),
+	ADD CONSTRAINT chancy_queues_prune_after_check CHECK (chancy_interval_ms(prune_after) >= 0),
+	ADD CONSTRAINT chancy_queues_backoff_max_check
+		CHECK (chancy_interval_ms(backoff_max) BETWEEN chancy_interval_ms(backoff_base)
+			   AND 31622400000);
+
+-- Queues listed in chancy.queues follow the setting until SQL changes them.
+UPDATE chancy_queues SET from_config = true
+ WHERE name IN (SELECT lower(trim(split_part(item, ':', 1)))
+				  FROM unnest(string_to_array(current_setting('chancy.queues', true), ',')) item);
+INSERT INTO chancy_queues (name, concurrency, from_config) VALUES ('default', 2, true)
+	ON CONFLICT (name) DO NOTHING;
+
+COMMENT ON TABLE chancy_queues IS
+	'Queues: how many executors each has, whether it is paused, the defaults of its jobs.  Changed with chancy_declare_queue(), chancy_pause_queue(), chancy_resume_queue() and chancy_delete_queue()';
+COMMENT ON COLUMN chancy_queues.concurrency IS
+	'Executors that run the queue''s jobs, each one job at a time';
+COMMENT ON COLUMN chancy_queues.paused_until IS
+	'No job of the queue starts before this time (infinity: until resumed)';
+COMMENT ON COLUMN chancy_queues.backoff_base IS
+	'A failed job with attempts left retries after min(backoff_max, backoff_base * backoff_factor ^ (attempt - 1)), half of it random';
+COMMENT ON COLUMN chancy_queues.time_limit IS
+	'Time limit of the queue''s jobs that set none (else chancy.time_limit)';
+COMMENT ON COLUMN chancy_queues.memory_limit IS
+	'Memory limit in bytes of the queue''s jobs that set none (else chancy.memory_limit)';
+COMMENT ON COLUMN chancy_queues.executor IS
+	'process: jobs run in the executor; isolated: C jobs run in a forked child without database access';
+COMMENT ON COLUMN chancy_queues.prune_after IS
+	'Finished jobs of the queue older than this are deleted (else chancy.prune_after)';
+COMMENT ON COLUMN chancy_queues.from_config IS
+	'The queue''s concurrency follows chancy.queues, until chancy_declare_queue() changes it';
+
+--------------------------------------------------------------------------
+-- chancy_job_definitions: one namespace per role, functions kept by OID
+--------------------------------------------------------------------------
+
+ALTER TABLE chancy_job_definitions ADD COLUMN function_oid oid;
+UPDATE chancy_job_definitions SET function_oid = to_regprocedure(function)
+ WHERE function LIKE '%(%';
+DO $$
+BEGIN
+	UPDATE chancy_job_definitions SET time_limit = NULL
+	 WHERE chancy_interval_ms(time_limit) NOT BETWEEN 1 AND 31622400000;
+	IF FOUND THEN
+		RAISE NOTICE 'time limits of job definitions longer than 366 days, shorter than 1 ms or with negative parts were removed';
+	END IF;
+END $$;
+ALTER TABLE chancy_job_definitions
+	DROP CONSTRAINT chancy_job_definitions_pkey,
+	ADD CONSTRAINT chancy_job_definitions_pkey PRIMARY KEY (name, defined_by),
+	DROP CONSTRAINT chancy_job_definitions_time_limit_check,
+	ADD CONSTRAINT chancy_job_definitions_time_limit_check
+		CHECK (chancy_interval_ms(time_limit) BETWEEN 1 AND 31622400000);
+
+COMMENT ON TABLE chancy_job_definitions IS
+	'Job definitions, the seed''s @job(...) defaults, one namespace per role.  Written only through chancy_define_job() and chancy_undefine_job()';
+COMMENT ON COLUMN chancy_job_definitions.function IS
+	'The job''s function: a schema-qualified signature, or a C symbol ''library:symbol'' (defined by a superuser)';
+COMMENT ON COLUMN chancy_job_definitions.function_oid IS
+	'The function as it was defined: one dropped and created again is not run in its place';
+COMMENT ON COLUMN chancy_job_definitions.defined_by IS
+	'The role whose definition it is; a push by name uses only definitions of the pushing role, of the extension''s owner, or of a role that can act as the pushing role';
+
+ALTER TABLE chancy_job_definitions ENABLE ROW LEVEL SECURITY;
+CREATE POLICY chancy_job_definitions_usable ON chancy_job_definitions FOR SELECT
+	USING (pg_has_role(defined_by, 'MEMBER')
+		   OR (pg_has_role(defined_by, current_user, 'MEMBER')
+			   AND (function_oid IS NULL OR has_function_privilege(function_oid, 'EXECUTE'))));
+
+--------------------------------------------------------------------------
+-- chancy_jobs
+--------------------------------------------------------------------------
+
+ALTER TABLE chancy_jobs
+	ADD COLUMN function_oid oid,
+	ADD COLUMN cancelled_by regrole;
+-- live jobs keep the function they name now
+UPDATE chancy_jobs SET function_oid = to_regprocedure(function)
+ WHERE state IN ('pending', 'retrying', 'running') AND function LIKE '%(%';
+
+DROP INDEX chancy_jobs_ready;
+CREATE INDEX chancy_jobs_ready ON chancy_jobs (queue, priority DESC, id)
+	WHERE state IN ('pending', 'retrying') AND claim IS NULL;
+DROP INDEX chancy_jobs_finished;
+CREATE INDEX chancy_jobs_finished ON chancy_jobs (queue, completed_at)
+	WHERE state IN ('succeeded', 'failed', 'cancelled');
+DROP INDEX chancy_jobs_running;
+CREATE INDEX chancy_jobs_claimed ON chancy_jobs (claim) WHERE claim IS NOT NULL;
+DROP INDEX chancy_jobs_unique_key;
+CREATE UNIQUE INDEX chancy_jobs_unique_key ON chancy_jobs (pushed_by, unique_key)
+	WHERE unique_key IS NOT NULL AND state IN ('pending', 'retrying', 'running');
+
+COMMENT ON INDEX chancy_jobs_ready IS 'The claim''s walk, in dequeue order';
+COMMENT ON INDEX chancy_jobs_scheduled IS 'When the next scheduled job of a queue is due';
+COMMENT ON INDEX chancy_jobs_finished IS 'What pruning deletes, queue by queue';
+COMMENT ON INDEX chancy_jobs_claimed IS 'The jobs executors hold';
+COMMENT ON INDEX chancy_jobs_unique_key IS 'At most one live job per role and unique key';
+
+COMMENT ON TABLE chancy_jobs IS
+	'The jobs.  Written only by chancy''s functions and workers, which check every value (CHECK constraints would cost every write)';
+COMMENT ON COLUMN chancy_jobs.attempts IS
+	'Runs of the job that counted: a run its executor did not finish through no fault of the job does not';
+COMMENT ON COLUMN chancy_jobs.errors IS
+	'One entry per failed or interrupted run: attempt (from 1), message, sqlstate, detail, hint, context, at';
+COMMENT ON COLUMN chancy_jobs.pushed_by IS
+	'The role the job runs as';
+COMMENT ON COLUMN chancy_jobs.claim IS
+	'Token of the executor claim that holds the job (claimed or running); a write of an executor presumed dead is refused';
+COMMENT ON COLUMN chancy_jobs.crashes IS
+	'How often the job was executing when its executor died of it; at chancy.max_crashes it fails';
+COMMENT ON COLUMN chancy_jobs.function_oid IS
+	'The job''s function as it was pushed: one dropped and created again is not run in its place';
+COMMENT ON COLUMN chancy_jobs.cancelled_by IS
+	'The role that asked to cancel the job while an executor held it';
+
+--------------------------------------------------------------------------
+-- Security, triggers
+--------------------------------------------------------------------------
+
+REVOKE ALL ON chancy_jobs, chancy_job_definitions, chancy_queues FROM PUBLIC;
+GRANT SELECT ON chancy_jobs, chancy_job_definitions, chancy_queues TO PUBLIC;
+
+COMMENT ON FUNCTION chancy_definitions_changed() IS
+	'Trigger: backends forget the definitions they cached';
+COMMENT ON FUNCTION chancy_queues_changed() IS
+	'Trigger: checks the executor budget, and at commit wakes the database''s supervisor and executors';
+
+--------------------------------------------------------------------------
+-- Functions whose signature or body changed
+--------------------------------------------------------------------------
+
+DROP FUNCTION chancy_define_job(text, text, text, int, int, jsonb, interval, bigint);
+CREATE FUNCTION chancy_define_job(
+	name text,
+	function text DEFAULT NULL,
+	queue text DEFAULT NULL,
+	priority int DEFAULT NULL,
+	max_attempts int DEFAULT NULL,
+	kwargs jsonb DEFAULT NULL,
+	time_limit interval DEFAULT NULL,
+	memory_limit bigint DEFAULT NULL)
+	RETURNS chancy_job
+	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE;
+
+DROP FUNCTION chancy_declare_queue(text, int, interval, float8, interval, interval, text, interval);
+CREATE FUNCTION chancy_declare_queue(
+	name text,
+	concurrency int DEFAULT NULL,
+	backoff_base interval DEFAULT NULL,
+	backoff_factor float8 DEFAULT NULL,
+	backoff_max interval DEFAULT NULL,
+	time_limit interval DEFAULT NULL,
+	executor text DEFAULT NULL,
+	prune_after interval DEFAULT NULL,
+	memory_limit bigint DEFAULT NULL)
+	RETURNS chancy_queues
+	LANGUAGE plpgsql SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	q @extschema@.chancy_queues;
+	broken text;
+BEGIN
+	IF name IS NULL THEN
+		RAISE EXCEPTION 'queue name must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	-- the table's defaults for a new queue, then only what is given
+	INSERT INTO @extschema@.chancy_queues AS c (name) VALUES (name)
+		ON CONFLICT ON CONSTRAINT chancy_queues_pkey DO NOTHING;
+	UPDATE @extschema@.chancy_queues c SET
+		concurrency = coalesce(chancy_declare_queue.concurrency, c.concurrency),
+		backoff_base = coalesce(chancy_declare_queue.backoff_base, c.backoff_base),
+		backoff_factor = coalesce(chancy_declare_queue.backoff_factor, c.backoff_factor),
+		backoff_max = coalesce(chancy_declare_queue.backoff_max, c.backoff_max),
+		time_limit = CASE WHEN chancy_declare_queue.time_limit IS NULL THEN c.time_limit
+			ELSE nullif(chancy_declare_queue.time_limit, '0') END,
+		executor = coalesce(chancy_declare_queue.executor, c.executor),
+		prune_after = coalesce(chancy_declare_queue.prune_after, c.prune_after),
+		memory_limit = CASE WHEN chancy_declare_queue.memory_limit IS NULL THEN c.memory_limit
+			ELSE nullif(chancy_declare_queue.memory_limit, 0) END,
+		from_config = from_config AND chancy_declare_queue.concurrency IS NULL,
+		updated_at = now()
+	 WHERE c.name = chancy_declare_queue.name
+	RETURNING * INTO q;
+	RETURN q;
+EXCEPTION WHEN check_violation THEN
+	-- each rule is stated once, in the table; here it gets its message
+	GET STACKED DIAGNOSTICS broken = CONSTRAINT_NAME;
+	CASE broken
+	WHEN 'chancy_queues_name_check' THEN
+		RAISE EXCEPTION 'invalid queue name %', quote_literal(name)
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'A queue name is 1 to 63 bytes.';
+	WHEN 'chancy_queues_concurrency_check' THEN
+		RAISE EXCEPTION 'invalid concurrency % for queue "%"', concurrency, name
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Concurrency is the number of executors of the queue, from 0 to 1000.';
+	WHEN 'chancy_queues_time_limit_check' THEN
+		RAISE EXCEPTION 'invalid time limit % for queue "%"', time_limit, name
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'A time limit is from 1 ms to 366 days, without negative parts; 0 removes it.';
+	WHEN 'chancy_queues_memory_limit_check' THEN
+		RAISE EXCEPTION 'invalid memory limit % for queue "%"', memory_limit, name
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'A memory limit is a positive number of bytes; 0 removes it.';
+	WHEN 'chancy_queues_executor_check' THEN
+		RAISE EXCEPTION 'invalid executor % for queue "%"', quote_literal(executor), name
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Use ''process'' (jobs run in the executor) or ''isolated'' (C jobs run in a forked child).';
+	WHEN 'chancy_queues_prune_after_check' THEN
+		RAISE EXCEPTION 'invalid prune_after % for queue "%"', prune_after, name
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Finished jobs are deleted once older than prune_after; it must not be negative.';
+	ELSE
+		RAISE EXCEPTION 'invalid retry backoff for queue "%"', name
+			USING ERRCODE = 'invalid_parameter_value',
+				  DETAIL = format('backoff_base %s, backoff_factor %s, backoff_max %s',
+								  coalesce(backoff_base::text, 'unchanged'),
+								  coalesce(backoff_factor::text, 'unchanged'),
+								  coalesce(backoff_max::text, 'unchanged')),
+				  HINT = 'backoff_base is from 1 ms to 366 days, backoff_factor at least 1, backoff_max from backoff_base to 366 days.';
+	END CASE;
+END $$;
+
+CREATE OR REPLACE FUNCTION chancy_pause_queue(name text, resume_at timestamptz DEFAULT NULL)
+	RETURNS chancy_queues
+	LANGUAGE plpgsql SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	q @extschema@.chancy_queues;
+BEGIN
+	UPDATE @extschema@.chancy_queues c
+	   SET paused_until = CASE WHEN resume_at IS NULL THEN 'infinity'
+							   WHEN resume_at > now() THEN resume_at END,
+		   updated_at = now()
+	 WHERE c.name = chancy_pause_queue.name
+	RETURNING * INTO q;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'queue "%" does not exist', name
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'Declare it with chancy_declare_queue() or in chancy.queues.';
+	END IF;
+	RETURN q;
+END $$;
+
+DROP FUNCTION chancy_resume_queue(text);
+CREATE FUNCTION chancy_resume_queue(name text)
+	RETURNS chancy_queues
+	LANGUAGE sql SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+	RETURN @extschema@.chancy_pause_queue(name, '-infinity');
+
+CREATE FUNCTION chancy_delete_queue(name text, purge_jobs boolean DEFAULT false)
+	RETURNS void
+	LANGUAGE plpgsql SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	live bigint;
+BEGIN
+	PERFORM FROM @extschema@.chancy_queues q WHERE q.name = chancy_delete_queue.name FOR UPDATE;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'queue "%" does not exist', name
+			USING ERRCODE = 'undefined_object';
+	END IF;
+	IF purge_jobs THEN
+		DELETE FROM @extschema@.chancy_jobs j
+		 WHERE j.queue = chancy_delete_queue.name AND j.claim IS NULL;
+	ELSE
+		SELECT count(*) INTO live FROM @extschema@.chancy_jobs j
+		 WHERE j.queue = chancy_delete_queue.name
+		   AND j.state IN ('pending', 'retrying', 'running');
+		IF live > 0 THEN
+			RAISE EXCEPTION 'queue "%" has jobs that have not finished', name
+				USING ERRCODE = 'object_in_use',
+					  DETAIL = format('Jobs pending, retrying or running: %s.', live),
+					  HINT = 'Wait for them, cancel them, or pass purge_jobs => true to delete them.';
+		END IF;
+	END IF;
+	DELETE FROM @extschema@.chancy_queues q WHERE q.name = chancy_delete_queue.name;
+END $$;
+
+REVOKE EXECUTE ON FUNCTION
+	chancy_declare_queue(text, int, interval, float8, interval, interval, text, interval, bigint),
+	chancy_pause_queue(text, timestamptz), chancy_resume_queue(text),
+	chancy_delete_queue(text, boolean)
+	FROM PUBLIC;
+
+DROP VIEW chancy_queue_stats;
+DROP VIEW chancy_workers;
+DROP FUNCTION chancy_worker_info();
+CREATE FUNCTION chancy_worker_info(OUT kind text, OUT database text, OUT queue text,
+								   OUT pid int, OUT state text, OUT job_id bigint,
+								   OUT jobs_done bigint, OUT started_at timestamptz,
+								   OUT looked_at timestamptz)
+	RETURNS SETOF record
+	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE;
+
+CREATE VIEW chancy_workers WITH (security_invoker = true) AS
+	SELECT * FROM chancy_worker_info();
+GRANT SELECT ON chancy_workers TO PUBLIC;
+
+CREATE VIEW chancy_queue_stats WITH (security_invoker = true) AS
+SELECT coalesce(q.name, s.queue) AS queue,
+	   coalesce(s.pending, 0) AS pending, coalesce(s.running, 0) AS running,
+	   coalesce(s.retrying, 0) AS retrying, coalesce(s.succeeded, 0) AS succeeded,
+	   coalesce(s.failed, 0) AS failed, coalesce(s.cancelled, 0) AS cancelled,
+	   q.concurrency,
+	   CASE WHEN q.paused_until > now() THEN q.paused_until END AS paused_until,
+	   coalesce(w.executors, 0) AS executors
+  FROM (SELECT j.queue,
+			   count(*) FILTER (WHERE j.state = 'pending') AS pending,
+			   count(*) FILTER (WHERE j.state = 'running') AS running,
+			   count(*) FILTER (WHERE j.state = 'retrying') AS retrying,
+			   count(*) FILTER (WHERE j.state = 'succeeded') AS succeeded,
+			   count(*) FILTER (WHERE j.state = 'failed') AS failed,
+			   count(*) FILTER (WHERE j.state = 'cancelled') AS cancelled
+		  FROM chancy_jobs j GROUP BY j.queue) s
+  FULL JOIN chancy_queues q ON q.name = s.queue
+  LEFT JOIN (SELECT i.queue, count(*) AS executors
+			   FROM chancy_worker_info() i
+			  WHERE i.kind = 'executor' AND i.database = current_database()
+				AND i.state IN ('starting', 'idle', 'busy', 'running', 'paused')
+			  GROUP BY i.queue) w ON w.queue = coalesce(q.name, s.queue);
+GRANT SELECT ON chancy_queue_stats TO PUBLIC;
+
+--------------------------------------------------------------------------
+-- Comments on every function and view
+--------------------------------------------------------------------------
+
+COMMENT ON FUNCTION chancy_define_job(text, text, text, int, int, jsonb, interval, bigint) IS
+	'Define (or change) the current role''s defaults of a job; NULL arguments keep what the definition has, a limit of 0 removes it';
+COMMENT ON FUNCTION chancy_undefine_job(text) IS
+	'Remove the current role''s definition of a job; jobs already pushed keep running';
+COMMENT ON FUNCTION chancy_job(text) IS
+	'The job value a push of name by the current role starts from';
+COMMENT ON FUNCTION chancy_with_kwargs(chancy_job, jsonb, boolean) IS
+	'A copy of job with kwargs merged over its own (or replacing them)';
+COMMENT ON FUNCTION chancy_with_priority(chancy_job, int) IS
+	'A copy of job with another priority (higher runs sooner)';
+COMMENT ON FUNCTION chancy_with_max_attempts(chancy_job, int) IS
+	'A copy of job with another number of attempts';
+COMMENT ON FUNCTION chancy_with_scheduled_at(chancy_job, timestamptz) IS
+	'A copy of job that does not start before then (NULL: as soon as possible)';
+COMMENT ON FUNCTION chancy_with_unique_key(chancy_job, text) IS
+	'A copy of job with a unique key (NULL: none)';
+COMMENT ON FUNCTION chancy_with_queue(chancy_job, text) IS
+	'A copy of job for another queue';
+COMMENT ON FUNCTION chancy_with_meta(chancy_job, jsonb) IS
+	'A copy of job with other metadata';
+COMMENT ON FUNCTION chancy_with_limits(chancy_job, interval, bigint) IS
+	'A copy of job with both limits set (NULL: none of its own)';
+COMMENT ON FUNCTION chancy_push(chancy_job) IS
+	'Push a job value; its id (or that of the pushing role''s live job holding its unique key)';
+COMMENT ON FUNCTION chancy_push(text, jsonb, text, int, int, timestamptz, text, interval, bigint, jsonb) IS
+	'Push job name with its defaults; non-NULL arguments override them, kwargs merged over the defaults';
+COMMENT ON FUNCTION chancy_push_many(chancy_job[]) IS
+	'Push many job values in one statement; their ids in input order; a bad element rejects all';
+COMMENT ON FUNCTION chancy_declare_queue(text, int, interval, float8, interval, interval, text, interval, bigint) IS
+	'Declare a queue, or change the settings given (NULL keeps one; 0 removes a limit)';
+COMMENT ON FUNCTION chancy_pause_queue(text, timestamptz) IS
+	'Pause a queue until resume_at (NULL: until resumed; a time past resumes it): no job of it starts, not even one already claimed';
+COMMENT ON FUNCTION chancy_resume_queue(text) IS
+	'Resume a paused queue';
+COMMENT ON FUNCTION chancy_delete_queue(text, boolean) IS
+	'Delete a queue; with purge_jobs, its jobs too (but those an executor holds, which finish first)';
+COMMENT ON FUNCTION chancy_cancel(bigint) IS
+	'Cancel a job: one nobody holds at once, one an executor holds once this transaction commits (it ends cancelled unless it finished first)';
+COMMENT ON FUNCTION chancy_wait(bigint, interval) IS
+	'Wait for a job to finish (succeeded, failed or cancelled) and return it; a time-out is SQLSTATE CH001';
+COMMENT ON FUNCTION chancy_current_job() IS
+	'The job the calling executor runs (for SQL and PL/pgSQL jobs); NULL outside a job';
+COMMENT ON FUNCTION chancy_worker_info() IS
+	'chancy''s processes: every database''s, with pids and jobs, for pg_read_all_stats members; else those of this database';
+COMMENT ON FUNCTION chancy_explain_claim(text) IS
+	'The plan executors claim a queue''s jobs with: a walk of chancy_jobs_ready, whatever the statistics say';
+COMMENT ON VIEW chancy_workers IS
+	'chancy''s processes: launcher, supervisors, executors';
+COMMENT ON VIEW chancy_queue_stats IS
+	'Jobs per queue and state (those the caller may see), with the queue''s concurrency, pause, and executors running it';

@@ -1,0 +1,325 @@
+/*-------------------------------------------------------------------------
+ *
+ * catalog.c
+ *	  Where chancy is installed in a database, which role owns it, and how
+ *	  chancy runs its own SQL: one bracket (catalog_sql_begin/end) that every
+ *	  statement chancy runs goes through.
+ *
+ * The bracket gives chancy's statements fixed settings, whatever the
+ * database's or the role's defaults (ALTER DATABASE/ROLE ... SET, which a
+ * database owner may change):
+ *	- search_path is pg_catalog, pg_temp: chancy's statements name its
+ *	  tables with their schema, and every function and operator they use
+ *	  must be the built-in one, never a same-named one that another role
+ *	  created (the statements often run as the owner of chancy's tables);
+ *	- sequential and bitmap scans and sorts are disabled, which leaves the
+ *	  indexes whatever the statistics say (a stale "empty table" estimate
+ *	  would otherwise turn the claim into a scan of millions of finished
+ *	  jobs); chancy's plans are generic, kept, and replanned under these
+ *	  settings only;
+ *	- no JIT compilation (the statements are small and run often).
+ * and, for writes, the identity of the owner of chancy's tables (which
+ * users may not write), as a security-restricted operation.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_extension.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/guc.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/syscache.h"
+
+#include "chancy_internal.h"
+
+static ChancyCatalog catalog;
+static bool catalog_stale = true;
+static bool callback_registered = false;
+static uint64 catalog_generation = 0;
+
+/* the queues of chancy_queues, cached per backend for the push's check */
+static HTAB *declared_queues = NULL;
+static bool queues_stale = true;
+
+/*
+ * relcache_changed
+ *		An invalidation of chancy's tables (DDL, or a change to a table whose
+ *		trigger asks for it): rebuild what was cached at the next use.
+ *		Callbacks may fire in the middle of a lookup, so they only mark.
+ */
+static void
+relcache_changed(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == catalog.jobs_relid ||
+		relid == catalog.defs_relid || relid == catalog.queues_relid)
+		catalog_stale = true;
+	if (relid == InvalidOid || relid == catalog.queues_relid)
+		queues_stale = true;
+	if (relid == InvalidOid || relid == catalog.defs_relid)
+		job_forget_definitions();
+}
+
+/*
+ * chancy_extension
+ *		Is chancy installed in this database, and at the SQL version this
+ *		library works with?  Its schema in *nsp; its version (palloc'd) in
+ *		*version if wanted.  Outside a transaction it runs one.
+ */
+ExtensionState
+chancy_extension(Oid *nsp, char **version)
+{
+	bool		own = !IsTransactionState();
+	ExtensionState state = EXTENSION_MISSING;
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tup;
+	MemoryContext cxt = CurrentMemoryContext;
+
+	*nsp = InvalidOid;
+	if (own)
+		StartTransactionCommand();
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber, F_NAMEEQ,
+				CStringGetDatum("chancy"));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tup = systable_getnext(scan);
+	if (HeapTupleIsValid(tup))
+	{
+		bool		isnull;
+		Datum		d = heap_getattr(tup, Anum_pg_extension_extversion,
+									 RelationGetDescr(rel), &isnull);
+		char	   *v = isnull ? "" : TextDatumGetCString(d);
+
+		*nsp = ((Form_pg_extension) GETSTRUCT(tup))->extnamespace;
+		state = strcmp(v, CHANCY_SQL_VERSION) == 0 ? EXTENSION_READY : EXTENSION_OLD;
+		if (version)
+			*version = MemoryContextStrdup(cxt, v);
+	}
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	if (own)
+		CommitTransactionCommand();
+	MemoryContextSwitchTo(cxt);
+	return state;
+}
+
+/* The OID of relation name in schema nsp, or an error saying chancy is broken. */
+static Oid
+catalog_relid(const char *name, Oid nsp)
+{
+	Oid			relid = get_relname_relid(name, nsp);
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("relation \"%s\" of extension chancy is missing", name),
+				 errhint("Recreate the extension with DROP EXTENSION chancy; CREATE EXTENSION chancy.")));
+	return relid;
+}
+
+/*
+ * chancy_catalog
+ *		Where the extension living in schema nsp keeps its objects.
+ *
+ * The result is rebuilt after DDL on chancy's tables or when the extension
+ * was re-created; callers use its fields right away.  Its generation
+ * changes whenever an OID in it does, so that plans built on them (queue.c)
+ * are made again after DROP EXTENSION chancy; CREATE EXTENSION chancy.
+ */
+ChancyCatalog *
+chancy_catalog(Oid nsp)
+{
+	ChancyCatalog fresh;
+	HeapTuple	tp;
+	Oid			found_nsp;
+	char	   *version = NULL;
+
+	if (!callback_registered)
+	{
+		CacheRegisterRelcacheCallback(relcache_changed, (Datum) 0);
+		callback_registered = true;
+	}
+	if (!catalog_stale && catalog.nsp == nsp)
+		return &catalog;
+
+	if (chancy_extension(&found_nsp, &version) == EXTENSION_OLD)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension chancy is at version %s, but its library needs version %s",
+						version, CHANCY_SQL_VERSION),
+				 errhint("Run ALTER EXTENSION chancy UPDATE.")));
+
+	memset(&fresh, 0, sizeof(fresh));
+	fresh.nsp = nsp;
+	fresh.jobs_relid = catalog_relid("chancy_jobs", nsp);
+	fresh.defs_relid = catalog_relid("chancy_job_definitions", nsp);
+	fresh.queues_relid = catalog_relid("chancy_queues", nsp);
+	fresh.job_typid = GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid,
+									  CStringGetDatum("chancy_job"),
+									  ObjectIdGetDatum(nsp));
+	if (!OidIsValid(fresh.job_typid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("type \"chancy_job\" of extension chancy is missing"),
+				 errhint("Recreate the extension with DROP EXTENSION chancy; CREATE EXTENSION chancy.")));
+	tp = SearchSysCache1(RELOID, ObjectIdGetDatum(fresh.jobs_relid));
+	if (!HeapTupleIsValid(tp))
+		elog(ERROR, "cache lookup failed for relation %u", fresh.jobs_relid);
+	fresh.owner = ((Form_pg_class) GETSTRUCT(tp))->relowner;
+	ReleaseSysCache(tp);
+
+	if (fresh.nsp != catalog.nsp || fresh.jobs_relid != catalog.jobs_relid ||
+		fresh.defs_relid != catalog.defs_relid ||
+		fresh.queues_relid != catalog.queues_relid ||
+		fresh.job_typid != catalog.job_typid || fresh.owner != catalog.owner)
+	{
+		catalog_generation++;
+		job_forget_definitions();
+		queues_stale = true;
+	}
+	if (catalog.nspname)
+		pfree(catalog.nspname);
+	fresh.nspname = MemoryContextStrdup(TopMemoryContext,
+										quote_identifier(get_namespace_name(nsp)));
+	fresh.generation = catalog_generation;
+	catalog = fresh;
+	catalog_stale = false;
+	return &catalog;
+}
+
+/*
+ * chancy_catalog_for
+ *		The catalog of the installation a SQL-callable function belongs to:
+ *		every chancy function lives in the extension's schema.
+ */
+ChancyCatalog *
+chancy_catalog_for(FunctionCallInfo fcinfo)
+{
+	return chancy_catalog(get_func_namespace(fcinfo->flinfo->fn_oid));
+}
+
+/* Set one of the settings of chancy's statements. */
+static void
+set_statement_option(const char *name, const char *value)
+{
+	(void) set_config_option(name, value, PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+}
+
+/*
+ * catalog_settings
+ *		Give what follows the settings of chancy's statements (see the file
+ *		header); returns the GUC nest level to pass to AtEOXact_GUC.
+ */
+int
+catalog_settings(void)
+{
+	int			nestlevel = NewGUCNestLevel();
+
+	set_statement_option("search_path", "pg_catalog, pg_temp");
+	set_statement_option("enable_seqscan", "off");
+	set_statement_option("enable_bitmapscan", "off");
+	set_statement_option("enable_sort", "off");
+	set_statement_option("jit", "off");
+	return nestlevel;
+}
+
+/*
+ * catalog_sql_begin
+ *		Start running chancy's own statements (SPI): with the settings the
+ *		file header describes, and, if as_owner, as the owner of chancy's
+ *		tables in a security-restricted operation.  catalog_sql_end() undoes
+ *		it all; an error undoes it as the transaction aborts.
+ */
+void
+catalog_sql_begin(ChancyCatalog *cat, bool as_owner, CatalogSql *sql)
+{
+	SPI_connect();
+	sql->as_owner = as_owner;
+	if (as_owner)
+	{
+		GetUserIdAndSecContext(&sql->save_userid, &sql->save_sec_context);
+		SetUserIdAndSecContext(cat->owner, sql->save_sec_context |
+							   SECURITY_LOCAL_USERID_CHANGE |
+							   SECURITY_RESTRICTED_OPERATION);
+	}
+	sql->nestlevel = catalog_settings();
+}
+
+/* End what catalog_sql_begin() started. */
+void
+catalog_sql_end(CatalogSql *sql)
+{
+	AtEOXact_GUC(true, sql->nestlevel);
+	if (sql->as_owner)
+		SetUserIdAndSecContext(sql->save_userid, sql->save_sec_context);
+	SPI_finish();
+}
+
+/* chancy_queues changed: the cached queue names are stale. */
+void
+catalog_forget_queues(void)
+{
+	queues_stale = true;
+}
+
+/*
+ * catalog_queue_declared
+ *		Is queue declared: a row of chancy_queues, or listed in chancy.queues
+ *		(which the supervisor declares when it starts)?  The names are cached
+ *		per backend until chancy_queues changes.
+ */
+bool
+catalog_queue_declared(ChancyCatalog *cat, const char *queue)
+{
+	CatalogSql	sql;
+	char		key[NAMEDATALEN];
+
+	if (strlen(queue) >= NAMEDATALEN)
+		return false;
+	if (chancy_queue_configured(queue))
+		return true;
+	if (declared_queues == NULL || queues_stale)
+	{
+		HASHCTL		ctl;
+
+		if (declared_queues)
+			hash_destroy(declared_queues);
+		ctl.keysize = NAMEDATALEN;
+		ctl.entrysize = NAMEDATALEN;
+		declared_queues = hash_create("chancy queues", 16, &ctl,
+									  HASH_ELEM | HASH_STRINGS);
+		queues_stale = false;
+		catalog_sql_begin(cat, true, &sql);
+		if (SPI_execute(psprintf("SELECT name FROM %s.chancy_queues", cat->nspname),
+						true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not read chancy_queues");
+		for (uint64 r = 0; r < SPI_processed; r++)
+		{
+			char	   *name = SPI_getvalue(SPI_tuptable->vals[r],
+											SPI_tuptable->tupdesc, 1);
+
+			if (strlen(name) < NAMEDATALEN)
+				(void) hash_search(declared_queues, name, HASH_ENTER, NULL);
+		}
+		catalog_sql_end(&sql);
+	}
+	strlcpy(key, queue, NAMEDATALEN);
+	return hash_search(declared_queues, key, HASH_FIND, NULL) != NULL;
+}

@@ -1,0 +1,399 @@
+/*-------------------------------------------------------------------------
+ *
+ * control.c
+ *	  The SQL-callable functions that follow and steer pushed jobs:
+ *	  chancy_wait, chancy_cancel, chancy_current_job, chancy_worker_info,
+ *	  chancy_explain_claim.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/lock.h"
+#include "storage/proc.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/datum.h"
+#include "utils/memutils.h"
+#include "pgstat.h"
+#include "utils/timestamp.h"
+
+#include "chancy_internal.h"
+
+PG_FUNCTION_INFO_V1(chancy_wait);
+PG_FUNCTION_INFO_V1(chancy_cancel);
+PG_FUNCTION_INFO_V1(chancy_current_job);
+PG_FUNCTION_INFO_V1(chancy_worker_info);
+PG_FUNCTION_INFO_V1(chancy_explain_claim);
+
+/* blocking chains longer than this are not followed */
+#define MAX_BLOCKERS 64
+
+/* A job's row, as a role may see it. */
+typedef struct JobRow
+{
+	bool		found;
+	Datum		row;			/* the chancy_jobs row */
+	char	   *state;
+	Oid			pushed_by;
+	int64		claim;			/* 0: none */
+	TransactionId xmin;
+} JobRow;
+
+/*
+ * arg_job_id
+ *		The job id first argument of chancy_wait and chancy_cancel.
+ */
+static int64
+arg_job_id(FunctionCallInfo fcinfo)
+{
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("job id must not be NULL"),
+				 errhint("Pass the id chancy_push() returned.")));
+	return PG_GETARG_INT64(0);
+}
+
+/*
+ * read_job
+ *		Read job id: as the caller (row level security shows a role its own
+ *		jobs), or as_owner.  The row is copied out of SPI into the caller's
+ *		memory context.
+ */
+static void
+read_job(ChancyCatalog *cat, int64 id, bool as_owner, JobRow *job)
+{
+	Oid			argtype = INT8OID;
+	Datum		arg = Int64GetDatum(id);
+	CatalogSql	sql;
+	MemoryContext cxt = CurrentMemoryContext;
+
+	memset(job, 0, sizeof(JobRow));
+	catalog_sql_begin(cat, as_owner, &sql);
+	if (SPI_execute_with_args(psprintf("SELECT j, j.state::text, j.pushed_by, j.claim, j.xmin"
+									   " FROM %s.chancy_jobs j WHERE j.id = $1",
+									   cat->nspname),
+							  1, &argtype, &arg, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read job " INT64_FORMAT, id);
+	job->found = SPI_processed == 1;
+	if (job->found)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[0];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		Datum		claim;
+
+		job->row = SPI_datumTransfer(SPI_getbinval(tup, desc, 1, &isnull), false, -1);
+		job->state = MemoryContextStrdup(cxt, SPI_getvalue(tup, desc, 2));
+		job->pushed_by = DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull));
+		claim = SPI_getbinval(tup, desc, 4, &isnull);
+		job->claim = isnull ? 0 : DatumGetInt64(claim);
+		job->xmin = DatumGetTransactionId(SPI_getbinval(tup, desc, 5, &isnull));
+	}
+	catalog_sql_end(&sql);
+}
+
+/* Is a job state final? */
+static bool
+state_is_final(const char *state)
+{
+	return strcmp(state, "succeeded") == 0 || strcmp(state, "failed") == 0 ||
+		strcmp(state, "cancelled") == 0;
+}
+
+/*
+ * blocked_by_me
+ *		Is process pid (an executor) waiting, directly or through others, for
+ *		a lock this backend holds?
+ */
+static bool
+blocked_by_me(pid_t pid)
+{
+	int			todo[MAX_BLOCKERS];
+	int			n = 0;
+
+	todo[n++] = pid;
+	for (int i = 0; i < n; i++)
+	{
+		ArrayType  *blockers = DatumGetArrayTypeP(DirectFunctionCall1(pg_blocking_pids,
+																	  Int32GetDatum(todo[i])));
+		Datum	   *elems;
+		int			nelems;
+
+		deconstruct_array(blockers, INT4OID, 4, true, TYPALIGN_INT, &elems, NULL, &nelems);
+		for (int k = 0; k < nelems; k++)
+		{
+			int			blocker = DatumGetInt32(elems[k]);
+			bool		seen = false;
+
+			if (blocker == MyProcPid)
+				return true;
+			for (int s = 0; s < n; s++)
+				seen |= todo[s] == blocker;
+			if (!seen && n < MAX_BLOCKERS)
+				todo[n++] = blocker;
+		}
+	}
+	return false;
+}
+
+/*
+ * chancy_wait(job_id, timeout) RETURNS chancy_jobs
+ *		Wait until a job is succeeded, failed or cancelled, and return its
+ *		row.  Sleeps on the condition variable that is broadcast when a job
+ *		of its group finishes; NULL timeout waits as long as it takes.  Every
+ *		deadlock_timeout it checks that the job is not waiting for a lock
+ *		this session holds, which would make both wait for ever.
+ */
+Datum
+chancy_wait(PG_FUNCTION_ARGS)
+{
+	ChancyCatalog *cat = chancy_catalog_for(fcinfo);
+	int64		id = arg_job_id(fcinfo);
+	TimestampTz deadline = 0;
+	TimestampTz next_deadlock_check;
+	ConditionVariable *cv = slots_job_cv(id);
+	MemoryContext caller_cxt = CurrentMemoryContext;
+	MemoryContext loop_cxt;
+
+	if (!PG_ARGISNULL(1))
+	{
+		TimestampTz now = GetCurrentTimestamp();
+
+		deadline = DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+														   TimestampTzGetDatum(now),
+														   PG_GETARG_DATUM(1)));
+		if (deadline < now)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("timeout must not be negative"),
+					 errhint("Use NULL to wait without a time limit.")));
+	}
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("chancy_wait() cannot run in a REPEATABLE READ or SERIALIZABLE transaction"),
+				 errdetail("Its snapshot would never show the job finishing."),
+				 errhint("Wait in a READ COMMITTED transaction.")));
+
+	next_deadlock_check = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													  DeadlockTimeout);
+	loop_cxt = AllocSetContextCreate(CurrentMemoryContext, "chancy_wait",
+									 ALLOCSET_SMALL_SIZES);
+	for (;;)
+	{
+		JobRow		job;
+		TimestampTz now;
+		long		sleep_ms = 10000;
+
+		MemoryContextReset(loop_cxt);
+		MemoryContextSwitchTo(loop_cxt);
+		ConditionVariablePrepareToSleep(cv);
+		read_job(cat, id, false, &job);
+		if (!job.found)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("job " INT64_FORMAT " does not exist", id),
+					 errhint("It might have been pruned, or pushed by a role whose jobs you cannot see.")));
+		if (state_is_final(job.state))
+		{
+			Datum		row;
+
+			ConditionVariableCancelSleep();
+			MemoryContextSwitchTo(caller_cxt);
+			row = datumCopy(job.row, false, -1);
+			MemoryContextDelete(loop_cxt);
+			PG_RETURN_DATUM(row);
+		}
+		if (TransactionIdIsCurrentTransactionId(job.xmin))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("job " INT64_FORMAT " was pushed by the current transaction", id),
+					 errdetail("No executor can see it before that transaction commits."),
+					 errhint("Commit the transaction that pushed the job, then wait for it.")));
+
+		now = GetCurrentTimestamp();
+		if (deadline != 0)
+		{
+			if (now >= deadline)
+				ereport(ERROR,
+						(errcode(MAKE_SQLSTATE('C', 'H', '0', '0', '1')),
+						 errmsg("timed out waiting for job " INT64_FORMAT, id),
+						 errdetail("The job is %s.", job.state),
+						 errhint("Wait longer, or check chancy_workers for executors of its queue.")));
+			sleep_ms = Min(sleep_ms, TimestampDifferenceMilliseconds(now, deadline) + 1);
+		}
+		if (job.claim != 0)
+		{
+			if (now >= next_deadlock_check)
+			{
+				pid_t		pid = slots_claim_pid(job.claim);
+
+				if (pid != 0 && blocked_by_me(pid))
+					ereport(ERROR,
+							(errcode(ERRCODE_T_R_DEADLOCK_DETECTED),
+							 errmsg("deadlock detected"),
+							 errdetail("Job " INT64_FORMAT " waits for a lock this session holds, and this session waits for the job.", id),
+							 errhint("Commit or roll back before waiting for the job, or wait without holding locks it needs.")));
+				next_deadlock_check = TimestampTzPlusMilliseconds(now, DeadlockTimeout);
+			}
+			sleep_ms = Min(sleep_ms, TimestampDifferenceMilliseconds(now, next_deadlock_check) + 1);
+		}
+		/* a safety net only: the job's end broadcasts the condition variable */
+		(void) ConditionVariableTimedSleep(cv, Max(sleep_ms, 1), PG_WAIT_EXTENSION);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/*
+ * chancy_cancel(job_id) RETURNS chancy_jobs
+ *		Cancel a job: one that is pending or retrying and that no executor
+ *		holds is cancelled now; one an executor holds (claimed or running) is
+ *		stopped by it once this transaction commits, and ends cancelled
+ *		(unless it finished first).  A finished job is left as it is.  For the
+ *		role that pushed the job (or a member), superusers, and roles with
+ *		UPDATE on chancy_jobs.
+ */
+Datum
+chancy_cancel(PG_FUNCTION_ARGS)
+{
+	ChancyCatalog *cat = chancy_catalog_for(fcinfo);
+	int64		id = arg_job_id(fcinfo);
+	Oid			role = GetUserId();
+	bool		admin = pg_class_aclcheck(cat->jobs_relid, role, ACL_UPDATE) == ACLCHECK_OK;
+	RunningJob *running = *(RunningJob **) find_rendezvous_variable("chancy_current_job");
+	JobRow		job;
+	int64		claim;
+
+	/* what a role cannot see, it cannot learn about: not even its pusher */
+	read_job(cat, id, admin, &job);
+	if (!job.found)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("job " INT64_FORMAT " does not exist", id),
+				 errhint("It might have been pruned, or pushed by a role whose jobs you cannot see.")));
+	if (!admin && !has_privs_of_role(role, job.pushed_by))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to cancel job " INT64_FORMAT, id),
+				 errhint("Only the role that pushed a job (or a member of it), superusers and roles with UPDATE on chancy_jobs may cancel it.")));
+
+	if (!queue_cancel(cat, id, role, &claim))
+		ereport(NOTICE,
+				(errmsg("job " INT64_FORMAT " has already finished", id),
+				 errdetail("Its state is %s; the cancel changes nothing.", job.state)));
+	else if (claim == 0)
+		wakeup_done_at_commit(id);
+	else if (running != NULL && running->info.id == id)
+		running->cancelled_by = role;	/* a job cancelling itself */
+	else
+		wakeup_cancel_at_commit(id, claim);
+
+	read_job(cat, id, admin, &job);
+	PG_RETURN_DATUM(job.row);
+}
+
+/*
+ * chancy_current_job() RETURNS record
+ *		The job the calling executor is running (id, name, queue, attempt,
+ *		max_attempts), or NULL outside a job.  For SQL and PL/pgSQL jobs; C
+ *		jobs use chancy_current_job() of chancy.h.
+ */
+Datum
+chancy_current_job(PG_FUNCTION_ARGS)
+{
+	const ChancyJobInfo *job = chancy_sdk_current_job();
+	TupleDesc	desc;
+	Datum		values[5];
+	bool		nulls[5] = {0};
+
+	if (job == NULL)
+		PG_RETURN_NULL();
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	values[0] = Int64GetDatum(job->id);
+	values[1] = CStringGetTextDatum(job->name);
+	values[2] = CStringGetTextDatum(job->queue);
+	values[3] = Int32GetDatum(job->attempt);
+	values[4] = Int32GetDatum(job->max_attempts);
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
+}
+
+/*
+ * chancy_worker_info() RETURNS SETOF record
+ *		chancy's processes: the launcher, the supervisors, the executors.  A
+ *		role that may read all statistics (pg_read_all_stats, pg_monitor)
+ *		sees those of every database, with their pids and jobs; any other
+ *		sees those of its own database, without.
+ */
+Datum
+chancy_worker_info(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	bool		details = has_privs_of_role(GetUserId(), ROLE_PG_READ_ALL_STATS);
+	ListCell   *lc;
+
+	InitMaterializedSRF(fcinfo, 0);
+	foreach(lc, slots_snapshot(details))
+	{
+		SlotInfo   *row = lfirst(lc);
+		Datum		values[9];
+		bool		nulls[9] = {0};
+		char	   *dbname = OidIsValid(row->dboid) ? get_database_name(row->dboid) : NULL;
+
+		values[0] = CStringGetTextDatum(row->kind);
+		nulls[1] = dbname == NULL;
+		values[1] = nulls[1] ? (Datum) 0 : CStringGetTextDatum(dbname);
+		nulls[2] = row->queue[0] == '\0';
+		values[2] = nulls[2] ? (Datum) 0 : CStringGetTextDatum(row->queue);
+		nulls[3] = row->pid == 0 || !details;
+		values[3] = Int32GetDatum(row->pid);
+		values[4] = CStringGetTextDatum(row->state);
+		nulls[5] = row->job_id == 0 || !details;
+		values[5] = Int64GetDatum(row->job_id);
+		nulls[6] = strcmp(row->kind, "executor") != 0;
+		values[6] = Int64GetDatum(row->jobs_done);
+		nulls[7] = row->started_at == 0;
+		values[7] = TimestampTzGetDatum(row->started_at);
+		nulls[8] = row->looked_at == 0;
+		values[8] = TimestampTzGetDatum(row->looked_at);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/*
+ * chancy_explain_claim(queue) RETURNS SETOF text
+ *		The plan with which executors claim the jobs of a queue: it must walk
+ *		the ready index (in the dequeue order) whatever the statistics say.
+ *		Explained as the owner of chancy's tables, so any role may look.
+ */
+Datum
+chancy_explain_claim(PG_FUNCTION_ARGS)
+{
+	ChancyCatalog *cat = chancy_catalog_for(fcinfo);
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	ListCell   *lc;
+	List	   *lines;
+
+	job_check_attr(JA_QUEUE, PG_GETARG_DATUM(0), PG_ARGISNULL(0));
+	lines = queue_claim_plan(cat, TextDatumGetCString(PG_GETARG_DATUM(0)));
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	foreach(lc, lines)
+	{
+		Datum		value = CStringGetTextDatum(lfirst(lc));
+		bool		null = false;
+
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &value, &null);
+	}
+	return (Datum) 0;
+}
