@@ -46,6 +46,8 @@ installcheck-isolation:
 	$(pg_isolation_regress_installcheck) $(ISOLATION_OPTS) $(ISOLATION)
 installcheck-tap: test-module
 	$(prove_installcheck)
+# plain installcheck runs the TAP tests too, which load test/module
+installcheck: test-module
 
 # misbehaving jobs for the TAP tests, loaded by path, never installed
 test-module:

@@ -24,15 +24,18 @@ chancy.database = 'postgres'
 }
 
 # SQL functions over the misbehaving C jobs of test/module (built, not
-# installed: loaded by path).
+# installed: loaded by path), executable by every role.
 sub create_test_jobs
 {
 	my ($node, $db) = @_;
 	my $lib = "$ENV{TESTDIR}/test/module/chancy_test.so";
 	die "$lib is missing: make test-module" unless -f $lib;
-	$node->safe_psql($db // 'postgres', join('', map {
+	$node->safe_psql($db // 'postgres', join('', (map {
 		"CREATE FUNCTION $_(kwargs jsonb) RETURNS void AS '$lib', '$_' LANGUAGE C;\n"
-	} qw(sleep_checking busy_loop palloc_hog malloc_hog segfault abort_job)));
+	} qw(sleep_checking busy_loop palloc_hog malloc_hog segfault abort_job fatal_job
+		 exit_job)), (map {
+		"CREATE FUNCTION $_(kwargs jsonb) RETURNS jsonb AS '$lib', '$_' LANGUAGE C;\n"
+	} qw(whoami spi_count))));
 }
 
 1;

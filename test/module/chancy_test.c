@@ -12,8 +12,11 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
 #include "utils/timestamp.h"
 
 #include "chancy.h"
@@ -26,6 +29,10 @@ PG_FUNCTION_INFO_V1(palloc_hog);
 PG_FUNCTION_INFO_V1(malloc_hog);
 PG_FUNCTION_INFO_V1(segfault);
 PG_FUNCTION_INFO_V1(abort_job);
+PG_FUNCTION_INFO_V1(fatal_job);
+PG_FUNCTION_INFO_V1(exit_job);
+PG_FUNCTION_INFO_V1(whoami);
+PG_FUNCTION_INFO_V1(spi_count);
 
 /* Sleep kwargs.seconds, checking for interrupts every 10 ms. */
 Datum
@@ -102,4 +109,48 @@ abort_job(PG_FUNCTION_ARGS)
 {
 	abort();
 	PG_RETURN_VOID();
+}
+
+/* End the process with FATAL, as a library that gives up would. */
+Datum
+fatal_job(PG_FUNCTION_ARGS)
+{
+	elog(FATAL, "chancy_test: the library gave up");
+	PG_RETURN_VOID();
+}
+
+/* Call exit(1), as a careless library would. */
+Datum
+exit_job(PG_FUNCTION_ARGS)
+{
+	exit(1);
+	PG_RETURN_VOID();
+}
+
+/* Who the job runs as: {"user": name, "superuser": bool}. */
+Datum
+whoami(PG_FUNCTION_ARGS)
+{
+	char	   *text = psprintf("{\"user\": \"%s\", \"superuser\": %s}",
+								GetUserNameFromId(GetUserId(), false),
+								superuser() ? "true" : "false");
+
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+}
+
+/* Count kwargs.relation's rows through SPI: a job that uses the database. */
+Datum
+spi_count(PG_FUNCTION_ARGS)
+{
+	char	   *relation = chancy_kwarg_text(PG_GETARG_JSONB_P(0), "relation", "pg_class");
+	int64		n;
+	bool		isnull;
+
+	SPI_connect();
+	if (SPI_execute(psprintf("SELECT count(*) FROM %s", relation), true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not count");
+	n = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	SPI_finish();
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in,
+										CStringGetDatum(psprintf("{\"count\": " INT64_FORMAT "}", n))));
 }
