@@ -36,14 +36,7 @@
 /* The SQL objects this library works with: chancy--1.1.sql. */
 #define CHANCY_SQL_VERSION "1.1"
 
-/* PostgreSQL 16 folded the per-object ACL checks into object_aclcheck() */
-#if PG_VERSION_NUM >= 160000
-#define chancy_proc_aclcheck(proc, role, mode) \
-	object_aclcheck(ProcedureRelationId, (proc), (role), (mode))
-#else
-#define chancy_proc_aclcheck(proc, role, mode) \
-	pg_proc_aclcheck((proc), (role), (mode))
-#endif
+#include "compat.h"
 
 /* ----------------------------------------------------------------------
  * chancy.c: the settings
@@ -155,8 +148,6 @@ typedef struct ChancyShared
 	int			nexecutors;
 	ChancyExecutor executors[FLEXIBLE_ARRAY_MEMBER];
 } ChancyShared;
-
-extern ChancyShared *chancy_shared;
 
 struct BackgroundWorkerHandle;
 

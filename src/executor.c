@@ -637,9 +637,15 @@ run_batch(long *timeout_ms, bool *paused)
 	CommitTransactionCommand();
 	pgstat_report_stat(false);
 
-	/* ready jobs this claim saw but left: another executor may take them */
-	if (claimed.skipped > 0)
-		slots_wake_executors(me->queue, claimed.skipped);
+	/*
+	 * Ready jobs this claim saw (and kept others from seeing) but left, and a
+	 * wake-up for a job pushed while it claimed, are for another executor:
+	 * this one is busy now.
+	 */
+	if (claimed.njobs > 0)
+		slots_idle(false, false);
+	if (claimed.skipped > 0 || (claimed.njobs > 0 && MyLatch->is_set))
+		slots_wake_executors(me->queue, Max(claimed.skipped, 1));
 
 	if (claimed.njobs == 0)
 	{
@@ -663,7 +669,6 @@ run_batch(long *timeout_ms, bool *paused)
 		return false;
 	}
 
-	slots_idle(false, false);
 	queue = claimed.queue;
 	batch_n = claimed.njobs;
 	limits_watch(true);

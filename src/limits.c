@@ -95,21 +95,24 @@ limits_data_size(void)
 
 /*
  * limits_stop
- *		Stop the running job, for why (the first reason given counts).  Safe
- *		in a signal handler; nothing happens between jobs.
+ *		Stop the running job, for why.  Safe in a signal handler; nothing
+ *		happens between jobs.
+ *
+ * Only the first reason raises the cancel: a job that caught it may be
+ * cleaning up in its exception block when a second reason comes (a
+ * shutdown right after a DROP DATABASE, say), and a second cancel there
+ * would only cut its cleanup short.  A job that goes on regardless is the
+ * watchdog's.
  */
 void
 limits_stop(JobStop why)
 {
 	if (why == STOP_SHUTDOWN && shutdown_at == 0)
 		shutdown_at = GetCurrentTimestamp();
-	if (!in_job)
+	if (!in_job || stop_reason != STOP_NONE)
 		return;
-	if (stop_reason == STOP_NONE)
-	{
-		stop_reason = why;
-		stop_at = GetCurrentTimestamp();
-	}
+	stop_reason = why;
+	stop_at = GetCurrentTimestamp();
 	InterruptPending = true;
 	QueryCancelPending = true;
 	SetLatch(MyLatch);

@@ -36,9 +36,11 @@
 StaticAssertDecl(sizeof(ChancyWorkerParams) <= BGW_EXTRALEN,
 				 "ChancyWorkerParams must fit in bgw_extra");
 
-ChancyShared *chancy_shared = NULL;
+static ChancyShared *chancy_shared = NULL;
 
+#ifdef CHANCY_HAS_SHMEM_REQUEST_HOOK
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
+#endif
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 /* the slot of this process, once attached */
@@ -66,8 +68,10 @@ slots_shmem_size(void)
 static void
 slots_shmem_request(void)
 {
+#ifdef CHANCY_HAS_SHMEM_REQUEST_HOOK
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
+#endif
 	RequestAddinShmemSpace(add_size(slots_shmem_size(), ledger_shmem_size()));
 	RequestNamedLWLockTranche("chancy", 1);
 }
@@ -111,8 +115,12 @@ slots_shmem_startup(void)
 void
 slots_init(void)
 {
+#ifdef CHANCY_HAS_SHMEM_REQUEST_HOOK
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = slots_shmem_request;
+#else
+	slots_shmem_request();
+#endif
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = slots_shmem_startup;
 }
@@ -1008,7 +1016,7 @@ slots_cancel_is_mine(void)
 /*
  * slots_wake_executors
  *		Set the latches of up to njobs idle executors of a queue of this
- *		database.
+ *		database (other than the caller).
  */
 void
 slots_wake_executors(const char *queue, int njobs)
@@ -1019,8 +1027,8 @@ slots_wake_executors(const char *queue, int njobs)
 		ChancyExecutor *ex = &chancy_shared->executors[i];
 		bool		idle;
 
-		if (ex->dboid != MyDatabaseId || ex->state != SLOT_RUNNING ||
-			strcmp(ex->queue, queue) != 0)
+		if (ex == my_executor || ex->dboid != MyDatabaseId ||
+			ex->state != SLOT_RUNNING || strcmp(ex->queue, queue) != 0)
 			continue;
 		SpinLockAcquire(&ex->mutex);
 		idle = ex->idle;

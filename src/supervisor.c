@@ -298,7 +298,7 @@ reap(void)
 	List	   *guilty = NIL;
 	ListCell   *lc;
 
-	for (int i = 0; i < chancy_shared->nexecutors; i++)
+	for (int i = 0; i < chancy_max_executors; i++)
 	{
 		pid_t		pid;
 
@@ -506,9 +506,9 @@ chancy_supervisor_main(Datum arg)
 	before_shmem_exit(supervisor_detach, (Datum) 0);
 	pgstat_report_appname("chancy supervisor");
 	handles = MemoryContextAllocZero(TopMemoryContext,
-									 sizeof(BackgroundWorkerHandle *) * chancy_shared->nexecutors);
+									 sizeof(BackgroundWorkerHandle *) * chancy_max_executors);
 	handle_generations = MemoryContextAllocZero(TopMemoryContext,
-												sizeof(uint64) * chancy_shared->nexecutors);
+												sizeof(uint64) * chancy_max_executors);
 
 	/* executors left by a previous supervisor of this database go first */
 	slots_executors_stop_all(true);
