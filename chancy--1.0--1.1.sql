@@ -4,7 +4,7 @@
 
 -- The result equals a fresh install of chancy--1.1.sql (a test compares
 -- the two with pg_dump --schema-only).  Rows that the new rules refuse are
--- corrected first, with a notice.
+-- corrected first, with a warning (notices are not shown while an extension script runs).
 
 CREATE FUNCTION chancy_interval_ms(interval)
 	RETURNS bigint
@@ -31,14 +31,14 @@ BEGIN
 	UPDATE chancy_queues SET time_limit = NULL
 	 WHERE chancy_interval_ms(time_limit) NOT BETWEEN 1 AND 31622400000;
 	IF FOUND THEN
-		RAISE NOTICE 'time limits of queues longer than 366 days, shorter than 1 ms or with negative parts were removed';
+		RAISE WARNING 'time limits of queues longer than 366 days, shorter than 1 ms or with negative parts were removed';
 	END IF;
 	UPDATE chancy_queues SET backoff_base = '1 second', backoff_max = '1 hour'
 	 WHERE chancy_interval_ms(backoff_base) NOT BETWEEN 1 AND 31622400000
 		OR chancy_interval_ms(backoff_max) NOT BETWEEN chancy_interval_ms(backoff_base)
 		   AND 31622400000;
 	IF FOUND THEN
-		RAISE NOTICE 'retry backoffs of queues beyond 366 days were reset to the defaults';
+		RAISE WARNING 'retry backoffs of queues beyond 366 days were reset to the defaults';
 	END IF;
 	UPDATE chancy_queues SET prune_after = NULL WHERE chancy_interval_ms(prune_after) < 0;
 END $$;
@@ -95,7 +95,7 @@ BEGIN
 	UPDATE chancy_job_definitions SET time_limit = NULL
 	 WHERE chancy_interval_ms(time_limit) NOT BETWEEN 1 AND 31622400000;
 	IF FOUND THEN
-		RAISE NOTICE 'time limits of job definitions longer than 366 days, shorter than 1 ms or with negative parts were removed';
+		RAISE WARNING 'time limits of job definitions longer than 366 days, shorter than 1 ms or with negative parts were removed';
 	END IF;
 END $$;
 ALTER TABLE chancy_job_definitions
@@ -196,6 +196,12 @@ CREATE FUNCTION chancy_define_job(
 	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE;
 
 DROP FUNCTION chancy_declare_queue(text, int, interval, float8, interval, interval, text, interval);
+CREATE FUNCTION chancy_executors_left()
+	RETURNS int
+	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION chancy_executors_left() IS
+	'Executors the queues of this database may have (those of chancy.max_executors other databases do not ask for); NULL if it is not served';
+
 CREATE FUNCTION chancy_declare_queue(
 	name text,
 	concurrency int DEFAULT NULL,
@@ -212,11 +218,15 @@ CREATE FUNCTION chancy_declare_queue(
 DECLARE
 	q @extschema@.chancy_queues;
 	broken text;
+	asked_before bigint;
+	asked bigint;
+	budget int;
 BEGIN
 	IF name IS NULL THEN
 		RAISE EXCEPTION 'queue name must not be NULL'
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
+	SELECT coalesce(sum(c.concurrency), 0) INTO asked_before FROM @extschema@.chancy_queues c;
 	-- the table's defaults for a new queue, then only what is given
 	INSERT INTO @extschema@.chancy_queues AS c (name) VALUES (name)
 		ON CONFLICT ON CONSTRAINT chancy_queues_pkey DO NOTHING;
@@ -235,6 +245,17 @@ BEGIN
 		updated_at = now()
 	 WHERE c.name = chancy_declare_queue.name
 	RETURNING * INTO q;
+	-- a queue that cannot get an executor would never run: ask for no more
+	-- than chancy.max_executors leaves this database (when it is served)
+	SELECT coalesce(sum(c.concurrency), 0) INTO asked FROM @extschema@.chancy_queues c;
+	budget := @extschema@.chancy_executors_left();
+	IF asked > asked_before AND asked > budget THEN
+		RAISE EXCEPTION 'queues would need % executors, but only % are left for this database', asked, budget
+			USING ERRCODE = 'configuration_limit_exceeded',
+				  DETAIL = format('chancy.max_executors is %s; the queues of other databases ask for the rest.',
+								  current_setting('chancy.max_executors')),
+				  HINT = 'Lower the concurrency of a queue, or raise chancy.max_executors (and max_worker_processes) and restart the server.';
+	END IF;
 	RETURN q;
 EXCEPTION WHEN check_violation THEN
 	-- each rule is stated once, in the table; here it gets its message

@@ -366,6 +366,12 @@ COMMENT ON FUNCTION chancy_push_many(chancy_job[]) IS
 -- Functions: queues (for the extension's owner, who may grant them)
 --------------------------------------------------------------------------
 
+CREATE FUNCTION chancy_executors_left()
+	RETURNS int
+	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION chancy_executors_left() IS
+	'Executors the queues of this database may have (those of chancy.max_executors other databases do not ask for); NULL if it is not served';
+
 CREATE FUNCTION chancy_declare_queue(
 	name text,
 	concurrency int DEFAULT NULL,
@@ -382,11 +388,15 @@ CREATE FUNCTION chancy_declare_queue(
 DECLARE
 	q @extschema@.chancy_queues;
 	broken text;
+	asked_before bigint;
+	asked bigint;
+	budget int;
 BEGIN
 	IF name IS NULL THEN
 		RAISE EXCEPTION 'queue name must not be NULL'
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
+	SELECT coalesce(sum(c.concurrency), 0) INTO asked_before FROM @extschema@.chancy_queues c;
 	-- the table's defaults for a new queue, then only what is given
 	INSERT INTO @extschema@.chancy_queues AS c (name) VALUES (name)
 		ON CONFLICT ON CONSTRAINT chancy_queues_pkey DO NOTHING;
@@ -405,6 +415,17 @@ BEGIN
 		updated_at = now()
 	 WHERE c.name = chancy_declare_queue.name
 	RETURNING * INTO q;
+	-- a queue that cannot get an executor would never run: ask for no more
+	-- than chancy.max_executors leaves this database (when it is served)
+	SELECT coalesce(sum(c.concurrency), 0) INTO asked FROM @extschema@.chancy_queues c;
+	budget := @extschema@.chancy_executors_left();
+	IF asked > asked_before AND asked > budget THEN
+		RAISE EXCEPTION 'queues would need % executors, but only % are left for this database', asked, budget
+			USING ERRCODE = 'configuration_limit_exceeded',
+				  DETAIL = format('chancy.max_executors is %s; the queues of other databases ask for the rest.',
+								  current_setting('chancy.max_executors')),
+				  HINT = 'Lower the concurrency of a queue, or raise chancy.max_executors (and max_worker_processes) and restart the server.';
+	END IF;
 	RETURN q;
 EXCEPTION WHEN check_violation THEN
 	-- each rule is stated once, in the table; here it gets its message

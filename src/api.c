@@ -29,6 +29,7 @@
 PG_FUNCTION_INFO_V1(chancy_definitions_changed);
 PG_FUNCTION_INFO_V1(chancy_queues_changed);
 PG_FUNCTION_INFO_V1(chancy_interval_ms);
+PG_FUNCTION_INFO_V1(chancy_executors_left);
 PG_FUNCTION_INFO_V1(chancy_define_job);
 PG_FUNCTION_INFO_V1(chancy_undefine_job);
 PG_FUNCTION_INFO_V1(chancy_job);
@@ -135,45 +136,28 @@ chancy_definitions_changed(PG_FUNCTION_ARGS)
 }
 
 /*
- * check_executor_budget
- *		The queues of a served database may not ask for more executors than
- *		chancy.max_executors leaves them: a queue that cannot get one would
- *		never run.  The supervisor says so for chancy.queues instead.
+ * chancy_executors_left() RETURNS int
+ *		How many executors the queues of this database may have: those of
+ *		chancy.max_executors that the queues of the other served databases
+ *		do not ask for.  NULL if this database is not served (nothing runs
+ *		here, whatever its queues ask).  chancy_declare_queue() refuses a
+ *		change that would ask for more.
  */
-static void
-check_executor_budget(ChancyCatalog *cat)
+Datum
+chancy_executors_left(PG_FUNCTION_ARGS)
 {
-	CatalogSql	sql;
-	int64		total;
-	int			elsewhere;
-	bool		isnull;
-
-	if (IsBackgroundWorker || !slots_db_served())
-		return;
-	catalog_sql_begin(cat, true, &sql);
-	if (SPI_execute(psprintf("SELECT coalesce(sum(concurrency), 0)::int8 FROM %s.chancy_queues",
-							 cat->nspname), true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not read chancy_queues");
-	total = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
-										&isnull));
-	catalog_sql_end(&sql);
-	elsewhere = slots_db_declared_elsewhere();
-	if (total + elsewhere > chancy_max_executors)
-		ereport(ERROR,
-				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("the queues of database \"%s\" would need %lld executors, but only %d are left for them",
-						get_database_name(MyDatabaseId), (long long) total,
-						Max(chancy_max_executors - elsewhere, 0)),
-				 errdetail("chancy.max_executors is %d; the queues of other databases need %d.",
-						   chancy_max_executors, elsewhere),
-				 errhint("Lower the concurrency of a queue, or raise chancy.max_executors (and max_worker_processes) and restart the server.")));
+	if (!slots_db_served())
+		PG_RETURN_NULL();
+	PG_RETURN_INT32(Max(chancy_max_executors - slots_db_declared_elsewhere(), 0));
 }
 
 /*
  * chancy_queues_changed
- *		Statement trigger on chancy_queues: check the executor budget; every
- *		backend forgets the queues it cached; the database's supervisor and
- *		executors look at the queues again when the change commits.
+ *		Statement trigger on chancy_queues: every backend forgets the queues
+ *		it cached; the database's supervisor and executors look at the
+ *		queues again when the change commits.  A queue may not be added or
+ *		changed while the extension's objects are older than this library
+ *		(chancy_catalog() says to update them).
  */
 Datum
 chancy_queues_changed(PG_FUNCTION_ARGS)
@@ -185,7 +169,7 @@ chancy_queues_changed(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("function chancy_queues_changed() must be called as a trigger")));
 	if (!TRIGGER_FIRED_BY_DELETE(trigdata->tg_event))
-		check_executor_budget(chancy_catalog(RelationGetNamespace(trigdata->tg_relation)));
+		(void) chancy_catalog(RelationGetNamespace(trigdata->tg_relation));
 	CacheInvalidateRelcacheByRelid(RelationGetRelid(trigdata->tg_relation));
 	catalog_forget_queues();
 	wakeup_queues_changed_at_commit();

@@ -154,7 +154,7 @@ exclusive_target(Node *stmt, LOCKMODE *lockmode, bool *force)
 		slots_db_find(dboid) < 0)
 		return InvalidOid;
 	if ((must_own || !is_template(dboid)) &&
-		!pg_database_ownercheck(dboid, GetUserId()))
+		!chancy_database_ownercheck(dboid, GetUserId()))
 		return InvalidOid;
 	return dboid;
 }
@@ -187,6 +187,10 @@ chancy_utility_hook(PlannedStmt *pstmt, const char *queryString,
 			blocked = target;
 		}
 	}
+	else if (IsA(stmt, CreatedbStmt) ||
+			 (IsA(stmt, RenameStmt) &&
+			  ((RenameStmt *) stmt)->renameType == OBJECT_DATABASE))
+		wakeup_launcher_at_commit();	/* a name of chancy.database may appear */
 	else if (IsA(stmt, CreateExtensionStmt) &&
 			 strcmp(((CreateExtensionStmt *) stmt)->extname, "chancy") == 0)
 		wakeup_launcher_at_commit();

@@ -451,6 +451,9 @@ job_defaults(ChancyCatalog *cat, const char *name, JobValue *job)
 	def = trusted_definition(cat, name, GetUserId());
 	if (def)
 	{
+		/* its defaults (kwargs) are for those who may push it */
+		if (OidIsValid(def->function_oid))
+			function_check_execute(def->function_oid, GetUserId(), name);
 		for (int i = 0; i < JOB_NATTS; i++)
 		{
 			job->nulls[i] = def->nulls[i];

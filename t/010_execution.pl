@@ -116,8 +116,12 @@ $node->poll_query_until('postgres',
 	q{SELECT bool_and(state = 'paused') FROM chancy_workers WHERE queue = 'serial'})
   or die 'executor never paused';
 $id = sql(q{SELECT chancy_push('record', '{"note": "paused"}', queue => 'serial')});
-# nothing to wait on for a job that must not run: give it a second
-sleep(1);
+# the push wakes the paused executor, which looks and starts nothing: wait
+# until it has looked after the push committed
+my $pushed_at = sql("SELECT created_at FROM chancy_jobs WHERE id = $id");
+$node->poll_query_until('postgres',
+	qq{SELECT bool_and(looked_at > '$pushed_at') FROM chancy_workers WHERE queue = 'serial'})
+  or die 'the paused executor never looked at the push';
 is(sql("SELECT state FROM chancy_jobs WHERE id = $id"), 'pending',
 	'a paused queue starts no job');
 sql(q{SELECT chancy_resume_queue('serial')});
