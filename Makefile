@@ -39,6 +39,10 @@ clean-examples:
 
 .PHONY: all-examples install-examples clean-examples
 
+# PGXS tracks no header dependencies (without --enable-depend): every file
+# includes these two, so a change to them rebuilds everything.
+$(OBJS): src/chancy_internal.h src/compat.h include/chancy.h
+
 # The three suites one by one (test/run runs them all and sums up).
 installcheck-regress:
 	$(pg_regress_installcheck) $(REGRESS_OPTS) $(REGRESS)

@@ -3,9 +3,10 @@
 \echo Use "CREATE EXTENSION chancy" to load this file. \quit
 
 -- Sections: types; rules; tables; indexes; security; triggers; functions
--- (definitions, job values, pushes, queues, control); views.  The job state
--- machine is drawn in src/README.md.  Columns that version 1.1 added come
--- last in their table, where ALTER EXTENSION chancy UPDATE puts them.
+-- (definitions, job values, pushes, queues and who may call them,
+-- control); views; data.  The job state machine is drawn in src/README.md.
+-- Columns that version 1.1 added come last in their table, where ALTER
+-- EXTENSION chancy UPDATE puts them.
 
 --------------------------------------------------------------------------
 -- Types
@@ -164,6 +165,58 @@ COMMENT ON COLUMN chancy_jobs.function_oid IS
 	'The job''s function as it was pushed: one dropped and created again is not run in its place';
 COMMENT ON COLUMN chancy_jobs.cancelled_by IS
 	'The role that asked to cancel the job while an executor held it';
+COMMENT ON COLUMN chancy_queues.name IS
+	'The queue''s name, as jobs and definitions give it';
+COMMENT ON COLUMN chancy_queues.backoff_factor IS
+	'See backoff_base';
+COMMENT ON COLUMN chancy_queues.backoff_max IS
+	'See backoff_base';
+COMMENT ON COLUMN chancy_queues.updated_at IS
+	'When the queue was last declared or changed';
+COMMENT ON COLUMN chancy_job_definitions.name IS
+	'The name jobs are pushed by';
+COMMENT ON COLUMN chancy_job_definitions.queue IS
+	'Default queue of the jobs pushed by this name (a push may override it)';
+COMMENT ON COLUMN chancy_job_definitions.priority IS
+	'Default priority of the jobs pushed by this name (a push may override it)';
+COMMENT ON COLUMN chancy_job_definitions.max_attempts IS
+	'Default max_attempts of the jobs pushed by this name (a push may override it)';
+COMMENT ON COLUMN chancy_job_definitions.kwargs IS
+	'Default kwargs (a push''s are merged over them) of the jobs pushed by this name (a push may override it)';
+COMMENT ON COLUMN chancy_job_definitions.time_limit IS
+	'Default time limit of the jobs pushed by this name (a push may override it)';
+COMMENT ON COLUMN chancy_job_definitions.memory_limit IS
+	'Default memory limit in bytes of the jobs pushed by this name (a push may override it)';
+COMMENT ON COLUMN chancy_job_definitions.updated_at IS
+	'When the definition was last written';
+COMMENT ON COLUMN chancy_jobs.name IS
+	'The name the job was pushed by';
+COMMENT ON COLUMN chancy_jobs.function IS
+	'The job''s function, as a schema-qualified signature (or ''library:symbol'')';
+COMMENT ON COLUMN chancy_jobs.state IS
+	'pending, running, retrying, succeeded, failed or cancelled: see the drawing in src/README.md';
+COMMENT ON COLUMN chancy_jobs.priority IS
+	'Within its queue, a job of higher priority starts first; then the older one';
+COMMENT ON COLUMN chancy_jobs.max_attempts IS
+	'Runs the job may have before it fails (1: no retry)';
+COMMENT ON COLUMN chancy_jobs.scheduled_at IS
+	'The job does not start before this time (a retry''s backoff moves it)';
+COMMENT ON COLUMN chancy_jobs.started_at IS
+	'When its last run started (NULL while it waits, even in an executor''s batch)';
+COMMENT ON COLUMN chancy_jobs.completed_at IS
+	'When it reached a final state; pruning counts from here';
+COMMENT ON COLUMN chancy_jobs.unique_key IS
+	'At most one live job per pushing role holds a key; a push with a held key returns that job';
+COMMENT ON COLUMN chancy_jobs.time_limit IS
+	'The job''s own time limit (else its queue''s, else chancy.time_limit)';
+COMMENT ON COLUMN chancy_jobs.memory_limit IS
+	'The job''s own memory limit in bytes (else its queue''s, else chancy.memory_limit)';
+COMMENT ON COLUMN chancy_jobs.kwargs IS
+	'The keyword arguments its function is called with (a JSON object)';
+COMMENT ON COLUMN chancy_jobs.meta IS
+	'Free-form data of the pusher''s; chancy does not read it';
+COMMENT ON COLUMN chancy_jobs.result IS
+	'What the function returned, as jsonb, once the job succeeded';
 
 -- A queue table churns: vacuum it early and often.
 ALTER TABLE chancy_jobs SET (
@@ -241,10 +294,18 @@ CREATE FUNCTION chancy_queues_changed()
 	RETURNS trigger
 	AS 'MODULE_PATHNAME' LANGUAGE C;
 COMMENT ON FUNCTION chancy_queues_changed() IS
-	'Trigger: checks the executor budget, and at commit wakes the database''s supervisor and executors';
+	'Trigger: backends forget the queues they cached; at commit the database''s supervisor and executors look again (refused while the extension needs an update)';
 CREATE TRIGGER chancy_queues_changed
 	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON chancy_queues
 	FOR EACH STATEMENT EXECUTE FUNCTION chancy_queues_changed();
+COMMENT ON POLICY chancy_jobs_own ON chancy_jobs IS
+	'A role sees its own jobs, and those of the roles it is a member of';
+COMMENT ON POLICY chancy_job_definitions_usable ON chancy_job_definitions IS
+	'A role sees the definitions it can act for, and those a push of its own would use whose function it may execute';
+COMMENT ON TRIGGER chancy_definitions_changed ON chancy_job_definitions IS
+	'Cached definitions are forgotten after any change';
+COMMENT ON TRIGGER chancy_queues_changed ON chancy_queues IS
+	'Cached queues are forgotten after any change, and the workers look again at commit';
 
 --------------------------------------------------------------------------
 -- Functions: definitions
@@ -420,10 +481,10 @@ BEGIN
 	SELECT coalesce(sum(c.concurrency), 0) INTO asked FROM @extschema@.chancy_queues c;
 	budget := @extschema@.chancy_executors_left();
 	IF asked > asked_before AND asked > budget THEN
-		RAISE EXCEPTION 'queues would need % executors, but only % are left for this database', asked, budget
+		RAISE EXCEPTION 'too few executors for the queues of this database'
 			USING ERRCODE = 'configuration_limit_exceeded',
-				  DETAIL = format('chancy.max_executors is %s; the queues of other databases ask for the rest.',
-								  current_setting('chancy.max_executors')),
+				  DETAIL = format('Its queues would need %s; %s are left to them of the %s of chancy.max_executors.',
+								  asked, budget, current_setting('chancy.max_executors')),
 				  HINT = 'Lower the concurrency of a queue, or raise chancy.max_executors (and max_worker_processes) and restart the server.';
 	END IF;
 	RETURN q;
@@ -432,7 +493,7 @@ EXCEPTION WHEN check_violation THEN
 	GET STACKED DIAGNOSTICS broken = CONSTRAINT_NAME;
 	CASE broken
 	WHEN 'chancy_queues_name_check' THEN
-		RAISE EXCEPTION 'invalid queue name %', quote_literal(name)
+		RAISE EXCEPTION 'invalid queue name "%"', name
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'A queue name is 1 to 63 bytes.';
 	WHEN 'chancy_queues_concurrency_check' THEN
@@ -448,9 +509,9 @@ EXCEPTION WHEN check_violation THEN
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'A memory limit is a positive number of bytes; 0 removes it.';
 	WHEN 'chancy_queues_executor_check' THEN
-		RAISE EXCEPTION 'invalid executor % for queue "%"', quote_literal(executor), name
+		RAISE EXCEPTION 'invalid executor "%" for queue "%"', executor, name
 			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'Use ''process'' (jobs run in the executor) or ''isolated'' (C jobs run in a forked child).';
+				  HINT = 'Use "process" (jobs run in the executor) or "isolated" (C jobs run in a forked child).';
 	WHEN 'chancy_queues_prune_after_check' THEN
 		RAISE EXCEPTION 'invalid prune_after % for queue "%"', prune_after, name
 			USING ERRCODE = 'invalid_parameter_value',
@@ -512,6 +573,11 @@ BEGIN
 			USING ERRCODE = 'undefined_object';
 	END IF;
 	IF purge_jobs THEN
+		-- what an executor holds but has not started would go back to a
+		-- queue that no longer exists: it is cancelled instead
+		PERFORM @extschema@.chancy_cancel(j.id) FROM @extschema@.chancy_jobs j
+		 WHERE j.queue = chancy_delete_queue.name AND j.claim IS NOT NULL
+		   AND j.state <> 'running';
 		DELETE FROM @extschema@.chancy_jobs j
 		 WHERE j.queue = chancy_delete_queue.name AND j.claim IS NULL;
 	ELSE
@@ -528,7 +594,7 @@ BEGIN
 	DELETE FROM @extschema@.chancy_queues q WHERE q.name = chancy_delete_queue.name;
 END $$;
 COMMENT ON FUNCTION chancy_delete_queue(text, boolean) IS
-	'Delete a queue; with purge_jobs, its jobs too (but those an executor holds, which finish first)';
+	'Delete a queue; with purge_jobs, its jobs too: those an executor runs finish first, those it holds but has not started are cancelled';
 
 REVOKE EXECUTE ON FUNCTION
 	chancy_declare_queue(text, int, interval, float8, interval, interval, text, interval, bigint),

@@ -79,15 +79,6 @@ chancy_kwarg(Jsonb *kwargs, const char *key)
 	return (v == NULL || v->type == jbvNull) ? NULL : v;
 }
 
-/* Report a keyword argument of the wrong type. */
-static inline void
-chancy_kwarg_type_error(const char *key, const char *expected)
-{
-	ereport(ERROR,
-			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-			 errmsg("keyword argument \"%s\" must be %s", key, expected)));
-}
-
 /* A string keyword argument (palloc'd), or dflt if absent. */
 static inline char *
 chancy_kwarg_text(Jsonb *kwargs, const char *key, const char *dflt)
@@ -97,7 +88,9 @@ chancy_kwarg_text(Jsonb *kwargs, const char *key, const char *dflt)
 	if (v == NULL)
 		return dflt ? pstrdup(dflt) : NULL;
 	if (v->type != jbvString)
-		chancy_kwarg_type_error(key, "a string");
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("keyword argument \"%s\" must be a string", key)));
 	return pnstrdup(v->val.string.val, v->val.string.len);
 }
 
@@ -110,7 +103,9 @@ chancy_kwarg_int(Jsonb *kwargs, const char *key, int64 dflt)
 	if (v == NULL)
 		return dflt;
 	if (v->type != jbvNumeric)
-		chancy_kwarg_type_error(key, "a number");
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("keyword argument \"%s\" must be a number", key)));
 	return DatumGetInt64(DirectFunctionCall1(numeric_int8,
 											 NumericGetDatum(v->val.numeric)));
 }
@@ -124,7 +119,9 @@ chancy_kwarg_float(Jsonb *kwargs, const char *key, double dflt)
 	if (v == NULL)
 		return dflt;
 	if (v->type != jbvNumeric)
-		chancy_kwarg_type_error(key, "a number");
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("keyword argument \"%s\" must be a number", key)));
 	return DatumGetFloat8(DirectFunctionCall1(numeric_float8,
 											  NumericGetDatum(v->val.numeric)));
 }
@@ -138,7 +135,9 @@ chancy_kwarg_bool(Jsonb *kwargs, const char *key, bool dflt)
 	if (v == NULL)
 		return dflt;
 	if (v->type != jbvBool)
-		chancy_kwarg_type_error(key, "a boolean");
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("keyword argument \"%s\" must be a boolean", key)));
 	return v->val.boolean;
 }
 

@@ -95,6 +95,9 @@ SELECT chancy_define_job('x', 'greet(jsonb)', time_limit => '-1 year 360 days 1 
 SELECT chancy_define_job('x', 'greet(jsonb)', memory_limit => -1);
 \echo :LAST_ERROR_SQLSTATE
 SELECT count(*) FROM chancy_job_definitions WHERE name IN ('x', 'nope', '');
+-- the longest time limit there is: 366 days (a year is 365.25)
+SELECT (chancy_define_job('yearly', 'greet(jsonb)', time_limit => '1 year')).time_limit;
+SELECT chancy_undefine_job('yearly');
 
 -- a redefinition changes only what it is given; a limit of 0 removes it
 SELECT (chancy_define_job('limited', 'send_email(jsonb)', priority => 2,

@@ -89,6 +89,10 @@ SELECT chancy_push('greet', time_limit => '1000000 years');
 \echo :LAST_ERROR_SQLSTATE
 SELECT chancy_push('greet', time_limit => '367 days');
 \echo :LAST_ERROR_SQLSTATE
+-- the longest one there is: 366 days (a year is 365.25)
+SELECT chancy_push('greet', time_limit => '1 year') AS yearly \gset
+SELECT time_limit FROM chancy_jobs WHERE id = :yearly;
+DELETE FROM chancy_jobs WHERE id = :yearly;
 -- a queue that is not declared (or a typo) would never run
 SELECT chancy_push('greet', queue => 'Default');
 \echo :LAST_ERROR_SQLSTATE

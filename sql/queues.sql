@@ -50,6 +50,8 @@ SELECT chancy_declare_queue('emails', 1, time_limit => '-1 year 360 days 1 s');
 \echo :LAST_ERROR_SQLSTATE
 SELECT chancy_declare_queue('emails', 1, time_limit => '1000000 years');
 \echo :LAST_ERROR_SQLSTATE
+SELECT (chancy_declare_queue('yearly', 0, time_limit => '366 days', backoff_max => '1 year')).time_limit;
+SELECT chancy_delete_queue('yearly');
 SELECT chancy_declare_queue('emails', 1, memory_limit => -1);
 \echo :LAST_ERROR_SQLSTATE
 SELECT chancy_declare_queue('emails', 1, executor => 'thread');

@@ -71,7 +71,7 @@ relcache_changed(Datum arg, Oid relid)
 	if (relid == InvalidOid || relid == catalog.queues_relid)
 		queues_stale = true;
 	if (relid == InvalidOid || relid == catalog.defs_relid)
-		job_forget_definitions();
+		catalog.defs_generation++;
 }
 
 /*
@@ -161,8 +161,9 @@ chancy_catalog(Oid nsp)
 	if (chancy_extension(&found_nsp, &version) == EXTENSION_OLD)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("extension chancy is at version %s, but its library needs version %s",
-						version, CHANCY_SQL_VERSION),
+				 errmsg("extension chancy must be updated"),
+				 errdetail("Its version is %s; the installed library needs version %s.",
+						   version, CHANCY_SQL_VERSION),
 				 errhint("Run ALTER EXTENSION chancy UPDATE.")));
 
 	memset(&fresh, 0, sizeof(fresh));
@@ -190,9 +191,11 @@ chancy_catalog(Oid nsp)
 		fresh.job_typid != catalog.job_typid || fresh.owner != catalog.owner)
 	{
 		catalog_generation++;
-		job_forget_definitions();
+		fresh.defs_generation = catalog.defs_generation + 1;
 		queues_stale = true;
 	}
+	else
+		fresh.defs_generation = catalog.defs_generation;
 	if (catalog.nspname)
 		pfree(catalog.nspname);
 	fresh.nspname = MemoryContextStrdup(TopMemoryContext,
@@ -250,6 +253,7 @@ catalog_settings(void)
 void
 catalog_sql_begin(ChancyCatalog *cat, bool as_owner, CatalogSql *sql)
 {
+	sql->caller = CurrentMemoryContext;
 	SPI_connect();
 	sql->as_owner = as_owner;
 	if (as_owner)

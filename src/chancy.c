@@ -230,7 +230,8 @@ _PG_init(void)
 	/* the launcher, and one supervisor per database, are workers too */
 	if (chancy_max_executors + 2 > max_worker_processes)
 		ereport(WARNING,
-				(errmsg("chancy.max_executors (%d) does not fit in max_worker_processes (%d)",
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("chancy.max_executors (%d) does not fit in max_worker_processes (%d)",
 						chancy_max_executors, max_worker_processes),
 				 errdetail("chancy needs a background worker for its launcher, one per database in chancy.database, and one per executor, besides those of other extensions and parallel queries."),
 				 errhint("Raise max_worker_processes to at least %d (chancy.max_executors, a launcher, a supervisor, and the default 8 for parallel queries and others), or lower chancy.max_executors.",

@@ -231,18 +231,6 @@ extern void slots_db_block(Oid dboid);
 extern void slots_db_unblock(Oid dboid);
 extern List *slots_snapshot(bool all_databases);
 
-/*
- * The job an executor is executing, published through the rendezvous
- * variable "chancy_current_job": chancy.h's chancy_current_job() reads its
- * first member; chancy_current_job() and chancy_cancel() in SQL read it
- * too, the latter to note that a job cancelled itself.
- */
-typedef struct RunningJob
-{
-	ChancyJobInfo info;			/* chancy.h: first, so C jobs can read it */
-	Oid			cancelled_by;	/* the job cancelled itself, as this role */
-} RunningJob;
-
 /* ----------------------------------------------------------------------
  * ledger.c: which job each executor was executing, kept across a crash
  * ----------------------------------------------------------------------
@@ -269,6 +257,7 @@ typedef struct ChancyCatalog
 	Oid			job_typid;		/* the chancy_job composite */
 	Oid			owner;			/* owner of chancy's tables */
 	uint64		generation;		/* changes whenever the above change */
+	uint64		defs_generation;	/* ... and whenever definitions may have */
 } ChancyCatalog;
 
 /* What chancy_extension() found in this database. */
@@ -286,6 +275,7 @@ typedef struct CatalogSql
 	int			save_sec_context;
 	int			nestlevel;
 	bool		as_owner;
+	MemoryContext caller;		/* where results outlive the bracket */
 } CatalogSql;
 
 extern ExtensionState chancy_extension(Oid *nsp, char **version);
@@ -355,8 +345,8 @@ typedef struct JobValue
 
 /* longest unique key: it must fit in a btree index entry */
 #define CHANCY_MAX_UNIQUE_KEY 2048
-/* limits: interval in ms, from 1 ms to a year */
-#define CHANCY_MAX_TIME_LIMIT_MS INT64CONST(31536000000)
+/* limits: interval in ms, from 1 ms to 366 days (the CHECKs of the SQL script) */
+#define CHANCY_MAX_TIME_LIMIT_MS INT64CONST(31622400000)
 
 extern int64 interval_ms(const Interval *iv);
 extern void job_check_attr(JobAttr attr, Datum value, bool isnull);
@@ -454,6 +444,8 @@ extern void wakeup_supervisor_at_commit(void);
 extern void wakeup_launcher_at_commit(void);
 extern void wakeup_cancel_at_commit(int64 job_id, int64 claim);
 extern void wakeup_done_at_commit(int64 job_id);
+extern void wakeup_self_cancel(int64 job_id, Oid role);
+extern Oid	wakeup_take_self_cancel(int64 job_id);
 
 /* ----------------------------------------------------------------------
  * ddl.c: the utility commands that concern chancy's workers

@@ -270,7 +270,7 @@ chancy_cancel(PG_FUNCTION_ARGS)
 	int64		id = arg_job_id(fcinfo);
 	Oid			role = GetUserId();
 	bool		admin = pg_class_aclcheck(cat->jobs_relid, role, ACL_UPDATE) == ACLCHECK_OK;
-	RunningJob *running = *(RunningJob **) find_rendezvous_variable("chancy_current_job");
+	const ChancyJobInfo *running = chancy_sdk_current_job();
 	JobRow		job;
 	int64		claim;
 
@@ -289,12 +289,13 @@ chancy_cancel(PG_FUNCTION_ARGS)
 
 	if (!queue_cancel(cat, id, role, &claim))
 		ereport(NOTICE,
-				(errmsg("job " INT64_FORMAT " has already finished", id),
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("job " INT64_FORMAT " has already finished", id),
 				 errdetail("Its state is %s; the cancel changes nothing.", job.state)));
 	else if (claim == 0)
 		wakeup_done_at_commit(id);
-	else if (running != NULL && running->info.id == id)
-		running->cancelled_by = role;	/* a job cancelling itself */
+	else if (running != NULL && running->id == id)
+		wakeup_self_cancel(id, role);	/* a job cancelling itself */
 	else
 		wakeup_cancel_at_commit(id, claim);
 

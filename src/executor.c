@@ -103,7 +103,7 @@ static QueueSettings queue;		/* its queue's settings, as claimed */
 
 /* the job being executed, published to chancy.h and chancy_current_job() */
 static ClaimedJob *current_job = NULL;
-static RunningJob running;
+static ChancyJobInfo running;
 static void **running_var = NULL;
 
 static HTAB *durations = NULL;
@@ -316,6 +316,7 @@ run_job(ChancyCatalog *cat, ClaimedJob *job, TimestampTz started_at,
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
 	volatile JobStop why = STOP_NONE;
+	volatile Oid self_cancel = InvalidOid;
 	ErrorData  *edata = NULL;
 	Outcome		outcome = OUTCOME_RECORDED;
 	bool		held = true;
@@ -328,7 +329,8 @@ run_job(ChancyCatalog *cat, ClaimedJob *job, TimestampTz started_at,
 		why = limits_job_end();
 		if (why != STOP_NONE)
 			stopped_error(why, job);
-		if (OidIsValid(running.cancelled_by))
+		self_cancel = wakeup_take_self_cancel(job->id);
+		if (OidIsValid(self_cancel))
 			ereport(ERROR,
 					(errcode(ERRCODE_QUERY_CANCELED),
 					 errmsg("job cancelled itself")));
@@ -361,8 +363,8 @@ run_job(ChancyCatalog *cat, ClaimedJob *job, TimestampTz started_at,
 
 	/* recording the outcome must not be cancelled by a late interrupt */
 	HOLD_CANCEL_INTERRUPTS();
-	if (OidIsValid(running.cancelled_by) || why == STOP_CANCEL)
-		held = queue_cancelled(cat, job, true, running.cancelled_by, started_at);
+	if (OidIsValid(self_cancel) || why == STOP_CANCEL)
+		held = queue_cancelled(cat, job, true, self_cancel, started_at);
 	else if (why == STOP_SHUTDOWN || shutdown_requested)
 		outcome = OUTCOME_PUT_BACK;
 	else
@@ -374,7 +376,8 @@ run_job(ChancyCatalog *cat, ClaimedJob *job, TimestampTz started_at,
 		held = state != NULL;
 		if (held)
 			ereport(LOG,
-					(errmsg("job " INT64_FORMAT " (%s) failed on attempt %d of %d: %s",
+					(errcode(edata->sqlerrcode),
+					 errmsg("job " INT64_FORMAT " (%s) failed on attempt %d of %d: %s",
 							job->id, job->name, job->attempt, job->max_attempts,
 							edata->message),
 					 errdetail("The job is now %s.", state)));
@@ -383,7 +386,8 @@ run_job(ChancyCatalog *cat, ClaimedJob *job, TimestampTz started_at,
 	RESUME_CANCEL_INTERRUPTS();
 	if (!held)
 		ereport(LOG,
-				(errmsg("outcome of job " INT64_FORMAT " (%s) discarded", job->id, job->name),
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("outcome of job " INT64_FORMAT " (%s) discarded", job->id, job->name),
 				 errdetail("The job no longer carries the claim of this executor.")));
 	return outcome;
 }
@@ -412,11 +416,11 @@ execute(ChancyCatalog *cat, ClaimedJob *job, Outcome *outcome, Datum *result,
 	pgstat_report_activity(STATE_RUNNING, job->name);
 	current_job = job;
 	memset(&running, 0, sizeof(running));
-	running.info.id = job->id;
-	running.info.name = job->name;
-	running.info.queue = job->queue;
-	running.info.attempt = job->attempt;
-	running.info.max_attempts = job->max_attempts;
+	running.id = job->id;
+	running.name = job->name;
+	running.queue = job->queue;
+	running.attempt = job->attempt;
+	running.max_attempts = job->max_attempts;
 	*running_var = &running;
 
 	*outcome = run_job(cat, job, started_at, result, result_null);
@@ -446,7 +450,8 @@ check_leaks(void)
 		size - start_size > (int64) chancy_executor_max_growth * 1024)
 	{
 		ereport(LOG,
-				(errmsg("executor of queue \"%s\" is replaced by a fresh one", me->queue),
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("executor of queue \"%s\" is replaced by a fresh one", me->queue),
 				 errdetail("It grew by %lld MB while running jobs, %lld MB since it started.",
 						   (long long) ((size - last_size) / (1024 * 1024)),
 						   (long long) ((size - start_size) / (1024 * 1024)))));
@@ -494,6 +499,8 @@ give_back(int from, int64 guilty, const char *why)
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
+	/* the jobs that finished are for after the commit */
+	MemoryContextSwitchTo(batch_cxt);
 	queue_release(chancy_catalog(chancy_nsp), int8_one(batch_claim, false),
 				  batch_ids(from, batch_n), int8_one(guilty, guilty == 0), why,
 				  &released);
@@ -591,7 +598,8 @@ run_group(void)
 		/* a claim taken from under us (it should not be): run them again */
 		AbortCurrentTransaction();
 		ereport(LOG,
-				(errmsg("outcomes of a group of jobs of queue \"%s\" discarded", me->queue),
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("outcomes of a group of jobs of queue \"%s\" discarded", me->queue),
 				 errdetail("Some of its jobs no longer carried the claim of this executor; the others run again.")));
 		batch_next = first;
 		go_on = false;
@@ -654,7 +662,8 @@ run_batch(long *timeout_ms, bool *paused)
 		if (!claimed.queue_exists)
 		{
 			ereport(LOG,
-					(errmsg("executor of queue \"%s\" is leaving", me->queue),
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("executor of queue \"%s\" is leaving", me->queue),
 					 errdetail("The queue no longer exists.")));
 			proc_exit(0);
 		}
@@ -724,7 +733,8 @@ recover(void)
 	if (chancy_extension(&chancy_nsp, NULL) != EXTENSION_READY)
 	{
 		ereport(LOG,
-				(errmsg("executor of queue \"%s\" is leaving", me->queue),
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("executor of queue \"%s\" is leaving", me->queue),
 				 errdetail("Extension chancy is no longer installed in this database.")));
 		proc_exit(0);
 	}
@@ -742,7 +752,8 @@ recover(void)
  *		back uncharged (a shutdown), or else ended its executor itself
  *		(FATAL, exit()) and is charged a crash.  The others of the batch,
  *		run in a group that did not commit or not run yet, go back uncharged.
- *		An error here ends the callback; the supervisor then recovers them.
+ *		Waiters of the jobs that end here are woken after the commit.  An
+ *		error here ends the callback; the supervisor then recovers them.
  */
 static void
 executor_give_back(int code, Datum arg)
@@ -751,6 +762,8 @@ executor_give_back(int code, Datum arg)
 	ClaimedJob *job = current_job;
 	JobStop		why = limits_stopped();
 	ReleaseResult released;
+	List	   *finished = NIL;
+	ListCell   *lc;
 
 	if (batch_n == 0 || !OidIsValid(chancy_nsp))
 		return;
@@ -761,6 +774,8 @@ executor_give_back(int code, Datum arg)
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
+	/* the jobs that finished are for after the commit */
+	MemoryContextSwitchTo(batch_cxt);
 	PushActiveSnapshot(GetTransactionSnapshot());
 	cat = chancy_catalog(chancy_nsp);
 	if (job != NULL && (why == STOP_TIME_LIMIT || why == STOP_MEMORY_LIMIT))
@@ -774,20 +789,22 @@ executor_give_back(int code, Datum arg)
 							GetCurrentTimestamp());
 	}
 	else if (job != NULL && why == STOP_CANCEL)
-		(void) queue_cancelled(cat, job, true, running.cancelled_by,
-							   GetCurrentTimestamp());
+		(void) queue_cancelled(cat, job, true, InvalidOid, GetCurrentTimestamp());
 	if (job != NULL && why != STOP_NONE && why != STOP_SHUTDOWN)
 		ereport(LOG,
-				(errmsg("job " INT64_FORMAT " (%s) went on after it was told to stop", job->id,
+				(errcode(ERRCODE_QUERY_CANCELED),
+				 errmsg("job " INT64_FORMAT " (%s) went on after it was told to stop", job->id,
 						job->name),
 				 errdetail("Its executor was ended, and a fresh one replaces it.")));
 	else if (job != NULL && why != STOP_SHUTDOWN && !shutdown_requested)
 	{
 		ereport(LOG,
-				(errmsg("job " INT64_FORMAT " (%s) ended its executor", job->id, job->name),
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("job " INT64_FORMAT " (%s) ended its executor", job->id, job->name),
 				 errdetail("It is charged a crash.")));
 		queue_release(cat, int8_one(batch_claim, false), int8_one(job->id, false),
 					  int8_one(job->id, false), NULL, &released);
+		finished = released.finished;
 	}
 	/* the rest (and a job stopped by the shutdown), recorded or not */
 	queue_release(cat, int8_one(batch_claim, false), batch_ids(0, batch_n),
@@ -798,6 +815,11 @@ executor_give_back(int code, Datum arg)
 	CommitTransactionCommand();
 	ledger_done();
 	batch_n = 0;
+	/* the job that ended its executor may have finished (failed, cancelled) */
+	if (job != NULL)
+		slots_job_done(job->id);
+	foreach(lc, list_concat(finished, released.finished))
+		slots_job_done(*(int64 *) lfirst(lc));
 	slots_wake_executors(me->queue, INT_MAX);
 }
 

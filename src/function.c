@@ -26,6 +26,7 @@
 #include "pgstat.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
 #include "utils/jsonb.h"
@@ -351,7 +352,8 @@ prepare(JobFunction *fn, const char *spec, Oid oid)
  *		The callable function of a claimed job, cached per process.  Raises
  *		the errors a job fails with: its function was dropped, its library or
  *		symbol cannot be loaded, its role may no longer execute it.  A job
- *		pushed without an OID (version 1.0) resolves its spec now.
+ *		pushed without an OID (version 1.0) resolves its spec now, under
+ *		chancy's own search_path.
  */
 JobFunction *
 function_for_job(const char *spec, Oid oid, Oid role)
@@ -363,8 +365,10 @@ function_for_job(const char *spec, Oid oid, Oid role)
 	if (!function_is_symbol(spec) && !OidIsValid(oid))
 	{
 		char	   *canonical;
+		int			nestlevel = catalog_settings();	/* no search_path of theirs */
 
 		oid = function_resolve(NULL, spec, &canonical);
+		AtEOXact_GUC(true, nestlevel);
 	}
 	if (OidIsValid(oid))
 		snprintf(key, sizeof(key), "oid %u", oid);

@@ -47,7 +47,7 @@
 #include "chancy_internal.h"
 
 /* the shared mappings the child gave up, to recognize a fault in one */
-#define MAX_UNMAPPED 64
+#define MAX_UNMAPPED 256
 static uintptr_t unmapped_from[MAX_UNMAPPED];
 static uintptr_t unmapped_to[MAX_UNMAPPED];
 static int	nunmapped = 0;
@@ -68,6 +68,19 @@ write_all(const char *buf, size_t len)
 		buf += n;
 		len -= n;
 	}
+}
+
+/*
+ * child_refuse
+ *		In the child: the job cannot be run isolated; report why as its
+ *		error, and leave.
+ */
+static void
+child_refuse(const char *why)
+{
+	write_all("E58000", 6);
+	write_all(why, strlen(why));
+	_exit(5);
 }
 
 /*
@@ -104,8 +117,8 @@ unmap_shared(void)
 	int			n = 0;
 
 	if (maps == NULL)
-		_exit(5);
-	while (fgets(line, sizeof(line), maps) != NULL && n < MAX_UNMAPPED)
+		child_refuse("could not read /proc/self/maps to isolate the job");
+	while (fgets(line, sizeof(line), maps) != NULL)
 	{
 		unsigned long from,
 					to;
@@ -113,6 +126,8 @@ unmap_shared(void)
 
 		if (sscanf(line, "%lx-%lx %7s", &from, &to, perms) == 3 && perms[3] == 's')
 		{
+			if (n == MAX_UNMAPPED)
+				child_refuse("too many shared memory mappings to isolate the job");
 			unmapped_from[n] = from;
 			unmapped_to[n++] = to;
 		}
@@ -120,7 +135,7 @@ unmap_shared(void)
 	fclose(maps);
 	for (int i = 0; i < n; i++)
 		if (munmap((void *) unmapped_from[i], unmapped_to[i] - unmapped_from[i]) != 0)
-			_exit(5);
+			child_refuse("could not unmap shared memory to isolate the job");
 	nunmapped = n;
 }
 

@@ -75,6 +75,7 @@ typedef struct DefEntry
 static MemoryContext defs_cxt = NULL;	/* holds defs_cache and its datums */
 static HTAB *defs_cache = NULL;
 static bool defs_stale = true;
+static uint64 defs_generation = 0;	/* of the catalog, when filled */
 
 static const char *const attr_names[JOB_NATTS] = {
 	"name", "function", "queue", "kwargs", "priority", "max_attempts",
@@ -349,7 +350,7 @@ definitions(ChancyCatalog *cat, const char *name, Definition **defs)
 	int			n;
 	MemoryContext old;
 
-	if (defs_cache == NULL || defs_stale)
+	if (defs_cache == NULL || defs_stale || defs_generation != cat->defs_generation)
 	{
 		HASHCTL		ctl;
 
@@ -363,6 +364,7 @@ definitions(ChancyCatalog *cat, const char *name, Definition **defs)
 		defs_cache = hash_create("chancy definitions", 64, &ctl,
 								 HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 		defs_stale = false;
+		defs_generation = cat->defs_generation;
 	}
 	if (strlen(name) >= CACHE_KEYLEN)
 		return load_definitions(cat, name, defs);
@@ -377,7 +379,7 @@ definitions(ChancyCatalog *cat, const char *name, Definition **defs)
 
 	n = load_definitions(cat, name, &fresh);
 	/* reading the table may have processed an invalidation: do not keep */
-	if (defs_stale)
+	if (defs_stale || defs_generation != cat->defs_generation)
 	{
 		*defs = fresh;
 		return n;

@@ -151,11 +151,13 @@ wanted_databases(void)
 		}
 		else if (first_report("missing", name))
 			ereport(LOG,
-					(errmsg("database \"%s\" listed in chancy.database does not exist",
+					(errcode(ERRCODE_UNDEFINED_DATABASE),
+					 errmsg("database \"%s\" listed in chancy.database does not exist",
 							name),
 					 errhint("Create the database and run CREATE EXTENSION chancy in it, or remove it from chancy.database.")));
 	}
 	CommitTransactionCommand();
+	MemoryContextSwitchTo(cxt);
 	return oids;
 }
 
@@ -188,7 +190,8 @@ start_supervisor(int i, Oid dboid)
 							slots[i].generation, &slots[i].handle))
 	{
 		ereport(LOG,
-				(errmsg("could not start a supervisor for database %u", dboid),
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("could not start a supervisor for database %u", dboid),
 				 errhint("Raise max_worker_processes.")));
 		slots[i].handle = NULL;
 		slots_db_start_failed(i, slots[i].generation);
@@ -240,7 +243,8 @@ reconcile(bool recheck)
 		{
 			if (first_report("too many", psprintf("%u", dboid)))
 				ereport(WARNING,
-						(errmsg("database %u is not served", dboid),
+						(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+						 errmsg("database %u is not served", dboid),
 						 errdetail("chancy serves at most %d databases.",
 								   CHANCY_MAX_DATABASES)));
 			continue;
@@ -279,7 +283,8 @@ wait_for_promotion(void)
 		return;
 	slots_set_standby(true);
 	ereport(LOG,
-			(errmsg("chancy runs no job on this standby"),
+			(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+			 errmsg("chancy runs no job on this standby"),
 			 errdetail("Jobs run after the server is promoted.")));
 	while (RecoveryInProgress())
 	{
@@ -294,7 +299,9 @@ wait_for_promotion(void)
 		}
 	}
 	slots_set_standby(false);
-	ereport(LOG, (errmsg("the server was promoted: chancy runs jobs")));
+	ereport(LOG,
+			(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+			 errmsg("chancy runs jobs now that the server was promoted")));
 }
 
 /*

@@ -237,6 +237,8 @@ ledger_done(void)
  * ledger_slot_executing
  *		The job the executor of slot was executing when it went, if it went
  *		without handling it (its exit callback failed), or 0.  Clears it.
+ *		Called by the supervisor before it frees the slot: its executor is
+ *		gone and no other can have it yet, so nobody else writes the record.
  */
 int64
 ledger_slot_executing(int slot, Oid dboid)

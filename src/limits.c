@@ -238,14 +238,20 @@ limits_job_end(void)
 	return why;
 }
 
-/* The error of a job past its time limit (the isolated child's too). */
+/*
+ * limits_time_error
+ *		The error of a job past its time limit (the isolated child's too):
+ *		limits_explain()'s, raised.
+ */
 void
 limits_time_error(int64 time_limit_ms)
 {
-	ereport(ERROR,
-			(errcode(ERRCODE_QUERY_CANCELED),
-			 errmsg("job exceeded its time limit of %.3f s", time_limit_ms / 1000.0),
-			 errhint("Raise the job's time limit (chancy_with_limits), or make the job faster.")));
+	ErrorData	edata;
+
+	memset(&edata, 0, sizeof(edata));
+	edata.elevel = ERROR;
+	limits_explain(&edata, STOP_TIME_LIMIT, time_limit_ms, 0);
+	ThrowErrorData(&edata);
 	pg_unreachable();
 }
 

@@ -17,6 +17,7 @@
  */
 #include "postgres.h"
 
+#include "access/detoast.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
@@ -521,6 +522,46 @@ effective_limit(Datum own, bool own_null, Datum queue, bool queue_null,
 }
 
 /*
+ * trim_batch
+ *		Claimed jobs in dequeue order, their kwargs as stored: keep the first
+ *		and those after it while their kwargs, as they will be in memory
+ *		(decompressed, out of TOAST), add up to CLAIM_MAX_BYTES; the claim's
+ *		own bound is on the stored size, which compression makes smaller.
+ *		The kept ones get their kwargs copied into cxt; *dropped lists the
+ *		ids of the others (NULL if none).  Returns how many are kept.
+ */
+static int
+trim_batch(ClaimedJob **jobs, int n, MemoryContext cxt, ArrayType **dropped)
+{
+	Size		total = 0;
+	int			kept = 0;
+	Datum	   *ids = NULL;
+	int			ndropped = 0;
+	MemoryContext old = MemoryContextSwitchTo(cxt);
+
+	*dropped = NULL;
+	for (int i = 0; i < n; i++)
+	{
+		total += toast_raw_datum_size(jobs[i]->kwargs);
+		if (i > 0 && total > CLAIM_MAX_BYTES)
+		{
+			if (ids == NULL)
+				ids = palloc(sizeof(Datum) * n);
+			ids[ndropped++] = Int64GetDatum(jobs[i]->id);
+			continue;
+		}
+		/* the value itself, not a TOAST pointer: it outlives the claim */
+		jobs[i]->kwargs = PointerGetDatum(PG_DETOAST_DATUM_COPY(jobs[i]->kwargs));
+		jobs[kept++] = jobs[i];
+	}
+	if (ndropped > 0)
+		*dropped = construct_array(ids, ndropped, INT8OID, 8, FLOAT8PASSBYVAL,
+								   TYPALIGN_DOUBLE);
+	MemoryContextSwitchTo(old);
+	return kept;
+}
+
+/*
  * queue_claim
  *		Claim ready jobs of a queue under claim token claim (see PLAN_CLAIM):
  *		the first starts now, up to max_jobs - 1 more follow in the batch
@@ -538,6 +579,7 @@ queue_claim(ChancyCatalog *cat, const char *queue, int64 claim, int max_jobs,
 	CatalogSql	sql;
 	int			n;
 	bool		isnull;
+	ArrayType  *dropped;
 
 	memset(result, 0, sizeof(ClaimResult));
 	args[0] = CStringGetTextDatum(queue);
@@ -571,9 +613,8 @@ queue_claim(ChancyCatalog *cat, const char *queue, int64 claim, int max_jobs,
 		if (isnull)
 			job->function_oid = InvalidOid;
 		job->queue = SPI_getvalue(tup, desc, 5);
-		/* the value itself, not a TOAST pointer: it outlives the claim */
-		job->kwargs = PointerGetDatum(PG_DETOAST_DATUM_COPY(SPI_getbinval(tup, desc, 6,
-																		  &isnull)));
+		/* as stored (maybe a TOAST pointer) until the batch is trimmed */
+		job->kwargs = SPI_getbinval(tup, desc, 6, &isnull);
 		job->attempt = DatumGetInt32(SPI_getbinval(tup, desc, 7, &isnull));
 		job->max_attempts = DatumGetInt32(SPI_getbinval(tup, desc, 8, &isnull));
 		job->pushed_by = DatumGetObjectId(SPI_getbinval(tup, desc, 9, &isnull));
@@ -604,6 +645,7 @@ queue_claim(ChancyCatalog *cat, const char *queue, int64 claim, int max_jobs,
 	}
 	/* RETURNING has no order: the dequeue order, the started job first */
 	qsort(jobs, n, sizeof(ClaimedJob *), claimed_cmp);
+	n = trim_batch(jobs, n, cxt, &dropped);
 
 	if (n == 0)
 	{
@@ -624,6 +666,18 @@ queue_claim(ChancyCatalog *cat, const char *queue, int64 claim, int max_jobs,
 	}
 	result->njobs = n;
 	catalog_sql_end(&sql);
+
+	/* what the batch could not hold goes back at once, unstarted */
+	if (dropped != NULL)
+	{
+		ReleaseResult released;
+		Datum		claim_datum = Int64GetDatum(claim);
+
+		queue_release(cat, construct_array(&claim_datum, 1, INT8OID, 8, FLOAT8PASSBYVAL,
+										   TYPALIGN_DOUBLE),
+					  dropped, construct_empty_array(INT8OID), NULL, &released);
+		result->skipped += released.released;
+	}
 }
 
 /*
@@ -808,11 +862,16 @@ queue_release(ChancyCatalog *cat, ArrayType *claims, ArrayType *ids,
 		bool		isnull;
 
 		if (strcmp(state, "cancelled") == 0 || strcmp(state, "failed") == 0)
+		{
+			MemoryContext old = MemoryContextSwitchTo(sql.caller);
+
 			result->finished =
 				lappend(result->finished,
 						box(DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
 														SPI_tuptable->tupdesc, 1,
 														&isnull))));
+			MemoryContextSwitchTo(old);
+		}
 	}
 	catalog_sql_end(&sql);
 }
@@ -828,6 +887,7 @@ queue_claims_in_use(ChancyCatalog *cat)
 	catalog_sql_begin(cat, true, &sql);
 	if (execute(cat, PLAN_CLAIMS, NULL, NULL, true) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the claims of jobs");
+	MemoryContextSwitchTo(sql.caller);
 	for (uint64 r = 0; r < SPI_processed; r++)
 		claims = lappend(claims,
 						 box(DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
@@ -852,6 +912,7 @@ queue_cancel_requests(ChancyCatalog *cat)
 	catalog_sql_begin(cat, true, &sql);
 	if (execute(cat, PLAN_SWEEP, NULL, NULL, true) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the cancels of jobs");
+	MemoryContextSwitchTo(sql.caller);
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
 		pairs = lappend(pairs,

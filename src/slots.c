@@ -29,6 +29,7 @@
 #include "storage/ipc.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "chancy_internal.h"
@@ -156,8 +157,8 @@ slot_state_name(SlotState state)
 /*
  * slots_start_worker
  *		Register a dynamic worker (supervisor or executor) for slot; its start
- *		and stop are notified to this process.  False if no worker slot of
- *		the postmaster is free.
+ *		and stop are notified to this process; *handle is in
+ *		TopMemoryContext.  False if no worker slot of the postmaster is free.
  */
 bool
 slots_start_worker(ChancyWorkerKind kind, const char *name, int slot,
@@ -165,6 +166,8 @@ slots_start_worker(ChancyWorkerKind kind, const char *name, int slot,
 {
 	BackgroundWorker worker;
 	ChancyWorkerParams params;
+	MemoryContext old;
+	bool		started;
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
@@ -180,7 +183,11 @@ slots_start_worker(ChancyWorkerKind kind, const char *name, int slot,
 	params.generation = generation;
 	memcpy(worker.bgw_extra, &params, sizeof(params));
 	worker.bgw_notify_pid = MyProcPid;
-	return RegisterDynamicBackgroundWorker(&worker, handle);
+	/* the handle is kept until the worker is seen to stop */
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	started = RegisterDynamicBackgroundWorker(&worker, handle);
+	MemoryContextSwitchTo(old);
+	return started;
 }
 
 /* The generation a started worker was given. */
@@ -775,6 +782,7 @@ slots_executor_reap(int i, uint64 generation)
 	{
 		/* EXITED, or STARTING and never attached (a worker that dies without
 		 * detaching crashed, and the cluster restarted) */
+		Assert(ex->state == SLOT_EXITED || ex->state == SLOT_STARTING);
 		ex->state = SLOT_FREE;
 		ex->pid = 0;
 		ex->latch = NULL;

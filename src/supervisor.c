@@ -56,13 +56,20 @@ static bool no_extension = false;	/* leaving: chancy is not installed */
 static int64 pruned_at_jobs = -1;	/* jobs done at the last prune */
 static TimestampTz pruned_at = 0;
 static TimestampTz prune_due = 0;	/* when the oldest finished job is due */
+static MemoryContext loop_cxt = NULL;	/* reset at every turn of the loop */
 
-/* Begin one of the supervisor's transactions; chancy's catalog. */
+/*
+ * begin
+ *		Begin one of the supervisor's transactions; chancy's catalog.  What
+ *		it allocates, results included, lives in loop_cxt: the results of a
+ *		transaction are often used after its commit (waiters woken).
+ */
 static ChancyCatalog *
 begin(void)
 {
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
+	MemoryContextSwitchTo(loop_cxt);
 	PushActiveSnapshot(GetTransactionSnapshot());
 	return chancy_catalog(chancy_nsp);
 }
@@ -73,6 +80,7 @@ end(void)
 {
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	MemoryContextSwitchTo(loop_cxt);
 	pgstat_report_stat(false);
 }
 
@@ -98,7 +106,8 @@ leave(void)
 {
 	if (slots_db_say_missing(true))
 		ereport(LOG,
-				(errmsg("database \"%s\" does not have extension chancy",
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("database \"%s\" does not have extension chancy",
 						my_dbname),
 				 errdetail("Its queues do not run."),
 				 errhint("Run CREATE EXTENSION chancy in it, or remove it from chancy.database.")));
@@ -116,9 +125,10 @@ static void
 wait_for_update(const char *version)
 {
 	ereport(LOG,
-			(errmsg("extension chancy in database \"%s\" is at version %s, but its library needs version %s",
-					my_dbname, version, CHANCY_SQL_VERSION),
-			 errdetail("Its queues do not run until it is updated."),
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("extension chancy in database \"%s\" must be updated", my_dbname),
+			 errdetail("Its version is %s; the installed library needs version %s.  Its queues do not run until it is updated.",
+					   version, CHANCY_SQL_VERSION),
 			 errhint("Run ALTER EXTENSION chancy UPDATE in that database.")));
 	for (;;)
 	{
@@ -277,7 +287,8 @@ recover_jobs(List *guilty)
 	if (released.released > 0)
 	{
 		ereport(LOG,
-				(errmsg_plural("%d job whose executor had gone was given back",
+				(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+				 errmsg_plural("%d job whose executor had gone was given back",
 							   "%d jobs whose executor had gone were given back",
 							   released.released, released.released),
 				 errdetail("They run again; a job that was running when its executor died of it is charged a crash, and fails after chancy.max_crashes (%d).",
@@ -346,7 +357,8 @@ start_executor(const char *queue)
 	{
 		if (!reported_no_slots)
 			ereport(LOG,
-					(errmsg("no executor slot left for queue \"%s\"", queue),
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("no executor slot left for queue \"%s\"", queue),
 					 errdetail("All %d executors allowed by chancy.max_executors are in use.",
 							   chancy_max_executors),
 					 errhint("Raise chancy.max_executors (and max_worker_processes), or lower the concurrency of queues.")));
@@ -359,7 +371,8 @@ start_executor(const char *queue)
 	{
 		if (!reported_no_slots)
 			ereport(LOG,
-					(errmsg("could not start an executor for queue \"%s\"", queue),
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("could not start an executor for queue \"%s\"", queue),
 					 errhint("No background worker slot is free: raise max_worker_processes.")));
 		reported_no_slots = true;
 		handles[slot] = NULL;
@@ -400,11 +413,13 @@ reconcile(void)
 
 		if (short_by != reported_budget)
 			ereport(WARNING,
-					(errmsg("the queues of database \"%s\" need %d executors, but only %d are left for them",
-							my_dbname, total,
-							Max(chancy_max_executors - elsewhere, 0)),
-					 errdetail("chancy.max_executors is %d; the queues of other databases need %d.",
-							   chancy_max_executors, elsewhere),
+					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+					 errmsg("too few executors for the queues of database \"%s\"",
+							my_dbname),
+					 errdetail_plural("Its queues need %d executor; %d are left to them of the %d of chancy.max_executors.",
+									  "Its queues need %d executors; %d are left to them of the %d of chancy.max_executors.",
+									  total, total, Max(chancy_max_executors - elsewhere, 0),
+									  chancy_max_executors),
 					 errhint("Raise chancy.max_executors (and max_worker_processes), or lower the concurrency of queues.")));
 		reported_budget = short_by;
 	}
@@ -487,7 +502,6 @@ chancy_supervisor_main(Datum arg)
 {
 	uint64		generation = slots_worker_generation();
 	int			slot = DatumGetInt32(arg);
-	MemoryContext loop_cxt;
 	Oid			dboid;
 	char	   *version = NULL;
 
@@ -509,6 +523,8 @@ chancy_supervisor_main(Datum arg)
 									 sizeof(BackgroundWorkerHandle *) * chancy_max_executors);
 	handle_generations = MemoryContextAllocZero(TopMemoryContext,
 												sizeof(uint64) * chancy_max_executors);
+	loop_cxt = AllocSetContextCreate(TopMemoryContext, "chancy supervisor",
+									 ALLOCSET_DEFAULT_SIZES);
 
 	/* executors left by a previous supervisor of this database go first */
 	slots_executors_stop_all(true);
@@ -530,8 +546,6 @@ chancy_supervisor_main(Datum arg)
 			break;
 	}
 	(void) slots_db_say_missing(false);
-	loop_cxt = AllocSetContextCreate(TopMemoryContext, "chancy supervisor",
-									 ALLOCSET_DEFAULT_SIZES);
 	MemoryContextSwitchTo(loop_cxt);
 	recover_jobs(NIL);
 	slots_executors_free_exited();

@@ -5,7 +5,8 @@
  *	  idle executors of the queues it pushed to, tell the executor holding a
  *	  job it cancelled, wake the waiters of jobs it finished, wake the
  *	  supervisor and executors after a change to the queues, wake the
- *	  launcher after CREATE EXTENSION.
+ *	  launcher after CREATE EXTENSION; and, in an executor, note that the
+ *	  running job cancelled itself.
  *
  * Nothing happens before commit, and nothing for work that was rolled back:
  * each request remembers the subtransaction that made it, and is forgotten
@@ -30,7 +31,8 @@ typedef enum RequestKind
 	REQ_DONE,					/* a job finished */
 	REQ_QUEUES,					/* chancy_queues changed */
 	REQ_SUPERVISOR,				/* the supervisor must look again */
-	REQ_LAUNCHER				/* the launcher must look again */
+	REQ_LAUNCHER,				/* the launcher must look again */
+	REQ_SELF_CANCEL				/* the running job cancelled itself */
 } RequestKind;
 
 typedef struct Request
@@ -41,6 +43,7 @@ typedef struct Request
 	int			njobs;
 	int64		job_id;
 	int64		claim;
+	Oid			role;
 } Request;
 
 static List *requests = NIL;	/* in TopMemoryContext */
@@ -87,6 +90,8 @@ carry_out(void)
 			case REQ_LAUNCHER:
 				launcher = true;
 				break;
+			case REQ_SELF_CANCEL:
+				break;			/* the executor took it when the job returned */
 		}
 	}
 	if (supervisor)
@@ -258,4 +263,44 @@ wakeup_done_at_commit(int64 job_id)
 	Request    *r = add_request(REQ_DONE);
 
 	r->job_id = job_id;
+}
+
+/*
+ * wakeup_self_cancel
+ *		The job this executor runs cancelled itself, as role: unless the
+ *		(sub)transaction that asked is rolled back, the job ends cancelled
+ *		when it returns (wakeup_take_self_cancel()).
+ */
+void
+wakeup_self_cancel(int64 job_id, Oid role)
+{
+	Request    *r = add_request(REQ_SELF_CANCEL);
+
+	r->job_id = job_id;
+	r->role = role;
+}
+
+/*
+ * wakeup_take_self_cancel
+ *		In the executor, when a job returns: the role it cancelled itself as
+ *		(InvalidOid if it did not, or if that was rolled back).
+ */
+Oid
+wakeup_take_self_cancel(int64 job_id)
+{
+	ListCell   *lc;
+	Oid			role = InvalidOid;
+
+	foreach(lc, requests)
+	{
+		Request    *r = lfirst(lc);
+
+		if (r->kind == REQ_SELF_CANCEL && r->job_id == job_id)
+		{
+			role = r->role;
+			requests = foreach_delete_current(requests, lc);
+			pfree(r);
+		}
+	}
+	return role;
 }

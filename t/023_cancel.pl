@@ -16,7 +16,7 @@ use Time::HiRes qw(time sleep);
 my $t_start = time();
 my $node = chancy_node('cancel', qq{
 chancy.queues = 'default:2'
-chancy.max_executors = 8
+chancy.max_executors = 10
 max_worker_processes = 16
 max_prepared_transactions = 5
 });
@@ -96,6 +96,17 @@ CREATE FUNCTION self_cancel(kwargs jsonb) RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
 	PERFORM nextval('self_runs');
 	PERFORM chancy_cancel((chancy_current_job()).id);
+END $$;
+-- cancels itself in a block that is rolled back, and goes on
+CREATE FUNCTION self_cancel_undone(kwargs jsonb) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+	BEGIN
+		PERFORM chancy_cancel((chancy_current_job()).id);
+		RAISE EXCEPTION 'changed my mind';
+	EXCEPTION WHEN raise_exception THEN
+		NULL;
+	END;
+	RETURN 'done';
 END $$;
 });
 poll(q{SELECT count(*) = 8 FROM chancy_workers WHERE kind = 'executor' AND state = 'idle'},
@@ -281,6 +292,13 @@ is(sql(q{SELECT last_value || '/' || is_called FROM self_runs}), '1/true', '4. .
 is( sql(qq{SELECT jsonb_array_length(errors) || '|' || (errors->-1->>'message') || '|'
 	|| (errors->-1->>'sqlstate') FROM chancy_jobs WHERE id = $self}),
 	'1|cancelled by alice|57014', '4. ... its errors say the pushing role cancelled it');
+# A job whose cancel of itself was rolled back (an exception block) is not
+# cancelled: it succeeds.
+$self = $node->safe_psql('postgres',
+	q{SET ROLE alice; SELECT chancy_push('self_cancel_undone', queue => 'cq')});
+is(sql(qq{SELECT state || '|' || (result #>> '{}') || '|' || (cancelled_by IS NULL)
+	FROM chancy_wait($self, '60 s')}), 'succeeded|done|true',
+	'4. a job whose cancel of itself was rolled back succeeds');
 
 # ---------------------------------------------------------------------------
 # 6. Ten jobs of 0.3 s on two executors (that know nap as short) run two at a
@@ -392,7 +410,8 @@ ok($held, '8. no job started before its queue was resumed');
 # ---------------------------------------------------------------------------
 # 9. Concurrency is never exceeded while it changes: two 4 s jobs on c
 # (concurrency 2), then concurrency 1 (one executor stops after its job),
-# then 2 again while it still runs it, then four more jobs.
+# then 2 again while it still runs it, then four more jobs.  Two slots of
+# chancy.max_executors are free: a third executor could start.
 # (pushed one at a time: see 6b for two pushed together)
 my @first = map {
 	my $id = sql(q{SELECT chancy_push('span', '{"s": 4}', queue => 'c')});

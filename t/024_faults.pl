@@ -131,11 +131,19 @@ sub greet_runs
 
 # a. A job that catches the time limit's cancel and goes on is ended after
 # the grace: it fails with the time limit's error, its executor is replaced,
-# and the server does not restart.
+# and the server does not restart.  Its waiter is woken when the ended
+# executor records the failure (deadlock_timeout, after which a waiter also
+# looks, is out of the way).
 my $offset = -s $node->logfile;
 my $executor = idle_executor('default');
 my $id = sql(q{SELECT chancy_push('stubborn', '{"secs": 8, "step": 0.3}', time_limit => '1 s')});
-my ($state, $msg, $secs) = split /\|/, outcome($id);
+my $t0 = time;
+my ($state, $msg, $secs) = split /\|/,
+  sql(qq{SET deadlock_timeout = '60 s'; SELECT state || '|' || (errors->-1->>'message') || '|'
+	|| round(extract(epoch FROM completed_at - started_at)::numeric, 1)
+	FROM chancy_wait($id, '60 s')});
+my $waited = time - $t0;
+ok($waited < 4, sprintf('its waiter returned when the executor ended (%.1f s)', $waited));
 is($state, 'failed', 'a job that ignores its time limit fails');
 is($msg, 'job exceeded its time limit of 1.000 s', '... with the time limit\'s error');
 ok($secs ne '' && $secs < 3, "... ended within the grace (ran $secs s)");
@@ -165,7 +173,7 @@ is(sql("SELECT result IS NULL FROM chancy_jobs WHERE id = $id"), 't', '... witho
 $offset = -s $node->logfile;
 $id = sql(q{SELECT chancy_push('stubborn', '{"secs": 30, "step": 0.3}')});
 stubborn_running($id);
-my $t0 = time;
+$t0 = time;
 sql("SELECT chancy_cancel($id)");
 ($state, $msg) = split /\|/, outcome($id);
 my $took = time - $t0;
@@ -266,8 +274,9 @@ sub check_exit
 	my $bad = splice(@ids, 2, 1);
 	for my $fast (@ids)
 	{
-		is(sql("SELECT state FROM chancy_wait($fast, '15 s')"), 'succeeded',
-			"$label: job $fast beside it succeeds within seconds");
+		is(sql("SELECT state || ' ' || attempts || ' ' || crashes FROM chancy_wait($fast, '15 s')"),
+			'succeeded 1 0',
+			"$label: job $fast beside it succeeds within seconds, on its first attempt, uncharged");
 	}
 	is(sql("SELECT state || ' ' || crashes FROM chancy_wait($bad, '30 s')"), 'failed 2',
 		"$label: it is charged a crash each time and fails at chancy.max_crashes");

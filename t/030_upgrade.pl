@@ -216,7 +216,7 @@ CREATE FUNCTION upjob(kwargs jsonb) RETURNS void LANGUAGE sql AS $$
 	INSERT INTO ran VALUES ((kwargs->>'n')::int, (chancy_current_job()).id, current_user) $$;
 });
 ok($node->wait_for_log(
-		qr/extension chancy in database "up" is at version 1\.0, but its library needs version 1\.1\n(?:.*\n)*?.*HINT:  Run ALTER EXTENSION chancy UPDATE in that database\./,
+		qr/extension chancy in database "up" must be updated\n(?:.*\n)*?.*DETAIL:  Its version is 1\.0; the installed library needs version 1\.1\.(?:.*\n)*?.*HINT:  Run ALTER EXTENSION chancy UPDATE in that database\./,
 		$offset),
 	'the supervisor of a database at 1.0 logs that it needs ALTER EXTENSION chancy UPDATE');
 my $supervisor = sql('up', q{SELECT pid FROM pg_stat_activity
@@ -225,10 +225,10 @@ like($supervisor, qr/^\d+$/, 'and waits, connected to the database');
 
 my ($ret, $out, $err) = $node->psql('up', q{SELECT chancy_push('upjob')});
 like($err,
-	qr/ERROR:  extension chancy is at version 1\.0, but its library needs version 1\.1\n(?:.*\n)*HINT:  Run ALTER EXTENSION chancy UPDATE\./,
+	qr/ERROR:  extension chancy must be updated\nDETAIL:  Its version is 1\.0; the installed library needs version 1\.1\.\nHINT:  Run ALTER EXTENSION chancy UPDATE\./,
 	'chancy_push at 1.0 is an error saying to run ALTER EXTENSION chancy UPDATE');
 ($ret, $out, $err) = $node->psql('up', q{SELECT chancy_declare_queue('work', 2)});
-like($err, qr/ERROR:  extension chancy is at version 1\.0.*\n(?:.*\n)*HINT:  Run ALTER EXTENSION chancy UPDATE\./,
+like($err, qr/ERROR:  extension chancy must be updated\n(?:.*\n)*HINT:  Run ALTER EXTENSION chancy UPDATE\./,
 	'so is declaring a queue with the 1.0 function');
 
 # What the 1.0 library left: queues (three with a time limit, a backoff or
