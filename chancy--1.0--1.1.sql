@@ -348,7 +348,11 @@ EXCEPTION WHEN check_violation THEN
 	END CASE;
 END $$;
 
-CREATE OR REPLACE FUNCTION chancy_pause_queue(name text, resume_at timestamptz DEFAULT NULL)
+-- made anew, like every queue function: grants of 1.0 (which did nothing,
+-- the functions were not SECURITY DEFINER) must not become effective
+DROP FUNCTION chancy_resume_queue(text);
+DROP FUNCTION chancy_pause_queue(text, timestamptz);
+CREATE FUNCTION chancy_pause_queue(name text, resume_at timestamptz DEFAULT NULL)
 	RETURNS chancy_queues
 	LANGUAGE plpgsql SECURITY DEFINER
 	SET search_path = pg_catalog, pg_temp AS $$
@@ -369,12 +373,11 @@ BEGIN
 	RETURN q;
 END $$;
 
-DROP FUNCTION chancy_resume_queue(text);
 CREATE FUNCTION chancy_resume_queue(name text)
 	RETURNS chancy_queues
 	LANGUAGE sql SECURITY DEFINER
 	SET search_path = pg_catalog, pg_temp
-	RETURN @extschema@.chancy_pause_queue(name, '-infinity');
+	RETURN @extschema@.chancy_pause_queue(name, '-infinity'::timestamptz);
 
 CREATE FUNCTION chancy_delete_queue(name text, purge_jobs boolean DEFAULT false)
 	RETURNS void

@@ -556,7 +556,7 @@ CREATE FUNCTION chancy_resume_queue(name text)
 	RETURNS chancy_queues
 	LANGUAGE sql SECURITY DEFINER
 	SET search_path = pg_catalog, pg_temp
-	RETURN @extschema@.chancy_pause_queue(name, '-infinity');
+	RETURN @extschema@.chancy_pause_queue(name, '-infinity'::timestamptz);
 COMMENT ON FUNCTION chancy_resume_queue(text) IS
 	'Resume a paused queue';
 

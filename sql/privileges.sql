@@ -128,6 +128,15 @@ SELECT kind, pid IS NULL AS no_pid FROM chancy_workers;
 SELECT count(*) > 0 AS explained FROM chancy_explain_claim('default');
 RESET ROLE;
 
+-- the schema chancy lives in keeps its name: its statements name it, and a
+-- schema of the old name made by the schema's owner would get what they run
+-- (public is the database owner's in PostgreSQL 15)
+ALTER SCHEMA public RENAME TO public_renamed;
+\echo :LAST_ERROR_SQLSTATE
+CREATE SCHEMA regress_other;
+ALTER SCHEMA regress_other RENAME TO regress_other2;
+DROP SCHEMA regress_other2;
+
 DELETE FROM chancy_jobs WHERE pushed_by IN ('regress_chancy_alice'::regrole,
                                             'regress_chancy_bob'::regrole,
                                             'regress_chancy_mallory'::regrole);

@@ -74,6 +74,13 @@ relcache_changed(Datum arg, Oid relid)
 		catalog.defs_generation++;
 }
 
+/* A schema changed (its name, maybe): look at chancy's again. */
+static void
+namespace_changed(Datum arg, int cacheid, uint32 hashvalue)
+{
+	catalog_stale = true;
+}
+
 /*
  * chancy_extension
  *		Is chancy installed in this database, and at the SQL version this
@@ -153,6 +160,8 @@ chancy_catalog(Oid nsp)
 	if (!callback_registered)
 	{
 		CacheRegisterRelcacheCallback(relcache_changed, (Datum) 0);
+		/* the schema's name is in every statement (ddl.c keeps it) */
+		CacheRegisterSyscacheCallback(NAMESPACEOID, namespace_changed, (Datum) 0);
 		callback_registered = true;
 	}
 	if (!catalog_stale && catalog.nsp == nsp)
@@ -185,10 +194,13 @@ chancy_catalog(Oid nsp)
 	fresh.owner = ((Form_pg_class) GETSTRUCT(tp))->relowner;
 	ReleaseSysCache(tp);
 
+	fresh.nspname = MemoryContextStrdup(TopMemoryContext,
+										quote_identifier(get_namespace_name(nsp)));
 	if (fresh.nsp != catalog.nsp || fresh.jobs_relid != catalog.jobs_relid ||
 		fresh.defs_relid != catalog.defs_relid ||
 		fresh.queues_relid != catalog.queues_relid ||
-		fresh.job_typid != catalog.job_typid || fresh.owner != catalog.owner)
+		fresh.job_typid != catalog.job_typid || fresh.owner != catalog.owner ||
+		catalog.nspname == NULL || strcmp(fresh.nspname, catalog.nspname) != 0)
 	{
 		catalog_generation++;
 		fresh.defs_generation = catalog.defs_generation + 1;
@@ -198,8 +210,6 @@ chancy_catalog(Oid nsp)
 		fresh.defs_generation = catalog.defs_generation;
 	if (catalog.nspname)
 		pfree(catalog.nspname);
-	fresh.nspname = MemoryContextStrdup(TopMemoryContext,
-										quote_identifier(get_namespace_name(nsp)));
 	fresh.generation = catalog_generation;
 	catalog = fresh;
 	catalog_stale = false;

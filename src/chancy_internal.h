@@ -106,6 +106,8 @@ typedef struct ChancyDatabase
 	Latch	   *latch;
 	int			declared;		/* total concurrency of its queues */
 	bool		said_missing;	/* "no extension" was logged */
+	pg_atomic_uint32 wake_on_finish;	/* the idle supervisor asks to be woken
+										 * by the next jobs that finish (no lock) */
 } ChancyDatabase;
 
 /*
@@ -205,7 +207,8 @@ extern void slots_executors_stop_except(List *queues);
 extern bool slots_executors_alive(void);
 extern void slots_executors_free_exited(void);
 extern bool slots_executor_reap(int i, uint64 generation);
-extern List *slots_live_claims(int64 *horizon);
+extern List *slots_live_claims(void);
+extern void slots_claims_above(int64 claim);
 
 /* an executor */
 extern Oid	slots_executor_database(int i, uint64 generation);
@@ -223,6 +226,8 @@ extern bool slots_cancel_is_mine(void);
 extern void slots_wake_executors(const char *queue, int njobs);
 extern void slots_nudge_executors(const char *queue);
 extern void slots_wake_supervisor(void);
+extern void slots_db_wake_on_finish(void);
+extern void slots_jobs_finished(void);
 extern void slots_cancel_job(int64 claim, int64 job_id);
 extern pid_t slots_claim_pid(int64 claim);
 extern void slots_job_done(int64 job_id);

@@ -13,6 +13,11 @@
  * lock it, so that nobody can connect in between: the workers are not
  * moved for a command that then fails because of another session.
  *
+ * The schema chancy lives in cannot be renamed: chancy's statements and
+ * the bodies of its SQL functions name it, and a schema of the old name
+ * created after the rename (by its owner, in PostgreSQL 15 the database
+ * owner for public) would receive what they run as the extension's owner.
+ *
  * CREATE EXTENSION and ALTER EXTENSION ... UPDATE of chancy wake the
  * launcher at commit; DROP EXTENSION wakes the supervisor, which leaves;
  * COMMIT PREPARED makes the supervisor and executors look again, since the
@@ -23,6 +28,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_database.h"
 #include "commands/dbcommands.h"
@@ -98,6 +104,26 @@ used_by_others(Oid dboid)
 	AtEOXact_GUC(true, nestlevel);
 	SPI_finish();
 	return used;
+}
+
+/*
+ * refuse_renaming_chancy_schema
+ *		ALTER SCHEMA name RENAME TO ...: an error if chancy lives in it.
+ */
+static void
+refuse_renaming_chancy_schema(const char *name)
+{
+	Oid			nsp;
+
+	if (!IsTransactionState() ||
+		chancy_extension(&nsp, NULL) == EXTENSION_MISSING ||
+		get_namespace_oid(name, true) != nsp)
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("cannot rename schema \"%s\"", name),
+			 errdetail("Extension chancy is installed in it, and its functions and workers refer to it by name."),
+			 errhint("Leave the schema its name, or drop extension chancy first.")));
 }
 
 /*
@@ -191,6 +217,9 @@ chancy_utility_hook(PlannedStmt *pstmt, const char *queryString,
 			 (IsA(stmt, RenameStmt) &&
 			  ((RenameStmt *) stmt)->renameType == OBJECT_DATABASE))
 		wakeup_launcher_at_commit();	/* a name of chancy.database may appear */
+	else if (IsA(stmt, RenameStmt) &&
+			 ((RenameStmt *) stmt)->renameType == OBJECT_SCHEMA)
+		refuse_renaming_chancy_schema(((RenameStmt *) stmt)->subname);
 	else if (IsA(stmt, CreateExtensionStmt) &&
 			 strcmp(((CreateExtensionStmt *) stmt)->extname, "chancy") == 0)
 		wakeup_launcher_at_commit();

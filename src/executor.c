@@ -54,6 +54,7 @@
 #include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
+#include "utils/portal.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
@@ -290,15 +291,23 @@ stopped_error(JobStop why, ClaimedJob *job)
 /*
  * leave_as_found
  *		After a job, whatever its outcome: what a job can leave in the
- *		session, for a later job of another role to find, goes.  Its settings
- *		went with its GUC nest level, its role with the subtransaction; left
- *		are session advisory locks and sequence state (lastval).
+ *		session or its group's transaction, for a later job to find, goes.
+ *		Its settings went with its GUC nest level, its role with the
+ *		subtransaction; left are session advisory locks, sequence state
+ *		(lastval), cursors (a successful job's pass to the group's
+ *		transaction, WITH HOLD ones to the session) and SET CONSTRAINTS.
+ *		(Large-object descriptors pass to the group too; a group holds the
+ *		jobs of one role only, see run_group.)
  */
 static void
 leave_as_found(void)
 {
 	LockReleaseSession(USER_LOCKMETHOD);
 	ResetSequenceCaches();
+	PortalHashTableDeleteAll();
+	/* no deferred event is pending: a job, as a security-restricted
+	 * operation, cannot queue one */
+	AfterTriggerSetState(&all_immediate);
 }
 
 /*
@@ -535,6 +544,7 @@ run_group(void)
 	Datum	   *done_at = MemoryContextAlloc(batch_cxt, sizeof(Datum) * batch_n);
 	bool		go_on = true;
 	int			held;
+	Oid			group_role;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -544,6 +554,7 @@ run_group(void)
 	LockRelationOid(cat->jobs_relid, RowExclusiveLock);
 	/* deferred constraints are checked as each statement of a job ends */
 	AfterTriggerSetState(&all_immediate);
+	group_role = batch[batch_next]->pushed_by;
 
 	while (batch_next < batch_n)
 	{
@@ -552,6 +563,10 @@ run_group(void)
 		TimestampTz start = GetCurrentTimestamp();
 		TimestampTz end;
 
+		/* a group's transaction is one role's: what a job leaves in it
+		 * (large-object descriptors) is never another role's to find */
+		if (job->pushed_by != group_role)
+			break;
 		if (shutdown_requested ||
 			!execute(cat, job, &outcome, &results[nsucceeded], &result_nulls[nsucceeded]))
 		{
@@ -609,6 +624,8 @@ run_group(void)
 	pgstat_report_stat(false);
 	for (int i = first; i < batch_next; i++)
 		slots_job_done(batch[i]->id);
+	if (batch_next > first)
+		slots_jobs_finished();
 	jobs_run += batch_next - first;
 	if (jobs_run / 64 != (jobs_run - (batch_next - first)) / 64)
 		check_leaks();
@@ -696,15 +713,20 @@ run_batch(long *timeout_ms, bool *paused)
 /*
  * recover
  *		After an error outside a job (claiming, recording outcomes): report
- *		it, clean up, hand the batch back, and go on, unless chancy is gone.
+ *		it, clean up, hand the batch back, and go on; unless chancy is gone
+ *		(DROP EXTENSION: the error is only its tables missing), then leave.
  */
 static void
 recover(void)
 {
+	bool		gone;
+
 	HOLD_INTERRUPTS();
 	MemoryContextSwitchTo(TopMemoryContext);
-	EmitErrorReport();
 	AbortOutOfAnyTransaction();
+	gone = chancy_extension(&chancy_nsp, NULL) != EXTENSION_READY;
+	if (!gone)
+		EmitErrorReport();
 	FlushErrorState();
 	current_job = NULL;
 	*running_var = NULL;
@@ -712,6 +734,8 @@ recover(void)
 	limits_watch(false);
 	(void) limits_job_end();
 	RESUME_INTERRUPTS();
+	if (gone)
+		batch_n = 0;			/* with the table, nothing to give back */
 
 	/* the jobs not recorded go back (those recorded no longer match) */
 	if (batch_n > 0)
@@ -730,7 +754,7 @@ recover(void)
 		batch_n = 0;
 	}
 
-	if (chancy_extension(&chancy_nsp, NULL) != EXTENSION_READY)
+	if (gone)
 	{
 		ereport(LOG,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),

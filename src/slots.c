@@ -47,6 +47,8 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 /* the slot of this process, once attached */
 static ChancyDatabase *my_db = NULL;
 static ChancyExecutor *my_executor = NULL;
+/* in an executor: the slot of its database's supervisor */
+static ChancyDatabase *executor_db = NULL;
 
 #define LOCK_EXCLUSIVE() LWLockAcquire(chancy_shared->lock, LW_EXCLUSIVE)
 #define LOCK_SHARED() LWLockAcquire(chancy_shared->lock, LW_SHARED)
@@ -101,6 +103,8 @@ slots_shmem_startup(void)
 						   (uint64) GetCurrentTimestamp() << 8);
 		for (int i = 0; i < CHANCY_WAIT_CVS; i++)
 			ConditionVariableInit(&chancy_shared->job_done[i]);
+		for (int i = 0; i < CHANCY_MAX_DATABASES; i++)
+			pg_atomic_init_u32(&chancy_shared->dbs[i].wake_on_finish, 0);
 		chancy_shared->nexecutors = chancy_max_executors;
 		for (int i = 0; i < chancy_max_executors; i++)
 			SpinLockInit(&chancy_shared->executors[i].mutex);
@@ -801,18 +805,17 @@ slots_executor_reap(int i, uint64 generation)
 
 /*
  * slots_live_claims
- *		The claims held by this database's executors that are alive, and
- *		(first) the claim horizon: every claim taken later is at least it.
- *		A claim below the horizon that is not in the list belongs to an
- *		executor that has gone (or moved on).
+ *		The claims held by this database's executors that are alive.  A
+ *		claim read from the table before that is not in the list belongs to
+ *		an executor that has gone (or finished with it): an executor
+ *		publishes its claim before the claim commits (slots_new_claim), and
+ *		clears its rows before it takes another.
  */
 List *
-slots_live_claims(int64 *horizon)
+slots_live_claims(void)
 {
 	List	   *claims = NIL;
 
-	*horizon = (int64) pg_atomic_read_u64(&chancy_shared->claims);
-	pg_memory_barrier();
 	LOCK_SHARED();
 	for (int i = 0; i < chancy_shared->nexecutors; i++)
 	{
@@ -874,6 +877,10 @@ slots_executor_attach(int i, uint64 generation)
 		ex->latch = MyLatch;
 		ex->started_at = GetCurrentTimestamp();
 		my_executor = ex;
+		for (int d = 0; d < CHANCY_MAX_DATABASES; d++)
+			if (chancy_shared->dbs[d].dboid == MyDatabaseId &&
+				chancy_shared->dbs[d].state != SLOT_FREE)
+				executor_db = &chancy_shared->dbs[d];
 	}
 	UNLOCK();
 	return my_executor;
@@ -923,10 +930,27 @@ slots_executor_leaving(void)
 }
 
 /*
+ * slots_claims_above
+ *		Claim tokens found in the table (of an earlier life of the server:
+ *		before a crash, on the primary a promoted standby replaces) reach up
+ *		to claim: new tokens start above it, so that none is ever taken twice.
+ */
+void
+slots_claims_above(int64 claim)
+{
+	uint64		current = pg_atomic_read_u64(&chancy_shared->claims);
+
+	while (current <= (uint64) claim &&
+		   !pg_atomic_compare_exchange_u64(&chancy_shared->claims, &current,
+										   (uint64) claim + 1))
+		;
+}
+
+/*
  * slots_new_claim
- *		A new claim token for this executor's next claim, taken and published
- *		together, so that a supervisor reading the horizon then the slots
- *		never mistakes it for a claim of the dead.
+ *		A new claim token for this executor's next claim, published before
+ *		the claim commits, so that a supervisor that sees it in the table
+ *		finds it among the live claims.
  */
 int64
 slots_new_claim(void)
@@ -1048,6 +1072,37 @@ slots_wake_executors(const char *queue, int njobs)
 		}
 	}
 	UNLOCK();
+}
+
+/*
+ * slots_db_wake_on_finish
+ *		The supervisor goes to sleep with nothing to prune: the next jobs
+ *		that finish wake it (slots_jobs_finished()), so that pruning follows
+ *		them without the supervisor polling.
+ */
+void
+slots_db_wake_on_finish(void)
+{
+	pg_atomic_write_u32(&my_db->wake_on_finish, 1);
+}
+
+/*
+ * slots_jobs_finished
+ *		An executor committed the outcomes of jobs: wake its supervisor if
+ *		it asked (once per asking).
+ */
+void
+slots_jobs_finished(void)
+{
+	ChancyDatabase *db = executor_db;
+	Latch	   *latch;
+
+	if (db == NULL || pg_atomic_read_u32(&db->wake_on_finish) == 0 ||
+		pg_atomic_exchange_u32(&db->wake_on_finish, 0) == 0)
+		return;
+	latch = db->latch;
+	if (latch != NULL && db->dboid == MyDatabaseId)
+		SetLatch(latch);
 }
 
 /*

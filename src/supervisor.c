@@ -98,12 +98,24 @@ supervisor_detach(int code, Datum arg)
 
 /*
  * leave
- *		chancy is not installed here: say so, and exit.  The launcher starts
- *		a supervisor again after CREATE EXTENSION.
+ *		chancy is not installed here: say so, and exit.  The executors of
+ *		this database leave too; with chancy gone they hold no job, so their
+ *		slots are freed without recovery (else no supervisor would free
+ *		them).  The launcher starts a supervisor again after CREATE
+ *		EXTENSION.
  */
 static void
 leave(void)
 {
+	slots_executors_stop_all(false);
+	for (int tries = 0; tries < 300 && slots_executors_alive(); tries++)
+	{
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 100,
+						 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+	slots_executors_free_exited();
 	if (slots_db_say_missing(true))
 		ereport(LOG,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -223,7 +235,7 @@ read_queues(int *nqueues)
 /*
  * recover_jobs
  *		Give back the jobs whose executor is gone: every claim in the table
- *		below the claim horizon that no live executor holds.  The jobs that
+ *		that no live executor holds (read after the table).  The jobs that
  *		were executing when their executor died of their own doing (guilty:
  *		boxed ids, plus what the ledger kept of a crash) are charged a crash;
  *		the others go back uncharged.  Waiters are woken after commit.
@@ -231,8 +243,8 @@ read_queues(int *nqueues)
 static void
 recover_jobs(List *guilty)
 {
-	int64		horizon;
-	List	   *live = slots_live_claims(&horizon);
+	List	   *in_use;
+	List	   *live;
 	List	   *dead = NIL;
 	List	   *crashed;
 	bool		known;
@@ -242,11 +254,15 @@ recover_jobs(List *guilty)
 	ArrayType  *guilty_array;
 
 	cat = begin();
-	foreach(lc, queue_claims_in_use(cat))
+	in_use = queue_claims_in_use(cat);
+	live = slots_live_claims();
+	foreach(lc, in_use)
 	{
 		int64		claim = *(int64 *) lfirst(lc);
-		bool		held = claim >= horizon;
+		bool		held = false;
 		ListCell   *ll;
+
+		slots_claims_above(claim);
 
 		foreach(ll, live)
 			if (*(int64 *) lfirst(ll) == claim)
@@ -440,9 +456,34 @@ reconcile(void)
 		for (; running < want && stopping > 0; running++, stopping--)
 			if (!slots_executor_unstop_one(queues[q].name))
 				break;
-		for (int alive = running + stopping + leaving; alive < want; alive++)
-			if (!start_executor(queues[q].name))
-				break;
+	}
+
+	/*
+	 * Start the executors missing, one per queue and round: when the slots
+	 * run out (queues of chancy.queues over the budget), every queue has
+	 * had its turn rather than the first ones all they ask.
+	 */
+	for (int round = 1;; round++)
+	{
+		bool		wanting = false;
+
+		for (int q = 0; q < nqueues; q++)
+		{
+			int			running,
+						stopping,
+						leaving;
+			int			alive;
+
+			slots_executors_count(queues[q].name, &running, &stopping, &leaving);
+			alive = running + stopping + leaving;
+			if (alive >= queues[q].concurrency)
+				continue;
+			wanting = true;
+			if (alive < round && !start_executor(queues[q].name))
+				return;
+		}
+		if (!wanting)
+			break;
 	}
 }
 
@@ -487,7 +528,14 @@ prune_if_due(void)
 		pruned_at_jobs = done;
 		worked = false;
 	}
-	wait_ms = worked ? PRUNE_EVERY_MS : FALLBACK_SLEEP_MS;
+	if (worked)
+		wait_ms = PRUNE_EVERY_MS;
+	else
+	{
+		/* idle: the next jobs that finish wake us (and one that just did) */
+		slots_db_wake_on_finish();
+		wait_ms = slots_jobs_done() != pruned_at_jobs ? PRUNE_EVERY_MS : FALLBACK_SLEEP_MS;
+	}
 	if (prune_due != 0)
 		wait_ms = Min(wait_ms, TimestampDifferenceMilliseconds(now, prune_due) + 1);
 	return Max(wait_ms, 1);
@@ -567,10 +615,7 @@ chancy_supervisor_main(Datum arg)
 			declare_configured_queues();
 		}
 		if (chancy_extension(&chancy_nsp, &version) != EXTENSION_READY)
-		{
-			slots_executors_stop_all(false);
 			leave();
-		}
 
 		PG_TRY();
 		{
@@ -581,13 +626,23 @@ chancy_supervisor_main(Datum arg)
 		}
 		PG_CATCH();
 		{
-			/* report and go on: exiting would stop every executor here */
+			bool		gone;
+
+			/*
+			 * Report and go on: exiting would stop every executor here.
+			 * Unless chancy was dropped meanwhile: then the error is only
+			 * its tables missing, and the supervisor leaves.
+			 */
 			HOLD_INTERRUPTS();
 			MemoryContextSwitchTo(TopMemoryContext);
-			EmitErrorReport();
 			AbortOutOfAnyTransaction();
+			gone = chancy_extension(&chancy_nsp, &version) != EXTENSION_READY;
+			if (!gone)
+				EmitErrorReport();
 			FlushErrorState();
 			RESUME_INTERRUPTS();
+			if (gone)
+				leave();
 			wait_ms = 1000;
 		}
 		PG_END_TRY();

@@ -338,19 +338,7 @@ BEGIN
 	END IF;
 END $$;
 };
-for my $t (@types)
-{
-	(my $suffix = $t) =~ s/^public\.//;
-	for my $op (sort keys %ops)
-	{
-		my $f = "public.evil_$ops{$op}_$suffix";
-		$evil .= qq{CREATE FUNCTION $f(a $t, b $t) RETURNS boolean LANGUAGE plpgsql
-SET search_path = pg_catalog AS \$\$
-BEGIN PERFORM public.evil_hit('operator $op ($t)'); RETURN a OPERATOR(pg_catalog.$op) b; END \$\$;
-CREATE OPERATOR public.$op (LEFTARG = $t, RIGHTARG = $t, FUNCTION = $f);
-};
-	}
-}
+$evil .= hostile_operators('evil_hit', \%ops, @types);
 for my $t ('int4', 'int8')
 {
 	$evil .= qq{CREATE FUNCTION public.evil_plus_$t(a $t, b $t) RETURNS $t LANGUAGE plpgsql
@@ -560,6 +548,103 @@ is(sql('postgres', "SELECT state FROM chancy_wait($id, '30 s')"), 'succeeded',
 	'postgres is still served');
 
 sql('postgres', 'DROP DATABASE copy');
+
+##########################################################################
+# 11. Jobs of different roles run by one executor share nothing: not
+#     cursors (WITH HOLD ones cannot be made in a security-restricted
+#     operation), not large-object descriptors, not SET
+#     CONSTRAINTS (second security review, defect 2).  The jobs are known
+#     short, so one claim takes them all, in one batch.
+##########################################################################
+
+sql('postgres', q{
+CREATE ROLE lalice LOGIN;
+CREATE ROLE lmal LOGIN;
+GRANT USAGE ON SCHEMA public TO lalice, lmal;
+CREATE TABLE lsecret (s text);
+INSERT INTO lsecret VALUES ('alice-secret');
+GRANT SELECT ON lsecret TO lalice;
+CREATE TABLE lparent (id int PRIMARY KEY);
+INSERT INTO lparent VALUES (1);
+CREATE TABLE lchild (id int REFERENCES lparent DEFERRABLE INITIALLY IMMEDIATE);
+GRANT SELECT ON lparent TO lalice;
+GRANT INSERT ON lchild TO lalice;
+CREATE TABLE lclaims (job bigint, claim bigint);
+-- which claim each job ran under (chancy_jobs shows each role its own only)
+CREATE FUNCTION note_claim() RETURNS void LANGUAGE sql SECURITY DEFINER
+	SET search_path = pg_catalog, public AS $$
+	INSERT INTO lclaims SELECT id, claim FROM chancy_jobs WHERE id = (chancy_current_job()).id $$;
+CREATE FUNCTION leak_cursors(kwargs jsonb) RETURNS void LANGUAGE plpgsql AS $$
+DECLARE c refcursor := 'leak';
+BEGIN
+	PERFORM note_claim();
+	OPEN c FOR SELECT s FROM lsecret;
+END $$;
+CREATE FUNCTION leak_lo(kwargs jsonb) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM note_claim();
+	PERFORM lo_open((kwargs->>'lo')::oid, 262144);
+END $$;
+CREATE FUNCTION defer_all(kwargs jsonb) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM note_claim();
+	SET CONSTRAINTS ALL DEFERRED;
+END $$;
+CREATE FUNCTION peek(kwargs jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+	got jsonb := '{}';
+	r record;
+BEGIN
+	PERFORM note_claim();
+	BEGIN
+		EXECUTE 'FETCH leak' INTO r;
+		got := got || jsonb_build_object('cursor', r.s);
+	EXCEPTION WHEN OTHERS THEN
+		got := got || jsonb_build_object('cursor', SQLSTATE);
+	END;
+	BEGIN
+		got := got || jsonb_build_object('lo', convert_from(loread(0, 100), 'UTF8'));
+	EXCEPTION WHEN OTHERS THEN
+		got := got || jsonb_build_object('lo', SQLSTATE);
+	END;
+	RETURN got;
+END $$;
+CREATE FUNCTION fk_insert(kwargs jsonb) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM note_claim();
+	INSERT INTO lchild VALUES (1);
+END $$;
+});
+my $lo = as_role('lalice', 'postgres',
+	q{SELECT lo_from_bytea(0, convert_to('alice-large-object', 'UTF8'))});
+sub push_as
+{
+	my ($role, $name, $kwargs) = @_;
+	return as_role($role, 'postgres', "SELECT chancy_push('$name', '$kwargs')");
+}
+# warm up: each function runs once, fast, in the executor of default
+for my $job (['lalice', 'leak_cursors', '{}'], ['lalice', 'leak_lo', qq({"lo": $lo})],
+	['lmal', 'defer_all', '{}'], ['lmal', 'peek', '{}'], ['lalice', 'fk_insert', '{}'])
+{
+	my $wid = push_as(@$job);
+	sql('postgres', "SELECT chancy_wait($wid, '30 s')");
+}
+sql('postgres', q{TRUNCATE lclaims; SELECT chancy_pause_queue('default')});
+my @ids = (push_as('lalice', 'leak_cursors', '{}'), push_as('lalice', 'leak_lo', qq({"lo": $lo})),
+	push_as('lmal', 'defer_all', '{}'), push_as('lmal', 'peek', '{}'),
+	push_as('lalice', 'fk_insert', '{}'));
+sql('postgres', q{SELECT chancy_resume_queue('default')});
+my $list = join(',', @ids);
+is(sql('postgres', "SELECT string_agg(w.state::text, ' ' ORDER BY w.id) FROM chancy_jobs j,"
+	  . " LATERAL chancy_wait(j.id, '30 s') w WHERE j.id IN ($list)"),
+	'succeeded succeeded succeeded succeeded succeeded',
+	'the five jobs of two roles succeed (alice\'s foreign key holds after mallory deferred all)');
+is(sql('postgres', "SELECT count(DISTINCT claim) FROM lclaims WHERE job IN ($list)"), '1',
+	'... all five under one claim: one batch of one executor');
+is(sql('postgres', "SELECT result FROM chancy_jobs WHERE id = $ids[3]"),
+	'{"lo": "42704", "cursor": "34000"}',
+	'mallory\'s job finds none of alice\'s cursors or large-object descriptors');
+
 is(is_super('mallory') . is_super('dbo'), 'ff', 'in the end, neither mallory nor dbo is superuser');
 $node->stop;
 done_testing();

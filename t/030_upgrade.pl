@@ -210,6 +210,9 @@ sql('postgres', 'CREATE DATABASE up');
 sql('up', q{
 CREATE EXTENSION chancy VERSION '1.0';
 CREATE ROLE alice LOGIN;
+-- grants that did nothing in 1.0 (the functions ran as their caller)
+GRANT EXECUTE ON FUNCTION chancy_pause_queue(text, timestamptz),
+	chancy_resume_queue(text) TO alice;
 CREATE TABLE ran (n int, job bigint, by_role text);
 GRANT INSERT ON ran TO PUBLIC;
 CREATE FUNCTION upjob(kwargs jsonb) RETURNS void LANGUAGE sql AS $$
@@ -337,6 +340,15 @@ is($node->safe_psql('up', qq{SELECT state FROM chancy_wait($id, '60 s')},
 is(sql('up', q{SELECT by_role FROM ran WHERE n = 5002}), 'alice', 'which runs as that role');
 is(sql('up', q{SELECT (chancy_declare_queue('work', concurrency => 1)).concurrency}), '1',
 	'a queue declared under 1.0 can be changed with the 1.1 function');
+# The queue functions, now SECURITY DEFINER, were made anew: 1.0's grants
+# (which did nothing then) do not become effective.
+for my $call (q{chancy_pause_queue('work')}, q{chancy_resume_queue('work')})
+{
+	my ($ret, $out, $err) = $node->psql('up', "SELECT $call",
+		extra_params => [ '-U', 'alice' ]);
+	like($err, qr/permission denied for function/,
+		"a 1.0 grant does not let alice run $call");
+}
 $id = sql('up', q{SELECT chancy_push('defjob', '{"n": 5003}', queue => 'work')});
 is(sql('up', qq{SELECT state FROM chancy_wait($id, '60 s')}), 'succeeded',
 	'and runs jobs');

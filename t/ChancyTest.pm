@@ -7,7 +7,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Exporter 'import';
 
-our @EXPORT = qw(chancy_node create_test_jobs);
+our @EXPORT = qw(chancy_node create_test_jobs hostile_operators);
 
 # A started cluster with chancy preloaded, serving the postgres database.
 sub chancy_node
@@ -36,6 +36,30 @@ sub create_test_jobs
 		 exit_job)), (map {
 		"CREATE FUNCTION $_(kwargs jsonb) RETURNS jsonb AS '$lib', '$_' LANGUAGE C;\n"
 	} qw(whoami spi_count))));
+}
+
+# SQL that plants in schema public, for each type, comparison operators
+# (those of %$ops: operator => name) that call public.$hit(text) before
+# comparing: a statement resolving an operator through a search_path that
+# starts with public runs them.
+sub hostile_operators
+{
+	my ($hit, $ops, @types) = @_;
+	my $sql = '';
+	for my $t (@types)
+	{
+		(my $suffix = $t) =~ s/^public\.//;
+		for my $op (sort keys %$ops)
+		{
+			my $f = "public.evil_$ops->{$op}_$suffix";
+			$sql .= qq{CREATE FUNCTION $f(a $t, b $t) RETURNS boolean LANGUAGE plpgsql
+SET search_path = pg_catalog AS \$\$
+BEGIN PERFORM public.$hit('operator $op ($t)'); RETURN a OPERATOR(pg_catalog.$op) b; END \$\$;
+CREATE OPERATOR public.$op (LEFTARG = $t, RIGHTARG = $t, FUNCTION = $f);
+};
+		}
+	}
+	return $sql;
 }
 
 1;
