@@ -294,8 +294,8 @@ stopped_error(JobStop why, ClaimedJob *job)
  *		session or its group's transaction, for a later job to find, goes.
  *		Its settings went with its GUC nest level, its role with the
  *		subtransaction; left are session advisory locks, sequence state
- *		(lastval), cursors (a successful job's pass to the group's
- *		transaction, WITH HOLD ones to the session) and SET CONSTRAINTS.
+ *		(lastval), cursors (those a successful job left open pass to the
+ *		group's transaction) and SET CONSTRAINTS.
  *		(Large-object descriptors pass to the group too; a group holds the
  *		jobs of one role only, see run_group.)
  */
