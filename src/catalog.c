@@ -126,6 +126,27 @@ chancy_extension(Oid *nsp, char **version)
 	return state;
 }
 
+/*
+ * catalog_recover_error
+ *		In a worker's PG_CATCH block, interrupts held, after an error outside
+ *		any job: abort, and report the error unless chancy was dropped (or
+ *		replaced by another version) meanwhile, when the error is only its
+ *		tables missing.  Returns what chancy_extension() says now.
+ */
+ExtensionState
+catalog_recover_error(Oid *nsp)
+{
+	ExtensionState state;
+
+	MemoryContextSwitchTo(TopMemoryContext);
+	AbortOutOfAnyTransaction();
+	state = chancy_extension(nsp, NULL);
+	if (state == EXTENSION_READY)
+		EmitErrorReport();
+	FlushErrorState();
+	return state;
+}
+
 /* The OID of relation name in schema nsp, or an error saying chancy is broken. */
 static Oid
 catalog_relid(const char *name, Oid nsp)

@@ -284,6 +284,7 @@ typedef struct CatalogSql
 } CatalogSql;
 
 extern ExtensionState chancy_extension(Oid *nsp, char **version);
+extern ExtensionState catalog_recover_error(Oid *nsp);
 extern ChancyCatalog *chancy_catalog(Oid nsp);
 extern ChancyCatalog *chancy_catalog_for(FunctionCallInfo fcinfo);
 extern int	catalog_settings(void);

@@ -63,6 +63,18 @@ arg_job_id(FunctionCallInfo fcinfo)
 	return PG_GETARG_INT64(0);
 }
 
+static void job_not_found(int64 id) pg_attribute_noreturn();
+
+/* The error for a job the caller cannot see: pruned, or not its. */
+static void
+job_not_found(int64 id)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_OBJECT),
+			 errmsg("job " INT64_FORMAT " does not exist", id),
+			 errhint("It might have been pruned, or pushed by a role whose jobs you cannot see.")));
+}
+
 /*
  * read_job
  *		Read job id: as the caller (row level security shows a role its own
@@ -200,10 +212,7 @@ chancy_wait(PG_FUNCTION_ARGS)
 		ConditionVariablePrepareToSleep(cv);
 		read_job(cat, id, false, &job);
 		if (!job.found)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_OBJECT),
-					 errmsg("job " INT64_FORMAT " does not exist", id),
-					 errhint("It might have been pruned, or pushed by a role whose jobs you cannot see.")));
+			job_not_found(id);
 		if (state_is_final(job.state))
 		{
 			Datum		row;
@@ -277,10 +286,7 @@ chancy_cancel(PG_FUNCTION_ARGS)
 	/* what a role cannot see, it cannot learn about: not even its pusher */
 	read_job(cat, id, admin, &job);
 	if (!job.found)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("job " INT64_FORMAT " does not exist", id),
-				 errhint("It might have been pruned, or pushed by a role whose jobs you cannot see.")));
+		job_not_found(id);
 	if (!admin && !has_privs_of_role(role, job.pushed_by))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),

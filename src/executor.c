@@ -722,12 +722,7 @@ recover(void)
 	bool		gone;
 
 	HOLD_INTERRUPTS();
-	MemoryContextSwitchTo(TopMemoryContext);
-	AbortOutOfAnyTransaction();
-	gone = chancy_extension(&chancy_nsp, NULL) != EXTENSION_READY;
-	if (!gone)
-		EmitErrorReport();
-	FlushErrorState();
+	gone = catalog_recover_error(&chancy_nsp) != EXTENSION_READY;
 	current_job = NULL;
 	*running_var = NULL;
 	ledger_done();

@@ -297,6 +297,28 @@ slots_db_assign(Oid dboid)
 	return slot;
 }
 
+/*
+ * free_executor
+ *		EXITED (or STARTING, never attached) -> FREE, lock held.  A freed
+ *		slot may let a starved queue of another database go: their
+ *		supervisors are woken.
+ */
+static void
+free_executor(ChancyExecutor *ex)
+{
+	Assert(ex->state == SLOT_EXITED || ex->state == SLOT_STARTING);
+	ex->state = SLOT_FREE;
+	ex->pid = 0;
+	ex->latch = NULL;
+	SpinLockAcquire(&ex->mutex);
+	ex->claim = 0;
+	ex->job_id = 0;
+	SpinLockRelease(&ex->mutex);
+	for (int d = 0; d < CHANCY_MAX_DATABASES; d++)
+		if (chancy_shared->dbs[d].latch && chancy_shared->dbs[d].dboid != ex->dboid)
+			SetLatch(chancy_shared->dbs[d].latch);
+}
+
 /* Free the EXITED executor slots of database dboid (lock held). */
 static void
 free_exited(Oid dboid)
@@ -306,12 +328,40 @@ free_exited(Oid dboid)
 		ChancyExecutor *ex = &chancy_shared->executors[i];
 
 		if (ex->dboid == dboid && ex->state == SLOT_EXITED)
+			free_executor(ex);
+	}
+}
+
+/*
+ * stop_executors
+ *		RUNNING -> STOPPING for every executor of database dboid, lock held:
+ *		after their job, or (now) at once, by SIGTERM, which interrupts their
+ *		job and puts it back.  A start still pending is made void.
+ */
+static void
+stop_executors(Oid dboid, bool now)
+{
+	for (int i = 0; i < chancy_shared->nexecutors; i++)
+	{
+		ChancyExecutor *ex = &chancy_shared->executors[i];
+
+		if (ex->dboid != dboid)
+			continue;
+		if (ex->state == SLOT_STARTING)
 		{
+			/* a start that never attached: void it */
+			ex->generation++;
 			ex->state = SLOT_FREE;
-			SpinLockAcquire(&ex->mutex);
-			ex->claim = 0;
-			ex->job_id = 0;
-			SpinLockRelease(&ex->mutex);
+			continue;
+		}
+		if (ex->state == SLOT_RUNNING)
+			ex->state = SLOT_STOPPING;
+		if (ex->state == SLOT_STOPPING || ex->state == SLOT_LEAVING)
+		{
+			if (now)
+				kill(ex->pid, SIGTERM);
+			else
+				SetLatch(ex->latch);
 		}
 	}
 }
@@ -686,39 +736,12 @@ slots_executor_unstop_one(const char *queue)
 	return done;
 }
 
-/*
- * slots_executors_stop_all
- *		RUNNING -> STOPPING for every executor of this database: after their
- *		job, or (now) at once, by SIGTERM, which interrupts their job and
- *		puts it back.  A start still pending is made void.
- */
+/* stop_executors() for this database's executors (see there). */
 void
 slots_executors_stop_all(bool now)
 {
 	LOCK_EXCLUSIVE();
-	for (int i = 0; i < chancy_shared->nexecutors; i++)
-	{
-		ChancyExecutor *ex = &chancy_shared->executors[i];
-
-		if (ex->dboid != MyDatabaseId)
-			continue;
-		if (ex->state == SLOT_STARTING)
-		{
-			/* a start that never attached: void it */
-			ex->generation++;
-			ex->state = SLOT_FREE;
-			continue;
-		}
-		if (ex->state == SLOT_RUNNING)
-			ex->state = SLOT_STOPPING;
-		if (ex->state == SLOT_STOPPING || ex->state == SLOT_LEAVING)
-		{
-			if (now)
-				kill(ex->pid, SIGTERM);
-			else
-				SetLatch(ex->latch);
-		}
-	}
+	stop_executors(MyDatabaseId, now);
 	UNLOCK();
 }
 
@@ -782,23 +805,10 @@ slots_executor_reap(int i, uint64 generation)
 	LOCK_EXCLUSIVE();
 	ours = ex->generation == generation && ex->dboid == MyDatabaseId &&
 		ex->state != SLOT_FREE;
+	/* EXITED, or STARTING and never attached (a worker that dies without
+	 * detaching crashed, and the cluster restarted) */
 	if (ours)
-	{
-		/* EXITED, or STARTING and never attached (a worker that dies without
-		 * detaching crashed, and the cluster restarted) */
-		Assert(ex->state == SLOT_EXITED || ex->state == SLOT_STARTING);
-		ex->state = SLOT_FREE;
-		ex->pid = 0;
-		ex->latch = NULL;
-		SpinLockAcquire(&ex->mutex);
-		ex->claim = 0;
-		ex->job_id = 0;
-		SpinLockRelease(&ex->mutex);
-	}
-	/* a freed slot may let a starved queue of another database go */
-	for (int d = 0; ours && d < CHANCY_MAX_DATABASES; d++)
-		if (chancy_shared->dbs[d].latch && chancy_shared->dbs[d].dboid != MyDatabaseId)
-			SetLatch(chancy_shared->dbs[d].latch);
+		free_executor(ex);
 	UNLOCK();
 	return ours;
 }
@@ -1245,22 +1255,7 @@ slots_db_block(Oid dboid)
 		else if (d->state != SLOT_LEAVING)
 			d->state = SLOT_BLOCKED;
 	}
-	for (int i = 0; i < chancy_shared->nexecutors; i++)
-	{
-		ChancyExecutor *ex = &chancy_shared->executors[i];
-
-		if (ex->dboid != dboid || !EXECUTOR_ALIVE(ex->state))
-			continue;
-		if (ex->state == SLOT_STARTING)
-		{
-			ex->generation++;
-			ex->state = SLOT_FREE;
-			continue;
-		}
-		if (ex->state == SLOT_RUNNING)
-			ex->state = SLOT_STOPPING;
-		kill(ex->pid, SIGTERM);
-	}
+	stop_executors(dboid, true);
 	UNLOCK();
 	if (db == NULL)
 		return;

@@ -634,12 +634,7 @@ chancy_supervisor_main(Datum arg)
 			 * its tables missing, and the supervisor leaves.
 			 */
 			HOLD_INTERRUPTS();
-			MemoryContextSwitchTo(TopMemoryContext);
-			AbortOutOfAnyTransaction();
-			gone = chancy_extension(&chancy_nsp, &version) != EXTENSION_READY;
-			if (!gone)
-				EmitErrorReport();
-			FlushErrorState();
+			gone = catalog_recover_error(&chancy_nsp) != EXTENSION_READY;
 			RESUME_INTERRUPTS();
 			if (gone)
 				leave();
