@@ -106,6 +106,8 @@ typedef struct ChancyDatabase
 	Latch	   *latch;
 	int			declared;		/* total concurrency of its queues */
 	bool		said_missing;	/* "no extension" was logged */
+	uint64		extensions_seen;	/* ChancyShared.extensions when its
+									 * supervisor attached */
 	pg_atomic_uint32 wake_on_finish;	/* the idle supervisor asks to be woken
 										 * by the next jobs that finish (no lock) */
 } ChancyDatabase;
@@ -142,7 +144,7 @@ typedef struct ChancyShared
 	LWLock	   *lock;
 	pid_t		launcher_pid;
 	Latch	   *launcher_latch;
-	bool		recheck;		/* an extension appeared: retry databases */
+	uint64		extensions;		/* CREATE or ALTER EXTENSION chancy commits */
 	bool		standby;		/* the server is a standby: nothing runs */
 	pg_atomic_uint64 claims;	/* claim tokens, never repeated */
 	ConditionVariable job_done[CHANCY_WAIT_CVS];
@@ -177,8 +179,8 @@ extern uint64 slots_worker_generation(void);
 /* the launcher */
 extern void slots_launcher_attach(void);
 extern void slots_set_standby(bool standby);
-extern bool slots_take_recheck(void);
-extern void slots_wake_launcher(bool recheck);
+extern void slots_wake_launcher(bool extension_changed);
+extern bool slots_db_missed_extension(int i);
 extern int	slots_db_find(Oid dboid);
 extern int	slots_db_assign(Oid dboid);
 extern void slots_db_release(int i);

@@ -256,7 +256,8 @@ reconcile(bool recheck)
 			slots_db_start_failed(i, slots[i].generation);
 			state = SLOT_IDLE;
 		}
-		if (state == SLOT_NO_EXTENSION && recheck)
+		if (state == SLOT_NO_EXTENSION &&
+			(recheck || slots_db_missed_extension(i)))
 			start_supervisor(i, dboid);
 		else if (state == SLOT_IDLE && worker_gone(i))
 		{
@@ -344,8 +345,8 @@ chancy_launcher_main(Datum arg)
 		}
 		ResetLatch(MyLatch);
 
-		recheck = slots_take_recheck() ||
-			TimestampDifferenceExceeds(last_recheck, GetCurrentTimestamp(), RECHECK_MS);
+		recheck = TimestampDifferenceExceeds(last_recheck, GetCurrentTimestamp(),
+											 RECHECK_MS);
 		if (recheck)
 			last_recheck = GetCurrentTimestamp();
 		MemoryContextSwitchTo(loop_cxt);

@@ -228,33 +228,41 @@ slots_set_standby(bool standby)
 	UNLOCK();
 }
 
-/* Did an extension appear since the launcher last looked? */
-bool
-slots_take_recheck(void)
-{
-	bool		recheck;
-
-	LOCK_EXCLUSIVE();
-	recheck = chancy_shared->recheck;
-	chancy_shared->recheck = false;
-	UNLOCK();
-	return recheck;
-}
-
 /*
  * slots_wake_launcher
- *		Set the launcher's latch; with recheck, it also looks again at
- *		databases that had no extension.
+ *		Set the launcher's latch.  With extension_changed (CREATE or ALTER
+ *		EXTENSION chancy committed somewhere), databases whose supervisor
+ *		found no chancy are looked at again.  It is a count, not a flag: a
+ *		supervisor that was starting when it changed may not have seen it,
+ *		and the launcher can tell from the count the supervisor saw.
  */
 void
-slots_wake_launcher(bool recheck)
+slots_wake_launcher(bool extension_changed)
 {
 	LOCK_EXCLUSIVE();
-	if (recheck)
-		chancy_shared->recheck = true;
+	if (extension_changed)
+		chancy_shared->extensions++;
 	if (chancy_shared->launcher_latch)
 		SetLatch(chancy_shared->launcher_latch);
 	UNLOCK();
+}
+
+/*
+ * slots_db_missed_extension
+ *		Did the supervisor of database slot i find no chancy, and did chancy
+ *		change after it looked?
+ */
+bool
+slots_db_missed_extension(int i)
+{
+	ChancyDatabase *db = &chancy_shared->dbs[i];
+	bool		missed;
+
+	LOCK_SHARED();
+	missed = db->state == SLOT_NO_EXTENSION &&
+		db->extensions_seen != chancy_shared->extensions;
+	UNLOCK();
+	return missed;
 }
 
 /* The database slot serving dboid, or -1. */
@@ -500,6 +508,8 @@ slots_db_attach(int i, uint64 generation)
 		db->state = SLOT_RUNNING;
 		db->pid = MyProcPid;
 		db->latch = MyLatch;
+		/* before it looks for chancy, see slots_wake_launcher */
+		db->extensions_seen = chancy_shared->extensions;
 		my_db = db;
 	}
 	UNLOCK();
