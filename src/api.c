@@ -87,16 +87,25 @@ set_attr(JobValue *job, JobAttr attr, Datum value, bool isnull)
 /*
  * check_can_push
  *		Pushes write: not on a standby, where the INSERT would fail with an
- *		internal statement as its context.
+ *		internal statement as its context.  A push into a database that
+ *		chancy does not serve is warned about, once a session: its jobs wait
+ *		for ever.
  */
 static void
 check_can_push(void)
 {
+	static bool warned = false;
+
 	if (RecoveryInProgress())
 		ereport(ERROR,
 				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
 				 errmsg("cannot push jobs on a standby"),
 				 errhint("Push jobs on the primary; they run there.")));
+	if (!warned)
+	{
+		warned = true;
+		catalog_warn_unlisted();
+	}
 }
 
 /*

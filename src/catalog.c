@@ -33,6 +33,7 @@
 #include "catalog/pg_class.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
@@ -44,6 +45,7 @@
 #include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/syscache.h"
+#include "utils/varlena.h"
 
 #include "chancy_internal.h"
 
@@ -246,6 +248,32 @@ ChancyCatalog *
 chancy_catalog_for(FunctionCallInfo fcinfo)
 {
 	return chancy_catalog(get_func_namespace(fcinfo->flinfo->fn_oid));
+}
+
+/*
+ * catalog_warn_unlisted
+ *		Warn if the current database is not one of chancy.database: jobs
+ *		pushed here are kept, but no supervisor serves it, so none runs.
+ *		The launcher reads the same setting.
+ */
+void
+catalog_warn_unlisted(void)
+{
+	char	   *copy = pstrdup(chancy_databases);
+	char	   *here = get_database_name(MyDatabaseId);
+	List	   *names;
+	ListCell   *lc;
+
+	if (here == NULL || !SplitIdentifierString(copy, ',', &names))
+		return;					/* the GUC check hook prevents the latter */
+	foreach(lc, names)
+		if (strcmp((char *) lfirst(lc), here) == 0)
+			return;
+	ereport(WARNING,
+			(errcode(ERRCODE_WARNING),
+			 errmsg("database \"%s\" is not listed in chancy.database", here),
+			 errdetail("Jobs pushed here are kept, but none runs until it is listed."),
+			 errhint("Add it to chancy.database in postgresql.conf and reload the configuration.")));
 }
 
 /* Set one of the settings of chancy's statements. */

@@ -290,6 +290,7 @@ extern ExtensionState catalog_recover_error(Oid *nsp);
 extern ChancyCatalog *chancy_catalog(Oid nsp);
 extern ChancyCatalog *chancy_catalog_for(FunctionCallInfo fcinfo);
 extern int	catalog_settings(void);
+extern void catalog_warn_unlisted(void);
 extern void catalog_sql_begin(ChancyCatalog *cat, bool as_owner, CatalogSql *sql);
 extern void catalog_sql_end(CatalogSql *sql);
 extern void catalog_forget_queues(void);

@@ -392,7 +392,11 @@ chancy_explain_claim(PG_FUNCTION_ARGS)
 	ListCell   *lc;
 	List	   *lines;
 
-	job_check_attr(JA_QUEUE, PG_GETARG_DATUM(0), PG_ARGISNULL(0));
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("queue name must not be NULL"),
+				 errhint("Name the queue whose claim to explain, for example chancy_explain_claim('default').")));
 	lines = queue_claim_plan(cat, TextDatumGetCString(PG_GETARG_DATUM(0)));
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	foreach(lc, lines)

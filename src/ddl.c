@@ -189,7 +189,8 @@ exclusive_target(Node *stmt, LOCKMODE *lockmode, bool *force)
  * chancy_utility_hook
  *		Move chancy's workers out of the way of the commands that need a
  *		database alone; tell chancy's processes about CREATE, ALTER and DROP
- *		EXTENSION chancy, and about COMMIT PREPARED.
+ *		EXTENSION chancy, and about COMMIT PREPARED; warn when chancy is
+ *		created in a database that chancy.database does not list.
  */
 static void
 chancy_utility_hook(PlannedStmt *pstmt, const char *queryString,
@@ -201,6 +202,7 @@ chancy_utility_hook(PlannedStmt *pstmt, const char *queryString,
 	Oid			blocked = InvalidOid;
 	LOCKMODE	lockmode;
 	bool		force;
+	bool		created = false;
 	Oid			target = exclusive_target(stmt, &lockmode, &force);
 
 	if (OidIsValid(target))
@@ -222,7 +224,10 @@ chancy_utility_hook(PlannedStmt *pstmt, const char *queryString,
 		refuse_renaming_chancy_schema(((RenameStmt *) stmt)->subname);
 	else if (IsA(stmt, CreateExtensionStmt) &&
 			 strcmp(((CreateExtensionStmt *) stmt)->extname, "chancy") == 0)
+	{
 		wakeup_launcher_at_commit();
+		created = true;
+	}
 	else if (IsA(stmt, AlterExtensionStmt) &&
 			 strcmp(((AlterExtensionStmt *) stmt)->extname, "chancy") == 0)
 	{
@@ -258,6 +263,8 @@ chancy_utility_hook(PlannedStmt *pstmt, const char *queryString,
 			slots_db_unblock(blocked);
 	}
 	PG_END_TRY();
+	if (created)
+		catalog_warn_unlisted();
 }
 
 /* Install the utility hook (from _PG_init). */

@@ -53,6 +53,21 @@ for my $db ('db1', 'db2')
 	});
 }
 
+# A database chancy.database does not list: CREATE EXTENSION and the first
+# push of a session warn that its jobs will not run; a listed one is quiet.
+$node->safe_psql('postgres', 'CREATE DATABASE unlisted');
+my ($ret, $out, $err) = $node->psql('unlisted', 'CREATE EXTENSION chancy');
+like($err, qr/WARNING:  database "unlisted" is not listed in chancy\.database/,
+	'CREATE EXTENSION in an unlisted database warns');
+$node->safe_psql('unlisted',
+	q{CREATE FUNCTION noop(kwargs jsonb) RETURNS void LANGUAGE sql AS ''});
+($ret, $out, $err) = $node->psql('unlisted',
+	q{SELECT chancy_push('noop'); SELECT chancy_push_many(ARRAY[chancy_job('noop')])});
+my @warnings = $err =~ /is not listed in chancy\.database/g;
+is(scalar @warnings, 1, 'pushes in an unlisted database warn once a session');
+($ret, $out, $err) = $node->psql('db1', q{SELECT chancy_push('whoami')});
+is($err, '', 'a push in a listed database does not warn');
+
 # Two databases served at once.
 my %ids;
 $ids{$_} = $node->safe_psql($_, q{SELECT chancy_push('whoami')}) for ('db1', 'db2');
@@ -113,7 +128,7 @@ $nap = $node->safe_psql('db2', q{SELECT chancy_push('nap', '{"s": 30}')});
 $node->poll_query_until('db2', "SELECT state = 'running' FROM chancy_jobs WHERE id = $nap")
   or die 'job never started';
 $start = time;
-my ($ret, $out, $err) = $node->psql('postgres', 'DROP DATABASE db2');
+($ret, $out, $err) = $node->psql('postgres', 'DROP DATABASE db2');
 is($ret, 0, 'DROP DATABASE of a chancy database succeeds') or diag($err);
 ok(time - $start < 15, 'DROP DATABASE does not hang');
 $node->poll_query_until('postgres',

@@ -49,6 +49,13 @@ is($standby->safe_psql('postgres',
 	q{SELECT count(*) FROM chancy_workers WHERE kind <> 'launcher'}), '0',
 	'no supervisor or executor on the standby');
 
+my ($ret, $out, $err) = $standby->psql('postgres',
+	q{\set VERBOSITY verbose
+	SELECT chancy_push('greet')});
+like($err, qr/ERROR:  25006: cannot push jobs on a standby/,
+	'a push on the standby is refused with its own error');
+unlike($err, qr/INSERT|CONTEXT/, 'the refusal shows no internal statement');
+
 $primary->wait_for_catchup($standby);
 $primary->stop('immediate');
 $standby->promote;
