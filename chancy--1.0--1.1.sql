@@ -87,7 +87,9 @@ COMMENT ON COLUMN chancy_queues.from_config IS
 -- chancy_job_definitions: one namespace per role, functions kept by OID
 --------------------------------------------------------------------------
 
-ALTER TABLE chancy_job_definitions ADD COLUMN function_oid oid;
+ALTER TABLE chancy_job_definitions
+	ADD COLUMN function_oid regprocedure,
+	ADD COLUMN from_extension boolean NOT NULL DEFAULT false;
 UPDATE chancy_job_definitions SET function_oid = to_regprocedure(function)
  WHERE function LIKE '%(%';
 DO $$
@@ -125,7 +127,7 @@ CREATE POLICY chancy_job_definitions_usable ON chancy_job_definitions FOR SELECT
 --------------------------------------------------------------------------
 
 ALTER TABLE chancy_jobs
-	ADD COLUMN function_oid oid,
+	ADD COLUMN function_oid regprocedure,
 	ADD COLUMN cancelled_by regrole;
 -- live jobs keep the function they name now
 UPDATE chancy_jobs SET function_oid = to_regprocedure(function)
@@ -279,9 +281,13 @@ BEGIN
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
 	SELECT coalesce(sum(c.concurrency), 0) INTO asked_before FROM @extschema@.chancy_queues c;
-	-- the table's defaults for a new queue, then only what is given
-	INSERT INTO @extschema@.chancy_queues AS c (name) VALUES (name)
-		ON CONFLICT ON CONSTRAINT chancy_queues_pkey DO NOTHING;
+	-- the table's defaults for a new queue, then only what is given (an
+	-- existing row is changed in place, see chancy_replace_made_queue)
+	IF NOT EXISTS (SELECT FROM @extschema@.chancy_queues c
+				   WHERE c.name = chancy_declare_queue.name) THEN
+		INSERT INTO @extschema@.chancy_queues AS c (name) VALUES (name)
+			ON CONFLICT ON CONSTRAINT chancy_queues_pkey DO NOTHING;
+	END IF;
 	UPDATE @extschema@.chancy_queues c SET
 		concurrency = coalesce(chancy_declare_queue.concurrency, c.concurrency),
 		backoff_base = coalesce(chancy_declare_queue.backoff_base, c.backoff_base),
@@ -519,3 +525,45 @@ COMMENT ON TRIGGER chancy_definitions_changed ON chancy_job_definitions IS
 	'Cached definitions are forgotten after any change';
 COMMENT ON TRIGGER chancy_queues_changed ON chancy_queues IS
 	'Cached queues are forgotten after any change, and the workers look again at commit';
+
+--------------------------------------------------------------------------
+-- pg_dump: the users' rows, not those chancy (or an extension's script)
+-- makes again at CREATE EXTENSION; a restored row replaces such a one
+--------------------------------------------------------------------------
+
+COMMENT ON COLUMN chancy_job_definitions.from_extension IS
+	'Written by the script of an extension (CREATE EXTENSION writes it again): pg_dump leaves it out';
+
+CREATE FUNCTION chancy_replace_made_row()
+	RETURNS trigger
+	LANGUAGE plpgsql
+	SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+	IF TG_TABLE_NAME = 'chancy_queues' THEN
+		DELETE FROM @extschema@.chancy_queues q
+		 WHERE q.name = NEW.name AND q.from_config;
+	ELSE
+		DELETE FROM @extschema@.chancy_job_definitions d
+		 WHERE d.name = NEW.name AND d.defined_by = NEW.defined_by AND d.from_extension;
+	END IF;
+	RETURN NEW;
+END $$;
+COMMENT ON FUNCTION chancy_replace_made_row() IS
+	'Trigger: a queue or definition inserted (by pg_restore) replaces the one chancy.queues or an extension''s script made';
+CREATE TRIGGER chancy_replace_made_queue
+	BEFORE INSERT ON chancy_queues
+	FOR EACH ROW WHEN (NOT NEW.from_config) EXECUTE FUNCTION chancy_replace_made_row();
+COMMENT ON TRIGGER chancy_replace_made_queue ON chancy_queues IS
+	'A restored queue replaces the row chancy.queues made (chancy_declare_queue() changes rows in place)';
+CREATE TRIGGER chancy_replace_made_definition
+	BEFORE INSERT ON chancy_job_definitions
+	FOR EACH ROW WHEN (NOT NEW.from_extension) EXECUTE FUNCTION chancy_replace_made_row();
+COMMENT ON TRIGGER chancy_replace_made_definition ON chancy_job_definitions IS
+	'A restored (or redefined) definition replaces the one an extension''s script made';
+
+SELECT pg_catalog.pg_extension_config_dump('chancy_queues', 'WHERE NOT from_config');
+SELECT pg_catalog.pg_extension_config_dump('chancy_job_definitions', 'WHERE NOT from_extension');
+SELECT pg_catalog.pg_extension_config_dump('chancy_jobs',
+	$$WHERE state IN ('pending', 'running', 'retrying')
+	   OR current_setting('chancy.dump_finished_jobs', true) IS DISTINCT FROM 'off'$$);
+SELECT pg_catalog.pg_extension_config_dump('chancy_jobs_id_seq', '');

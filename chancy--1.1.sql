@@ -111,7 +111,8 @@ CREATE TABLE chancy_job_definitions (
 		CONSTRAINT chancy_job_definitions_memory_limit_check CHECK (memory_limit > 0),
 	defined_by regrole NOT NULL,
 	updated_at timestamptz NOT NULL DEFAULT now(),
-	function_oid oid,
+	function_oid regprocedure,
+	from_extension boolean NOT NULL DEFAULT false,
 	CONSTRAINT chancy_job_definitions_pkey PRIMARY KEY (name, defined_by)
 );
 COMMENT ON TABLE chancy_job_definitions IS
@@ -146,7 +147,7 @@ CREATE TABLE chancy_jobs (
 	pushed_by regrole NOT NULL,
 	claim bigint,
 	crashes int NOT NULL DEFAULT 0,
-	function_oid oid,
+	function_oid regprocedure,
 	cancelled_by regrole
 );
 COMMENT ON TABLE chancy_jobs IS
@@ -458,9 +459,13 @@ BEGIN
 			USING ERRCODE = 'null_value_not_allowed';
 	END IF;
 	SELECT coalesce(sum(c.concurrency), 0) INTO asked_before FROM @extschema@.chancy_queues c;
-	-- the table's defaults for a new queue, then only what is given
-	INSERT INTO @extschema@.chancy_queues AS c (name) VALUES (name)
-		ON CONFLICT ON CONSTRAINT chancy_queues_pkey DO NOTHING;
+	-- the table's defaults for a new queue, then only what is given (an
+	-- existing row is changed in place, see chancy_replace_made_queue)
+	IF NOT EXISTS (SELECT FROM @extschema@.chancy_queues c
+				   WHERE c.name = chancy_declare_queue.name) THEN
+		INSERT INTO @extschema@.chancy_queues AS c (name) VALUES (name)
+			ON CONFLICT ON CONSTRAINT chancy_queues_pkey DO NOTHING;
+	END IF;
 	UPDATE @extschema@.chancy_queues c SET
 		concurrency = coalesce(chancy_declare_queue.concurrency, c.concurrency),
 		backoff_base = coalesce(chancy_declare_queue.backoff_base, c.backoff_base),
@@ -675,6 +680,48 @@ SELECT coalesce(q.name, s.queue) AS queue,
 COMMENT ON VIEW chancy_queue_stats IS
 	'Jobs per queue and state (those the caller may see), with the queue''s concurrency, pause, and executors running it';
 GRANT SELECT ON chancy_queue_stats TO PUBLIC;
+
+--------------------------------------------------------------------------
+-- pg_dump: the users' rows, not those chancy (or an extension's script)
+-- makes again at CREATE EXTENSION; a restored row replaces such a one
+--------------------------------------------------------------------------
+
+COMMENT ON COLUMN chancy_job_definitions.from_extension IS
+	'Written by the script of an extension (CREATE EXTENSION writes it again): pg_dump leaves it out';
+
+CREATE FUNCTION chancy_replace_made_row()
+	RETURNS trigger
+	LANGUAGE plpgsql
+	SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+	IF TG_TABLE_NAME = 'chancy_queues' THEN
+		DELETE FROM @extschema@.chancy_queues q
+		 WHERE q.name = NEW.name AND q.from_config;
+	ELSE
+		DELETE FROM @extschema@.chancy_job_definitions d
+		 WHERE d.name = NEW.name AND d.defined_by = NEW.defined_by AND d.from_extension;
+	END IF;
+	RETURN NEW;
+END $$;
+COMMENT ON FUNCTION chancy_replace_made_row() IS
+	'Trigger: a queue or definition inserted (by pg_restore) replaces the one chancy.queues or an extension''s script made';
+CREATE TRIGGER chancy_replace_made_queue
+	BEFORE INSERT ON chancy_queues
+	FOR EACH ROW WHEN (NOT NEW.from_config) EXECUTE FUNCTION chancy_replace_made_row();
+COMMENT ON TRIGGER chancy_replace_made_queue ON chancy_queues IS
+	'A restored queue replaces the row chancy.queues made (chancy_declare_queue() changes rows in place)';
+CREATE TRIGGER chancy_replace_made_definition
+	BEFORE INSERT ON chancy_job_definitions
+	FOR EACH ROW WHEN (NOT NEW.from_extension) EXECUTE FUNCTION chancy_replace_made_row();
+COMMENT ON TRIGGER chancy_replace_made_definition ON chancy_job_definitions IS
+	'A restored (or redefined) definition replaces the one an extension''s script made';
+
+SELECT pg_catalog.pg_extension_config_dump('chancy_queues', 'WHERE NOT from_config');
+SELECT pg_catalog.pg_extension_config_dump('chancy_job_definitions', 'WHERE NOT from_extension');
+SELECT pg_catalog.pg_extension_config_dump('chancy_jobs',
+	$$WHERE state IN ('pending', 'running', 'retrying')
+	   OR current_setting('chancy.dump_finished_jobs', true) IS DISTINCT FROM 'off'$$);
+SELECT pg_catalog.pg_extension_config_dump('chancy_jobs_id_seq', '');
 
 --------------------------------------------------------------------------
 -- Data: the queue pushes use when they name none

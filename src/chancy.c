@@ -30,6 +30,7 @@ int			chancy_max_crashes = 2;
 int			chancy_executor_max_growth = 256 * 1024;
 int			chancy_batch_size = 64;
 int			chancy_prune_after = 86400;
+static bool dump_finished_jobs = true;
 
 /* the queue names of chancy.queues, parsed once per value */
 static char *parsed_value = NULL;
@@ -225,6 +226,14 @@ _PG_init(void)
 							256 * 1024, 1024, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_KB,
 							NULL, NULL, NULL);
+	/* read only by the filter pg_dump applies to chancy_jobs */
+	DefineCustomBoolVariable("chancy.dump_finished_jobs",
+							 "Whether pg_dump dumps finished jobs too.",
+							 "Pending, running and retrying jobs are always dumped; set it off for pg_dump's session (PGOPTIONS) to leave out succeeded, failed and cancelled ones.",
+							 &dump_finished_jobs,
+							 true,
+							 PGC_USERSET, 0,
+							 NULL, NULL, NULL);
 	MarkGUCPrefixReserved("chancy");
 
 	/* the launcher, and one supervisor per database, are workers too */

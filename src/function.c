@@ -303,6 +303,36 @@ function_check_execute(Oid fn, Oid role, const char *job)
 }
 
 /*
+ * check_still_named
+ *		Is the function of OID oid still the one the job names?  A dump
+ *		restored into another cluster maps a job's function to the function
+ *		of that signature there; but the OID of a function dropped before the
+ *		dump comes back as a bare number, which may be another function's.
+ *		A job pushed by version 1.0 may name its function unqualified: it is
+ *		looked up under chancy's search_path.
+ */
+static void
+check_still_named(Oid oid, const char *spec)
+{
+	char	   *canonical = format_procedure_qualified(oid);
+	int			nestlevel;
+	Oid			named;
+
+	if (strcmp(canonical, spec) == 0)
+		return;
+	nestlevel = catalog_settings();
+	named = function_resolve(NULL, spec, &canonical);
+	AtEOXact_GUC(true, nestlevel);
+	if (named != oid)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("function %s no longer exists", spec),
+				 errdetail("The function the job was pushed with is now %s, which is not run in its place.",
+						   format_procedure_qualified(oid)),
+				 errhint("Push the job again to run the function that exists now.")));
+}
+
+/*
  * prepare
  *		Make a job function callable: load a C symbol, or look the SQL
  *		function up by the OID the job kept.
@@ -336,6 +366,7 @@ prepare(JobFunction *fn, const char *spec, Oid oid)
 				 errdetail("The function the job was pushed with was dropped; a function created since under the same name is not run in its place."),
 				 errhint("Push the job again to run the function that exists now.")));
 	check_signature(oid);
+	check_still_named(oid, spec);
 	tp = SearchSysCache1(PROCOID, ObjectIdGetDatum(oid));
 	if (!HeapTupleIsValid(tp))
 		elog(ERROR, "cache lookup failed for function %u", oid);

@@ -33,6 +33,7 @@
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "catalog/namespace.h"
+#include "commands/extension.h"
 #include "miscadmin.h"
 #include "parser/parse_func.h"
 #include "utils/acl.h"
@@ -643,10 +644,10 @@ job_define(ChancyCatalog *cat, FunctionCallInfo fcinfo, JobValue *result)
 		JA_NAME, JA_FUNCTION, JA_QUEUE, JA_PRIORITY, JA_MAX_ATTEMPTS,
 		JA_KWARGS, JA_TIME_LIMIT, JA_MEMORY_LIMIT
 	};
-	Oid			argtypes[10] = {TEXTOID, TEXTOID, TEXTOID, INT4OID, INT4OID,
-	JSONBOID, INTERVALOID, INT8OID, OIDOID, REGROLEOID};
-	Datum		args[10];
-	char		argnulls[10];
+	Oid			argtypes[11] = {TEXTOID, TEXTOID, TEXTOID, INT4OID, INT4OID,
+	JSONBOID, INTERVALOID, INT8OID, OIDOID, REGROLEOID, BOOLOID};
+	Datum		args[11];
+	char		argnulls[11];
 	Oid			role = GetUserId();
 	Definition *defs;
 	Definition *mine = NULL;
@@ -712,13 +713,16 @@ job_define(ChancyCatalog *cat, FunctionCallInfo fcinfo, JobValue *result)
 	argnulls[8] = OidIsValid(job->function_oid) ? ' ' : 'n';
 	args[9] = ObjectIdGetDatum(role);
 	argnulls[9] = ' ';
+	/* one an extension's script writes is not dumped: the script writes it */
+	args[10] = BoolGetDatum(creating_extension);
+	argnulls[10] = ' ';
 
 	catalog_sql_begin(cat, true, &sql);
 	if (SPI_execute_with_args(psprintf("INSERT INTO %s.chancy_job_definitions AS d"
 									   " (name, function, queue, priority, max_attempts,"
 									   " kwargs, time_limit, memory_limit, function_oid,"
-									   " defined_by)"
-									   " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+									   " defined_by, from_extension)"
+									   " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
 									   " ON CONFLICT (name, defined_by) DO UPDATE SET"
 									   " function = excluded.function,"
 									   " function_oid = excluded.function_oid,"
@@ -728,9 +732,10 @@ job_define(ChancyCatalog *cat, FunctionCallInfo fcinfo, JobValue *result)
 									   " kwargs = excluded.kwargs,"
 									   " time_limit = excluded.time_limit,"
 									   " memory_limit = excluded.memory_limit,"
+									   " from_extension = excluded.from_extension,"
 									   " updated_at = now()",
 									   cat->nspname),
-							  10, argtypes, args, argnulls, false, 0) != SPI_OK_INSERT)
+							  11, argtypes, args, argnulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not write the definition of job \"%s\"", name);
 	catalog_sql_end(&sql);
 

@@ -39,6 +39,9 @@
 /* pruning: not more often than this while jobs finish */
 #define PRUNE_EVERY_MS 10000
 
+/* claims no live executor holds are looked for this often */
+#define STRAY_CLAIMS_EVERY_MS 10000
+
 /* A row of chancy_queues, as the supervisor needs it. */
 typedef struct QueueRow
 {
@@ -56,6 +59,7 @@ static bool no_extension = false;	/* leaving: chancy is not installed */
 static int64 pruned_at_jobs = -1;	/* jobs done at the last prune */
 static TimestampTz pruned_at = 0;
 static TimestampTz prune_due = 0;	/* when the oldest finished job is due */
+static TimestampTz recovered_at = 0;	/* when stray claims were looked for */
 static MemoryContext loop_cxt = NULL;	/* reset at every turn of the loop */
 
 /*
@@ -542,6 +546,27 @@ prune_if_due(void)
 }
 
 /*
+ * recover_if_due
+ *		Every STRAY_CLAIMS_EVERY_MS, give back the jobs whose claim no live
+ *		executor holds.  An executor that exits is reaped at once; this finds
+ *		the claims that came another way, such as the jobs that were running
+ *		when a restored dump was taken.  Returns how long until it is due, in
+ *		ms.
+ */
+static long
+recover_if_due(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (TimestampDifferenceExceeds(recovered_at, now, STRAY_CLAIMS_EVERY_MS))
+	{
+		recover_jobs(NIL);
+		recovered_at = now;
+	}
+	return Max(STRAY_CLAIMS_EVERY_MS - TimestampDifferenceMilliseconds(recovered_at, now), 1);
+}
+
+/*
  * chancy_supervisor_main
  *		Entry point of a supervisor; arg is its database slot.
  */
@@ -622,7 +647,7 @@ chancy_supervisor_main(Datum arg)
 			reap();
 			reconcile();
 			sweep_cancels();
-			wait_ms = prune_if_due();
+			wait_ms = Min(prune_if_due(), recover_if_due());
 		}
 		PG_CATCH();
 		{

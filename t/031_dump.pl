@@ -1,0 +1,141 @@
+# pg_dump and pg_restore keep chancy's queues, definitions and jobs: a dump
+# restored into a fresh cluster with chancy preloaded restores without an
+# error, without duplicating what CREATE EXTENSION and chancy.queues make
+# there; pending jobs run there with the functions of that cluster, a job
+# that was running at dump time runs again once, new pushes get ids above
+# the restored ones, and chancy.dump_finished_jobs = off leaves finished
+# jobs out.
+use strict;
+use warnings;
+use FindBin;
+use lib $FindBin::RealBin;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use ChancyTest;
+
+my $src = chancy_node('dump_src', "chancy.queues = 'default:2'\n");
+
+$src->safe_psql('postgres', q{
+	CREATE EXTENSION chancy;
+	CREATE EXTENSION chancy_examples;	-- greet, and its definition
+	CREATE TABLE ran (n int);
+	CREATE TABLE release (go boolean);
+	CREATE FUNCTION record(kwargs jsonb) RETURNS jsonb LANGUAGE sql
+		AS $$INSERT INTO ran VALUES ((kwargs->>'n')::int) RETURNING jsonb_build_object('n', n)$$;
+	-- runs until a row appears in release
+	CREATE FUNCTION hold(kwargs jsonb) RETURNS text LANGUAGE plpgsql AS $$
+	BEGIN
+		WHILE NOT EXISTS (SELECT FROM release) LOOP
+			PERFORM pg_sleep(0.05);
+		END LOOP;
+		RETURN 'released';
+	END $$;
+	CREATE FUNCTION dropped(kwargs jsonb) RETURNS void LANGUAGE sql AS '';
+	SELECT chancy_declare_queue('work', 1);
+	SELECT chancy_declare_queue('default', 3);	-- chancy.queues' row, now SQL's
+	SELECT chancy_define_job('record', 'record(jsonb)', queue => 'work', max_attempts => 2);
+	SELECT chancy_define_job('greet', kwargs => '{"name": "Restored"}');
+});
+
+# a finished job, a running one, pending ones in a paused queue, a scheduled
+# one, and one whose function is dropped
+my $done = $src->safe_psql('postgres', q{SELECT chancy_push('greet')});
+is($src->safe_psql('postgres', "SELECT state FROM chancy_wait($done, '30 s')"), 'succeeded',
+	'a job ran before the dump');
+my $held = $src->safe_psql('postgres', q{SELECT chancy_push('hold', max_attempts => 1)});
+$src->poll_query_until('postgres', "SELECT state = 'running' FROM chancy_jobs WHERE id = $held")
+  or die 'the held job never started';
+$src->safe_psql('postgres', q{
+	SELECT chancy_pause_queue('work');
+	SELECT chancy_push('record', jsonb_build_object('n', n)) FROM generate_series(1, 5) n;
+	SELECT chancy_push('dropped', queue => 'work');
+	DROP FUNCTION dropped(jsonb);
+});
+my $later = $src->safe_psql('postgres',
+	q{SELECT chancy_push('greet', scheduled_at => now() + interval '1 day')});
+my $jobs_before = $src->safe_psql('postgres',
+	q{SELECT string_agg(id || ' ' || name || ' ' || state, ', ' ORDER BY id) FROM chancy_jobs});
+
+my $dump = $PostgreSQL::Test::Utils::tmp_check . '/chancy.dump';
+command_ok([ 'pg_dump', '-Fc', '-f', $dump, '-d', $src->connstr('postgres') ],
+	'pg_dump -Fc of a database with chancy');
+my $plain = $PostgreSQL::Test::Utils::tmp_check . '/live.sql';
+{
+	local $ENV{PGOPTIONS} = '-c chancy.dump_finished_jobs=off';
+	command_ok([ 'pg_dump', '-f', $plain, '-d', $src->connstr('postgres') ],
+		'pg_dump with chancy.dump_finished_jobs = off');
+}
+$src->stop('fast');
+
+#--------------------------------------------------------------------------
+# Restore into a fresh cluster
+#--------------------------------------------------------------------------
+
+my $dst = chancy_node('dump_dst', "chancy.queues = 'default:2'\n");
+my ($stdout, $stderr);
+my $ok = IPC::Run::run([ 'pg_restore', '-d', $dst->connstr('postgres'), $dump ],
+	'>', \$stdout, '2>', \$stderr);
+ok($ok, 'pg_restore into a fresh cluster succeeds') or diag($stderr);
+is($stderr, '', 'pg_restore reports no error');
+
+is($dst->safe_psql('postgres',
+	q{SELECT string_agg(name || ' ' || concurrency || ' ' || from_config || ' '
+		|| (paused_until IS NOT NULL), ', ' ORDER BY name) FROM chancy_queues}),
+	'default 3 false false, work 1 false true',
+	'queues: the one declared in SQL replaced the row chancy.queues made; the pause is kept');
+is($dst->safe_psql('postgres',
+	q{SELECT string_agg(name || ' ' || kwargs::text || ' ' || from_extension, ', ' ORDER BY name)
+		FROM chancy_job_definitions}),
+	'greet {"name": "Restored"} false, record {} false',
+	'definitions: the redefined one replaced the row the example extension made');
+is($dst->safe_psql('postgres',
+	q{SELECT string_agg(id || ' ' || name || ' ' || state, ', ' ORDER BY id) FROM chancy_jobs}),
+	$jobs_before, 'every job is restored with its id and state');
+
+my $new = $dst->safe_psql('postgres', q{SELECT chancy_push('greet')});
+ok($new > $later, "a new push gets an id above the restored ones ($new > $later)");
+is($dst->safe_psql('postgres', "SELECT state FROM chancy_wait($new, '30 s')"), 'succeeded',
+	'a new job runs');
+
+# the job that was running at dump time runs again, once
+$dst->poll_query_until('postgres',
+	"SELECT state = 'running' AND claim IS NOT NULL FROM chancy_jobs WHERE id = $held")
+  or die 'the held job never ran again';
+$dst->safe_psql('postgres', 'INSERT INTO release VALUES (true)');
+is($dst->safe_psql('postgres',
+	"SELECT state || ' ' || attempts || ' ' || result::text || ' ' || jsonb_array_length(errors)"
+	  . " FROM chancy_wait($held, '30 s')"),
+	'succeeded 1 "released" 1',
+	'the job running at dump time ran again once; its interrupted run is recorded, not counted');
+
+# pending jobs run with this cluster's functions
+$dst->safe_psql('postgres', q{SELECT chancy_resume_queue('work')});
+is($dst->safe_psql('postgres',
+	q{SELECT string_agg(state::text, ',' ORDER BY id) FROM
+		(SELECT (chancy_wait(id, '30 s')).* FROM chancy_jobs WHERE name = 'record') j}),
+	'succeeded,succeeded,succeeded,succeeded,succeeded',
+	'the pending jobs ran after the restore');
+is($dst->safe_psql('postgres', 'SELECT string_agg(n::text, \',\' ORDER BY n) FROM ran'),
+	'1,2,3,4,5', 'with the restored function');
+like($dst->safe_psql('postgres',
+	q{SELECT state || ': ' || (errors->-1->>'message')
+		FROM chancy_jobs WHERE name = 'dropped'}),
+	qr/^failed: function public\.dropped\(pg_catalog\.jsonb\) no longer exists/,
+	'a job whose function was dropped before the dump fails, running nothing else');
+is($dst->safe_psql('postgres',
+	"SELECT state || ' ' || (scheduled_at > now() + interval '23 hours') FROM chancy_jobs WHERE id = $later"),
+	'pending true', 'a scheduled job keeps its time');
+
+# chancy.dump_finished_jobs = off: finished jobs left out, live ones kept
+$dst->safe_psql('postgres', 'CREATE DATABASE live');
+$ok = IPC::Run::run([ 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', $dst->connstr('live'),
+	'-f', $plain ], '>', \$stdout, '2>', \$stderr);
+ok($ok, 'the dump without finished jobs restores') or diag($stderr);
+is($dst->safe_psql('live',
+	q{SELECT string_agg(state::text || ' ' || n, ', ' ORDER BY state) FROM
+		(SELECT state, count(*) AS n FROM chancy_jobs GROUP BY state) s}),
+	'pending 7, running 1', 'only the jobs that had not finished were dumped');
+
+$dst->stop;
+done_testing();
