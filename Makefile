@@ -62,3 +62,19 @@ clean-test-module:
 
 .PHONY: installcheck-regress installcheck-isolation installcheck-tap test-module \
 	clean-test-module
+
+# The release's version: chancy.control's default_version, in the
+# three-part form PGXN and Debian use (1.1 is 1.1.0).
+EXTVERSION := $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(srcdir)/chancy.control)
+DISTVERSION := $(EXTVERSION).0
+
+# META.json for PGXN takes its versions from chancy.control; test/versions
+# checks that the committed one is what this makes.
+META.json: META.json.in chancy.control
+	sed -e 's/@VERSION@/$(DISTVERSION)/g' -e 's/@EXTVERSION@/$(EXTVERSION)/g' $< > $@
+
+# The release archive PGXN takes: the committed tree, as chancy-1.1.0.zip.
+dist: META.json
+	git archive --format zip --prefix=chancy-$(DISTVERSION)/ -o chancy-$(DISTVERSION).zip HEAD
+
+.PHONY: dist
