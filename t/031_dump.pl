@@ -127,6 +127,21 @@ is($dst->safe_psql('postgres',
 	"SELECT state || ' ' || (scheduled_at > now() + interval '23 hours') FROM chancy_jobs WHERE id = $later"),
 	'pending true', 'a scheduled job keeps its time');
 
+# a function renamed after the push is not run under its new name
+$dst->safe_psql('postgres', q{
+	SELECT chancy_pause_queue('work');
+	CREATE FUNCTION soon_renamed(kwargs jsonb) RETURNS void LANGUAGE sql AS '';
+});
+my $renamed = $dst->safe_psql('postgres', q{SELECT chancy_push('soon_renamed', queue => 'work')});
+$dst->safe_psql('postgres', q{
+	ALTER FUNCTION soon_renamed(jsonb) RENAME TO renamed;
+	SELECT chancy_resume_queue('work');
+});
+like($dst->safe_psql('postgres',
+	"SELECT state || ': ' || (errors->-1->>'message') FROM chancy_wait($renamed, '30 s')"),
+	qr/^failed: function public\.soon_renamed\(pg_catalog\.jsonb\) does not exist/,
+	'a job whose function was renamed fails');
+
 # chancy.dump_finished_jobs = off: finished jobs left out, live ones kept
 $dst->safe_psql('postgres', 'CREATE DATABASE live');
 $ok = IPC::Run::run([ 'psql', '-X', '-q', '-v', 'ON_ERROR_STOP=1', '-d', $dst->connstr('live'),
