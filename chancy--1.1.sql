@@ -148,7 +148,8 @@ CREATE TABLE chancy_jobs (
 	claim bigint,
 	crashes int NOT NULL DEFAULT 0,
 	function_oid regprocedure,
-	cancelled_by regrole
+	cancelled_by regrole,
+	replicated boolean NOT NULL DEFAULT false
 );
 COMMENT ON TABLE chancy_jobs IS
 	'The jobs.  Written only by chancy''s functions and workers, which check every value (CHECK constraints would cost every write)';
@@ -166,6 +167,8 @@ COMMENT ON COLUMN chancy_jobs.function_oid IS
 	'The job''s function as it was pushed: one dropped and created again is not run in its place';
 COMMENT ON COLUMN chancy_jobs.cancelled_by IS
 	'The role that asked to cancel the job while an executor held it';
+COMMENT ON COLUMN chancy_jobs.replicated IS
+	'Written here by logical replication: the job is the publisher''s, and no executor here runs it (see chancy_adopt_jobs())';
 COMMENT ON COLUMN chancy_queues.name IS
 	'The queue''s name, as jobs and definitions give it';
 COMMENT ON COLUMN chancy_queues.backoff_factor IS
@@ -234,18 +237,18 @@ ALTER TABLE chancy_jobs SET (
 -- The dequeue order, exactly: within a queue, higher priority first, then
 -- older first; only jobs that no executor holds and that may be ready.
 CREATE INDEX chancy_jobs_ready ON chancy_jobs (queue, priority DESC, id)
-	WHERE state IN ('pending', 'retrying') AND claim IS NULL;
+	WHERE state IN ('pending', 'retrying') AND claim IS NULL AND NOT replicated;
 COMMENT ON INDEX chancy_jobs_ready IS 'The claim''s walk, in dequeue order';
 
 -- Jobs waiting for their time (pushed for later, or retrying after a
 -- backoff): an idle executor sleeps until the earliest of them is due.
 CREATE INDEX chancy_jobs_scheduled ON chancy_jobs (queue, scheduled_at)
-	WHERE state IN ('pending', 'retrying') AND scheduled_at > created_at;
+	WHERE state IN ('pending', 'retrying') AND scheduled_at > created_at AND NOT replicated;
 COMMENT ON INDEX chancy_jobs_scheduled IS 'When the next scheduled job of a queue is due';
 
 -- Finished jobs by queue and age: what the supervisor prunes, queue by queue.
 CREATE INDEX chancy_jobs_finished ON chancy_jobs (queue, completed_at)
-	WHERE state IN ('succeeded', 'failed', 'cancelled');
+	WHERE state IN ('succeeded', 'failed', 'cancelled') AND NOT replicated;
 COMMENT ON INDEX chancy_jobs_finished IS 'What pruning deletes, queue by queue';
 
 -- Jobs executors hold: what is given back when an executor goes.
@@ -691,28 +694,17 @@ COMMENT ON COLUMN chancy_job_definitions.from_extension IS
 
 CREATE FUNCTION chancy_replace_made_row()
 	RETURNS trigger
-	LANGUAGE plpgsql
-	SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-	IF TG_TABLE_NAME = 'chancy_queues' THEN
-		DELETE FROM @extschema@.chancy_queues q
-		 WHERE q.name = NEW.name AND q.from_config;
-	ELSE
-		DELETE FROM @extschema@.chancy_job_definitions d
-		 WHERE d.name = NEW.name AND d.defined_by = NEW.defined_by AND d.from_extension;
-	END IF;
-	RETURN NEW;
-END $$;
+	AS 'MODULE_PATHNAME' LANGUAGE C;
 COMMENT ON FUNCTION chancy_replace_made_row() IS
-	'Trigger: a queue or definition inserted (by pg_restore) replaces the one chancy.queues or an extension''s script made';
+	'Trigger: a queue or definition inserted (by pg_restore) replaces the one chancy.queues or an extension''s script made; one written by logical replication replaces any';
 CREATE TRIGGER chancy_replace_made_queue
 	BEFORE INSERT ON chancy_queues
-	FOR EACH ROW WHEN (NOT NEW.from_config) EXECUTE FUNCTION chancy_replace_made_row();
+	FOR EACH ROW EXECUTE FUNCTION chancy_replace_made_row();
 COMMENT ON TRIGGER chancy_replace_made_queue ON chancy_queues IS
 	'A restored queue replaces the row chancy.queues made (chancy_declare_queue() changes rows in place)';
 CREATE TRIGGER chancy_replace_made_definition
 	BEFORE INSERT ON chancy_job_definitions
-	FOR EACH ROW WHEN (NOT NEW.from_extension) EXECUTE FUNCTION chancy_replace_made_row();
+	FOR EACH ROW EXECUTE FUNCTION chancy_replace_made_row();
 COMMENT ON TRIGGER chancy_replace_made_definition ON chancy_job_definitions IS
 	'A restored (or redefined) definition replaces the one an extension''s script made';
 
@@ -722,6 +714,48 @@ SELECT pg_catalog.pg_extension_config_dump('chancy_jobs',
 	$$WHERE state IN ('pending', 'running', 'retrying')
 	   OR current_setting('chancy.dump_finished_jobs', true) IS DISTINCT FROM 'off'$$);
 SELECT pg_catalog.pg_extension_config_dump('chancy_jobs_id_seq', '');
+
+--------------------------------------------------------------------------
+-- Logical replication: a subscriber keeps the publisher's jobs, and runs
+-- none of them
+--------------------------------------------------------------------------
+
+CREATE FUNCTION chancy_mark_replicated()
+	RETURNS trigger
+	AS 'MODULE_PATHNAME' LANGUAGE C;
+COMMENT ON FUNCTION chancy_mark_replicated() IS
+	'Trigger: a job written by logical replication is marked replicated';
+CREATE TRIGGER chancy_mark_replicated
+	BEFORE INSERT OR UPDATE ON chancy_jobs
+	FOR EACH ROW EXECUTE FUNCTION chancy_mark_replicated();
+COMMENT ON TRIGGER chancy_mark_replicated ON chancy_jobs IS
+	'Jobs written by logical replication are the publisher''s: no executor here runs them';
+-- it fires only where logical replication applies changes
+ALTER TABLE chancy_jobs ENABLE REPLICA TRIGGER chancy_mark_replicated;
+-- the queues and definitions a subscriber receives are cached and acted on
+-- like its own
+ALTER TABLE chancy_queues ENABLE ALWAYS TRIGGER chancy_replace_made_queue;
+ALTER TABLE chancy_queues ENABLE ALWAYS TRIGGER chancy_queues_changed;
+ALTER TABLE chancy_job_definitions ENABLE ALWAYS TRIGGER chancy_replace_made_definition;
+ALTER TABLE chancy_job_definitions ENABLE ALWAYS TRIGGER chancy_definitions_changed;
+
+CREATE FUNCTION chancy_adopt_jobs()
+	RETURNS bigint
+	LANGUAGE sql SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp AS $$
+	-- the executors look at their queues when this commits (the queues'
+	-- statement trigger wakes them)
+	UPDATE @extschema@.chancy_queues SET name = name WHERE false;
+	WITH adopted AS (
+		UPDATE @extschema@.chancy_jobs SET replicated = false, claim = NULL,
+			state = CASE WHEN state = 'running' THEN 'retrying' ELSE state END
+		 WHERE replicated
+		RETURNING 1)
+	SELECT count(*) FROM adopted;
+$$;
+COMMENT ON FUNCTION chancy_adopt_jobs() IS
+	'Make the jobs logical replication wrote here this database''s own, to run them here (after a switch-over); one that was running runs again';
+REVOKE EXECUTE ON FUNCTION chancy_adopt_jobs() FROM PUBLIC;
 
 --------------------------------------------------------------------------
 -- Data: the queue pushes use when they name none

@@ -16,6 +16,7 @@
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "replication/origin.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
 #include "utils/jsonb.h"
@@ -28,6 +29,8 @@
 
 PG_FUNCTION_INFO_V1(chancy_definitions_changed);
 PG_FUNCTION_INFO_V1(chancy_queues_changed);
+PG_FUNCTION_INFO_V1(chancy_replace_made_row);
+PG_FUNCTION_INFO_V1(chancy_mark_replicated);
 PG_FUNCTION_INFO_V1(chancy_interval_ms);
 PG_FUNCTION_INFO_V1(chancy_executors_left);
 PG_FUNCTION_INFO_V1(chancy_define_job);
@@ -183,6 +186,95 @@ chancy_queues_changed(PG_FUNCTION_ARGS)
 	catalog_forget_queues();
 	wakeup_queues_changed_at_commit();
 	return PointerGetDatum(NULL);
+}
+
+/*
+ * chancy_replace_made_row
+ *		BEFORE INSERT row trigger of chancy_queues and chancy_job_definitions.
+ *		The row inserted replaces the row of its key that chancy made itself
+ *		(a queue of chancy.queues, a definition an extension's script wrote):
+ *		CREATE EXTENSION makes those again before pg_restore loads the
+ *		dumped rows.  A row written by logical replication replaces any row
+ *		of its key: a subscriber takes the publisher's.
+ */
+Datum
+chancy_replace_made_row(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	Relation	rel;
+	TupleDesc	desc;
+	HeapTuple	tuple;
+	bool		queues;
+	bool		replicated = replorigin_session_origin != InvalidRepOriginId;
+	bool		isnull;
+	Datum		args[2];
+	Oid			argtypes[2] = {TEXTOID, REGROLEOID};
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
+		!TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("function chancy_replace_made_row() must be called as a BEFORE INSERT row trigger")));
+	rel = trigdata->tg_relation;
+	desc = RelationGetDescr(rel);
+	tuple = trigdata->tg_trigtuple;
+	queues = strcmp(RelationGetRelationName(rel), "chancy_queues") == 0;
+
+	/* a row chancy makes itself replaces nothing */
+	if (!replicated &&
+		DatumGetBool(heap_getattr(tuple,
+								  SPI_fnumber(desc, queues ? "from_config" : "from_extension"),
+								  desc, &isnull)))
+		return PointerGetDatum(tuple);
+
+	args[0] = heap_getattr(tuple, SPI_fnumber(desc, "name"), desc, &isnull);
+	if (!queues)
+		args[1] = heap_getattr(tuple, SPI_fnumber(desc, "defined_by"), desc, &isnull);
+	SPI_connect();
+	if (SPI_execute_with_args(psprintf("DELETE FROM %s.%s WHERE name = $1%s%s",
+									   quote_identifier(get_namespace_name(RelationGetNamespace(rel))),
+									   quote_identifier(RelationGetRelationName(rel)),
+									   queues ? "" : " AND defined_by = $2",
+									   replicated ? "" :
+									   queues ? " AND from_config" : " AND from_extension"),
+							  queues ? 1 : 2, argtypes, args, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not replace a row of %s", RelationGetRelationName(rel));
+	SPI_finish();
+	return PointerGetDatum(tuple);
+}
+
+/*
+ * chancy_mark_replicated
+ *		BEFORE INSERT OR UPDATE row trigger of chancy_jobs, enabled for
+ *		replica sessions only: a job that logical replication writes is the
+ *		publisher's, marked replicated so that no executor here runs it.  A
+ *		session that merely set session_replication_role is not replication.
+ */
+Datum
+chancy_mark_replicated(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	HeapTuple	tuple;
+	int			attnum;
+	Datum		value = BoolGetDatum(true);
+	bool		isnull = false;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("function chancy_mark_replicated() must be called as a BEFORE row trigger")));
+	tuple = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
+		trigdata->tg_newtuple : trigdata->tg_trigtuple;
+	if (replorigin_session_origin == InvalidRepOriginId)
+		return PointerGetDatum(tuple);
+	attnum = SPI_fnumber(RelationGetDescr(trigdata->tg_relation), "replicated");
+	if (attnum <= 0)
+		elog(ERROR, "chancy_jobs has no column \"replicated\"");
+	return PointerGetDatum(heap_modify_tuple_by_cols(tuple,
+													 RelationGetDescr(trigdata->tg_relation),
+													 1, &attnum, &value, &isnull));
 }
 
 /*

@@ -63,7 +63,8 @@ typedef enum PlanId
 #define JOBARRAY InvalidOid
 
 #define LIVE "state IN ('pending', 'retrying', 'running')"
-#define FINAL "state IN ('succeeded', 'failed', 'cancelled')"
+/* finished jobs of this database (not a publisher's, see chancy_mark_replicated) */
+#define FINAL "state IN ('succeeded', 'failed', 'cancelled') AND NOT replicated"
 /* a claimed job whose run the claim counted (see PLAN_CLAIM) */
 #define STARTED "(state = 'running')"
 /* a job to charge a crash: listed in $3, or, with no list, any started one */
@@ -114,7 +115,7 @@ static const struct
 		"WITH c AS (SELECT j.id, j.priority, j.function, pg_column_size(j.kwargs) AS size"
 		"  FROM %1$s.chancy_jobs j"
 		"  WHERE j.queue = $1 AND j.state IN ('pending', 'retrying') AND j.claim IS NULL"
-		"  AND j.scheduled_at <= now()"
+		"  AND NOT j.replicated AND j.scheduled_at <= now()"
 		"  AND NOT EXISTS (SELECT FROM %1$s.chancy_queues p"
 		"   WHERE p.name = $1 AND p.paused_until > now())"
 		"  ORDER BY j.priority DESC, j.id LIMIT $3 FOR UPDATE OF j SKIP LOCKED),"
@@ -140,7 +141,7 @@ static const struct
 	[PLAN_IDLE] = {
 		"SELECT q.name IS NOT NULL, (SELECT min(j.scheduled_at) FROM %1$s.chancy_jobs j"
 		"  WHERE j.queue = $1 AND j.state IN ('pending', 'retrying')"
-		"  AND j.scheduled_at > j.created_at AND j.claim IS NULL),"
+		"  AND j.scheduled_at > j.created_at AND j.claim IS NULL AND NOT j.replicated),"
 		" q.paused_until"
 		" FROM (SELECT) x LEFT JOIN %1$s.chancy_queues q ON q.name = $1",
 		1, {TEXTOID}
@@ -220,16 +221,17 @@ static const struct
 		"   attempts, 'message', $5::text, 'at', clock_timestamp())"
 		"  ELSE '[]'::jsonb END,"
 		" claim = NULL"
-		" WHERE claim = ANY ($1) AND ($2::int8[] IS NULL OR id = ANY ($2))"
+		" WHERE claim = ANY ($1) AND NOT replicated AND ($2::int8[] IS NULL OR id = ANY ($2))"
 		" RETURNING id, state::text",
 		5, {INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT4OID, TEXTOID}
 	},
 	[PLAN_CLAIMS] = {
-		"SELECT DISTINCT claim FROM %1$s.chancy_jobs WHERE claim IS NOT NULL", 0, {0}
+		"SELECT DISTINCT claim FROM %1$s.chancy_jobs WHERE claim IS NOT NULL AND NOT replicated",
+		0, {0}
 	},
 	[PLAN_SWEEP] = {
 		"SELECT id, claim FROM %1$s.chancy_jobs"
-		" WHERE claim IS NOT NULL AND cancelled_by IS NOT NULL", 0, {0}
+		" WHERE claim IS NOT NULL AND NOT replicated AND cancelled_by IS NOT NULL", 0, {0}
 	},
 
 	/*
