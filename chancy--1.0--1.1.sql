@@ -557,10 +557,14 @@ COMMENT ON TRIGGER chancy_replace_made_definition ON chancy_job_definitions IS
 	'A restored (or redefined) definition replaces the one an extension''s script made';
 
 SELECT pg_catalog.pg_extension_config_dump('chancy_queues', 'WHERE NOT from_config');
-SELECT pg_catalog.pg_extension_config_dump('chancy_job_definitions', 'WHERE NOT from_extension');
+-- rows of a role dropped since would come back as another role's (the
+-- role is dumped as its bare OID): they are left out
+SELECT pg_catalog.pg_extension_config_dump('chancy_job_definitions',
+	$$WHERE NOT from_extension AND defined_by::oid IN (SELECT oid FROM pg_catalog.pg_roles)$$);
 SELECT pg_catalog.pg_extension_config_dump('chancy_jobs',
-	$$WHERE state IN ('pending', 'running', 'retrying')
-	   OR current_setting('chancy.dump_finished_jobs', true) IS DISTINCT FROM 'off'$$);
+	$$WHERE (state IN ('pending', 'running', 'retrying')
+		OR current_setting('chancy.dump_finished_jobs', true) IS DISTINCT FROM 'off')
+	   AND pushed_by::oid IN (SELECT oid FROM pg_catalog.pg_roles)$$);
 SELECT pg_catalog.pg_extension_config_dump('chancy_jobs_id_seq', '');
 
 --------------------------------------------------------------------------

@@ -156,3 +156,9 @@ CREATE EXTENSION chancy;
 CREATE EXTENSION chancy_examples;
 SELECT chancy_push('plain_job') IS NOT NULL AS pushed_after_reinstall;
 SELECT chancy_push_many(ARRAY[chancy_job('greet')]) IS NOT NULL AS pushed_many_after_reinstall;
+-- a temporary function cannot run as a job (no executor sees it, no dump restores it)
+CREATE FUNCTION pg_temp.temp_job(kwargs jsonb) RETURNS void LANGUAGE sql AS '';
+SELECT chancy_push('pg_temp.temp_job');
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_define_job('t', 'pg_temp.temp_job(jsonb)');
+\echo :LAST_ERROR_SQLSTATE

@@ -229,10 +229,10 @@ _PG_init(void)
 	/* read only by the filter pg_dump applies to chancy_jobs */
 	DefineCustomBoolVariable("chancy.dump_finished_jobs",
 							 "Whether pg_dump dumps finished jobs too.",
-							 "Pending, running and retrying jobs are always dumped; set it off for pg_dump's session (PGOPTIONS) to leave out succeeded, failed and cancelled ones.",
+							 "Pending, running and retrying jobs are always dumped; a superuser sets it off for pg_dump's session (PGOPTIONS) to leave out succeeded, failed and cancelled ones.",
 							 &dump_finished_jobs,
 							 true,
-							 PGC_USERSET, 0,
+							 PGC_SUSET, 0,
 							 NULL, NULL, NULL);
 	MarkGUCPrefixReserved("chancy");
 

@@ -51,6 +51,7 @@ typedef struct SpecEntry
 typedef struct CallEntry
 {
 	char		key[SPEC_KEYLEN];	/* "oid <n>", or the 'library:symbol' */
+	char		spec[SPEC_KEYLEN];	/* the spec checked against the OID */
 	JobFunction fn;
 } CallEntry;
 
@@ -116,7 +117,8 @@ function_is_symbol(const char *spec)
 
 /*
  * check_signature
- *		A job function takes exactly one jsonb and returns one value.
+ *		A job function takes exactly one jsonb and returns one value, and
+ *		is not temporary.
  */
 static void
 check_signature(Oid fn)
@@ -124,6 +126,7 @@ check_signature(Oid fn)
 	HeapTuple	tp;
 	Form_pg_proc proc;
 	bool		ok;
+	bool		temporary;
 
 	tp = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
 	if (!HeapTupleIsValid(tp))
@@ -131,7 +134,14 @@ check_signature(Oid fn)
 	proc = (Form_pg_proc) GETSTRUCT(tp);
 	ok = proc->pronargs == 1 && proc->proargtypes.values[0] == JSONBOID &&
 		proc->prokind == PROKIND_FUNCTION && !proc->proretset;
+	temporary = isAnyTempNamespace(proc->pronamespace);
 	ReleaseSysCache(tp);
+	if (temporary)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
+				 errmsg("temporary function %s cannot run as a job", get_func_name(fn)),
+				 errdetail("It exists only in the session that created it, and a dump of its jobs could not be restored."),
+				 errhint("Create the function in a permanent schema.")));
 	if (!ok)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
@@ -418,7 +428,10 @@ function_for_job(const char *spec, Oid oid, Oid role)
 		prepare(&fresh, spec, oid);
 		entry = hash_search(calls, key, HASH_ENTER, NULL);
 		entry->fn = fresh;
+		strlcpy(entry->spec, spec, SPEC_KEYLEN);
 	}
+	else if (OidIsValid(oid) && strncmp(entry->spec, spec, SPEC_KEYLEN) != 0)
+		check_still_named(oid, spec);	/* prepared for another name */
 	if (OidIsValid(entry->fn.oid))
 		function_check_execute(entry->fn.oid, role, spec);
 	return &entry->fn;

@@ -39,8 +39,9 @@
 /* pruning: not more often than this while jobs finish */
 #define PRUNE_EVERY_MS 10000
 
-/* claims no live executor holds are looked for this often */
-#define STRAY_CLAIMS_EVERY_MS 10000
+/* claims no live executor holds are looked for this often (an idle
+ * supervisor wakes as often anyway) */
+#define STRAY_CLAIMS_EVERY_MS FALLBACK_SLEEP_MS
 
 /* A row of chancy_queues, as the supervisor needs it. */
 typedef struct QueueRow
@@ -548,10 +549,11 @@ prune_if_due(void)
 /*
  * recover_if_due
  *		Every STRAY_CLAIMS_EVERY_MS, give back the jobs whose claim no live
- *		executor holds.  An executor that exits is reaped at once; this finds
- *		the claims that came another way, such as the jobs that were running
- *		when a restored dump was taken.  Returns how long until it is due, in
- *		ms.
+ *		executor holds.  An executor that exits is reaped at once, and the
+ *		claims a supervisor finds at its start are given back then; this
+ *		finds those that came another way since, such as the jobs that were
+ *		running when a dump restored into a served database was taken.
+ *		Returns how long until it is due, in ms.
  */
 static long
 recover_if_due(void)

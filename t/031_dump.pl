@@ -1,10 +1,12 @@
 # pg_dump and pg_restore keep chancy's queues, definitions and jobs: a dump
-# restored into a fresh cluster with chancy preloaded restores without an
-# error, without duplicating what CREATE EXTENSION and chancy.queues make
-# there; pending jobs run there with the functions of that cluster, a job
-# that was running at dump time runs again once, new pushes get ids above
-# the restored ones, and chancy.dump_finished_jobs = off leaves finished
-# jobs out.
+# restored into a fresh cluster with chancy preloaded, in a database that
+# chancy.database lists once the restore is done (so that no job runs
+# against half-restored tables), restores without an error, without
+# duplicating what CREATE EXTENSION and chancy.queues make there; pending
+# jobs run there with the functions of that cluster, a job that was running
+# at dump time runs again once, new pushes get ids above the restored ones,
+# the jobs of a role dropped before the dump are left out, and
+# chancy.dump_finished_jobs = off leaves finished jobs out.
 use strict;
 use warnings;
 use FindBin;
@@ -51,11 +53,19 @@ $src->safe_psql('postgres', q{
 	SELECT chancy_push('record', jsonb_build_object('n', n)) FROM generate_series(1, 5) n;
 	SELECT chancy_push('dropped', queue => 'work');
 	DROP FUNCTION dropped(jsonb);
+	CREATE ROLE gone;
+	SET ROLE gone;
+	SELECT chancy_push('record', '{"n": 99}', queue => 'work');
+	RESET ROLE;
+	DROP ROLE gone;
 });
 my $later = $src->safe_psql('postgres',
 	q{SELECT chancy_push('greet', scheduled_at => now() + interval '1 day')});
 my $jobs_before = $src->safe_psql('postgres',
-	q{SELECT string_agg(id || ' ' || name || ' ' || state, ', ' ORDER BY id) FROM chancy_jobs});
+	q{SELECT string_agg(id || ' ' || name || ' ' || state, ', ' ORDER BY id) FROM chancy_jobs
+	   WHERE pushed_by::oid IN (SELECT oid FROM pg_roles)});
+my $orphan = $src->safe_psql('postgres',
+	q{SELECT id FROM chancy_jobs WHERE pushed_by::oid NOT IN (SELECT oid FROM pg_roles)});
 
 my $dump = $PostgreSQL::Test::Utils::tmp_check . '/chancy.dump';
 command_ok([ 'pg_dump', '-Fc', '-f', $dump, '-d', $src->connstr('postgres') ],
@@ -73,71 +83,85 @@ $src->stop('fast');
 #--------------------------------------------------------------------------
 
 my $dst = chancy_node('dump_dst', "chancy.queues = 'default:2'\n");
+$dst->safe_psql('postgres', 'CREATE DATABASE restored');
 my ($stdout, $stderr);
-my $ok = IPC::Run::run([ 'pg_restore', '-d', $dst->connstr('postgres'), $dump ],
+my $ok = IPC::Run::run([ 'pg_restore', '-d', $dst->connstr('restored'), $dump ],
 	'>', \$stdout, '2>', \$stderr);
 ok($ok, 'pg_restore into a fresh cluster succeeds') or diag($stderr);
-is($stderr, '', 'pg_restore reports no error');
+unlike($stderr, qr/error/i, 'pg_restore reports no error');
+ok($dst->log_contains(qr/database "restored" is not listed in chancy\.database/),
+	'CREATE EXTENSION warned that the database is not served yet');
+is($dst->safe_psql('restored', "SELECT state || ' ' || (claim IS NOT NULL) FROM chancy_jobs WHERE id = $held"),
+	'running true', 'nothing runs before the database is listed');
 
-is($dst->safe_psql('postgres',
+# the restore done, chancy serves the database
+$dst->append_conf('postgresql.conf', "chancy.database = 'postgres, restored'\n");
+$dst->reload;
+
+is($dst->safe_psql('restored',
 	q{SELECT string_agg(name || ' ' || concurrency || ' ' || from_config || ' '
 		|| (paused_until IS NOT NULL), ', ' ORDER BY name) FROM chancy_queues}),
 	'default 3 false false, work 1 false true',
 	'queues: the one declared in SQL replaced the row chancy.queues made; the pause is kept');
-is($dst->safe_psql('postgres',
+is($dst->safe_psql('restored',
 	q{SELECT string_agg(name || ' ' || kwargs::text || ' ' || from_extension, ', ' ORDER BY name)
 		FROM chancy_job_definitions}),
 	'greet {"name": "Restored"} false, record {} false',
 	'definitions: the redefined one replaced the row the example extension made');
-is($dst->safe_psql('postgres',
+is($dst->safe_psql('restored',
 	q{SELECT string_agg(id || ' ' || name || ' ' || state, ', ' ORDER BY id) FROM chancy_jobs}),
 	$jobs_before, 'every job is restored with its id and state');
+is($dst->safe_psql('restored', "SELECT count(*) FROM chancy_jobs WHERE id = $orphan"), '0',
+	'but the job of a role dropped before the dump, which could come back as another role\'s');
 
-my $new = $dst->safe_psql('postgres', q{SELECT chancy_push('greet')});
+my $new = $dst->safe_psql('restored', q{SELECT chancy_push('greet')});
 ok($new > $later, "a new push gets an id above the restored ones ($new > $later)");
-is($dst->safe_psql('postgres', "SELECT state FROM chancy_wait($new, '30 s')"), 'succeeded',
+is($dst->safe_psql('restored', "SELECT state FROM chancy_wait($new, '30 s')"), 'succeeded',
 	'a new job runs');
 
 # the job that was running at dump time runs again, once
-$dst->poll_query_until('postgres',
-	"SELECT state = 'running' AND claim IS NOT NULL FROM chancy_jobs WHERE id = $held")
+$dst->poll_query_until('restored',
+	"SELECT state = 'running' AND jsonb_array_length(errors) = 1 FROM chancy_jobs WHERE id = $held")
   or die 'the held job never ran again';
-$dst->safe_psql('postgres', 'INSERT INTO release VALUES (true)');
-is($dst->safe_psql('postgres',
+$dst->safe_psql('restored', 'INSERT INTO release VALUES (true)');
+is($dst->safe_psql('restored',
 	"SELECT state || ' ' || attempts || ' ' || result::text || ' ' || jsonb_array_length(errors)"
 	  . " FROM chancy_wait($held, '30 s')"),
 	'succeeded 1 "released" 1',
 	'the job running at dump time ran again once; its interrupted run is recorded, not counted');
 
 # pending jobs run with this cluster's functions
-$dst->safe_psql('postgres', q{SELECT chancy_resume_queue('work')});
-is($dst->safe_psql('postgres',
+$dst->safe_psql('restored', q{SELECT chancy_resume_queue('work')});
+is($dst->safe_psql('restored',
 	q{SELECT string_agg(state::text, ',' ORDER BY id) FROM
 		(SELECT (chancy_wait(id, '30 s')).* FROM chancy_jobs WHERE name = 'record') j}),
 	'succeeded,succeeded,succeeded,succeeded,succeeded',
 	'the pending jobs ran after the restore');
-is($dst->safe_psql('postgres', 'SELECT string_agg(n::text, \',\' ORDER BY n) FROM ran'),
+is($dst->safe_psql('restored', 'SELECT string_agg(n::text, \',\' ORDER BY n) FROM ran'),
 	'1,2,3,4,5', 'with the restored function');
-like($dst->safe_psql('postgres',
+like($dst->safe_psql('restored',
 	q{SELECT state || ': ' || (errors->-1->>'message')
 		FROM chancy_jobs WHERE name = 'dropped'}),
 	qr/^failed: function public\.dropped\(pg_catalog\.jsonb\) no longer exists/,
 	'a job whose function was dropped before the dump fails, running nothing else');
-is($dst->safe_psql('postgres',
+is($dst->safe_psql('restored',
 	"SELECT state || ' ' || (scheduled_at > now() + interval '23 hours') FROM chancy_jobs WHERE id = $later"),
 	'pending true', 'a scheduled job keeps its time');
 
 # a function renamed after the push is not run under its new name
-$dst->safe_psql('postgres', q{
+$dst->safe_psql('restored', q{
 	SELECT chancy_pause_queue('work');
 	CREATE FUNCTION soon_renamed(kwargs jsonb) RETURNS void LANGUAGE sql AS '';
 });
-my $renamed = $dst->safe_psql('postgres', q{SELECT chancy_push('soon_renamed', queue => 'work')});
-$dst->safe_psql('postgres', q{
-	ALTER FUNCTION soon_renamed(jsonb) RENAME TO renamed;
-	SELECT chancy_resume_queue('work');
-});
-like($dst->safe_psql('postgres',
+my $renamed = $dst->safe_psql('restored', q{SELECT chancy_push('soon_renamed', queue => 'work')});
+$dst->safe_psql('restored', 'ALTER FUNCTION soon_renamed(jsonb) RENAME TO renamed');
+# pushed under its new name, run first: the executor knows the function then
+my $new_name = $dst->safe_psql('restored',
+	q{SELECT chancy_push('renamed', queue => 'work', priority => 10)});
+$dst->safe_psql('restored', q{SELECT chancy_resume_queue('work')});
+is($dst->safe_psql('restored', "SELECT state FROM chancy_wait($new_name, '30 s')"), 'succeeded',
+	'a job pushed under the new name runs');
+like($dst->safe_psql('restored',
 	"SELECT state || ': ' || (errors->-1->>'message') FROM chancy_wait($renamed, '30 s')"),
 	qr/^failed: function public\.soon_renamed\(pg_catalog\.jsonb\) does not exist/,
 	'a job whose function was renamed fails');
