@@ -88,10 +88,15 @@ COMMENT ON COLUMN chancy_queues.from_config IS
 --------------------------------------------------------------------------
 
 ALTER TABLE chancy_job_definitions
-	ADD COLUMN function_oid regprocedure,
-	ADD COLUMN from_extension boolean NOT NULL DEFAULT false;
-UPDATE chancy_job_definitions SET function_oid = to_regprocedure(function)
- WHERE function LIKE '%(%';
+	ADD COLUMN function_oid oid,
+	ADD COLUMN from_extension boolean NOT NULL DEFAULT false,
+	ADD COLUMN function_owner regrole,
+	ADD COLUMN function_system bigint;
+UPDATE chancy_job_definitions d
+   SET function_oid = p.oid, function_owner = p.proowner,
+	   function_system = (SELECT system_identifier FROM pg_control_system())
+  FROM pg_proc p
+ WHERE d.function LIKE '%(%' AND p.oid = to_regprocedure(d.function);
 DO $$
 BEGIN
 	UPDATE chancy_job_definitions SET time_limit = NULL
@@ -113,6 +118,10 @@ COMMENT ON COLUMN chancy_job_definitions.function IS
 	'The job''s function: a schema-qualified signature, or a C symbol ''library:symbol'' (defined by a superuser)';
 COMMENT ON COLUMN chancy_job_definitions.function_oid IS
 	'The function as it was defined: one dropped and created again is not run in its place';
+COMMENT ON COLUMN chancy_job_definitions.function_owner IS
+	'The owner of the function as it was defined: in another cluster (a restored dump, pg_upgrade), where OIDs differ, the function of that signature is used only if it has this owner';
+COMMENT ON COLUMN chancy_job_definitions.function_system IS
+	'The system identifier of the cluster function_oid belongs to';
 COMMENT ON COLUMN chancy_job_definitions.defined_by IS
 	'The role whose definition it is; a push by name uses only definitions of the pushing role, of the extension''s owner, or of a role that can act as the pushing role';
 
@@ -127,12 +136,18 @@ CREATE POLICY chancy_job_definitions_usable ON chancy_job_definitions FOR SELECT
 --------------------------------------------------------------------------
 
 ALTER TABLE chancy_jobs
-	ADD COLUMN function_oid regprocedure,
+	ADD COLUMN function_oid oid,
 	ADD COLUMN cancelled_by regrole,
-	ADD COLUMN replicated boolean NOT NULL DEFAULT false;
+	ADD COLUMN replicated boolean NOT NULL DEFAULT false,
+	ADD COLUMN function_owner regrole,
+	ADD COLUMN function_system bigint;
 -- live jobs keep the function they name now
-UPDATE chancy_jobs SET function_oid = to_regprocedure(function)
- WHERE state IN ('pending', 'retrying', 'running') AND function LIKE '%(%';
+UPDATE chancy_jobs j
+   SET function_oid = p.oid, function_owner = p.proowner,
+	   function_system = (SELECT system_identifier FROM pg_control_system())
+  FROM pg_proc p
+ WHERE j.state IN ('pending', 'retrying', 'running') AND j.function LIKE '%(%'
+   AND p.oid = to_regprocedure(j.function);
 
 DROP INDEX chancy_jobs_ready;
 CREATE INDEX chancy_jobs_ready ON chancy_jobs (queue, priority DESC, id)
@@ -169,6 +184,10 @@ COMMENT ON COLUMN chancy_jobs.crashes IS
 	'How often the job was executing when its executor died of it; at chancy.max_crashes it fails';
 COMMENT ON COLUMN chancy_jobs.function_oid IS
 	'The job''s function as it was pushed: one dropped and created again is not run in its place';
+COMMENT ON COLUMN chancy_jobs.function_owner IS
+	'The owner of the function as it was pushed: in another cluster (a restored dump, pg_upgrade, logical replication), where OIDs differ, the function of that signature runs only if it has this owner';
+COMMENT ON COLUMN chancy_jobs.function_system IS
+	'The system identifier of the cluster function_oid belongs to';
 COMMENT ON COLUMN chancy_jobs.cancelled_by IS
 	'The role that asked to cancel the job while an executor held it';
 COMMENT ON COLUMN chancy_jobs.replicated IS
@@ -560,11 +579,13 @@ SELECT pg_catalog.pg_extension_config_dump('chancy_queues', 'WHERE NOT from_conf
 -- rows of a role dropped since would come back as another role's (the
 -- role is dumped as its bare OID): they are left out
 SELECT pg_catalog.pg_extension_config_dump('chancy_job_definitions',
-	$$WHERE NOT from_extension AND defined_by::oid IN (SELECT oid FROM pg_catalog.pg_roles)$$);
+	$$WHERE NOT from_extension AND defined_by::oid IN (SELECT oid FROM pg_catalog.pg_roles)
+	   AND (function_owner IS NULL OR function_owner::oid IN (SELECT oid FROM pg_catalog.pg_roles))$$);
 SELECT pg_catalog.pg_extension_config_dump('chancy_jobs',
 	$$WHERE (state IN ('pending', 'running', 'retrying')
 		OR current_setting('chancy.dump_finished_jobs', true) IS DISTINCT FROM 'off')
-	   AND pushed_by::oid IN (SELECT oid FROM pg_catalog.pg_roles)$$);
+	   AND pushed_by::oid IN (SELECT oid FROM pg_catalog.pg_roles)
+	   AND (function_owner IS NULL OR function_owner::oid IN (SELECT oid FROM pg_catalog.pg_roles))$$);
 SELECT pg_catalog.pg_extension_config_dump('chancy_jobs_id_seq', '');
 
 --------------------------------------------------------------------------

@@ -111,8 +111,10 @@ CREATE TABLE chancy_job_definitions (
 		CONSTRAINT chancy_job_definitions_memory_limit_check CHECK (memory_limit > 0),
 	defined_by regrole NOT NULL,
 	updated_at timestamptz NOT NULL DEFAULT now(),
-	function_oid regprocedure,
+	function_oid oid,
 	from_extension boolean NOT NULL DEFAULT false,
+	function_owner regrole,
+	function_system bigint,
 	CONSTRAINT chancy_job_definitions_pkey PRIMARY KEY (name, defined_by)
 );
 COMMENT ON TABLE chancy_job_definitions IS
@@ -121,6 +123,10 @@ COMMENT ON COLUMN chancy_job_definitions.function IS
 	'The job''s function: a schema-qualified signature, or a C symbol ''library:symbol'' (defined by a superuser)';
 COMMENT ON COLUMN chancy_job_definitions.function_oid IS
 	'The function as it was defined: one dropped and created again is not run in its place';
+COMMENT ON COLUMN chancy_job_definitions.function_owner IS
+	'The owner of the function as it was defined: in another cluster (a restored dump, pg_upgrade), where OIDs differ, the function of that signature is used only if it has this owner';
+COMMENT ON COLUMN chancy_job_definitions.function_system IS
+	'The system identifier of the cluster function_oid belongs to';
 COMMENT ON COLUMN chancy_job_definitions.defined_by IS
 	'The role whose definition it is; a push by name uses only definitions of the pushing role, of the extension''s owner, or of a role that can act as the pushing role';
 
@@ -147,9 +153,11 @@ CREATE TABLE chancy_jobs (
 	pushed_by regrole NOT NULL,
 	claim bigint,
 	crashes int NOT NULL DEFAULT 0,
-	function_oid regprocedure,
+	function_oid oid,
 	cancelled_by regrole,
-	replicated boolean NOT NULL DEFAULT false
+	replicated boolean NOT NULL DEFAULT false,
+	function_owner regrole,
+	function_system bigint
 );
 COMMENT ON TABLE chancy_jobs IS
 	'The jobs.  Written only by chancy''s functions and workers, which check every value (CHECK constraints would cost every write)';
@@ -165,6 +173,10 @@ COMMENT ON COLUMN chancy_jobs.crashes IS
 	'How often the job was executing when its executor died of it; at chancy.max_crashes it fails';
 COMMENT ON COLUMN chancy_jobs.function_oid IS
 	'The job''s function as it was pushed: one dropped and created again is not run in its place';
+COMMENT ON COLUMN chancy_jobs.function_owner IS
+	'The owner of the function as it was pushed: in another cluster (a restored dump, pg_upgrade, logical replication), where OIDs differ, the function of that signature runs only if it has this owner';
+COMMENT ON COLUMN chancy_jobs.function_system IS
+	'The system identifier of the cluster function_oid belongs to';
 COMMENT ON COLUMN chancy_jobs.cancelled_by IS
 	'The role that asked to cancel the job while an executor held it';
 COMMENT ON COLUMN chancy_jobs.replicated IS
@@ -712,11 +724,13 @@ SELECT pg_catalog.pg_extension_config_dump('chancy_queues', 'WHERE NOT from_conf
 -- rows of a role dropped since would come back as another role's (the
 -- role is dumped as its bare OID): they are left out
 SELECT pg_catalog.pg_extension_config_dump('chancy_job_definitions',
-	$$WHERE NOT from_extension AND defined_by::oid IN (SELECT oid FROM pg_catalog.pg_roles)$$);
+	$$WHERE NOT from_extension AND defined_by::oid IN (SELECT oid FROM pg_catalog.pg_roles)
+	   AND (function_owner IS NULL OR function_owner::oid IN (SELECT oid FROM pg_catalog.pg_roles))$$);
 SELECT pg_catalog.pg_extension_config_dump('chancy_jobs',
 	$$WHERE (state IN ('pending', 'running', 'retrying')
 		OR current_setting('chancy.dump_finished_jobs', true) IS DISTINCT FROM 'off')
-	   AND pushed_by::oid IN (SELECT oid FROM pg_catalog.pg_roles)$$);
+	   AND pushed_by::oid IN (SELECT oid FROM pg_catalog.pg_roles)
+	   AND (function_owner IS NULL OR function_owner::oid IN (SELECT oid FROM pg_catalog.pg_roles))$$);
 SELECT pg_catalog.pg_extension_config_dump('chancy_jobs_id_seq', '');
 
 --------------------------------------------------------------------------

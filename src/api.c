@@ -522,6 +522,7 @@ chancy_push_many(PG_FUNCTION_ARGS)
 			/* the same job as before: authorized the same way */
 			job->values[JA_FUNCTION] = prev->values[JA_FUNCTION];
 			job->function_oid = prev->function_oid;
+			job->function_owner = prev->function_owner;
 			queue_jobs++;
 		}
 		else

@@ -316,7 +316,10 @@ extern bool function_is_symbol(const char *spec);
 extern Oid	function_resolve(const char *name, const char *spec, char **canonical);
 extern void function_check_symbol(const char *spec);
 extern void function_check_execute(Oid fn, Oid role, const char *job);
-extern JobFunction *function_for_job(const char *spec, Oid oid, Oid role);
+extern Oid	function_owner(Oid fn);
+extern Oid	function_here(const char *spec, Oid oid, Oid owner, uint64 system);
+extern JobFunction *function_for_job(const char *spec, Oid oid, Oid owner,
+									 uint64 system, Oid role);
 extern Datum function_result_jsonb(JobFunction *fn, Datum value, bool *isnull);
 
 /* ----------------------------------------------------------------------
@@ -350,6 +353,7 @@ typedef struct JobValue
 	Datum		values[JOB_NATTS];
 	bool		nulls[JOB_NATTS];
 	Oid			function_oid;	/* set by job_authorize() */
+	Oid			function_owner; /* likewise, its owner */
 } JobValue;
 
 /* longest unique key: it must fit in a btree index entry */
@@ -380,7 +384,9 @@ typedef struct ClaimedJob
 	int64		id;
 	char	   *name;
 	char	   *function;
-	Oid			function_oid;
+	Oid			function_oid;	/* as recorded: see function_here() */
+	Oid			function_owner;
+	uint64		function_system;
 	char	   *queue;
 	Datum		kwargs;			/* jsonb */
 	int32		attempt;		/* the number of this run, from 1 */

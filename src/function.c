@@ -18,6 +18,7 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "access/xlog.h"
 #include "catalog/pg_language.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
@@ -295,6 +296,49 @@ function_resolve(const char *name, const char *spec, char **canonical)
 	return fn;
 }
 
+/* The owner of function fn. */
+Oid
+function_owner(Oid fn)
+{
+	HeapTuple	tp = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tp))
+		elog(ERROR, "cache lookup failed for function %u", fn);
+	owner = ((Form_pg_proc) GETSTRUCT(tp))->proowner;
+	ReleaseSysCache(tp);
+	return owner;
+}
+
+/*
+ * function_here
+ *		The function, in this cluster, of a job or definition that recorded
+ *		function oid (owned by owner) in the cluster of system identifier
+ *		system.  Recorded here: oid, whatever became of it (the caller checks
+ *		that it still exists as the spec names it).  Recorded elsewhere (a
+ *		restored dump, pg_upgrade, logical replication), where OIDs differ:
+ *		the function of the spec's signature, if it has the same owner, else
+ *		InvalidOid; a function of that signature that another role made is
+ *		not trusted in its place.
+ */
+Oid
+function_here(const char *spec, Oid oid, Oid owner, uint64 system)
+{
+	LOCAL_FCINFO(fc, 1);
+	Oid			fn;
+
+	if (!OidIsValid(oid) || system == GetSystemIdentifier())
+		return oid;
+	/* a recorded spec is schema-qualified: no search_path takes part */
+	InitFunctionCallInfoData(*fc, NULL, 1, InvalidOid, NULL, NULL);
+	fc->args[0].value = CStringGetTextDatum(spec);
+	fc->args[0].isnull = false;
+	fn = DatumGetObjectId(to_regprocedure(fc));
+	if (fc->isnull || !OidIsValid(fn) || function_owner(fn) != owner)
+		return InvalidOid;
+	return fn;
+}
+
 /*
  * function_check_execute
  *		May role execute job function fn?  The error names the job.
@@ -394,15 +438,28 @@ prepare(JobFunction *fn, const char *spec, Oid oid)
  *		the errors a job fails with: its function was dropped, its library or
  *		symbol cannot be loaded, its role may no longer execute it.  A job
  *		pushed without an OID (version 1.0) resolves its spec now, under
- *		chancy's own search_path.
+ *		chancy's own search_path; one pushed in another cluster, see
+ *		function_here().
  */
 JobFunction *
-function_for_job(const char *spec, Oid oid, Oid role)
+function_for_job(const char *spec, Oid oid, Oid owner, uint64 system, Oid role)
 {
 	CallEntry  *entry;
 	char		key[SPEC_KEYLEN];
 
 	reset_caches();
+	if (OidIsValid(oid))
+	{
+		Oid			here = function_here(spec, oid, owner, system);
+
+		if (!OidIsValid(here))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_FUNCTION),
+					 errmsg("function %s no longer exists", spec),
+					 errdetail("The job was pushed in another cluster (a restored dump, pg_upgrade or logical replication), and no function of that signature owned by the same role exists here."),
+					 errhint("Push the job again to run the function that exists now.")));
+		oid = here;
+	}
 	if (!function_is_symbol(spec) && !OidIsValid(oid))
 	{
 		char	   *canonical;

@@ -29,6 +29,7 @@
 #include <math.h>
 
 #include "access/htup_details.h"
+#include "access/xlog.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "funcapi.h"
@@ -60,7 +61,9 @@
 typedef struct Definition
 {
 	Oid			definer;
-	Oid			function_oid;	/* InvalidOid for a 'library:symbol' */
+	Oid			function_oid;	/* InvalidOid for a 'library:symbol'; in this
+								 * cluster (see function_here()) */
+	Oid			function_owner;
 	Datum		values[JOB_NATTS];
 	bool		nulls[JOB_NATTS];
 } Definition;
@@ -303,7 +306,8 @@ load_definitions(ChancyCatalog *cat, const char *name, Definition **defs)
 	catalog_sql_begin(cat, true, &sql);
 	if (SPI_execute_with_args(psprintf("SELECT defined_by, function_oid, function, queue,"
 									   " kwargs, priority, max_attempts, time_limit,"
-									   " memory_limit FROM %s.chancy_job_definitions"
+									   " memory_limit, function_owner, function_system"
+									   " FROM %s.chancy_job_definitions"
 									   " WHERE name = $1",
 									   cat->nspname),
 							  1, &argtype, &arg, NULL, true, 0) != SPI_OK_SELECT)
@@ -332,6 +336,12 @@ load_definitions(ChancyCatalog *cat, const char *name, Definition **defs)
 				def->values[cols[i]] = attr_copy(cols[i], d);
 		}
 		MemoryContextSwitchTo(old);
+		def->function_owner = DatumGetObjectId(SPI_getbinval(tup, desc, 10, &isnull));
+		if (OidIsValid(def->function_oid))
+			def->function_oid =
+				function_here(TextDatumGetCString(def->values[JA_FUNCTION]),
+							  def->function_oid, def->function_owner,
+							  (uint64) DatumGetInt64(SPI_getbinval(tup, desc, 11, &isnull)));
 	}
 	catalog_sql_end(&sql);
 	return n;
@@ -528,6 +538,7 @@ job_authorize(ChancyCatalog *cat, JobValue *job)
 	Definition *def = trusted_definition(cat, name, GetUserId());
 	char	   *canonical;
 
+	job->function_owner = InvalidOid;
 	check_queue(cat, job->values[JA_QUEUE]);
 	if (def && strcmp(TextDatumGetCString(def->values[JA_FUNCTION]), spec) == 0)
 	{
@@ -557,6 +568,7 @@ job_authorize(ChancyCatalog *cat, JobValue *job)
 			return;				/* a symbol, checked */
 	}
 	function_check_execute(job->function_oid, GetUserId(), name);
+	job->function_owner = function_owner(job->function_oid);
 }
 
 /*
@@ -644,10 +656,10 @@ job_define(ChancyCatalog *cat, FunctionCallInfo fcinfo, JobValue *result)
 		JA_NAME, JA_FUNCTION, JA_QUEUE, JA_PRIORITY, JA_MAX_ATTEMPTS,
 		JA_KWARGS, JA_TIME_LIMIT, JA_MEMORY_LIMIT
 	};
-	Oid			argtypes[11] = {TEXTOID, TEXTOID, TEXTOID, INT4OID, INT4OID,
-	JSONBOID, INTERVALOID, INT8OID, OIDOID, REGROLEOID, BOOLOID};
-	Datum		args[11];
-	char		argnulls[11];
+	Oid			argtypes[13] = {TEXTOID, TEXTOID, TEXTOID, INT4OID, INT4OID,
+		JSONBOID, INTERVALOID, INT8OID, OIDOID, REGROLEOID, BOOLOID, OIDOID, INT8OID};
+	Datum		args[13];
+	char		argnulls[13];
 	Oid			role = GetUserId();
 	Definition *defs;
 	Definition *mine = NULL;
@@ -716,13 +728,20 @@ job_define(ChancyCatalog *cat, FunctionCallInfo fcinfo, JobValue *result)
 	/* one an extension's script writes is not dumped: the script writes it */
 	args[10] = BoolGetDatum(creating_extension);
 	argnulls[10] = ' ';
+	/* in another cluster, the function is known by its signature and owner */
+	args[11] = ObjectIdGetDatum(OidIsValid(job->function_oid) ?
+								function_owner(job->function_oid) : InvalidOid);
+	args[12] = Int64GetDatum((int64) GetSystemIdentifier());
+	argnulls[11] = argnulls[12] = argnulls[8];
 
 	catalog_sql_begin(cat, true, &sql);
 	if (SPI_execute_with_args(psprintf("INSERT INTO %s.chancy_job_definitions AS d"
 									   " (name, function, queue, priority, max_attempts,"
 									   " kwargs, time_limit, memory_limit, function_oid,"
-									   " defined_by, from_extension)"
-									   " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+									   " defined_by, from_extension, function_owner,"
+									   " function_system)"
+									   " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
+									   " $12, $13)"
 									   " ON CONFLICT (name, defined_by) DO UPDATE SET"
 									   " function = excluded.function,"
 									   " function_oid = excluded.function_oid,"
@@ -733,9 +752,11 @@ job_define(ChancyCatalog *cat, FunctionCallInfo fcinfo, JobValue *result)
 									   " time_limit = excluded.time_limit,"
 									   " memory_limit = excluded.memory_limit,"
 									   " from_extension = excluded.from_extension,"
+									   " function_owner = excluded.function_owner,"
+									   " function_system = excluded.function_system,"
 									   " updated_at = now()",
 									   cat->nspname),
-							  11, argtypes, args, argnulls, false, 0) != SPI_OK_INSERT)
+							  13, argtypes, args, argnulls, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "could not write the definition of job \"%s\"", name);
 	catalog_sql_end(&sql);
 

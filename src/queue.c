@@ -18,6 +18,7 @@
 #include "postgres.h"
 
 #include "access/detoast.h"
+#include "access/xlog.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
@@ -73,13 +74,14 @@ typedef enum PlanId
 #define INSERT_JOBS \
 	"INSERT INTO %1$s.chancy_jobs (name, function, function_oid, queue, kwargs," \
 	" priority, max_attempts, scheduled_at, unique_key, time_limit, memory_limit," \
-	" meta, pushed_by)" \
+	" meta, pushed_by, function_owner, function_system)" \
 	" SELECT j.name, j.function, j.function_oid, j.queue, j.kwargs, j.priority," \
 	" j.max_attempts, coalesce(j.scheduled_at, now()), j.unique_key, j.time_limit," \
-	" j.memory_limit, j.meta, $2" \
-	" FROM ROWS FROM (unnest($1), unnest($3)) AS j(name, function, queue, kwargs," \
-	" priority, max_attempts, scheduled_at, unique_key, time_limit, memory_limit," \
-	" meta, function_oid) "
+	" j.memory_limit, j.meta, $2, j.function_owner," \
+	" CASE WHEN j.function_oid IS NOT NULL THEN $5 END" \
+	" FROM ROWS FROM (unnest($1), unnest($3), unnest($4)) AS j(name, function, queue," \
+	" kwargs, priority, max_attempts, scheduled_at, unique_key, time_limit," \
+	" memory_limit, meta, function_oid, function_owner) "
 
 static const struct
 {
@@ -89,12 +91,13 @@ static const struct
 }			plan_defs[NPLANS] =
 {
 	[PLAN_INSERT] = {
-		INSERT_JOBS "RETURNING id, unique_key", 3, {JOBARRAY, REGROLEOID, OIDARRAYOID}
+		INSERT_JOBS "RETURNING id, unique_key", 5,
+		{JOBARRAY, REGROLEOID, OIDARRAYOID, OIDARRAYOID, INT8OID}
 	},
 	[PLAN_INSERT_UNIQUE] = {
 		INSERT_JOBS "ON CONFLICT (pushed_by, unique_key) WHERE unique_key IS NOT NULL"
 		" AND " LIVE " DO NOTHING RETURNING id, unique_key",
-		3, {JOBARRAY, REGROLEOID, OIDARRAYOID}
+		5, {JOBARRAY, REGROLEOID, OIDARRAYOID, OIDARRAYOID, INT8OID}
 	},
 	[PLAN_EXISTING] = {
 		"SELECT unique_key, id FROM %1$s.chancy_jobs"
@@ -135,7 +138,8 @@ static const struct
 		"  j.attempts, j.max_attempts, j.pushed_by, j.time_limit, j.memory_limit,"
 		"  j.state = 'running', (SELECT count(*) FROM c), q.time_limit, q.memory_limit,"
 		"  extract(epoch FROM q.backoff_base)::float8, q.backoff_factor,"
-		"  extract(epoch FROM q.backoff_max)::float8, q.executor = 'isolated', j.priority",
+		"  extract(epoch FROM q.backoff_max)::float8, q.executor = 'isolated', j.priority,"
+		"  j.function_owner, j.function_system",
 		5, {TEXTOID, INT8OID, INT4OID, TEXTARRAYOID, INT8OID}
 	},
 	[PLAN_IDLE] = {
@@ -404,10 +408,11 @@ insert_batch(ChancyCatalog *cat, JobValue *jobs, char **keys, int *todo, int nto
 {
 	Datum	   *elems = palloc(sizeof(Datum) * ntodo);
 	Datum	   *oids = palloc(sizeof(Datum) * ntodo);
+	Datum	   *owners = palloc(sizeof(Datum) * ntodo);
 	bool	   *oidnulls = palloc(sizeof(bool) * ntodo);
 	int			dims[1] = {ntodo};
 	int			lbs[1] = {1};
-	Datum		args[3];
+	Datum		args[5];
 	uint64		row = 0;
 	int			nconflicts = 0;
 
@@ -417,6 +422,7 @@ insert_batch(ChancyCatalog *cat, JobValue *jobs, char **keys, int *todo, int nto
 
 		elems[k] = job_form(cat, job);
 		oids[k] = ObjectIdGetDatum(job->function_oid);
+		owners[k] = ObjectIdGetDatum(job->function_owner);
 		oidnulls[k] = !OidIsValid(job->function_oid);
 	}
 	args[0] = PointerGetDatum(construct_array(elems, ntodo, cat->job_typid, -1, false,
@@ -424,6 +430,10 @@ insert_batch(ChancyCatalog *cat, JobValue *jobs, char **keys, int *todo, int nto
 	args[1] = ObjectIdGetDatum(pusher);
 	args[2] = PointerGetDatum(construct_md_array(oids, oidnulls, 1, dims, lbs, OIDOID,
 												 sizeof(Oid), true, TYPALIGN_INT));
+	args[3] = PointerGetDatum(construct_md_array(owners, oidnulls, 1, dims, lbs, OIDOID,
+												 sizeof(Oid), true, TYPALIGN_INT));
+	/* the cluster the function OIDs belong to (see function_here()) */
+	args[4] = Int64GetDatum((int64) GetSystemIdentifier());
 	if (execute(cat, keys ? PLAN_INSERT_UNIQUE : PLAN_INSERT, args, NULL, false)
 		!= SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not insert jobs");
@@ -624,6 +634,10 @@ queue_claim(ChancyCatalog *cat, const char *queue, int64 claim, int max_jobs,
 		own_memory = SPI_getbinval(tup, desc, 11, &own_memory_null);
 		job->started = DatumGetBool(SPI_getbinval(tup, desc, 12, &isnull));
 		job->priority = DatumGetInt32(SPI_getbinval(tup, desc, 20, &isnull));
+		job->function_owner = DatumGetObjectId(SPI_getbinval(tup, desc, 21, &isnull));
+		job->function_system = (uint64) DatumGetInt64(SPI_getbinval(tup, desc, 22, &isnull));
+		if (isnull)
+			job->function_system = 0;
 		if (!job->started)
 			job->attempt++;		/* counted by its outcome */
 		job->claim = claim;

@@ -53,6 +53,10 @@ $src->safe_psql('postgres', q{
 	SELECT chancy_push('record', jsonb_build_object('n', n)) FROM generate_series(1, 5) n;
 	SELECT chancy_push('dropped', queue => 'work');
 	DROP FUNCTION dropped(jsonb);
+	CREATE ROLE alice;
+	CREATE FUNCTION owned(kwargs jsonb) RETURNS void LANGUAGE sql AS '';
+	ALTER FUNCTION owned(jsonb) OWNER TO alice;
+	SELECT chancy_push('owned', queue => 'work');
 	CREATE ROLE gone;
 	SET ROLE gone;
 	SELECT chancy_push('record', '{"n": 99}', queue => 'work');
@@ -83,7 +87,7 @@ $src->stop('fast');
 #--------------------------------------------------------------------------
 
 my $dst = chancy_node('dump_dst', "chancy.queues = 'default:2'\n");
-$dst->safe_psql('postgres', 'CREATE DATABASE restored');
+$dst->safe_psql('postgres', 'CREATE DATABASE restored; CREATE ROLE alice; CREATE ROLE mallory');
 my ($stdout, $stderr);
 my $ok = IPC::Run::run([ 'pg_restore', '-d', $dst->connstr('restored'), $dump ],
 	'>', \$stdout, '2>', \$stderr);
@@ -93,6 +97,9 @@ ok($dst->log_contains(qr/database "restored" is not listed in chancy\.database/)
 	'CREATE EXTENSION warned that the database is not served yet');
 is($dst->safe_psql('restored', "SELECT state || ' ' || (claim IS NOT NULL) FROM chancy_jobs WHERE id = $held"),
 	'running true', 'nothing runs before the database is listed');
+
+# a function of the job's signature that another role owns here
+$dst->safe_psql('restored', 'ALTER FUNCTION owned(jsonb) OWNER TO mallory');
 
 # the restore done, chancy serves the database
 $dst->append_conf('postgresql.conf', "chancy.database = 'postgres, restored'\n");
@@ -140,6 +147,11 @@ is($dst->safe_psql('restored',
 is($dst->safe_psql('restored', 'SELECT string_agg(n::text, \',\' ORDER BY n) FROM ran'),
 	'1,2,3,4,5', 'with the restored function');
 like($dst->safe_psql('restored',
+	q{SELECT state || ': ' || (errors->-1->>'detail')
+		FROM (SELECT (chancy_wait(id, '30 s')).* FROM chancy_jobs WHERE name = 'owned') j}),
+	qr/^failed: The job was pushed in another cluster .* no function of that signature owned by the same role/,
+	'a function of that signature owned by another role is not run in its place');
+like($dst->safe_psql('restored',
 	q{SELECT state || ': ' || (errors->-1->>'message')
 		FROM chancy_jobs WHERE name = 'dropped'}),
 	qr/^failed: function public\.dropped\(pg_catalog\.jsonb\) no longer exists/,
@@ -174,7 +186,7 @@ ok($ok, 'the dump without finished jobs restores') or diag($stderr);
 is($dst->safe_psql('live',
 	q{SELECT string_agg(state::text || ' ' || n, ', ' ORDER BY state) FROM
 		(SELECT state, count(*) AS n FROM chancy_jobs GROUP BY state) s}),
-	'pending 7, running 1', 'only the jobs that had not finished were dumped');
+	'pending 8, running 1', 'only the jobs that had not finished were dumped');
 
 $dst->stop;
 done_testing();
