@@ -91,10 +91,9 @@ ALTER TABLE chancy_job_definitions
 	ADD COLUMN function_oid oid,
 	ADD COLUMN from_extension boolean NOT NULL DEFAULT false,
 	ADD COLUMN function_owner regrole,
-	ADD COLUMN function_system bigint;
+	ADD COLUMN function_catalog bigint;
 UPDATE chancy_job_definitions d
-   SET function_oid = p.oid, function_owner = p.proowner,
-	   function_system = (SELECT system_identifier FROM pg_control_system())
+   SET function_oid = p.oid, function_owner = p.proowner
   FROM pg_proc p
  WHERE d.function LIKE '%(%' AND p.oid = to_regprocedure(d.function);
 DO $$
@@ -120,8 +119,8 @@ COMMENT ON COLUMN chancy_job_definitions.function_oid IS
 	'The function as it was defined: one dropped and created again is not run in its place';
 COMMENT ON COLUMN chancy_job_definitions.function_owner IS
 	'The owner of the function as it was defined: in another cluster (a restored dump, pg_upgrade), where OIDs differ, the function of that signature is used only if it has this owner';
-COMMENT ON COLUMN chancy_job_definitions.function_system IS
-	'The system identifier of the cluster function_oid belongs to';
+COMMENT ON COLUMN chancy_job_definitions.function_catalog IS
+	'Which catalog (cluster and database) function_oid belongs to; NULL: recorded by version 1.0, where the signature and owner identify the function';
 COMMENT ON COLUMN chancy_job_definitions.defined_by IS
 	'The role whose definition it is; a push by name uses only definitions of the pushing role, of the extension''s owner, or of a role that can act as the pushing role';
 
@@ -140,11 +139,10 @@ ALTER TABLE chancy_jobs
 	ADD COLUMN cancelled_by regrole,
 	ADD COLUMN replicated boolean NOT NULL DEFAULT false,
 	ADD COLUMN function_owner regrole,
-	ADD COLUMN function_system bigint;
+	ADD COLUMN function_catalog bigint;
 -- live jobs keep the function they name now
 UPDATE chancy_jobs j
-   SET function_oid = p.oid, function_owner = p.proowner,
-	   function_system = (SELECT system_identifier FROM pg_control_system())
+   SET function_oid = p.oid, function_owner = p.proowner
   FROM pg_proc p
  WHERE j.state IN ('pending', 'retrying', 'running') AND j.function LIKE '%(%'
    AND p.oid = to_regprocedure(j.function);
@@ -186,8 +184,8 @@ COMMENT ON COLUMN chancy_jobs.function_oid IS
 	'The job''s function as it was pushed: one dropped and created again is not run in its place';
 COMMENT ON COLUMN chancy_jobs.function_owner IS
 	'The owner of the function as it was pushed: in another cluster (a restored dump, pg_upgrade, logical replication), where OIDs differ, the function of that signature runs only if it has this owner';
-COMMENT ON COLUMN chancy_jobs.function_system IS
-	'The system identifier of the cluster function_oid belongs to';
+COMMENT ON COLUMN chancy_jobs.function_catalog IS
+	'Which catalog (cluster and database) function_oid belongs to; NULL: recorded by version 1.0, where the signature and owner identify the function';
 COMMENT ON COLUMN chancy_jobs.cancelled_by IS
 	'The role that asked to cancel the job while an executor held it';
 COMMENT ON COLUMN chancy_jobs.replicated IS
@@ -619,6 +617,10 @@ CREATE FUNCTION chancy_adopt_jobs()
 	-- the executors look at their queues when this commits (the queues'
 	-- statement trigger wakes them)
 	UPDATE @extschema@.chancy_queues SET name = name WHERE false;
+	-- this database's pushes get ids above the jobs it received
+	SELECT pg_catalog.setval(pg_catalog.pg_get_serial_sequence('@extschema@.chancy_jobs', 'id'),
+							 greatest(max(id), (SELECT last_value FROM @extschema@.chancy_jobs_id_seq)))
+	  FROM @extschema@.chancy_jobs;
 	WITH adopted AS (
 		UPDATE @extschema@.chancy_jobs SET replicated = false, claim = NULL,
 			state = CASE WHEN state = 'running' THEN 'retrying' ELSE state END
@@ -627,5 +629,5 @@ CREATE FUNCTION chancy_adopt_jobs()
 	SELECT count(*) FROM adopted;
 $$;
 COMMENT ON FUNCTION chancy_adopt_jobs() IS
-	'Make the jobs logical replication wrote here this database''s own, to run them here (after a switch-over); one that was running runs again';
+	'Make the jobs logical replication wrote here this database''s own, to run them here (after a switch-over); one that was running runs again, and new pushes get ids above them';
 REVOKE EXECUTE ON FUNCTION chancy_adopt_jobs() FROM PUBLIC;

@@ -114,7 +114,7 @@ CREATE TABLE chancy_job_definitions (
 	function_oid oid,
 	from_extension boolean NOT NULL DEFAULT false,
 	function_owner regrole,
-	function_system bigint,
+	function_catalog bigint,
 	CONSTRAINT chancy_job_definitions_pkey PRIMARY KEY (name, defined_by)
 );
 COMMENT ON TABLE chancy_job_definitions IS
@@ -125,8 +125,8 @@ COMMENT ON COLUMN chancy_job_definitions.function_oid IS
 	'The function as it was defined: one dropped and created again is not run in its place';
 COMMENT ON COLUMN chancy_job_definitions.function_owner IS
 	'The owner of the function as it was defined: in another cluster (a restored dump, pg_upgrade), where OIDs differ, the function of that signature is used only if it has this owner';
-COMMENT ON COLUMN chancy_job_definitions.function_system IS
-	'The system identifier of the cluster function_oid belongs to';
+COMMENT ON COLUMN chancy_job_definitions.function_catalog IS
+	'Which catalog (cluster and database) function_oid belongs to; NULL: recorded by version 1.0, where the signature and owner identify the function';
 COMMENT ON COLUMN chancy_job_definitions.defined_by IS
 	'The role whose definition it is; a push by name uses only definitions of the pushing role, of the extension''s owner, or of a role that can act as the pushing role';
 
@@ -157,7 +157,7 @@ CREATE TABLE chancy_jobs (
 	cancelled_by regrole,
 	replicated boolean NOT NULL DEFAULT false,
 	function_owner regrole,
-	function_system bigint
+	function_catalog bigint
 );
 COMMENT ON TABLE chancy_jobs IS
 	'The jobs.  Written only by chancy''s functions and workers, which check every value (CHECK constraints would cost every write)';
@@ -175,8 +175,8 @@ COMMENT ON COLUMN chancy_jobs.function_oid IS
 	'The job''s function as it was pushed: one dropped and created again is not run in its place';
 COMMENT ON COLUMN chancy_jobs.function_owner IS
 	'The owner of the function as it was pushed: in another cluster (a restored dump, pg_upgrade, logical replication), where OIDs differ, the function of that signature runs only if it has this owner';
-COMMENT ON COLUMN chancy_jobs.function_system IS
-	'The system identifier of the cluster function_oid belongs to';
+COMMENT ON COLUMN chancy_jobs.function_catalog IS
+	'Which catalog (cluster and database) function_oid belongs to; NULL: recorded by version 1.0, where the signature and owner identify the function';
 COMMENT ON COLUMN chancy_jobs.cancelled_by IS
 	'The role that asked to cancel the job while an executor held it';
 COMMENT ON COLUMN chancy_jobs.replicated IS
@@ -764,6 +764,10 @@ CREATE FUNCTION chancy_adopt_jobs()
 	-- the executors look at their queues when this commits (the queues'
 	-- statement trigger wakes them)
 	UPDATE @extschema@.chancy_queues SET name = name WHERE false;
+	-- this database's pushes get ids above the jobs it received
+	SELECT pg_catalog.setval(pg_catalog.pg_get_serial_sequence('@extschema@.chancy_jobs', 'id'),
+							 greatest(max(id), (SELECT last_value FROM @extschema@.chancy_jobs_id_seq)))
+	  FROM @extschema@.chancy_jobs;
 	WITH adopted AS (
 		UPDATE @extschema@.chancy_jobs SET replicated = false, claim = NULL,
 			state = CASE WHEN state = 'running' THEN 'retrying' ELSE state END
@@ -772,7 +776,7 @@ CREATE FUNCTION chancy_adopt_jobs()
 	SELECT count(*) FROM adopted;
 $$;
 COMMENT ON FUNCTION chancy_adopt_jobs() IS
-	'Make the jobs logical replication wrote here this database''s own, to run them here (after a switch-over); one that was running runs again';
+	'Make the jobs logical replication wrote here this database''s own, to run them here (after a switch-over); one that was running runs again, and new pushes get ids above them';
 REVOKE EXECUTE ON FUNCTION chancy_adopt_jobs() FROM PUBLIC;
 
 --------------------------------------------------------------------------

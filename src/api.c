@@ -205,7 +205,8 @@ chancy_replace_made_row(PG_FUNCTION_ARGS)
 	TupleDesc	desc;
 	HeapTuple	tuple;
 	bool		queues;
-	bool		replicated = replorigin_session_origin != InvalidRepOriginId;
+	bool		replicated = replorigin_session_origin != InvalidRepOriginId &&
+		!catalog_writing;
 	bool		isnull;
 	Datum		args[2];
 	Oid			argtypes[2] = {TEXTOID, REGROLEOID};
@@ -249,7 +250,9 @@ chancy_replace_made_row(PG_FUNCTION_ARGS)
  *		BEFORE INSERT OR UPDATE row trigger of chancy_jobs, enabled for
  *		replica sessions only: a job that logical replication writes is the
  *		publisher's, marked replicated so that no executor here runs it.  A
- *		session that merely set session_replication_role is not replication.
+ *		session that merely set session_replication_role is not replication,
+ *		and a push that a trigger makes in an apply worker is this database's
+ *		own (catalog_writing).
  */
 Datum
 chancy_mark_replicated(PG_FUNCTION_ARGS)
@@ -267,7 +270,7 @@ chancy_mark_replicated(PG_FUNCTION_ARGS)
 				 errmsg("function chancy_mark_replicated() must be called as a BEFORE row trigger")));
 	tuple = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
 		trigdata->tg_newtuple : trigdata->tg_trigtuple;
-	if (replorigin_session_origin == InvalidRepOriginId)
+	if (replorigin_session_origin == InvalidRepOriginId || catalog_writing)
 		return PointerGetDatum(tuple);
 	attnum = SPI_fnumber(RelationGetDescr(trigdata->tg_relation), "replicated");
 	if (attnum <= 0)

@@ -276,6 +276,38 @@ catalog_warn_unlisted(void)
 			 errhint("Add it to chancy.database in postgresql.conf and reload the configuration.")));
 }
 
+/*
+ * Set while chancy itself inserts jobs or definitions: such rows are this
+ * database's own even when an apply worker of logical replication writes
+ * them (a push from a trigger on a replicated table), which the triggers
+ * chancy_mark_replicated and chancy_replace_made_row tell by it.  See
+ * catalog_own_write().
+ */
+bool		catalog_writing = false;
+
+/*
+ * catalog_own_write
+ *		Run one of chancy's own inserts (plan with args, as SPI_execute_plan
+ *		would), with catalog_writing set; returns SPI's result.
+ */
+int
+catalog_own_write(SPIPlanPtr plan, Datum *args, const char *nulls)
+{
+	int			rc;
+
+	catalog_writing = true;
+	PG_TRY();
+	{
+		rc = SPI_execute_plan(plan, args, nulls, false, 0);
+	}
+	PG_FINALLY();
+	{
+		catalog_writing = false;
+	}
+	PG_END_TRY();
+	return rc;
+}
+
 /* Set one of the settings of chancy's statements. */
 static void
 set_statement_option(const char *name, const char *value)

@@ -293,6 +293,9 @@ extern int	catalog_settings(void);
 extern void catalog_warn_unlisted(void);
 extern void catalog_sql_begin(ChancyCatalog *cat, bool as_owner, CatalogSql *sql);
 extern void catalog_sql_end(CatalogSql *sql);
+struct _SPI_plan;
+extern bool catalog_writing;
+extern int	catalog_own_write(struct _SPI_plan *plan, Datum *args, const char *nulls);
 extern void catalog_forget_queues(void);
 extern bool catalog_queue_declared(ChancyCatalog *cat, const char *queue);
 
@@ -317,9 +320,10 @@ extern Oid	function_resolve(const char *name, const char *spec, char **canonical
 extern void function_check_symbol(const char *spec);
 extern void function_check_execute(Oid fn, Oid role, const char *job);
 extern Oid	function_owner(Oid fn);
-extern Oid	function_here(const char *spec, Oid oid, Oid owner, uint64 system);
+extern uint64 function_catalog_id(void);
+extern Oid	function_here(const char *spec, Oid oid, Oid owner, uint64 catalog);
 extern JobFunction *function_for_job(const char *spec, Oid oid, Oid owner,
-									 uint64 system, Oid role);
+									 uint64 catalog, Oid role);
 extern Datum function_result_jsonb(JobFunction *fn, Datum value, bool *isnull);
 
 /* ----------------------------------------------------------------------
@@ -386,7 +390,7 @@ typedef struct ClaimedJob
 	char	   *function;
 	Oid			function_oid;	/* as recorded: see function_here() */
 	Oid			function_owner;
-	uint64		function_system;
+	uint64		function_catalog;
 	char	   *queue;
 	Datum		kwargs;			/* jsonb */
 	int32		attempt;		/* the number of this run, from 1 */

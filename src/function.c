@@ -22,6 +22,7 @@
 #include "catalog/pg_language.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "miscadmin.h"
 #include "parser/parse_func.h"
 #include "pgstat.h"
@@ -311,23 +312,37 @@ function_owner(Oid fn)
 }
 
 /*
+ * function_catalog_id
+ *		What identifies the catalog function OIDs belong to: this cluster
+ *		(its system identifier, which initdb chooses, so a restore into
+ *		another cluster or pg_upgrade changes it) and this database (each has
+ *		its own pg_proc).
+ */
+uint64
+function_catalog_id(void)
+{
+	return hash_combine64(GetSystemIdentifier(), (uint64) MyDatabaseId);
+}
+
+/*
  * function_here
- *		The function, in this cluster, of a job or definition that recorded
- *		function oid (owned by owner) in the cluster of system identifier
- *		system.  Recorded here: oid, whatever became of it (the caller checks
- *		that it still exists as the spec names it).  Recorded elsewhere (a
- *		restored dump, pg_upgrade, logical replication), where OIDs differ:
- *		the function of the spec's signature, if it has the same owner, else
- *		InvalidOid; a function of that signature that another role made is
- *		not trusted in its place.
+ *		The function, in this database, of a job or definition that recorded
+ *		function oid (owned by owner) in the catalog catalog (see
+ *		function_catalog_id()).  Recorded here: oid, whatever became of it
+ *		(the caller checks that it still exists as the spec names it).
+ *		Recorded elsewhere (a restored dump, pg_upgrade, logical replication,
+ *		or by version 1.0: catalog 0), where OIDs differ: the function of the
+ *		spec's signature, if it has the same owner, else InvalidOid; a
+ *		function of that signature that another role made is not trusted in
+ *		its place.
  */
 Oid
-function_here(const char *spec, Oid oid, Oid owner, uint64 system)
+function_here(const char *spec, Oid oid, Oid owner, uint64 catalog)
 {
 	LOCAL_FCINFO(fc, 1);
 	Oid			fn;
 
-	if (!OidIsValid(oid) || system == GetSystemIdentifier())
+	if (!OidIsValid(oid) || catalog == function_catalog_id())
 		return oid;
 	/* a recorded spec is schema-qualified: no search_path takes part */
 	InitFunctionCallInfoData(*fc, NULL, 1, InvalidOid, NULL, NULL);
@@ -442,7 +457,7 @@ prepare(JobFunction *fn, const char *spec, Oid oid)
  *		function_here().
  */
 JobFunction *
-function_for_job(const char *spec, Oid oid, Oid owner, uint64 system, Oid role)
+function_for_job(const char *spec, Oid oid, Oid owner, uint64 catalog, Oid role)
 {
 	CallEntry  *entry;
 	char		key[SPEC_KEYLEN];
@@ -450,7 +465,7 @@ function_for_job(const char *spec, Oid oid, Oid owner, uint64 system, Oid role)
 	reset_caches();
 	if (OidIsValid(oid))
 	{
-		Oid			here = function_here(spec, oid, owner, system);
+		Oid			here = function_here(spec, oid, owner, catalog);
 
 		if (!OidIsValid(here))
 			ereport(ERROR,

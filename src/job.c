@@ -29,7 +29,6 @@
 #include <math.h>
 
 #include "access/htup_details.h"
-#include "access/xlog.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "funcapi.h"
@@ -306,7 +305,7 @@ load_definitions(ChancyCatalog *cat, const char *name, Definition **defs)
 	catalog_sql_begin(cat, true, &sql);
 	if (SPI_execute_with_args(psprintf("SELECT defined_by, function_oid, function, queue,"
 									   " kwargs, priority, max_attempts, time_limit,"
-									   " memory_limit, function_owner, function_system"
+									   " memory_limit, function_owner, function_catalog"
 									   " FROM %s.chancy_job_definitions"
 									   " WHERE name = $1",
 									   cat->nspname),
@@ -666,6 +665,7 @@ job_define(ChancyCatalog *cat, FunctionCallInfo fcinfo, JobValue *result)
 	JobValue   *job = result;
 	char	   *name;
 	CatalogSql	sql;
+	char	   *sql_text;
 	int			n;
 
 	job_check_attr(JA_NAME, PG_GETARG_DATUM(0), PG_ARGISNULL(0));
@@ -728,35 +728,36 @@ job_define(ChancyCatalog *cat, FunctionCallInfo fcinfo, JobValue *result)
 	/* one an extension's script writes is not dumped: the script writes it */
 	args[10] = BoolGetDatum(creating_extension);
 	argnulls[10] = ' ';
-	/* in another cluster, the function is known by its signature and owner */
+	/* elsewhere, the function is known by its signature and owner */
 	args[11] = ObjectIdGetDatum(OidIsValid(job->function_oid) ?
 								function_owner(job->function_oid) : InvalidOid);
-	args[12] = Int64GetDatum((int64) GetSystemIdentifier());
+	args[12] = Int64GetDatum((int64) function_catalog_id());
 	argnulls[11] = argnulls[12] = argnulls[8];
 
+	sql_text = psprintf("INSERT INTO %s.chancy_job_definitions AS d"
+					  " (name, function, queue, priority, max_attempts,"
+					  " kwargs, time_limit, memory_limit, function_oid,"
+					  " defined_by, from_extension, function_owner,"
+					  " function_catalog)"
+					  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
+					  " $12, $13)"
+					  " ON CONFLICT (name, defined_by) DO UPDATE SET"
+					  " function = excluded.function,"
+					  " function_oid = excluded.function_oid,"
+					  " queue = excluded.queue,"
+					  " priority = excluded.priority,"
+					  " max_attempts = excluded.max_attempts,"
+					  " kwargs = excluded.kwargs,"
+					  " time_limit = excluded.time_limit,"
+					  " memory_limit = excluded.memory_limit,"
+					  " from_extension = excluded.from_extension,"
+					  " function_owner = excluded.function_owner,"
+					  " function_catalog = excluded.function_catalog,"
+					  " updated_at = now()",
+					  cat->nspname);
 	catalog_sql_begin(cat, true, &sql);
-	if (SPI_execute_with_args(psprintf("INSERT INTO %s.chancy_job_definitions AS d"
-									   " (name, function, queue, priority, max_attempts,"
-									   " kwargs, time_limit, memory_limit, function_oid,"
-									   " defined_by, from_extension, function_owner,"
-									   " function_system)"
-									   " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
-									   " $12, $13)"
-									   " ON CONFLICT (name, defined_by) DO UPDATE SET"
-									   " function = excluded.function,"
-									   " function_oid = excluded.function_oid,"
-									   " queue = excluded.queue,"
-									   " priority = excluded.priority,"
-									   " max_attempts = excluded.max_attempts,"
-									   " kwargs = excluded.kwargs,"
-									   " time_limit = excluded.time_limit,"
-									   " memory_limit = excluded.memory_limit,"
-									   " from_extension = excluded.from_extension,"
-									   " function_owner = excluded.function_owner,"
-									   " function_system = excluded.function_system,"
-									   " updated_at = now()",
-									   cat->nspname),
-							  13, argtypes, args, argnulls, false, 0) != SPI_OK_INSERT)
+	if (catalog_own_write(SPI_prepare(sql_text, 13, argtypes), args, argnulls)
+		!= SPI_OK_INSERT)
 		elog(ERROR, "could not write the definition of job \"%s\"", name);
 	catalog_sql_end(&sql);
 

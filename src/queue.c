@@ -18,7 +18,6 @@
 #include "postgres.h"
 
 #include "access/detoast.h"
-#include "access/xlog.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
@@ -74,7 +73,7 @@ typedef enum PlanId
 #define INSERT_JOBS \
 	"INSERT INTO %1$s.chancy_jobs (name, function, function_oid, queue, kwargs," \
 	" priority, max_attempts, scheduled_at, unique_key, time_limit, memory_limit," \
-	" meta, pushed_by, function_owner, function_system)" \
+	" meta, pushed_by, function_owner, function_catalog)" \
 	" SELECT j.name, j.function, j.function_oid, j.queue, j.kwargs, j.priority," \
 	" j.max_attempts, coalesce(j.scheduled_at, now()), j.unique_key, j.time_limit," \
 	" j.memory_limit, j.meta, $2, j.function_owner," \
@@ -139,7 +138,7 @@ static const struct
 		"  j.state = 'running', (SELECT count(*) FROM c), q.time_limit, q.memory_limit,"
 		"  extract(epoch FROM q.backoff_base)::float8, q.backoff_factor,"
 		"  extract(epoch FROM q.backoff_max)::float8, q.executor = 'isolated', j.priority,"
-		"  j.function_owner, j.function_system",
+		"  j.function_owner, j.function_catalog",
 		5, {TEXTOID, INT8OID, INT4OID, TEXTARRAYOID, INT8OID}
 	},
 	[PLAN_IDLE] = {
@@ -432,9 +431,9 @@ insert_batch(ChancyCatalog *cat, JobValue *jobs, char **keys, int *todo, int nto
 												 sizeof(Oid), true, TYPALIGN_INT));
 	args[3] = PointerGetDatum(construct_md_array(owners, oidnulls, 1, dims, lbs, OIDOID,
 												 sizeof(Oid), true, TYPALIGN_INT));
-	/* the cluster the function OIDs belong to (see function_here()) */
-	args[4] = Int64GetDatum((int64) GetSystemIdentifier());
-	if (execute(cat, keys ? PLAN_INSERT_UNIQUE : PLAN_INSERT, args, NULL, false)
+	/* the catalog the function OIDs belong to (see function_here()) */
+	args[4] = Int64GetDatum((int64) function_catalog_id());
+	if (catalog_own_write(get_plan(cat, keys ? PLAN_INSERT_UNIQUE : PLAN_INSERT), args, NULL)
 		!= SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not insert jobs");
 
@@ -635,9 +634,9 @@ queue_claim(ChancyCatalog *cat, const char *queue, int64 claim, int max_jobs,
 		job->started = DatumGetBool(SPI_getbinval(tup, desc, 12, &isnull));
 		job->priority = DatumGetInt32(SPI_getbinval(tup, desc, 20, &isnull));
 		job->function_owner = DatumGetObjectId(SPI_getbinval(tup, desc, 21, &isnull));
-		job->function_system = (uint64) DatumGetInt64(SPI_getbinval(tup, desc, 22, &isnull));
+		job->function_catalog = (uint64) DatumGetInt64(SPI_getbinval(tup, desc, 22, &isnull));
 		if (isnull)
-			job->function_system = 0;
+			job->function_catalog = 0;
 		if (!job->started)
 			job->attempt++;		/* counted by its outcome */
 		job->claim = claim;

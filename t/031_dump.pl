@@ -86,7 +86,8 @@ $src->stop('fast');
 # Restore into a fresh cluster
 #--------------------------------------------------------------------------
 
-my $dst = chancy_node('dump_dst', "chancy.queues = 'default:2'\n");
+my $dst = chancy_node('dump_dst', "chancy.queues = 'default:2'\nchancy.max_executors = 12\n"
+	  . "max_worker_processes = 24\n");
 $dst->safe_psql('postgres', 'CREATE DATABASE restored; CREATE ROLE alice; CREATE ROLE mallory');
 my ($stdout, $stderr);
 my $ok = IPC::Run::run([ 'pg_restore', '-d', $dst->connstr('restored'), $dump ],
@@ -177,6 +178,28 @@ like($dst->safe_psql('restored',
 	"SELECT state || ': ' || (errors->-1->>'message') FROM chancy_wait($renamed, '30 s')"),
 	qr/^failed: function public\.soon_renamed\(pg_catalog\.jsonb\) does not exist/,
 	'a job whose function was renamed fails');
+
+# a copy into another database of the same cluster: function OIDs are the
+# database's own there too
+$dst->safe_psql('restored', q{SELECT chancy_pause_queue('work')});
+my $copied = $dst->safe_psql('restored',
+	q{SELECT chancy_push('record', '{"n": 77}', queue => 'work')});
+my $copy = $PostgreSQL::Test::Utils::tmp_check . '/copy.dump';
+command_ok([ 'pg_dump', '-Fc', '-f', $copy, '-d', $dst->connstr('restored') ],
+	'pg_dump of the restored database');
+$dst->safe_psql('postgres', 'CREATE DATABASE again');
+command_ok([ 'pg_restore', '-d', $dst->connstr('again'), $copy ],
+	'restored into another database of the same cluster');
+$dst->append_conf('postgresql.conf', "chancy.database = 'postgres, restored, again'\n");
+$dst->reload;
+$dst->safe_psql('again', q{SELECT chancy_resume_queue('work')});
+my $defined = $dst->safe_psql('again',
+	q{SELECT chancy_push('record', '{"n": 78}', queue => 'work')});
+is($dst->safe_psql('again',
+	"SELECT string_agg(state::text, ',') FROM (SELECT (chancy_wait(id, '30 s')).* FROM"
+	  . " unnest(ARRAY[$copied, $defined]) id) w"),
+	'succeeded,succeeded',
+	'there a copied job runs, and so does a push by a copied definition');
 
 # chancy.dump_finished_jobs = off: finished jobs left out, live ones kept
 $dst->safe_psql('postgres', 'CREATE DATABASE live');

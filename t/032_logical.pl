@@ -97,6 +97,36 @@ is($sub->safe_psql('postgres',
 is($sub->safe_psql('postgres', q{SELECT count(*) FROM ran}), '105',
 	'and none of the finished ones ran again');
 
+# a push that a trigger makes in an apply worker (on a replicated table that
+# is not chancy's) is the subscriber's own job, and runs there
+$pub->safe_psql('postgres', q{
+	CREATE TABLE orders (n int PRIMARY KEY);
+	CREATE PUBLICATION orders FOR TABLE orders;
+});
+$sub->safe_psql('postgres', q{
+	CREATE TABLE orders (n int PRIMARY KEY);
+	CREATE FUNCTION order_job() RETURNS trigger LANGUAGE plpgsql
+		SET search_path = public AS $$
+	BEGIN
+		PERFORM chancy_push('record', jsonb_build_object('n', NEW.n));
+		RETURN NEW;
+	END $$;
+	CREATE TRIGGER order_job AFTER INSERT ON orders FOR EACH ROW EXECUTE FUNCTION order_job();
+	ALTER TABLE orders ENABLE ALWAYS TRIGGER order_job;
+});
+$sub->safe_psql('postgres',
+	"CREATE SUBSCRIPTION o CONNECTION '" . $pub->connstr . " dbname=postgres'"
+	  . " PUBLICATION orders");
+$sub->poll_query_until('postgres',
+	q{SELECT count(*) = 0 FROM pg_subscription_rel WHERE srsubstate NOT IN ('r', 's')})
+  or die 'the orders subscription never synchronized';
+$pub->safe_psql('postgres', 'INSERT INTO orders VALUES (200)');
+$pub->wait_for_catchup('o');
+is($sub->safe_psql('postgres',
+	q{SELECT replicated || ' ' || (chancy_wait(id, '60 s')).state FROM chancy_jobs
+	   WHERE kwargs->>'n' = '200'}),
+	'false succeeded', 'a job pushed by a trigger in an apply worker is local, and runs');
+
 ok(!$sub->log_contains(qr/duplicate key|ERROR:.*logical replication/),
 	'the subscriber\'s log shows no replication conflict');
 $pub->stop;
