@@ -27,13 +27,21 @@ for my $node ($pub, $sub)
 			AS $$INSERT INTO ran VALUES ((kwargs->>'n')::int, current_setting('cluster_name'))$$;
 	});
 }
+# Subscribe the subscriber to a publication, and wait until its tables are
+# synchronized.
+sub subscribe
+{
+	my ($name, $publication) = @_;
+	$sub->safe_psql('postgres',
+		"CREATE SUBSCRIPTION $name CONNECTION '" . $pub->connstr . " dbname=postgres'"
+		  . " PUBLICATION $publication");
+	$sub->poll_query_until('postgres',
+		q{SELECT count(*) = 0 FROM pg_subscription_rel WHERE srsubstate NOT IN ('r', 's')})
+	  or die "subscription $name never synchronized";
+}
+
 $pub->safe_psql('postgres', 'CREATE PUBLICATION everything FOR ALL TABLES');
-$sub->safe_psql('postgres',
-	"CREATE SUBSCRIPTION s CONNECTION '" . $pub->connstr . " dbname=postgres'"
-	  . " PUBLICATION everything");
-$sub->poll_query_until('postgres',
-	q{SELECT count(*) = 0 FROM pg_subscription_rel WHERE srsubstate NOT IN ('r', 's')})
-  or die 'the subscription never synchronized';
+subscribe('s', 'everything');
 pass('chancy\'s tables synchronize to the subscriber');
 is($sub->safe_psql('postgres', q{SELECT string_agg(name, ',') FROM chancy_queues}), 'default',
 	'the publisher\'s default queue replaced the subscriber\'s, without a conflict');
@@ -114,12 +122,7 @@ $sub->safe_psql('postgres', q{
 	CREATE TRIGGER order_job AFTER INSERT ON orders FOR EACH ROW EXECUTE FUNCTION order_job();
 	ALTER TABLE orders ENABLE ALWAYS TRIGGER order_job;
 });
-$sub->safe_psql('postgres',
-	"CREATE SUBSCRIPTION o CONNECTION '" . $pub->connstr . " dbname=postgres'"
-	  . " PUBLICATION orders");
-$sub->poll_query_until('postgres',
-	q{SELECT count(*) = 0 FROM pg_subscription_rel WHERE srsubstate NOT IN ('r', 's')})
-  or die 'the orders subscription never synchronized';
+subscribe('o', 'orders');
 $pub->safe_psql('postgres', 'INSERT INTO orders VALUES (200)');
 $pub->wait_for_catchup('o');
 is($sub->safe_psql('postgres',
