@@ -63,7 +63,7 @@ static HTAB *specs = NULL;
 static HTAB *calls = NULL;
 static MemoryContext calls_cxt = NULL;
 
-/* Any change to pg_proc may make what was resolved wrong. */
+/* Any change to pg_proc or pg_namespace may make what was resolved wrong. */
 static void
 proc_changed(Datum arg, int cacheid, uint32 hashvalue)
 {
@@ -82,6 +82,7 @@ reset_caches(void)
 	if (!callback_registered)
 	{
 		CacheRegisterSyscacheCallback(PROCOID, proc_changed, (Datum) 0);
+		CacheRegisterSyscacheCallback(NAMESPACEOID, proc_changed, (Datum) 0);
 		callback_registered = true;
 	}
 	if (!procs_changed && specs != NULL)

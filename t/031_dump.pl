@@ -179,6 +179,25 @@ like($dst->safe_psql('restored',
 	qr/^failed: function public\.soon_renamed\(pg_catalog\.jsonb\) does not exist/,
 	'a job whose function was renamed fails');
 
+# a schema renamed after the push, once an executor knows the function
+$dst->safe_psql('restored', q{
+	CREATE SCHEMA s1;
+	CREATE FUNCTION s1.sf(kwargs jsonb) RETURNS void LANGUAGE sql AS '';
+});
+my $warm = $dst->safe_psql('restored', q{SELECT chancy_push('s1.sf', queue => 'work')});
+is($dst->safe_psql('restored', "SELECT state FROM chancy_wait($warm, '30 s')"), 'succeeded',
+	'an executor ran the function');
+$dst->safe_psql('restored', q{SELECT chancy_pause_queue('work')});
+my $moved = $dst->safe_psql('restored', q{SELECT chancy_push('s1.sf', queue => 'work')});
+$dst->safe_psql('restored', q{
+	ALTER SCHEMA s1 RENAME TO s2;
+	SELECT chancy_resume_queue('work');
+});
+like($dst->safe_psql('restored',
+	"SELECT state || ': ' || (errors->-1->>'message') FROM chancy_wait($moved, '30 s')"),
+	qr/^failed: function s1\.sf\(pg_catalog\.jsonb\) does not exist/,
+	'a job whose function\'s schema was renamed fails, even in an executor that knew it');
+
 # a copy into another database of the same cluster: function OIDs are the
 # database's own there too
 $dst->safe_psql('restored', q{SELECT chancy_pause_queue('work')});
