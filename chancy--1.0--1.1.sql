@@ -128,7 +128,9 @@ ALTER TABLE chancy_job_definitions ENABLE ROW LEVEL SECURITY;
 CREATE POLICY chancy_job_definitions_usable ON chancy_job_definitions FOR SELECT
 	USING (pg_has_role(defined_by, 'MEMBER')
 		   OR (pg_has_role(defined_by, current_user, 'MEMBER')
-			   AND (function_oid IS NULL OR has_function_privilege(function_oid, 'EXECUTE'))));
+			   -- by signature: function_oid may be another catalog's (a restore)
+			   AND CASE WHEN function_oid IS NULL THEN true
+				   ELSE has_function_privilege(to_regprocedure(function), 'EXECUTE') END));
 
 --------------------------------------------------------------------------
 -- chancy_jobs
