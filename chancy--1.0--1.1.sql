@@ -91,7 +91,8 @@ ALTER TABLE chancy_job_definitions
 	ADD COLUMN function_oid oid,
 	ADD COLUMN from_extension boolean NOT NULL DEFAULT false,
 	ADD COLUMN function_owner regrole,
-	ADD COLUMN function_catalog bigint;
+	ADD COLUMN function_catalog bigint,
+	ADD COLUMN function_digest bigint;
 UPDATE chancy_job_definitions d
    SET function_oid = p.oid, function_owner = p.proowner
   FROM pg_proc p
@@ -121,6 +122,8 @@ COMMENT ON COLUMN chancy_job_definitions.function_owner IS
 	'The owner of the function as it was defined: in another cluster (a restored dump, pg_upgrade), where OIDs differ, the function of that signature is used only if it has this owner';
 COMMENT ON COLUMN chancy_job_definitions.function_catalog IS
 	'Which catalog (cluster and database) function_oid belongs to; NULL: recorded by version 1.0, where the signature and owner identify the function';
+COMMENT ON COLUMN chancy_job_definitions.function_digest IS
+	'A digest of the function''s language and source: in another catalog, the function of that signature and owner must have it too (NULL: not checked)';
 COMMENT ON COLUMN chancy_job_definitions.defined_by IS
 	'The role whose definition it is; a push by name uses only definitions of the pushing role, of the extension''s owner, or of a role that can act as the pushing role';
 
@@ -141,7 +144,8 @@ ALTER TABLE chancy_jobs
 	ADD COLUMN cancelled_by regrole,
 	ADD COLUMN replicated boolean NOT NULL DEFAULT false,
 	ADD COLUMN function_owner regrole,
-	ADD COLUMN function_catalog bigint;
+	ADD COLUMN function_catalog bigint,
+	ADD COLUMN function_digest bigint;
 -- live jobs keep the function they name now
 UPDATE chancy_jobs j
    SET function_oid = p.oid, function_owner = p.proowner
@@ -188,6 +192,8 @@ COMMENT ON COLUMN chancy_jobs.function_owner IS
 	'The owner of the function as it was pushed: in another cluster (a restored dump, pg_upgrade, logical replication), where OIDs differ, the function of that signature runs only if it has this owner';
 COMMENT ON COLUMN chancy_jobs.function_catalog IS
 	'Which catalog (cluster and database) function_oid belongs to; NULL: recorded by version 1.0, where the signature and owner identify the function';
+COMMENT ON COLUMN chancy_jobs.function_digest IS
+	'A digest of the function''s language and source: in another catalog, the function of that signature and owner must have it too (NULL: not checked)';
 COMMENT ON COLUMN chancy_jobs.cancelled_by IS
 	'The role that asked to cancel the job while an executor held it';
 COMMENT ON COLUMN chancy_jobs.replicated IS

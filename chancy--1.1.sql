@@ -115,6 +115,7 @@ CREATE TABLE chancy_job_definitions (
 	from_extension boolean NOT NULL DEFAULT false,
 	function_owner regrole,
 	function_catalog bigint,
+	function_digest bigint,
 	CONSTRAINT chancy_job_definitions_pkey PRIMARY KEY (name, defined_by)
 );
 COMMENT ON TABLE chancy_job_definitions IS
@@ -127,6 +128,8 @@ COMMENT ON COLUMN chancy_job_definitions.function_owner IS
 	'The owner of the function as it was defined: in another cluster (a restored dump, pg_upgrade), where OIDs differ, the function of that signature is used only if it has this owner';
 COMMENT ON COLUMN chancy_job_definitions.function_catalog IS
 	'Which catalog (cluster and database) function_oid belongs to; NULL: recorded by version 1.0, where the signature and owner identify the function';
+COMMENT ON COLUMN chancy_job_definitions.function_digest IS
+	'A digest of the function''s language and source: in another catalog, the function of that signature and owner must have it too (NULL: not checked)';
 COMMENT ON COLUMN chancy_job_definitions.defined_by IS
 	'The role whose definition it is; a push by name uses only definitions of the pushing role, of the extension''s owner, or of a role that can act as the pushing role';
 
@@ -157,7 +160,8 @@ CREATE TABLE chancy_jobs (
 	cancelled_by regrole,
 	replicated boolean NOT NULL DEFAULT false,
 	function_owner regrole,
-	function_catalog bigint
+	function_catalog bigint,
+	function_digest bigint
 );
 COMMENT ON TABLE chancy_jobs IS
 	'The jobs.  Written only by chancy''s functions and workers, which check every value (CHECK constraints would cost every write)';
@@ -177,6 +181,8 @@ COMMENT ON COLUMN chancy_jobs.function_owner IS
 	'The owner of the function as it was pushed: in another cluster (a restored dump, pg_upgrade, logical replication), where OIDs differ, the function of that signature runs only if it has this owner';
 COMMENT ON COLUMN chancy_jobs.function_catalog IS
 	'Which catalog (cluster and database) function_oid belongs to; NULL: recorded by version 1.0, where the signature and owner identify the function';
+COMMENT ON COLUMN chancy_jobs.function_digest IS
+	'A digest of the function''s language and source: in another catalog, the function of that signature and owner must have it too (NULL: not checked)';
 COMMENT ON COLUMN chancy_jobs.cancelled_by IS
 	'The role that asked to cancel the job while an executor held it';
 COMMENT ON COLUMN chancy_jobs.replicated IS

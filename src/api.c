@@ -526,6 +526,7 @@ chancy_push_many(PG_FUNCTION_ARGS)
 			job->values[JA_FUNCTION] = prev->values[JA_FUNCTION];
 			job->function_oid = prev->function_oid;
 			job->function_owner = prev->function_owner;
+			job->function_digest = prev->function_digest;
 			queue_jobs++;
 		}
 		else

@@ -321,9 +321,11 @@ extern void function_check_symbol(const char *spec);
 extern void function_check_execute(Oid fn, Oid role, const char *job);
 extern Oid	function_owner(Oid fn);
 extern uint64 function_catalog_id(void);
-extern Oid	function_here(const char *spec, Oid oid, Oid owner, uint64 catalog);
+extern int64 function_digest(Oid fn);
+extern Oid	function_here(const char *spec, Oid oid, Oid owner, uint64 catalog,
+						  int64 digest);
 extern JobFunction *function_for_job(const char *spec, Oid oid, Oid owner,
-									 uint64 catalog, Oid role);
+									 uint64 catalog, int64 digest, Oid role);
 extern Datum function_result_jsonb(JobFunction *fn, Datum value, bool *isnull);
 
 /* ----------------------------------------------------------------------
@@ -358,6 +360,7 @@ typedef struct JobValue
 	bool		nulls[JOB_NATTS];
 	Oid			function_oid;	/* set by job_authorize() */
 	Oid			function_owner; /* likewise, its owner */
+	int64		function_digest;	/* likewise, see function_digest() */
 } JobValue;
 
 /* longest unique key: it must fit in a btree index entry */
@@ -391,6 +394,7 @@ typedef struct ClaimedJob
 	Oid			function_oid;	/* as recorded: see function_here() */
 	Oid			function_owner;
 	uint64		function_catalog;
+	int64		function_digest;
 	char	   *queue;
 	Datum		kwargs;			/* jsonb */
 	int32		attempt;		/* the number of this run, from 1 */

@@ -246,7 +246,7 @@ call_job(ClaimedJob *job, bool *isnull)
 				 errmsg("role %u that pushed job " INT64_FORMAT " no longer exists",
 						job->pushed_by, job->id)));
 	fn = function_for_job(job->function, job->function_oid, job->function_owner,
-						  job->function_catalog, job->pushed_by);
+						  job->function_catalog, job->function_digest, job->pushed_by);
 
 	save_nestlevel = NewGUCNestLevel();
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);

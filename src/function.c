@@ -22,6 +22,7 @@
 #include "catalog/pg_language.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
+#include "lib/stringinfo.h"
 #include "common/hashfn.h"
 #include "miscadmin.h"
 #include "parser/parse_func.h"
@@ -49,6 +50,13 @@ typedef struct SpecEntry
 	Oid			oid;
 } SpecEntry;
 
+/* A function's digest, as pushes record it. */
+typedef struct DigestEntry
+{
+	Oid			oid;
+	int64		digest;
+} DigestEntry;
+
 /* A callable job function, in an executor. */
 typedef struct CallEntry
 {
@@ -60,6 +68,7 @@ typedef struct CallEntry
 static bool callback_registered = false;
 static bool procs_changed = true;	/* pg_proc changed: caches are stale */
 static HTAB *specs = NULL;
+static HTAB *digests = NULL;	/* function OID -> function_digest() */
 static HTAB *calls = NULL;
 static MemoryContext calls_cxt = NULL;
 
@@ -72,7 +81,8 @@ proc_changed(Datum arg, int cacheid, uint32 hashvalue)
 
 /*
  * reset_caches
- *		Make both caches empty if pg_proc changed since they were filled.
+ *		Make the caches empty if pg_proc or pg_namespace changed since they
+ *		were filled.
  */
 static void
 reset_caches(void)
@@ -95,6 +105,12 @@ reset_caches(void)
 	ctl.entrysize = sizeof(SpecEntry);
 	specs = hash_create("chancy job function specs", 64, &ctl,
 						HASH_ELEM | HASH_STRINGS);
+	if (digests)
+		hash_destroy(digests);
+	ctl.keysize = sizeof(Oid);
+	ctl.entrysize = sizeof(DigestEntry);
+	digests = hash_create("chancy job function digests", 64, &ctl,
+						  HASH_ELEM | HASH_BLOBS);
 
 	if (calls_cxt)
 		MemoryContextDelete(calls_cxt);
@@ -326,6 +342,56 @@ function_catalog_id(void)
 }
 
 /*
+ * function_digest
+ *		A digest of what function fn runs: its language, source and library
+ *		(the first 8 bytes of their SHA-256), which a dump, pg_upgrade and
+ *		logical replication keep.  In another catalog it tells the function
+ *		a job was pushed with from another of the same signature and owner,
+ *		which a schema's owner could rename into its place.  0 if there is
+ *		nothing to digest.
+ */
+int64
+function_digest(Oid fn)
+{
+	HeapTuple	tp;
+	StringInfoData buf;
+	Datum		d;
+	bool		isnull;
+	bytea	   *sha;
+	int64		digest;
+	DigestEntry *entry;
+	bool		found;
+
+	reset_caches();
+	entry = hash_search(digests, &fn, HASH_FIND, &found);
+	if (found)
+		return entry->digest;
+	tp = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+	if (!HeapTupleIsValid(tp))
+		elog(ERROR, "cache lookup failed for function %u", fn);
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, get_language_name(((Form_pg_proc) GETSTRUCT(tp))->prolang,
+												   false));
+	appendStringInfoChar(&buf, '\n');
+	d = SysCacheGetAttr(PROCOID, tp, Anum_pg_proc_prosrc, &isnull);
+	if (!isnull)
+		appendStringInfoString(&buf, TextDatumGetCString(d));
+	appendStringInfoChar(&buf, '\n');
+	d = SysCacheGetAttr(PROCOID, tp, Anum_pg_proc_probin, &isnull);
+	if (!isnull)
+		appendStringInfoString(&buf, TextDatumGetCString(d));
+	ReleaseSysCache(tp);
+
+	sha = DatumGetByteaPP(DirectFunctionCall1(sha256_bytea,
+											  PointerGetDatum(cstring_to_text_with_len(buf.data,
+																					  buf.len))));
+	memcpy(&digest, VARDATA_ANY(sha), sizeof(digest));
+	entry = hash_search(digests, &fn, HASH_ENTER, NULL);
+	entry->digest = digest;
+	return digest;
+}
+
+/*
  * function_here
  *		The function, in this database, of a job or definition that recorded
  *		function oid (owned by owner) in the catalog catalog (see
@@ -333,12 +399,13 @@ function_catalog_id(void)
  *		(the caller checks that it still exists as the spec names it).
  *		Recorded elsewhere (a restored dump, pg_upgrade, logical replication,
  *		or by version 1.0: catalog 0), where OIDs differ: the function of the
- *		spec's signature, if it has the same owner, else InvalidOid; a
- *		function of that signature that another role made is not trusted in
- *		its place.
+ *		spec's signature, if it has the same owner and digest (0: version
+ *		1.0, not checked), else InvalidOid.  A function of that signature
+ *		that another role made, or another function that the owner of its
+ *		schema renamed into its place, is not trusted in its place.
  */
 Oid
-function_here(const char *spec, Oid oid, Oid owner, uint64 catalog)
+function_here(const char *spec, Oid oid, Oid owner, uint64 catalog, int64 digest)
 {
 	LOCAL_FCINFO(fc, 1);
 	Oid			fn;
@@ -350,7 +417,8 @@ function_here(const char *spec, Oid oid, Oid owner, uint64 catalog)
 	fc->args[0].value = CStringGetTextDatum(spec);
 	fc->args[0].isnull = false;
 	fn = DatumGetObjectId(to_regprocedure(fc));
-	if (fc->isnull || !OidIsValid(fn) || function_owner(fn) != owner)
+	if (fc->isnull || !OidIsValid(fn) || function_owner(fn) != owner ||
+		(digest != 0 && function_digest(fn) != digest))
 		return InvalidOid;
 	return fn;
 }
@@ -458,7 +526,8 @@ prepare(JobFunction *fn, const char *spec, Oid oid)
  *		function_here().
  */
 JobFunction *
-function_for_job(const char *spec, Oid oid, Oid owner, uint64 catalog, Oid role)
+function_for_job(const char *spec, Oid oid, Oid owner, uint64 catalog, int64 digest,
+				 Oid role)
 {
 	CallEntry  *entry;
 	char		key[SPEC_KEYLEN];
@@ -466,13 +535,13 @@ function_for_job(const char *spec, Oid oid, Oid owner, uint64 catalog, Oid role)
 	reset_caches();
 	if (OidIsValid(oid))
 	{
-		Oid			here = function_here(spec, oid, owner, catalog);
+		Oid			here = function_here(spec, oid, owner, catalog, digest);
 
 		if (!OidIsValid(here))
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_FUNCTION),
 					 errmsg("function %s no longer exists", spec),
-					 errdetail("The job was pushed in another cluster (a restored dump, pg_upgrade or logical replication), and no function of that signature owned by the same role exists here."),
+					 errdetail("The job was pushed in another database or cluster (a restored dump, pg_upgrade or logical replication), and no function of that signature, owner and source exists here."),
 					 errhint("Push the job again to run the function that exists now.")));
 		oid = here;
 	}

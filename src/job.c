@@ -305,7 +305,8 @@ load_definitions(ChancyCatalog *cat, const char *name, Definition **defs)
 	catalog_sql_begin(cat, true, &sql);
 	if (SPI_execute_with_args(psprintf("SELECT defined_by, function_oid, function, queue,"
 									   " kwargs, priority, max_attempts, time_limit,"
-									   " memory_limit, function_owner, function_catalog"
+									   " memory_limit, function_owner, function_catalog,"
+									   " function_digest"
 									   " FROM %s.chancy_job_definitions"
 									   " WHERE name = $1",
 									   cat->nspname),
@@ -337,10 +338,15 @@ load_definitions(ChancyCatalog *cat, const char *name, Definition **defs)
 		MemoryContextSwitchTo(old);
 		def->function_owner = DatumGetObjectId(SPI_getbinval(tup, desc, 10, &isnull));
 		if (OidIsValid(def->function_oid))
+		{
+			uint64		catalog = (uint64) DatumGetInt64(SPI_getbinval(tup, desc, 11, &isnull));
+			int64		digest = DatumGetInt64(SPI_getbinval(tup, desc, 12, &isnull));
+
 			def->function_oid =
 				function_here(TextDatumGetCString(def->values[JA_FUNCTION]),
-							  def->function_oid, def->function_owner,
-							  (uint64) DatumGetInt64(SPI_getbinval(tup, desc, 11, &isnull)));
+							  def->function_oid, def->function_owner, catalog,
+							  isnull ? 0 : digest);
+		}
 	}
 	catalog_sql_end(&sql);
 	return n;
@@ -538,6 +544,7 @@ job_authorize(ChancyCatalog *cat, JobValue *job)
 	char	   *canonical;
 
 	job->function_owner = InvalidOid;
+	job->function_digest = 0;
 	check_queue(cat, job->values[JA_QUEUE]);
 	if (def && strcmp(TextDatumGetCString(def->values[JA_FUNCTION]), spec) == 0)
 	{
@@ -568,6 +575,7 @@ job_authorize(ChancyCatalog *cat, JobValue *job)
 	}
 	function_check_execute(job->function_oid, GetUserId(), name);
 	job->function_owner = function_owner(job->function_oid);
+	job->function_digest = function_digest(job->function_oid);
 }
 
 /*
@@ -655,10 +663,11 @@ job_define(ChancyCatalog *cat, FunctionCallInfo fcinfo, JobValue *result)
 		JA_NAME, JA_FUNCTION, JA_QUEUE, JA_PRIORITY, JA_MAX_ATTEMPTS,
 		JA_KWARGS, JA_TIME_LIMIT, JA_MEMORY_LIMIT
 	};
-	Oid			argtypes[13] = {TEXTOID, TEXTOID, TEXTOID, INT4OID, INT4OID,
-		JSONBOID, INTERVALOID, INT8OID, OIDOID, REGROLEOID, BOOLOID, OIDOID, INT8OID};
-	Datum		args[13];
-	char		argnulls[13];
+	Oid			argtypes[14] = {TEXTOID, TEXTOID, TEXTOID, INT4OID, INT4OID,
+		JSONBOID, INTERVALOID, INT8OID, OIDOID, REGROLEOID, BOOLOID, OIDOID, INT8OID,
+	INT8OID};
+	Datum		args[14];
+	char		argnulls[14];
 	Oid			role = GetUserId();
 	Definition *defs;
 	Definition *mine = NULL;
@@ -732,15 +741,17 @@ job_define(ChancyCatalog *cat, FunctionCallInfo fcinfo, JobValue *result)
 	args[11] = ObjectIdGetDatum(OidIsValid(job->function_oid) ?
 								function_owner(job->function_oid) : InvalidOid);
 	args[12] = Int64GetDatum((int64) function_catalog_id());
-	argnulls[11] = argnulls[12] = argnulls[8];
+	args[13] = Int64GetDatum(OidIsValid(job->function_oid) ?
+							 function_digest(job->function_oid) : 0);
+	argnulls[11] = argnulls[12] = argnulls[13] = argnulls[8];
 
 	sql_text = psprintf("INSERT INTO %s.chancy_job_definitions AS d"
 					  " (name, function, queue, priority, max_attempts,"
 					  " kwargs, time_limit, memory_limit, function_oid,"
 					  " defined_by, from_extension, function_owner,"
-					  " function_catalog)"
+					  " function_catalog, function_digest)"
 					  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
-					  " $12, $13)"
+					  " $12, $13, $14)"
 					  " ON CONFLICT (name, defined_by) DO UPDATE SET"
 					  " function = excluded.function,"
 					  " function_oid = excluded.function_oid,"
@@ -753,10 +764,11 @@ job_define(ChancyCatalog *cat, FunctionCallInfo fcinfo, JobValue *result)
 					  " from_extension = excluded.from_extension,"
 					  " function_owner = excluded.function_owner,"
 					  " function_catalog = excluded.function_catalog,"
+					  " function_digest = excluded.function_digest,"
 					  " updated_at = now()",
 					  cat->nspname);
 	catalog_sql_begin(cat, true, &sql);
-	if (catalog_own_write(SPI_prepare(sql_text, 13, argtypes), args, argnulls)
+	if (catalog_own_write(SPI_prepare(sql_text, 14, argtypes), args, argnulls)
 		!= SPI_OK_INSERT)
 		elog(ERROR, "could not write the definition of job \"%s\"", name);
 	catalog_sql_end(&sql);

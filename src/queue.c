@@ -73,14 +73,15 @@ typedef enum PlanId
 #define INSERT_JOBS \
 	"INSERT INTO %1$s.chancy_jobs (name, function, function_oid, queue, kwargs," \
 	" priority, max_attempts, scheduled_at, unique_key, time_limit, memory_limit," \
-	" meta, pushed_by, function_owner, function_catalog)" \
+	" meta, pushed_by, function_owner, function_catalog, function_digest)" \
 	" SELECT j.name, j.function, j.function_oid, j.queue, j.kwargs, j.priority," \
 	" j.max_attempts, coalesce(j.scheduled_at, now()), j.unique_key, j.time_limit," \
 	" j.memory_limit, j.meta, $2, j.function_owner," \
-	" CASE WHEN j.function_oid IS NOT NULL THEN $5 END" \
-	" FROM ROWS FROM (unnest($1), unnest($3), unnest($4)) AS j(name, function, queue," \
-	" kwargs, priority, max_attempts, scheduled_at, unique_key, time_limit," \
-	" memory_limit, meta, function_oid, function_owner) "
+	" CASE WHEN j.function_oid IS NOT NULL THEN $5 END, j.function_digest" \
+	" FROM ROWS FROM (unnest($1), unnest($3), unnest($4), unnest($6))" \
+	" AS j(name, function, queue, kwargs, priority, max_attempts, scheduled_at," \
+	" unique_key, time_limit, memory_limit, meta, function_oid, function_owner," \
+	" function_digest) "
 
 static const struct
 {
@@ -90,13 +91,13 @@ static const struct
 }			plan_defs[NPLANS] =
 {
 	[PLAN_INSERT] = {
-		INSERT_JOBS "RETURNING id, unique_key", 5,
-		{JOBARRAY, REGROLEOID, OIDARRAYOID, OIDARRAYOID, INT8OID}
+		INSERT_JOBS "RETURNING id, unique_key", 6,
+		{JOBARRAY, REGROLEOID, OIDARRAYOID, OIDARRAYOID, INT8OID, INT8ARRAYOID}
 	},
 	[PLAN_INSERT_UNIQUE] = {
 		INSERT_JOBS "ON CONFLICT (pushed_by, unique_key) WHERE unique_key IS NOT NULL"
 		" AND " LIVE " DO NOTHING RETURNING id, unique_key",
-		5, {JOBARRAY, REGROLEOID, OIDARRAYOID, OIDARRAYOID, INT8OID}
+		6, {JOBARRAY, REGROLEOID, OIDARRAYOID, OIDARRAYOID, INT8OID, INT8ARRAYOID}
 	},
 	[PLAN_EXISTING] = {
 		"SELECT unique_key, id FROM %1$s.chancy_jobs"
@@ -138,7 +139,7 @@ static const struct
 		"  j.state = 'running', (SELECT count(*) FROM c), q.time_limit, q.memory_limit,"
 		"  extract(epoch FROM q.backoff_base)::float8, q.backoff_factor,"
 		"  extract(epoch FROM q.backoff_max)::float8, q.executor = 'isolated', j.priority,"
-		"  j.function_owner, j.function_catalog",
+		"  j.function_owner, j.function_catalog, j.function_digest",
 		5, {TEXTOID, INT8OID, INT4OID, TEXTARRAYOID, INT8OID}
 	},
 	[PLAN_IDLE] = {
@@ -408,10 +409,11 @@ insert_batch(ChancyCatalog *cat, JobValue *jobs, char **keys, int *todo, int nto
 	Datum	   *elems = palloc(sizeof(Datum) * ntodo);
 	Datum	   *oids = palloc(sizeof(Datum) * ntodo);
 	Datum	   *owners = palloc(sizeof(Datum) * ntodo);
+	Datum	   *digests = palloc(sizeof(Datum) * ntodo);
 	bool	   *oidnulls = palloc(sizeof(bool) * ntodo);
 	int			dims[1] = {ntodo};
 	int			lbs[1] = {1};
-	Datum		args[5];
+	Datum		args[6];
 	uint64		row = 0;
 	int			nconflicts = 0;
 
@@ -422,6 +424,7 @@ insert_batch(ChancyCatalog *cat, JobValue *jobs, char **keys, int *todo, int nto
 		elems[k] = job_form(cat, job);
 		oids[k] = ObjectIdGetDatum(job->function_oid);
 		owners[k] = ObjectIdGetDatum(job->function_owner);
+		digests[k] = Int64GetDatum(job->function_digest);
 		oidnulls[k] = !OidIsValid(job->function_oid);
 	}
 	args[0] = PointerGetDatum(construct_array(elems, ntodo, cat->job_typid, -1, false,
@@ -433,6 +436,9 @@ insert_batch(ChancyCatalog *cat, JobValue *jobs, char **keys, int *todo, int nto
 												 sizeof(Oid), true, TYPALIGN_INT));
 	/* the catalog the function OIDs belong to (see function_here()) */
 	args[4] = Int64GetDatum((int64) function_catalog_id());
+	args[5] = PointerGetDatum(construct_md_array(digests, oidnulls, 1, dims, lbs, INT8OID,
+												 sizeof(int64), FLOAT8PASSBYVAL,
+												 TYPALIGN_DOUBLE));
 	if (catalog_own_write(get_plan(cat, keys ? PLAN_INSERT_UNIQUE : PLAN_INSERT), args, NULL)
 		!= SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not insert jobs");
@@ -637,6 +643,9 @@ queue_claim(ChancyCatalog *cat, const char *queue, int64 claim, int max_jobs,
 		job->function_catalog = (uint64) DatumGetInt64(SPI_getbinval(tup, desc, 22, &isnull));
 		if (isnull)
 			job->function_catalog = 0;
+		job->function_digest = DatumGetInt64(SPI_getbinval(tup, desc, 23, &isnull));
+		if (isnull)
+			job->function_digest = 0;
 		if (!job->started)
 			job->attempt++;		/* counted by its outcome */
 		job->claim = claim;

@@ -53,6 +53,13 @@ $src->safe_psql('postgres', q{
 	SELECT chancy_push('record', jsonb_build_object('n', n)) FROM generate_series(1, 5) n;
 	SELECT chancy_push('dropped', queue => 'work');
 	DROP FUNCTION dropped(jsonb);
+	CREATE SCHEMA lib;
+	CREATE SCHEMA other;
+	CREATE FUNCTION lib.f(kwargs jsonb) RETURNS void LANGUAGE sql
+		AS $$INSERT INTO ran VALUES (1001)$$;
+	CREATE FUNCTION other.f(kwargs jsonb) RETURNS void LANGUAGE sql
+		AS $$INSERT INTO ran VALUES (666)$$;
+	SELECT chancy_push('lib.f', queue => 'work');
 	CREATE ROLE alice;
 	CREATE FUNCTION owned(kwargs jsonb) RETURNS void LANGUAGE sql AS '';
 	ALTER FUNCTION owned(jsonb) OWNER TO alice;
@@ -99,8 +106,13 @@ ok($dst->log_contains(qr/database "restored" is not listed in chancy\.database/)
 is($dst->safe_psql('restored', "SELECT state || ' ' || (claim IS NOT NULL) FROM chancy_jobs WHERE id = $held"),
 	'running true', 'nothing runs before the database is listed');
 
-# a function of the job's signature that another role owns here
-$dst->safe_psql('restored', 'ALTER FUNCTION owned(jsonb) OWNER TO mallory');
+# a function of the job's signature that another role owns here; and
+# another function of the same owner renamed into the place of the job's
+$dst->safe_psql('restored', q{
+	ALTER FUNCTION owned(jsonb) OWNER TO mallory;
+	ALTER SCHEMA lib RENAME TO lib_old;
+	ALTER SCHEMA other RENAME TO lib;
+});
 
 # the restore done, chancy serves the database
 $dst->append_conf('postgresql.conf', "chancy.database = 'postgres, restored'\n");
@@ -150,8 +162,15 @@ is($dst->safe_psql('restored', 'SELECT string_agg(n::text, \',\' ORDER BY n) FRO
 like($dst->safe_psql('restored',
 	q{SELECT state || ': ' || (errors->-1->>'detail')
 		FROM (SELECT (chancy_wait(id, '30 s')).* FROM chancy_jobs WHERE name = 'owned') j}),
-	qr/^failed: The job was pushed in another cluster .* no function of that signature owned by the same role/,
+	qr/^failed: The job was pushed in another database or cluster .* no function of that signature, owner and source/,
 	'a function of that signature owned by another role is not run in its place');
+like($dst->safe_psql('restored',
+	q{SELECT state || ': ' || (errors->-1->>'detail')
+		FROM (SELECT (chancy_wait(id, '30 s')).* FROM chancy_jobs WHERE name = 'lib.f') j}),
+	qr/^failed: The job was pushed in another database or cluster/,
+	'nor is another function of the same owner renamed into its place');
+is($dst->safe_psql('restored', 'SELECT count(*) FROM ran WHERE n = 666'), '0',
+	'which never ran');
 like($dst->safe_psql('restored',
 	q{SELECT state || ': ' || (errors->-1->>'message')
 		FROM chancy_jobs WHERE name = 'dropped'}),
@@ -228,7 +247,7 @@ ok($ok, 'the dump without finished jobs restores') or diag($stderr);
 is($dst->safe_psql('live',
 	q{SELECT string_agg(state::text || ' ' || n, ', ' ORDER BY state) FROM
 		(SELECT state, count(*) AS n FROM chancy_jobs GROUP BY state) s}),
-	'pending 8, running 1', 'only the jobs that had not finished were dumped');
+	'pending 9, running 1', 'only the jobs that had not finished were dumped');
 
 $dst->stop;
 done_testing();
