@@ -129,7 +129,7 @@ COMMENT ON COLUMN chancy_job_definitions.function_owner IS
 COMMENT ON COLUMN chancy_job_definitions.function_catalog IS
 	'Which catalog (cluster and database) function_oid belongs to; NULL: recorded by version 1.0, where the signature and owner identify the function';
 COMMENT ON COLUMN chancy_job_definitions.function_digest IS
-	'A digest of the function''s language and source: in another catalog, the function of that signature and owner must have it too (NULL: not checked)';
+	'A digest of what the function does when called (language, source or body, library, settings, security, return type): in another catalog, the function of that signature and owner must have it too (NULL: not checked)';
 COMMENT ON COLUMN chancy_job_definitions.defined_by IS
 	'The role whose definition it is; a push by name uses only definitions of the pushing role, of the extension''s owner, or of a role that can act as the pushing role';
 
@@ -182,7 +182,7 @@ COMMENT ON COLUMN chancy_jobs.function_owner IS
 COMMENT ON COLUMN chancy_jobs.function_catalog IS
 	'Which catalog (cluster and database) function_oid belongs to; NULL: recorded by version 1.0, where the signature and owner identify the function';
 COMMENT ON COLUMN chancy_jobs.function_digest IS
-	'A digest of the function''s language and source: in another catalog, the function of that signature and owner must have it too (NULL: not checked)';
+	'A digest of what the function does when called (language, source or body, library, settings, security, return type): in another catalog, the function of that signature and owner must have it too (NULL: not checked)';
 COMMENT ON COLUMN chancy_jobs.cancelled_by IS
 	'The role that asked to cancel the job while an executor held it';
 COMMENT ON COLUMN chancy_jobs.replicated IS
@@ -297,9 +297,7 @@ ALTER TABLE chancy_job_definitions ENABLE ROW LEVEL SECURITY;
 CREATE POLICY chancy_job_definitions_usable ON chancy_job_definitions FOR SELECT
 	USING (pg_has_role(defined_by, 'MEMBER')
 		   OR (pg_has_role(defined_by, current_user, 'MEMBER')
-			   -- by signature: function_oid may be another catalog's (a restore)
-			   AND CASE WHEN function_oid IS NULL THEN true
-				   ELSE has_function_privilege(to_regprocedure(function), 'EXECUTE') END));
+			   AND (function_oid IS NULL OR has_function_privilege(function_oid, 'EXECUTE'))));
 
 --------------------------------------------------------------------------
 -- Triggers

@@ -29,10 +29,12 @@
 #include "access/htup_details.h"
 #include "access/table.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "commands/dbcommands.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -277,22 +279,23 @@ catalog_warn_unlisted(void)
 }
 
 /*
- * Set while chancy itself inserts jobs or definitions: such rows are this
+ * Set while chancy itself writes jobs or definitions: such rows are this
  * database's own even when an apply worker of logical replication writes
- * them (a push from a trigger on a replicated table), which the triggers
- * chancy_mark_replicated and chancy_replace_made_row tell by it.  See
- * catalog_own_write().
+ * them (a push or a cancel from a trigger on a replicated table), which the
+ * triggers chancy_mark_replicated and chancy_replace_made_row tell by it.
+ * See catalog_own_write().
  */
 bool		catalog_writing = false;
 
 /*
  * catalog_own_write
- *		Run one of chancy's own inserts (plan with args, as SPI_execute_plan
+ *		Run one of chancy's own writes (plan with args, as SPI_execute_plan
  *		would), with catalog_writing set; returns SPI's result.
  */
 int
 catalog_own_write(SPIPlanPtr plan, Datum *args, const char *nulls)
 {
+	bool		was = catalog_writing;
 	int			rc;
 
 	catalog_writing = true;
@@ -302,10 +305,29 @@ catalog_own_write(SPIPlanPtr plan, Datum *args, const char *nulls)
 	}
 	PG_FINALLY();
 	{
-		catalog_writing = false;
+		catalog_writing = was;
 	}
 	PG_END_TRY();
 	return rc;
+}
+
+/*
+ * catalog_identity
+ *		What identifies the catalog that function OIDs recorded now belong
+ *		to: this cluster (its system identifier: a restore into another
+ *		cluster, or pg_upgrade, changes it), this database (each has its own
+ *		pg_proc), and this installation of chancy (its jobs table:
+ *		pg_restore --clean drops and creates functions and chancy alike, and
+ *		pg_upgrade keeps relation OIDs, not the system identifier).  A clone
+ *		of the cluster keeps all three, and its function OIDs too.  Valid
+ *		once chancy_catalog() has run.
+ */
+uint64
+catalog_identity(void)
+{
+	Assert(OidIsValid(catalog.jobs_relid));
+	return hash_combine64(hash_combine64(GetSystemIdentifier(), (uint64) MyDatabaseId),
+						  (uint64) catalog.jobs_relid);
 }
 
 /* Set one of the settings of chancy's statements. */

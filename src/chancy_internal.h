@@ -295,6 +295,7 @@ extern void catalog_sql_begin(ChancyCatalog *cat, bool as_owner, CatalogSql *sql
 extern void catalog_sql_end(CatalogSql *sql);
 struct _SPI_plan;
 extern bool catalog_writing;
+extern uint64 catalog_identity(void);
 extern int	catalog_own_write(struct _SPI_plan *plan, Datum *args, const char *nulls);
 extern void catalog_forget_queues(void);
 extern bool catalog_queue_declared(ChancyCatalog *cat, const char *queue);
@@ -320,7 +321,6 @@ extern Oid	function_resolve(const char *name, const char *spec, char **canonical
 extern void function_check_symbol(const char *spec);
 extern void function_check_execute(Oid fn, Oid role, const char *job);
 extern Oid	function_owner(Oid fn);
-extern uint64 function_catalog_id(void);
 extern int64 function_digest(Oid fn);
 extern Oid	function_here(const char *spec, Oid oid, Oid owner, uint64 catalog,
 						  int64 digest);

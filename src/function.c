@@ -29,6 +29,7 @@
 #include "pgstat.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/guc.h"
 #include "utils/hsearch.h"
 #include "utils/inval.h"
@@ -329,38 +330,28 @@ function_owner(Oid fn)
 }
 
 /*
- * function_catalog_id
- *		What identifies the catalog function OIDs belong to: this cluster
- *		(its system identifier, which initdb chooses, so a restore into
- *		another cluster or pg_upgrade changes it) and this database (each has
- *		its own pg_proc).
- */
-uint64
-function_catalog_id(void)
-{
-	return hash_combine64(GetSystemIdentifier(), (uint64) MyDatabaseId);
-}
-
-/*
  * function_digest
- *		A digest of what function fn runs: its language, source and library
- *		(the first 8 bytes of their SHA-256), which a dump, pg_upgrade and
- *		logical replication keep.  In another catalog it tells the function
- *		a job was pushed with from another of the same signature and owner,
- *		which a schema's owner could rename into its place.  0 if there is
- *		nothing to digest.
+ *		A digest of what function fn does when called: its language, source
+ *		(or SQL-standard body, as deparsed), library, settings (SET
+ *		clauses), whether it is SECURITY DEFINER, and its return type; the
+ *		first 8 bytes of their SHA-256.  A dump, pg_upgrade and logical
+ *		replication keep all these, so in another catalog it tells the
+ *		function a job was pushed with from another of the same signature
+ *		and owner that the owner of a schema renamed into its place.
  */
 int64
 function_digest(Oid fn)
 {
 	HeapTuple	tp;
+	Form_pg_proc proc;
 	StringInfoData buf;
 	Datum		d;
 	bool		isnull;
 	bytea	   *sha;
-	int64		digest;
+	int64		digest = 0;
 	DigestEntry *entry;
 	bool		found;
+	int			nestlevel;
 
 	reset_caches();
 	entry = hash_search(digests, &fn, HASH_FIND, &found);
@@ -369,10 +360,14 @@ function_digest(Oid fn)
 	tp = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
 	if (!HeapTupleIsValid(tp))
 		elog(ERROR, "cache lookup failed for function %u", fn);
+	proc = (Form_pg_proc) GETSTRUCT(tp);
+
+	/* names, not OIDs, and qualified the same way wherever it runs */
+	nestlevel = catalog_settings();
 	initStringInfo(&buf);
-	appendStringInfoString(&buf, get_language_name(((Form_pg_proc) GETSTRUCT(tp))->prolang,
-												   false));
-	appendStringInfoChar(&buf, '\n');
+	appendStringInfo(&buf, "%s\n%s\n%c\n", get_language_name(proc->prolang, false),
+					 format_type_be_qualified(proc->prorettype),
+					 proc->prosecdef ? 'd' : 'i');
 	d = SysCacheGetAttr(PROCOID, tp, Anum_pg_proc_prosrc, &isnull);
 	if (!isnull)
 		appendStringInfoString(&buf, TextDatumGetCString(d));
@@ -380,12 +375,25 @@ function_digest(Oid fn)
 	d = SysCacheGetAttr(PROCOID, tp, Anum_pg_proc_probin, &isnull);
 	if (!isnull)
 		appendStringInfoString(&buf, TextDatumGetCString(d));
+	appendStringInfoChar(&buf, '\n');
+	d = SysCacheGetAttr(PROCOID, tp, Anum_pg_proc_proconfig, &isnull);
+	if (!isnull)
+		appendStringInfoString(&buf, OidOutputFunctionCall(F_ARRAY_OUT, d));
+	appendStringInfoChar(&buf, '\n');
+	(void) SysCacheGetAttr(PROCOID, tp, Anum_pg_proc_prosqlbody, &isnull);
 	ReleaseSysCache(tp);
+	if (!isnull)
+		appendStringInfoString(&buf,
+							   TextDatumGetCString(DirectFunctionCall1(pg_get_function_sqlbody,
+																	   ObjectIdGetDatum(fn))));
+	AtEOXact_GUC(true, nestlevel);
 
 	sha = DatumGetByteaPP(DirectFunctionCall1(sha256_bytea,
 											  PointerGetDatum(cstring_to_text_with_len(buf.data,
 																					  buf.len))));
-	memcpy(&digest, VARDATA_ANY(sha), sizeof(digest));
+	/* the same on every machine, whatever its byte order */
+	for (int i = 0; i < (int) sizeof(digest); i++)
+		digest = (int64) (((uint64) digest << 8) | (uint8) VARDATA_ANY(sha)[i]);
 	entry = hash_search(digests, &fn, HASH_ENTER, NULL);
 	entry->digest = digest;
 	return digest;
@@ -395,7 +403,7 @@ function_digest(Oid fn)
  * function_here
  *		The function, in this database, of a job or definition that recorded
  *		function oid (owned by owner) in the catalog catalog (see
- *		function_catalog_id()).  Recorded here: oid, whatever became of it
+ *		catalog_identity()).  Recorded here: oid, whatever became of it
  *		(the caller checks that it still exists as the spec names it).
  *		Recorded elsewhere (a restored dump, pg_upgrade, logical replication,
  *		or by version 1.0: catalog 0), where OIDs differ: the function of the
@@ -410,7 +418,7 @@ function_here(const char *spec, Oid oid, Oid owner, uint64 catalog, int64 digest
 	LOCAL_FCINFO(fc, 1);
 	Oid			fn;
 
-	if (!OidIsValid(oid) || catalog == function_catalog_id())
+	if (!OidIsValid(oid) || catalog == catalog_identity())
 		return oid;
 	/* a recorded spec is schema-qualified: no search_path takes part */
 	InitFunctionCallInfoData(*fc, NULL, 1, InvalidOid, NULL, NULL);

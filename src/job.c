@@ -740,7 +740,7 @@ job_define(ChancyCatalog *cat, FunctionCallInfo fcinfo, JobValue *result)
 	/* elsewhere, the function is known by its signature and owner */
 	args[11] = ObjectIdGetDatum(OidIsValid(job->function_oid) ?
 								function_owner(job->function_oid) : InvalidOid);
-	args[12] = Int64GetDatum((int64) function_catalog_id());
+	args[12] = Int64GetDatum((int64) catalog_identity());
 	args[13] = Int64GetDatum(OidIsValid(job->function_oid) ?
 							 function_digest(job->function_oid) : 0);
 	argnulls[11] = argnulls[12] = argnulls[13] = argnulls[8];

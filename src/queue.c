@@ -327,7 +327,9 @@ static int
 execute(ChancyCatalog *cat, PlanId id, Datum *args, const char *nulls,
 		bool read_only)
 {
-	return SPI_execute_plan(get_plan(cat, id), args, nulls, read_only, 0);
+	if (!read_only)
+		return catalog_own_write(get_plan(cat, id), args, nulls);
+	return SPI_execute_plan(get_plan(cat, id), args, nulls, true, 0);
 }
 
 /* A boxed int64, palloc'd. */
@@ -435,11 +437,11 @@ insert_batch(ChancyCatalog *cat, JobValue *jobs, char **keys, int *todo, int nto
 	args[3] = PointerGetDatum(construct_md_array(owners, oidnulls, 1, dims, lbs, OIDOID,
 												 sizeof(Oid), true, TYPALIGN_INT));
 	/* the catalog the function OIDs belong to (see function_here()) */
-	args[4] = Int64GetDatum((int64) function_catalog_id());
+	args[4] = Int64GetDatum((int64) catalog_identity());
 	args[5] = PointerGetDatum(construct_md_array(digests, oidnulls, 1, dims, lbs, INT8OID,
 												 sizeof(int64), FLOAT8PASSBYVAL,
 												 TYPALIGN_DOUBLE));
-	if (catalog_own_write(get_plan(cat, keys ? PLAN_INSERT_UNIQUE : PLAN_INSERT), args, NULL)
+	if (execute(cat, keys ? PLAN_INSERT_UNIQUE : PLAN_INSERT, args, NULL, false)
 		!= SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not insert jobs");
 

@@ -60,6 +60,14 @@ $src->safe_psql('postgres', q{
 	CREATE FUNCTION other.f(kwargs jsonb) RETURNS void LANGUAGE sql
 		AS $$INSERT INTO ran VALUES (666)$$;
 	SELECT chancy_push('lib.f', queue => 'work');
+	-- the same source, another setting
+	CREATE SCHEMA lib2;
+	CREATE SCHEMA other2;
+	CREATE FUNCTION lib2.f(kwargs jsonb) RETURNS void LANGUAGE sql SET work_mem = '1MB'
+		AS $$INSERT INTO ran VALUES (current_setting('work_mem')::text::int)$$;
+	CREATE FUNCTION other2.f(kwargs jsonb) RETURNS void LANGUAGE sql SET work_mem = '2MB'
+		AS $$INSERT INTO ran VALUES (current_setting('work_mem')::text::int)$$;
+	SELECT chancy_push('lib2.f', queue => 'work');
 	CREATE ROLE alice;
 	CREATE FUNCTION owned(kwargs jsonb) RETURNS void LANGUAGE sql AS '';
 	ALTER FUNCTION owned(jsonb) OWNER TO alice;
@@ -93,8 +101,8 @@ $src->stop('fast');
 # Restore into a fresh cluster
 #--------------------------------------------------------------------------
 
-my $dst = chancy_node('dump_dst', "chancy.queues = 'default:2'\nchancy.max_executors = 12\n"
-	  . "max_worker_processes = 24\n");
+my $dst = chancy_node('dump_dst', "chancy.queues = 'default:2'\nchancy.max_executors = 16\n"
+	  . "max_worker_processes = 30\n");
 $dst->safe_psql('postgres', 'CREATE DATABASE restored; CREATE ROLE alice; CREATE ROLE mallory');
 my ($stdout, $stderr);
 my $ok = IPC::Run::run([ 'pg_restore', '-d', $dst->connstr('restored'), $dump ],
@@ -112,6 +120,8 @@ $dst->safe_psql('restored', q{
 	ALTER FUNCTION owned(jsonb) OWNER TO mallory;
 	ALTER SCHEMA lib RENAME TO lib_old;
 	ALTER SCHEMA other RENAME TO lib;
+	ALTER SCHEMA lib2 RENAME TO lib2_old;
+	ALTER SCHEMA other2 RENAME TO lib2;
 });
 
 # the restore done, chancy serves the database
@@ -171,6 +181,11 @@ like($dst->safe_psql('restored',
 	'nor is another function of the same owner renamed into its place');
 is($dst->safe_psql('restored', 'SELECT count(*) FROM ran WHERE n = 666'), '0',
 	'which never ran');
+like($dst->safe_psql('restored',
+	q{SELECT state || ': ' || (errors->-1->>'detail')
+		FROM (SELECT (chancy_wait(id, '30 s')).* FROM chancy_jobs WHERE name = 'lib2.f') j}),
+	qr/^failed: The job was pushed in another database or cluster/,
+	'nor one with the same source and other settings');
 like($dst->safe_psql('restored',
 	q{SELECT state || ': ' || (errors->-1->>'message')
 		FROM chancy_jobs WHERE name = 'dropped'}),
@@ -247,7 +262,24 @@ ok($ok, 'the dump without finished jobs restores') or diag($stderr);
 is($dst->safe_psql('live',
 	q{SELECT string_agg(state::text || ' ' || n, ', ' ORDER BY state) FROM
 		(SELECT state, count(*) AS n FROM chancy_jobs GROUP BY state) s}),
-	'pending 9, running 1', 'only the jobs that had not finished were dumped');
+	'pending 10, running 1', 'only the jobs that had not finished were dumped');
+
+# pg_restore --clean into the same database drops and creates the functions
+# (new OIDs) and chancy with them: its jobs run with the new functions
+my $again = $PostgreSQL::Test::Utils::tmp_check . '/live.dump';
+command_ok([ 'pg_dump', '-Fc', '-f', $again, '-d', $dst->connstr('live') ],
+	'pg_dump of the database restored without finished jobs');
+command_ok([ 'pg_restore', '--clean', '--if-exists', '-d', $dst->connstr('live'), $again ],
+	'pg_restore --clean into the same database');
+$dst->append_conf('postgresql.conf', "chancy.database = 'postgres, restored, again, live'\n");
+$dst->reload;
+$dst->safe_psql('live', q{SELECT chancy_resume_queue('work')});
+is($dst->safe_psql('live',
+	q{SELECT string_agg(state::text, ',') FROM
+		(SELECT (chancy_wait(id, '30 s')).* FROM chancy_jobs WHERE name = 'record'
+		  AND kwargs->>'n' IN ('1', '2', '3', '4', '5') ORDER BY id) j}),
+	'succeeded,succeeded,succeeded,succeeded,succeeded',
+	'after pg_restore --clean the jobs run with the functions made again');
 
 $dst->stop;
 done_testing();

@@ -116,9 +116,16 @@ $sub->safe_psql('postgres', q{
 	CREATE FUNCTION order_job() RETURNS trigger LANGUAGE plpgsql
 		SET search_path = public AS $$
 	BEGIN
-		PERFORM chancy_push('record', jsonb_build_object('n', NEW.n));
+		IF NEW.n >= 0 THEN
+			PERFORM chancy_push('record', jsonb_build_object('n', NEW.n),
+								queue => CASE WHEN NEW.n >= 300 THEN 'held' ELSE 'default' END);
+		ELSE
+			PERFORM chancy_cancel(j.id) FROM chancy_jobs j WHERE j.kwargs->>'n' = (-NEW.n)::text;
+		END IF;
 		RETURN NEW;
 	END $$;
+	SELECT chancy_declare_queue('held', 1);
+	SELECT chancy_pause_queue('held');
 	CREATE TRIGGER order_job AFTER INSERT ON orders FOR EACH ROW EXECUTE FUNCTION order_job();
 	ALTER TABLE orders ENABLE ALWAYS TRIGGER order_job;
 });
@@ -129,6 +136,12 @@ is($sub->safe_psql('postgres',
 	q{SELECT replicated || ' ' || (chancy_wait(id, '60 s')).state FROM chancy_jobs
 	   WHERE kwargs->>'n' = '200'}),
 	'false succeeded', 'a job pushed by a trigger in an apply worker is local, and runs');
+$pub->safe_psql('postgres', 'INSERT INTO orders VALUES (300)');
+$pub->safe_psql('postgres', 'INSERT INTO orders VALUES (-300)');
+$pub->wait_for_catchup('o');
+is($sub->safe_psql('postgres',
+	q{SELECT state || ' ' || replicated FROM chancy_jobs WHERE kwargs->>'n' = '300'}),
+	'cancelled false', 'and one it cancels from there stays local');
 
 ok(!$sub->log_contains(qr/duplicate key|ERROR:.*logical replication/),
 	'the subscriber\'s log shows no replication conflict');
