@@ -171,6 +171,20 @@ check_signature(Oid fn)
 						 get_func_name(fn))));
 }
 
+/* The function a 'name(argtypes)' spec names, or InvalidOid. */
+static Oid
+regprocedure_of(const char *spec)
+{
+	LOCAL_FCINFO(fc, 1);
+	Oid			fn;
+
+	InitFunctionCallInfoData(*fc, NULL, 1, InvalidOid, NULL, NULL);
+	fc->args[0].value = CStringGetTextDatum(spec);
+	fc->args[0].isnull = false;
+	fn = DatumGetObjectId(to_regprocedure(fc));
+	return fc->isnull ? InvalidOid : fn;
+}
+
 /*
  * lookup
  *		Resolve a SQL function spec ('name(argtypes)' or a bare, possibly
@@ -183,14 +197,7 @@ lookup(const char *spec)
 
 	if (strchr(spec, '(') != NULL)
 	{
-		LOCAL_FCINFO(fc, 1);
-
-		InitFunctionCallInfoData(*fc, NULL, 1, InvalidOid, NULL, NULL);
-		fc->args[0].value = CStringGetTextDatum(spec);
-		fc->args[0].isnull = false;
-		fn = DatumGetObjectId(to_regprocedure(fc));
-		if (fc->isnull)
-			fn = InvalidOid;
+		fn = regprocedure_of(spec);
 		if (!OidIsValid(fn))
 			ereport(ERROR,
 					(errcode(ERRCODE_UNDEFINED_FUNCTION),
@@ -415,17 +422,13 @@ function_digest(Oid fn)
 Oid
 function_here(const char *spec, Oid oid, Oid owner, uint64 catalog, int64 digest)
 {
-	LOCAL_FCINFO(fc, 1);
 	Oid			fn;
 
 	if (!OidIsValid(oid) || catalog == catalog_identity())
 		return oid;
 	/* a recorded spec is schema-qualified: no search_path takes part */
-	InitFunctionCallInfoData(*fc, NULL, 1, InvalidOid, NULL, NULL);
-	fc->args[0].value = CStringGetTextDatum(spec);
-	fc->args[0].isnull = false;
-	fn = DatumGetObjectId(to_regprocedure(fc));
-	if (fc->isnull || !OidIsValid(fn) || function_owner(fn) != owner ||
+	fn = regprocedure_of(spec);
+	if (!OidIsValid(fn) || function_owner(fn) != owner ||
 		(digest != 0 && function_digest(fn) != digest))
 		return InvalidOid;
 	return fn;
@@ -449,6 +452,22 @@ function_check_execute(Oid fn, Oid role, const char *job)
 }
 
 /*
+ * resolve_as_chancy
+ *		The function a recorded spec names now, resolved under chancy's own
+ *		settings (no search_path of the caller's); an error if there is none.
+ */
+static Oid
+resolve_as_chancy(const char *spec)
+{
+	char	   *canonical;
+	int			nestlevel = catalog_settings();
+	Oid			fn = function_resolve(NULL, spec, &canonical);
+
+	AtEOXact_GUC(true, nestlevel);
+	return fn;
+}
+
+/*
  * check_still_named
  *		Is the function of OID oid still the one the job names?  A dump
  *		restored into another cluster maps a job's function to the function
@@ -460,16 +479,9 @@ function_check_execute(Oid fn, Oid role, const char *job)
 static void
 check_still_named(Oid oid, const char *spec)
 {
-	char	   *canonical = format_procedure_qualified(oid);
-	int			nestlevel;
-	Oid			named;
-
-	if (strcmp(canonical, spec) == 0)
+	if (strcmp(format_procedure_qualified(oid), spec) == 0)
 		return;
-	nestlevel = catalog_settings();
-	named = function_resolve(NULL, spec, &canonical);
-	AtEOXact_GUC(true, nestlevel);
-	if (named != oid)
+	if (resolve_as_chancy(spec) != oid)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_FUNCTION),
 				 errmsg("function %s no longer exists", spec),
@@ -554,13 +566,7 @@ function_for_job(const char *spec, Oid oid, Oid owner, uint64 catalog, int64 dig
 		oid = here;
 	}
 	if (!function_is_symbol(spec) && !OidIsValid(oid))
-	{
-		char	   *canonical;
-		int			nestlevel = catalog_settings();	/* no search_path of theirs */
-
-		oid = function_resolve(NULL, spec, &canonical);
-		AtEOXact_GUC(true, nestlevel);
-	}
+		oid = resolve_as_chancy(spec);
 	if (OidIsValid(oid))
 		snprintf(key, sizeof(key), "oid %u", oid);
 	else if (strlen(spec) < SPEC_KEYLEN)
