@@ -893,6 +893,8 @@ chancy_executor_main(Datum arg)
 		bool		paused = false;
 		bool		worked = false;
 
+		/* reset before looking: a wake-up from now on is not lost */
+		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{
@@ -902,7 +904,6 @@ chancy_executor_main(Datum arg)
 		if (shutdown_requested || replace_me || slots_executor_leaving())
 			break;
 
-		ResetLatch(MyLatch);
 		slots_idle(true, false);
 		/* nudged: the queues, or the extension itself, may have changed */
 		if (slots_take_nudge() &&

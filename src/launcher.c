@@ -180,8 +180,13 @@ worker_gone(int i)
 	return true;
 }
 
-/* Start a supervisor in database slot i. */
-static void
+/*
+ * start_supervisor
+ *		Start a supervisor in database slot i.  False if no background
+ *		worker slot was free: the launcher tries again soon, as nothing
+ *		wakes it when one frees.
+ */
+static bool
 start_supervisor(int i, Oid dboid)
 {
 	slots[i].generation = slots_db_start(i);
@@ -195,7 +200,9 @@ start_supervisor(int i, Oid dboid)
 				 errhint("Raise max_worker_processes.")));
 		slots[i].handle = NULL;
 		slots_db_start_failed(i, slots[i].generation);
+		return false;
 	}
+	return true;
 }
 
 /*
@@ -236,6 +243,7 @@ reconcile(bool recheck)
 		Oid			dboid = lfirst_oid(lc);
 		int			i = slots_db_find(dboid);
 		SlotState	state;
+		bool		started = true;
 
 		if (i < 0)
 			i = slots_db_assign(dboid);
@@ -258,15 +266,17 @@ reconcile(bool recheck)
 		}
 		if (state == SLOT_NO_EXTENSION &&
 			(recheck || slots_db_missed_extension(i)))
-			start_supervisor(i, dboid);
+			started = start_supervisor(i, dboid);
 		else if (state == SLOT_IDLE && worker_gone(i))
 		{
 			if (slots[i].started != 0 &&
 				!TimestampDifferenceExceeds(slots[i].started, now, RESTART_DELAY_MS))
-				sleep_ms = Min(sleep_ms, RESTART_DELAY_MS);
+				started = false;
 			else
-				start_supervisor(i, dboid);
+				started = start_supervisor(i, dboid);
 		}
+		if (!started)
+			sleep_ms = Min(sleep_ms, RESTART_DELAY_MS);
 	}
 	return sleep_ms;
 }
@@ -335,6 +345,8 @@ chancy_launcher_main(Datum arg)
 
 		MemoryContextSwitchTo(TopMemoryContext);
 		MemoryContextReset(loop_cxt);
+		/* reset before looking: a wake-up from now on is not lost */
+		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{
@@ -343,7 +355,6 @@ chancy_launcher_main(Datum arg)
 			MemoryContextReset(reported_cxt);
 			reported = NIL;
 		}
-		ResetLatch(MyLatch);
 
 		recheck = TimestampDifferenceExceeds(last_recheck, GetCurrentTimestamp(),
 											 RECHECK_MS);

@@ -43,6 +43,10 @@
  * supervisor wakes as often anyway) */
 #define STRAY_CLAIMS_EVERY_MS FALLBACK_SLEEP_MS
 
+/* an executor that could not start is tried again this soon: nothing wakes
+ * the supervisor when a slot frees in another database */
+#define START_RETRY_MS 1000
+
 /* A row of chancy_queues, as the supervisor needs it. */
 typedef struct QueueRow
 {
@@ -409,8 +413,9 @@ start_executor(const char *queue)
  *		Make the executors match chancy_queues: as many alive per queue as
  *		its concurrency, never more, counting those still finishing a job on
  *		their way out; keep an executor asked to stop rather than start one.
+ *		False if an executor wanted could not be started.
  */
-static void
+static bool
 reconcile(void)
 {
 	int			nqueues;
@@ -485,11 +490,12 @@ reconcile(void)
 				continue;
 			wanting = true;
 			if (alive < round && !start_executor(queues[q].name))
-				return;
+				return false;
 		}
 		if (!wanting)
 			break;
 	}
+	return true;
 }
 
 /*
@@ -646,10 +652,14 @@ chancy_supervisor_main(Datum arg)
 
 		PG_TRY();
 		{
+			bool		all_started;
+
 			reap();
-			reconcile();
+			all_started = reconcile();
 			sweep_cancels();
 			wait_ms = Min(prune_if_due(), recover_if_due());
+			if (!all_started)
+				wait_ms = Min(wait_ms, START_RETRY_MS);
 		}
 		PG_CATCH();
 		{
