@@ -4,7 +4,8 @@
 
 -- Sections: types; rules; tables; indexes; security; triggers; functions
 -- (definitions, job values, pushes, queues and who may call them,
--- control); views; data.  The job state machine is drawn in src/README.md.
+-- control, cron expressions); recurring jobs; views; data.  The job state
+-- machine is drawn in src/README.md.
 -- Columns that version 1.1 added come last in their table, where ALTER
 -- EXTENSION chancy UPDATE puts them.
 
@@ -667,6 +668,110 @@ COMMENT ON FUNCTION chancy_explain_claim(text) IS
 	'The plan executors claim a queue''s jobs with: a walk of chancy_jobs_ready, whatever the statistics say';
 
 --------------------------------------------------------------------------
+-- Functions: cron expressions
+--------------------------------------------------------------------------
+
+CREATE FUNCTION chancy_cron_next(cron text, after timestamptz, time_zone text DEFAULT 'UTC')
+	RETURNS timestamptz
+	AS 'MODULE_PATHNAME' LANGUAGE C STABLE STRICT PARALLEL SAFE;
+COMMENT ON FUNCTION chancy_cron_next(text, timestamptz, text) IS
+	'The first time after "after" that a cron expression fires in a time zone; an error if the expression is bad or never fires';
+
+CREATE FUNCTION chancy_cron_preview(cron text, n int DEFAULT 10, time_zone text DEFAULT 'UTC')
+	RETURNS SETOF timestamptz
+	AS 'MODULE_PATHNAME' LANGUAGE C STABLE STRICT PARALLEL SAFE ROWS 10;
+COMMENT ON FUNCTION chancy_cron_preview(text, int, text) IS
+	'The next n (at most 1000) times a cron expression fires in a time zone, after the transaction''s start';
+
+--------------------------------------------------------------------------
+-- Recurring jobs: schedules, fired by the database's supervisor
+--------------------------------------------------------------------------
+
+CREATE TABLE chancy_schedules (
+	name text PRIMARY KEY
+		CONSTRAINT chancy_schedules_name_check CHECK (name <> '' AND octet_length(name) < 64),
+	cron text NOT NULL,
+	time_zone text NOT NULL DEFAULT 'UTC',
+	job chancy_job NOT NULL,
+	enabled boolean NOT NULL DEFAULT true,
+	catch_up interval
+		CONSTRAINT chancy_schedules_catch_up_check
+		CHECK (chancy_interval_ms(catch_up) BETWEEN 0 AND 31622400000),
+	overlap boolean NOT NULL DEFAULT true,
+	next_fire_at timestamptz,
+	last_fire_at timestamptz,
+	last_job_id bigint,
+	fires bigint NOT NULL DEFAULT 0,
+	skips bigint NOT NULL DEFAULT 0,
+	owner regrole NOT NULL,
+	created_at timestamptz NOT NULL DEFAULT now()
+);
+COMMENT ON TABLE chancy_schedules IS
+	'Recurring jobs: each fire time of a schedule pushes its job once, as its owner.  Written only through chancy_schedule() and chancy_unschedule() (and by the supervisor as it fires)';
+COMMENT ON COLUMN chancy_schedules.cron IS
+	'When it fires: a cron expression of five fields (six with seconds), a macro such as @daily, @every <interval>, or "N seconds"; see chancy_cron_preview()';
+COMMENT ON COLUMN chancy_schedules.time_zone IS
+	'The time zone the cron expression reads wall-clock time in';
+COMMENT ON COLUMN chancy_schedules.job IS
+	'The job each fire pushes, with meta {"schedule": name, "fire_at": time} added';
+COMMENT ON COLUMN chancy_schedules.catch_up IS
+	'Fire times missed (chancy not running) within this window are pushed, oldest first, at most 1000; NULL: they are skipped';
+COMMENT ON COLUMN chancy_schedules.overlap IS
+	'false: a fire is skipped while the previous job of the schedule is pending, running or retrying';
+COMMENT ON COLUMN chancy_schedules.next_fire_at IS
+	'The next fire time (NULL while disabled)';
+COMMENT ON COLUMN chancy_schedules.fires IS
+	'Jobs pushed by the schedule (a push that failed counts: it leaves a failed job)';
+COMMENT ON COLUMN chancy_schedules.skips IS
+	'Fire times missed, or skipped because the previous job was live';
+COMMENT ON COLUMN chancy_schedules.owner IS
+	'The role that last created or replaced the schedule: its jobs are pushed as, and run as, this role';
+
+REVOKE ALL ON chancy_schedules FROM PUBLIC;
+GRANT SELECT ON chancy_schedules TO PUBLIC;
+ALTER TABLE chancy_schedules ENABLE ROW LEVEL SECURITY;
+CREATE POLICY chancy_schedules_own ON chancy_schedules FOR SELECT
+	USING (pg_has_role(owner, 'MEMBER'));
+COMMENT ON POLICY chancy_schedules_own ON chancy_schedules IS
+	'A role sees the schedules it may manage: its own, and those of the roles it is a member of';
+
+CREATE FUNCTION chancy_schedules_changed()
+	RETURNS trigger
+	AS 'MODULE_PATHNAME' LANGUAGE C;
+COMMENT ON FUNCTION chancy_schedules_changed() IS
+	'Trigger: the database''s supervisor looks at the schedules again when the change commits';
+CREATE TRIGGER chancy_schedules_changed
+	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON chancy_schedules
+	FOR EACH STATEMENT EXECUTE FUNCTION chancy_schedules_changed();
+COMMENT ON TRIGGER chancy_schedules_changed ON chancy_schedules IS
+	'The supervisor sleeps until the earliest next_fire_at: a change wakes it';
+
+CREATE FUNCTION chancy_schedule(name text, cron text, job chancy_job,
+								time_zone text DEFAULT 'UTC',
+								catch_up interval DEFAULT NULL,
+								overlap boolean DEFAULT true,
+								enabled boolean DEFAULT true)
+	RETURNS chancy_schedules
+	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION chancy_schedule(text, text, chancy_job, text, interval, boolean, boolean) IS
+	'Create or replace a schedule: job is pushed at every fire time of cron in time_zone, as the calling role (checked now as its push would be)';
+
+CREATE FUNCTION chancy_unschedule(name text)
+	RETURNS boolean
+	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION chancy_unschedule(text) IS
+	'Remove a schedule (its owner, a member of it, or a superuser); the jobs it pushed stay';
+
+CREATE VIEW chancy_schedule_status WITH (security_invoker = true) AS
+SELECT s.name, s.cron, s.time_zone, s.enabled, s.next_fire_at, s.last_fire_at,
+	   s.last_job_id, j.state AS last_job_state, s.fires, s.skips, s.owner
+  FROM chancy_schedules s
+  LEFT JOIN chancy_jobs j ON j.id = s.last_job_id;
+COMMENT ON VIEW chancy_schedule_status IS
+	'The schedules the current role may manage: when each fires next and last, its last job and that job''s state, how often it fired and skipped';
+GRANT SELECT ON chancy_schedule_status TO PUBLIC;
+
+--------------------------------------------------------------------------
 -- Views
 --------------------------------------------------------------------------
 
@@ -738,6 +843,9 @@ SELECT pg_catalog.pg_extension_config_dump('chancy_jobs',
 	   AND pushed_by::oid IN (SELECT oid FROM pg_catalog.pg_roles)
 	   AND (function_owner IS NULL OR function_owner::oid IN (SELECT oid FROM pg_catalog.pg_roles))$$);
 SELECT pg_catalog.pg_extension_config_dump('chancy_jobs_id_seq', '');
+-- (a schedule's too)
+SELECT pg_catalog.pg_extension_config_dump('chancy_schedules',
+	$$WHERE owner::oid IN (SELECT oid FROM pg_catalog.pg_roles)$$);
 
 --------------------------------------------------------------------------
 -- Logical replication: a subscriber keeps the publisher's jobs, and runs

@@ -508,6 +508,21 @@ extern Datum isolated_call(JobFunction *fn, Datum kwargs, bool *isnull,
 						   int64 time_limit_ms, int64 memory_limit);
 
 /* ----------------------------------------------------------------------
+ * cron.c: cron expressions and their next fire time in a time zone
+ * ----------------------------------------------------------------------
+ */
+struct pg_tz;
+extern struct pg_tz *chancy_lookup_time_zone(const char *name);
+extern TimestampTz chancy_cron_next_time(const char *expr, TimestampTz after,
+										 const char *tz_name);
+
+/* ----------------------------------------------------------------------
+ * schedule.c: recurring jobs
+ * ----------------------------------------------------------------------
+ */
+extern long schedule_fire_due(ChancyCatalog *cat);
+
+/* ----------------------------------------------------------------------
  * launcher.c, supervisor.c, executor.c: the background workers
  * ----------------------------------------------------------------------
  */

@@ -4,12 +4,14 @@
  *	  The supervisor: one dynamic background worker per database served.
  *	  It declares the queues of chancy.queues, keeps as many executors per
  *	  queue as its concurrency says, gives back the jobs of executors that
- *	  went, passes cancels on, and prunes finished jobs.
+ *	  went, passes cancels on, fires the schedules that are due
+ *	  (schedule.c), and prunes finished jobs.
  *
  * It wakes when an executor starts or stops, when a change to chancy_queues,
  * ALTER or DROP EXTENSION chancy, or COMMIT PREPARED commits in its
- * database, when another database frees an executor slot, on SIGHUP, and
- * when the next prune is due.
+ * database, when a change to chancy_schedules commits, when another
+ * database frees an executor slot, on SIGHUP, and when the next schedule
+ * or prune is due.
  *
  *-------------------------------------------------------------------------
  */
@@ -653,11 +655,16 @@ chancy_supervisor_main(Datum arg)
 		PG_TRY();
 		{
 			bool		all_started;
+			long		fire_ms;
 
 			reap();
 			all_started = reconcile();
 			sweep_cancels();
+			fire_ms = schedule_fire_due(begin());
+			end();
 			wait_ms = Min(prune_if_due(), recover_if_due());
+			if (fire_ms >= 0)
+				wait_ms = Min(wait_ms, fire_ms);
 			if (!all_started)
 				wait_ms = Min(wait_ms, START_RETRY_MS);
 		}

@@ -1,0 +1,652 @@
+/*-------------------------------------------------------------------------
+ *
+ * schedule.c
+ *	  Recurring jobs: chancy_schedule() and chancy_unschedule(), and the
+ *	  supervisor's firing of the schedules that are due.
+ *
+ * A schedule is a row of chancy_schedules: a cron expression (cron.c) read
+ * in a time zone, a job value, and the next time it fires.  The database's
+ * supervisor fires each due schedule in one transaction: it pushes the job
+ * as the schedule's owner, checked exactly like a push by that role, with
+ * meta {"schedule": name, "fire_at": time}, and moves next_fire_at on.  So
+ * each fire time makes one job, whatever crashes: the push and the move
+ * commit together or not at all.
+ *
+ * A fire time more than FIRE_GRACE_MS past when the supervisor gets to it
+ * was missed (the server was down, or the supervisor stopped): it is
+ * skipped and counted, unless it lies within the schedule's catch_up
+ * window, where each one is pushed, oldest first.  With overlap off, a fire
+ * is skipped while the schedule's previous job is live.  A push that fails
+ * (the owner may no longer execute the function, or was dropped) leaves a
+ * failed job with the error, so that a fire never vanishes unseen.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/syscache.h"
+#include "utils/timestamp.h"
+
+#include "chancy_internal.h"
+
+/* a fire time later than this when due counts as missed */
+#define FIRE_GRACE_MS 10000
+
+/* at most this many missed fire times of a schedule are caught up */
+#define CATCH_UP_MAX 1000
+
+/* at most this many schedules are fired per transaction */
+#define FIRE_BATCH 500
+
+/* the longest catch_up window: 366 days, in ms */
+#define CATCH_UP_WINDOW_MAX_MS INT64CONST(31622400000)
+
+/* missed fire times are counted one by one up to this many */
+#define SKIP_COUNT_MAX 100000
+
+/* api.c: the one rule for chancy's intervals */
+extern Datum chancy_interval_ms(PG_FUNCTION_ARGS);
+
+PG_FUNCTION_INFO_V1(chancy_schedule);
+PG_FUNCTION_INFO_V1(chancy_unschedule);
+PG_FUNCTION_INFO_V1(chancy_schedules_changed);
+
+/* A due schedule, as the supervisor reads it */
+typedef struct DueSchedule
+{
+	char	   *name;
+	char	   *cron;
+	char	   *time_zone;
+	Datum		job;
+	int64		catch_up_ms;	/* -1: none */
+	bool		overlap;
+	TimestampTz next_fire_at;
+	Oid			owner;
+	bool		last_live;		/* its last job is pending, running or retrying */
+} DueSchedule;
+
+/*
+ * lock_schedule
+ *		Lock schedule name, if there is one, and check that role may change
+ *		or remove it: its owner, a member of it, or a superuser may.
+ *		Returns its owner, or InvalidOid if there is none.  Runs inside
+ *		catalog_sql_begin().
+ */
+static Oid
+lock_schedule(ChancyCatalog *cat, const char *name, Oid role, bool replacing)
+{
+	Datum		arg = CStringGetTextDatum(name);
+	Oid			argtype = TEXTOID;
+	bool		isnull;
+	Oid			owner;
+
+	if (SPI_execute_with_args(psprintf("SELECT owner::oid FROM %s.chancy_schedules"
+									   " WHERE name = $1 FOR UPDATE", cat->nspname),
+							  1, &argtype, &arg, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read chancy_schedules");
+	if (SPI_processed == 0)
+		return InvalidOid;
+	owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+										   SPI_tuptable->tupdesc, 1, &isnull));
+	if (!has_privs_of_role(role, owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for schedule \"%s\"", name),
+				 errdetail("Only its owner, a member of that role, or a superuser may change or remove it."),
+				 replacing ? errhint("Choose another name for a schedule of your own.") : 0));
+	return owner;
+}
+
+/*
+ * chancy_schedule(name, cron, job, time_zone, catch_up, overlap, enabled)
+ *		SQL: create or replace a schedule; returns its row.  The job is
+ *		checked as a push of the current role would be, and the role
+ *		becomes the schedule's owner, whose the pushed jobs are.
+ */
+Datum
+chancy_schedule(PG_FUNCTION_ARGS)
+{
+	ChancyCatalog *cat = chancy_catalog_for(fcinfo);
+	char	   *name;
+	char	   *cron;
+	char	   *time_zone;
+	JobValue	job;
+	int64		catch_up_ms = -1;
+	bool		overlap;
+	bool		enabled;
+	TimestampTz next;
+	CatalogSql	sql;
+	Oid			caller = GetUserId();
+	Datum		args[9];
+	Oid			argtypes[9] = {TEXTOID, TEXTOID, TEXTOID, cat->job_typid,
+	BOOLOID, INTERVALOID, BOOLOID, TIMESTAMPTZOID, OIDOID};
+	char		nulls[9] = "         ";
+	Datum		result;
+
+	for (int i = 0; i < 7; i++)
+		if (PG_ARGISNULL(i) && i != 4)
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("only catch_up of chancy_schedule() may be NULL"),
+					 errhint("Omit an argument to take its default.")));
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("cannot change schedules on a standby")));
+
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	if (name[0] == '\0' || strlen(name) >= NAMEDATALEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid schedule name \"%s\"", name),
+				 errdetail("A schedule's name is 1 to %d bytes long.", NAMEDATALEN - 1)));
+	cron = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	time_zone = text_to_cstring(PG_GETARG_TEXT_PP(3));
+	next = chancy_cron_next_time(cron, GetCurrentTransactionStartTimestamp(), time_zone);
+	if (!PG_ARGISNULL(4))
+	{
+		Interval   *iv = PG_GETARG_INTERVAL_P(4);
+
+		catch_up_ms = DatumGetInt64(DirectFunctionCall1(chancy_interval_ms,
+														IntervalPGetDatum(iv)));
+		if (catch_up_ms < 0 || catch_up_ms > CATCH_UP_WINDOW_MAX_MS)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("catch_up must be between 0 and 366 days"),
+					 errhint("Give the window in which missed fire times are still pushed, such as '1 day', or NULL to skip them.")));
+	}
+	overlap = PG_GETARG_BOOL(5);
+	enabled = PG_GETARG_BOOL(6);
+
+	job_deform(cat, PG_GETARG_HEAPTUPLEHEADER(2), &job);
+	if (!job.nulls[JA_SCHEDULED_AT])
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the job of a schedule must not have a scheduled_at"),
+				 errdetail("Each fire pushes the job to run at its fire time."),
+				 errhint("Use chancy_with_scheduled_at(job, NULL).")));
+	job_check(&job);
+	job_authorize(cat, &job);
+
+	catalog_sql_begin(cat, true, &sql);
+	(void) lock_schedule(cat, name, caller, true);
+	args[0] = CStringGetTextDatum(name);
+	args[1] = CStringGetTextDatum(cron);
+	args[2] = CStringGetTextDatum(time_zone);
+	args[3] = job_form(cat, &job);
+	args[4] = BoolGetDatum(enabled);
+	args[5] = PG_GETARG_DATUM(4);
+	nulls[5] = PG_ARGISNULL(4) ? 'n' : ' ';
+	args[6] = BoolGetDatum(overlap);
+	args[7] = TimestampTzGetDatum(next);
+	args[8] = ObjectIdGetDatum(caller);
+
+	/*
+	 * A schedule whose expression, zone or enabling is unchanged keeps its
+	 * next fire time (so that replacing its job does not skip or repeat a
+	 * fire); else it fires next at the first time after now.
+	 */
+	if (SPI_execute_with_args(psprintf(
+									   "INSERT INTO %1$s.chancy_schedules AS s"
+									   " (name, cron, time_zone, job, enabled, catch_up, overlap,"
+									   "  next_fire_at, owner)"
+									   " VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $5 THEN $8 END,"
+									   "  $9::pg_catalog.regrole)"
+									   " ON CONFLICT (name) DO UPDATE SET"
+									   "  next_fire_at = CASE WHEN NOT $5 THEN NULL"
+									   "   WHEN s.enabled AND s.cron = $2 AND s.time_zone = $3"
+									   "    AND s.next_fire_at IS NOT NULL THEN s.next_fire_at"
+									   "   ELSE $8 END,"
+									   "  cron = $2, time_zone = $3, job = $4, enabled = $5,"
+									   "  catch_up = $6, overlap = $7, owner = EXCLUDED.owner"
+									   " RETURNING *", cat->nspname),
+							  9, argtypes, args, nulls, false, 0) != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "could not write chancy_schedules");
+	result = PointerGetDatum(SPI_returntuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc));
+	catalog_sql_end(&sql);
+	PG_RETURN_DATUM(result);
+}
+
+/*
+ * chancy_unschedule(name text) RETURNS boolean
+ *		SQL: remove a schedule; its jobs already pushed stay.
+ */
+Datum
+chancy_unschedule(PG_FUNCTION_ARGS)
+{
+	ChancyCatalog *cat = chancy_catalog_for(fcinfo);
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	CatalogSql	sql;
+	Datum		arg = CStringGetTextDatum(name);
+	Oid			argtype = TEXTOID;
+
+	catalog_sql_begin(cat, true, &sql);
+	if (!OidIsValid(lock_schedule(cat, name, sql.save_userid, false)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("schedule \"%s\" does not exist", name),
+				 errhint("See chancy_schedule_status for the schedules you may manage.")));
+	if (SPI_execute_with_args(psprintf("DELETE FROM %s.chancy_schedules WHERE name = $1",
+									   cat->nspname),
+							  1, &argtype, &arg, NULL, false, 0) != SPI_OK_DELETE)
+		elog(ERROR, "could not write chancy_schedules");
+	catalog_sql_end(&sql);
+	PG_RETURN_BOOL(true);
+}
+
+/*
+ * chancy_schedules_changed
+ *		Statement trigger on chancy_schedules: the supervisor looks again
+ *		when the change commits.
+ */
+Datum
+chancy_schedules_changed(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("function chancy_schedules_changed() must be called as a trigger")));
+	wakeup_supervisor_at_commit();
+	return PointerGetDatum(NULL);
+}
+
+/* The jsonb {"schedule": name, "fire_at": at} */
+static Datum
+fire_meta(const char *name, TimestampTz at)
+{
+	char	   *at_text = DatumGetCString(DirectFunctionCall1(timestamptz_out,
+															  TimestampTzGetDatum(at)));
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"schedule\": ");
+	escape_json(&buf, name);
+	appendStringInfoString(&buf, ", \"fire_at\": ");
+	escape_json(&buf, at_text);
+	appendStringInfoChar(&buf, '}');
+	return DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data));
+}
+
+/*
+ * record_failed_fire
+ *		A fire whose push failed: a failed job with the error, pushed_by the
+ *		schedule's owner (or, when that role is gone, chancy's owner).
+ */
+static int64
+record_failed_fire(ChancyCatalog *cat, DueSchedule *s, Datum meta, ErrorData *error)
+{
+	static const char *const sql =
+		"INSERT INTO %1$s.chancy_jobs (name, function, queue, state, priority,"
+		"  max_attempts, kwargs, meta, errors, pushed_by, completed_at)"
+		" SELECT coalesce(($1).name, ''), coalesce(($1).function, ''),"
+		"  coalesce(($1).queue, 'default'), 'failed', coalesce(($1).priority, 0),"
+		"  coalesce(($1).max_attempts, 1), coalesce(($1).kwargs, '{}'),"
+		"  coalesce(($1).meta, '{}') OPERATOR(pg_catalog.||) $2,"
+		"  pg_catalog.jsonb_build_array(pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object("
+		"   'attempt', 0, 'message', $3, 'sqlstate', $4, 'detail', $5, 'hint', $6,"
+		"   'at', pg_catalog.now()))),"
+		"  $7, pg_catalog.now()"
+		" RETURNING id";
+	Oid			argtypes[7] = {cat->job_typid, JSONBOID, TEXTOID, TEXTOID, TEXTOID,
+	TEXTOID, OIDOID};
+	Datum		args[7];
+	char		nulls[7] = "       ";
+	SPIPlanPtr	plan;
+	bool		isnull;
+
+	args[0] = s->job;
+	args[1] = meta;
+	args[2] = CStringGetTextDatum(error->message ? error->message : "unknown error");
+	args[3] = CStringGetTextDatum(unpack_sql_state(error->sqlerrcode));
+	args[4] = error->detail ? CStringGetTextDatum(error->detail) : (Datum) 0;
+	nulls[4] = error->detail ? ' ' : 'n';
+	args[5] = error->hint ? CStringGetTextDatum(error->hint) : (Datum) 0;
+	nulls[5] = error->hint ? ' ' : 'n';
+	args[6] = ObjectIdGetDatum(SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(s->owner))
+							   ? s->owner : cat->owner);
+	plan = SPI_prepare(psprintf(sql, cat->nspname), 7, argtypes);
+	if (plan == NULL || catalog_own_write(plan, args, nulls) != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "could not record the failed fire of schedule \"%s\"", s->name);
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+									   1, &isnull));
+}
+
+/*
+ * try_subtransaction
+ *		Run fn(arg) in a subtransaction.  NULL if it went well; else the
+ *		subtransaction is rolled back and its error returned, so that one
+ *		schedule, or one push, cannot stop the others.
+ */
+static ErrorData *
+try_subtransaction(void (*fn) (void *arg), void *arg)
+{
+	MemoryContext context = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	ErrorData  *error = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(context);
+	PG_TRY();
+	{
+		fn(arg);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(context);
+		error = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(context);
+	CurrentResourceOwner = owner;
+	return error;
+}
+
+/* One push of a schedule's job, for try_subtransaction() */
+typedef struct Push
+{
+	DueSchedule *schedule;
+	SPIPlanPtr	plan;
+	Datum		args[2];		/* the job, and the meta to add */
+	int64		id;				/* out: the job's id */
+} Push;
+
+/*
+ * push_as_owner
+ *		Push the job as the schedule's owner: chancy_push() checks it as it
+ *		would a push of that role.
+ */
+static void
+push_as_owner(void *arg)
+{
+	Push	   *push = (Push *) arg;
+	DueSchedule *s = push->schedule;
+	Oid			save_userid;
+	int			save_sec_context;
+	bool		isnull;
+
+	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(s->owner)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("role with OID %u, the owner of schedule \"%s\", does not exist",
+						s->owner, s->name),
+				 errhint("Create the schedule again as an existing role.")));
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(s->owner, save_sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	if (SPI_execute_plan(push->plan, push->args, NULL, false, 0) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "could not push the job of schedule \"%s\"", s->name);
+	push->id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+										   SPI_tuptable->tupdesc, 1, &isnull));
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+}
+
+/*
+ * push_fire
+ *		Push the job of one fire time of schedule s; the job's id.  A push
+ *		that fails is recorded as a failed job.
+ */
+static int64
+push_fire(ChancyCatalog *cat, DueSchedule *s, TimestampTz fire_at, SPIPlanPtr plan)
+{
+	Push		push = {s, plan, {s->job, fire_meta(s->name, fire_at)}, 0};
+	ErrorData  *error = try_subtransaction(push_as_owner, &push);
+
+	if (error == NULL)
+		return push.id;
+	ereport(LOG,
+			(errcode(error->sqlerrcode),
+			 errmsg("schedule \"%s\" could not push its job: %s",
+					s->name, error->message),
+			 error->detail ? errdetail_internal("%s", error->detail) : 0));
+	return record_failed_fire(cat, s, push.args[1], error);
+}
+
+/* The firing of one schedule, for try_subtransaction() */
+typedef struct Firing
+{
+	ChancyCatalog *cat;
+	DueSchedule *schedule;
+	TimestampTz now;
+	SPIPlanPtr	push_plan;
+	SPIPlanPtr	update_plan;
+} Firing;
+
+/*
+ * fire_one
+ *		Fire a schedule at now: push its due fire times, count the missed
+ *		ones, and move next_fire_at on.
+ */
+static void
+fire_one(void *arg)
+{
+	Firing	   *firing = (Firing *) arg;
+	ChancyCatalog *cat = firing->cat;
+	DueSchedule *s = firing->schedule;
+	TimestampTz now = firing->now;
+	TimestampTz at = s->next_fire_at;
+	TimestampTz last_fire = 0;
+	TimestampTz first_missed = 0;
+	int64		last_job = 0;
+	int64		fires = 0;
+	int64		missed = 0;		/* neither on time nor in the window */
+	int64		overlapped = 0; /* skipped while the last job was live */
+	int64		run = 0;		/* missed since the last jump */
+	int64		caught_up = 0;
+	bool		live = s->last_live;
+	bool		jumped = false;
+	Datum		args[6];
+	char		nulls[6] = "      ";
+
+	while (at <= now)
+	{
+		bool		on_time = now - at <= FIRE_GRACE_MS * INT64CONST(1000);
+		bool		in_window = s->catch_up_ms >= 0 && caught_up < CATCH_UP_MAX &&
+			now - at <= s->catch_up_ms * INT64CONST(1000);
+
+		if (!on_time && !in_window)
+		{
+			if (missed++ == 0)
+				first_missed = at;
+			if (++run >= SKIP_COUNT_MAX)
+			{
+				/*
+				 * A long outage of a frequent schedule: on to the start of
+				 * what may still be pushed, without counting every one.
+				 */
+				int64		window_ms = FIRE_GRACE_MS;
+				TimestampTz from;
+
+				if (s->catch_up_ms >= 0 && caught_up < CATCH_UP_MAX)
+					window_ms = Max(window_ms, s->catch_up_ms);
+				from = now - window_ms * INT64CONST(1000);
+				run = 0;
+				if (at < from)
+				{
+					at = chancy_cron_next_time(s->cron, from, s->time_zone);
+					jumped = true;
+					continue;
+				}
+			}
+		}
+		else if (!s->overlap && live)
+			overlapped++;
+		else
+		{
+			last_job = push_fire(cat, s, at, firing->push_plan);
+			last_fire = at;
+			fires++;
+			live = true;
+			if (!on_time)
+				caught_up++;
+		}
+		at = chancy_cron_next_time(s->cron, at, s->time_zone);
+	}
+
+	if (missed > 0)
+		ereport(LOG,
+				(errmsg("schedule \"%s\" missed %s%lld fire time%s from %s on",
+						s->name, jumped ? "at least " : "",
+						(long long) missed, missed == 1 ? "" : "s",
+						timestamptz_to_str(first_missed)),
+				 errdetail("chancy was not running then, or not in this database; they are skipped and counted."),
+				 errhint("A schedule's catch_up pushes the fire times missed within its window.")));
+
+	args[0] = CStringGetTextDatum(s->name);
+	args[1] = TimestampTzGetDatum(at);
+	args[2] = TimestampTzGetDatum(last_fire);
+	nulls[2] = fires > 0 ? ' ' : 'n';
+	args[3] = Int64GetDatum(last_job);
+	nulls[3] = fires > 0 ? ' ' : 'n';
+	args[4] = Int64GetDatum(fires);
+	args[5] = Int64GetDatum(missed + overlapped);
+	if (SPI_execute_plan(firing->update_plan, args, nulls, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not write chancy_schedules");
+}
+
+/*
+ * disable_broken
+ *		A schedule whose firing raised an error (its time zone left the
+ *		time zone database, say): disable it, so that the others go on.
+ */
+static void
+disable_broken(ChancyCatalog *cat, DueSchedule *s, ErrorData *error)
+{
+	Datum		arg = CStringGetTextDatum(s->name);
+	Oid			argtype = TEXTOID;
+
+	ereport(LOG,
+			(errcode(error->sqlerrcode),
+			 errmsg("schedule \"%s\" is disabled: %s", s->name, error->message),
+			 errhint("Fix it with chancy_schedule(), which enables it again.")));
+	if (SPI_execute_with_args(psprintf("UPDATE %s.chancy_schedules SET enabled = false,"
+									   " next_fire_at = NULL WHERE name = $1",
+									   cat->nspname),
+							  1, &argtype, &arg, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not write chancy_schedules");
+}
+
+/*
+ * schedule_fire_due
+ *		The supervisor: fire the schedules that are due, in this
+ *		transaction.  Returns how long until the next one is due, in ms
+ *		(-1: none is).
+ */
+long
+schedule_fire_due(ChancyCatalog *cat)
+{
+	/* the jobs' created_at: no job is pushed before its fire time */
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	CatalogSql	sql;
+	Oid			job_argtypes[2] = {cat->job_typid, JSONBOID};
+	Oid			update_argtypes[6] = {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
+	INT8OID, INT8OID, INT8OID};
+	Datum		now_arg = TimestampTzGetDatum(now);
+	Oid			now_type = TIMESTAMPTZOID;
+	SPIPlanPtr	push_plan;
+	SPIPlanPtr	update_plan;
+	DueSchedule *due;
+	int			ndue;
+	long		wait_ms = -1;
+	bool		isnull;
+	Datum		next;
+
+	if (RecoveryInProgress())
+		return -1;
+
+	catalog_sql_begin(cat, true, &sql);
+	if (SPI_execute_with_args(psprintf(
+									   "SELECT s.name, s.cron, s.time_zone, s.job,"
+									   "  %1$s.chancy_interval_ms(s.catch_up), s.overlap,"
+									   "  s.next_fire_at, s.owner::pg_catalog.oid,"
+									   "  EXISTS (SELECT FROM %1$s.chancy_jobs j WHERE j.id = s.last_job_id"
+									   "   AND j.state IN ('pending', 'running', 'retrying'))"
+									   " FROM %1$s.chancy_schedules s"
+									   " WHERE s.enabled AND s.next_fire_at <= $1"
+									   " ORDER BY s.next_fire_at LIMIT %2$d"
+									   " FOR UPDATE OF s SKIP LOCKED",
+									   cat->nspname, FIRE_BATCH),
+							  1, &now_type, &now_arg, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not read chancy_schedules");
+	ndue = SPI_processed;
+	due = palloc0(sizeof(DueSchedule) * Max(ndue, 1));
+	for (int i = 0; i < ndue; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		Datum		catch_up = SPI_getbinval(tup, desc, 5, &isnull);
+
+		due[i].name = SPI_getvalue(tup, desc, 1);
+		due[i].cron = SPI_getvalue(tup, desc, 2);
+		due[i].time_zone = SPI_getvalue(tup, desc, 3);
+		due[i].job = SPI_datumTransfer(SPI_getbinval(tup, desc, 4, &isnull), false, -1);
+		due[i].catch_up_ms = isnull ? -1 : DatumGetInt64(catch_up);
+		due[i].overlap = DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull));
+		due[i].next_fire_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 7, &isnull));
+		due[i].owner = DatumGetObjectId(SPI_getbinval(tup, desc, 8, &isnull));
+		due[i].last_live = DatumGetBool(SPI_getbinval(tup, desc, 9, &isnull));
+	}
+
+	if (ndue > 0)
+	{
+		push_plan = SPI_prepare(psprintf("SELECT %1$s.chancy_push(%1$s.chancy_with_meta($1,"
+										 " coalesce(($1).meta, '{}') OPERATOR(pg_catalog.||) $2))",
+										 cat->nspname),
+								2, job_argtypes);
+		update_plan = SPI_prepare(psprintf("UPDATE %s.chancy_schedules SET next_fire_at = $2,"
+										   " last_fire_at = coalesce($3, last_fire_at),"
+										   " last_job_id = coalesce($4, last_job_id),"
+										   " fires = fires + $5, skips = skips + $6"
+										   " WHERE name = $1", cat->nspname),
+								  6, update_argtypes);
+		if (push_plan == NULL || update_plan == NULL)
+			elog(ERROR, "could not prepare the statements that fire schedules");
+		SPI_keepplan(push_plan);
+		SPI_keepplan(update_plan);
+	}
+
+	for (int i = 0; i < ndue; i++)
+	{
+		Firing		firing = {cat, &due[i], now, push_plan, update_plan};
+		ErrorData  *error = try_subtransaction(fire_one, &firing);
+
+		if (error != NULL)
+			disable_broken(cat, &due[i], error);
+	}
+	if (ndue > 0)
+	{
+		SPI_freeplan(push_plan);
+		SPI_freeplan(update_plan);
+	}
+
+	if (SPI_execute(psprintf("SELECT min(next_fire_at) FROM %s.chancy_schedules WHERE enabled",
+							 cat->nspname), true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read chancy_schedules");
+	next = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (ndue == FIRE_BATCH)
+		wait_ms = 0;			/* more are due */
+	else if (!isnull)
+	{
+		TimestampTz at = DatumGetTimestampTz(next);
+
+		now = GetCurrentTimestamp();
+		/* one that is due now is locked by a change not yet committed */
+		wait_ms = at <= now ? 1000 : (long) Min((at - now + 999) / 1000, INT_MAX);
+	}
+	catalog_sql_end(&sql);
+	return wait_ms;
+}

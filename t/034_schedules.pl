@@ -1,0 +1,164 @@
+# Recurring jobs, as the supervisor fires them: a per-second schedule fires
+# once a second, on time; a crash (pg_ctl stop -m immediate) while it fires
+# leaves no gap and no duplicate; after downtime missed fires are skipped
+# and counted, or pushed within the catch_up window; overlap => false skips
+# while the last job is live; the job runs as the schedule's owner, and a
+# fire the owner may no longer push is a failed job; a standby fires
+# nothing and, promoted, goes on without duplicates.
+use strict;
+use warnings;
+use FindBin;
+use lib $FindBin::RealBin;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use ChancyTest;
+
+my $node = chancy_node('schedules', "chancy.queues = 'default:3'\n");
+sub sql { return $node->safe_psql('postgres', shift); }
+
+sql(q{CREATE EXTENSION chancy;
+	CREATE FUNCTION tick(kwargs jsonb) RETURNS void LANGUAGE sql AS '';
+	CREATE FUNCTION slow(kwargs jsonb) RETURNS void LANGUAGE sql AS $$SELECT pg_sleep(2.5)$$;
+	CREATE FUNCTION whoami(kwargs jsonb) RETURNS jsonb LANGUAGE sql
+		AS $$SELECT jsonb_build_object('user', current_user)$$;
+	CREATE ROLE regress_sched_owner;
+	GRANT CREATE ON SCHEMA public TO regress_sched_owner;
+	-- the fire times of a schedule's jobs, in order, as epoch seconds
+	CREATE FUNCTION fire_times(schedule text) RETURNS SETOF bigint LANGUAGE sql AS $$
+		SELECT extract(epoch FROM (meta->>'fire_at')::timestamptz)::bigint
+		  FROM chancy_jobs WHERE meta->>'schedule' = schedule ORDER BY id $$;});
+
+# Whether a schedule's fire times, from the first, are each second once.
+sub every_second_once
+{
+	my ($schedule, $db) = @_;
+	return sql(qq{SELECT count(*) = count(DISTINCT t) AND max(t) - min(t) + 1 = count(*)
+				   FROM fire_times('$schedule') t});
+}
+
+# --- once a second, on time
+sql(q{SELECT chancy_schedule('tick', '* * * * * *', chancy_job('tick'))});
+$node->poll_query_until('postgres',
+	q{SELECT fires >= 6 FROM chancy_schedules WHERE name = 'tick'})
+  or die 'the per-second schedule never fired six times';
+is(every_second_once('tick'), 't', 'a per-second schedule pushes one job per second, none missing');
+is(sql(q{SELECT count(*) FROM chancy_jobs WHERE meta->>'schedule' = 'tick'
+		 AND created_at - (meta->>'fire_at')::timestamptz NOT BETWEEN '0' AND '1 s'}), '0',
+	'each job is pushed at its fire time, not before, within a second after');
+my $p50 = sql(q{SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY
+		extract(epoch FROM created_at - (meta->>'fire_at')::timestamptz) * 1000)
+	  FROM chancy_jobs WHERE meta->>'schedule' = 'tick'});
+cmp_ok($p50, '<', 100, "the median push is within 100 ms of its fire time ($p50 ms)");
+is(sql(q{SELECT count(*) FROM chancy_jobs WHERE meta->>'schedule' = 'tick' AND state <> 'succeeded'
+		 AND id < (SELECT max(id) FROM chancy_jobs)}), '0', 'and its jobs run');
+is(sql(q{SELECT s.last_job_id = max(j.id) AND s.fires = count(j.*)
+		   FROM chancy_schedules s JOIN chancy_jobs j ON j.meta->>'schedule' = s.name
+		  WHERE s.name = 'tick' GROUP BY s.last_job_id, s.fires}), 't',
+	'fires and last_job_id count the jobs pushed');
+
+# --- a crash while it fires: every fire time once, across it
+my $before = sql(q{SELECT fires FROM chancy_schedules WHERE name = 'tick'});
+$node->stop('immediate');
+$node->start;
+$node->poll_query_until('postgres',
+	qq{SELECT fires >= $before + 3 FROM chancy_schedules WHERE name = 'tick'})
+  or die 'the schedule never fired after the crash';
+is(every_second_once('tick'), 't',
+	'after a crash the fire times go on with no gap and no duplicate');
+sql(q{SELECT chancy_unschedule('tick')});
+
+# --- overlap => false: a fire is skipped while the last job is live
+sql(q{SELECT chancy_schedule('slow', '* * * * * *', chancy_job('slow'), overlap => false)});
+$node->poll_query_until('postgres',
+	q{SELECT fires >= 2 AND skips >= 3 FROM chancy_schedules WHERE name = 'slow'})
+  or die 'the slow schedule never skipped';
+sql(q{SELECT chancy_unschedule('slow')});
+is(sql(q{SELECT count(*) FROM chancy_jobs a JOIN chancy_jobs b ON a.id < b.id
+		  WHERE a.meta->>'schedule' = 'slow' AND b.meta->>'schedule' = 'slow'
+		    AND b.created_at < coalesce(a.completed_at, 'infinity')}), '0',
+	'with overlap off, no job of the schedule is pushed while the last is live (queue of 3)');
+ok(!$node->log_contains(qr/schedule "slow" missed/),
+	'fires skipped for overlap are counted, not logged as missed');
+
+# --- the job runs as the schedule's owner; a fire it may not push fails visibly
+sql(q{SET ROLE regress_sched_owner;
+	CREATE FUNCTION owned(kwargs jsonb) RETURNS jsonb LANGUAGE sql
+		AS $$SELECT jsonb_build_object('user', current_user)$$;
+	SELECT chancy_schedule('owned', '* * * * * *', chancy_job('owned'));});
+$node->poll_query_until('postgres',
+	q{SELECT count(*) > 0 FROM chancy_jobs WHERE meta->>'schedule' = 'owned' AND state = 'succeeded'})
+  or die 'the owned schedule never ran';
+is(sql(q{SELECT DISTINCT result->>'user' || ' ' || pushed_by FROM chancy_jobs
+		 WHERE meta->>'schedule' = 'owned' AND state = 'succeeded'}),
+	'regress_sched_owner regress_sched_owner', 'a scheduled job is pushed by and runs as the owner');
+sql(q{REVOKE EXECUTE ON FUNCTION owned(jsonb) FROM PUBLIC, regress_sched_owner});
+$node->poll_query_until('postgres',
+	q{SELECT count(*) > 0 FROM chancy_jobs WHERE meta->>'schedule' = 'owned' AND state = 'failed'})
+  or die 'a fire the owner may not push never failed';
+is(sql(q{SELECT errors->0->>'sqlstate' || ' ' || pushed_by || ' ' || (errors->0->>'message' LIKE 'permission denied%')
+		   FROM chancy_jobs WHERE meta->>'schedule' = 'owned' AND state = 'failed' LIMIT 1}),
+	'42501 regress_sched_owner true',
+	'a fire the owner may no longer push is a failed job with the error, not nothing');
+ok($node->log_contains(qr/schedule "owned" could not push its job: permission denied/),
+	'and the log says so');
+sql(q{SELECT chancy_unschedule('owned')});
+
+# --- downtime: missed fires skipped and counted, or caught up in the window
+# The server comes back without its supervisor (chancy.database names no
+# database), the fire times are set an hour back as if it had been down
+# that long, and it restarts serving the database.
+sql(q{SELECT chancy_schedule('skipper', '@every 1 minute', chancy_job('tick'));
+	SELECT chancy_schedule('catcher', '@every 1 minute', chancy_job('tick'), catch_up => '30 minutes')});
+$node->append_conf('postgresql.conf', "chancy.database = 'nothing_here'\n");
+$node->restart;
+my $missed = sql(q{UPDATE chancy_schedules
+	SET next_fire_at = chancy_cron_next('@every 1 minute', now() - interval '1 hour 1 minute')
+	RETURNING extract(epoch FROM next_fire_at)::bigint});
+$missed =~ s/\n.*//s;
+$node->append_conf('postgresql.conf', "chancy.database = 'postgres'\n");
+my $log_offset = -s $node->logfile;
+$node->restart;
+$node->poll_query_until('postgres',
+	q{SELECT bool_and(next_fire_at > now() AND fires + skips >= 60) FROM chancy_schedules})
+  or die 'the schedules never moved on after the downtime';
+my $now = sql(q{SELECT extract(epoch FROM now())::bigint});
+my $total = int(($now - $missed) / 60);
+my ($fires, $skips) = split /\|/, sql(q{SELECT fires, skips FROM chancy_schedules WHERE name = 'skipper'});
+cmp_ok($skips, '>=', $total - 1, "without catch_up, the fire times missed are skipped ($skips)");
+cmp_ok($fires, '<=', 1, 'and none of them pushed, but one due in the last seconds');
+like(slurp_file($node->logfile, $log_offset), qr/schedule "skipper" missed \d+ fire times from/,
+	'one log line says how many');
+my ($cfires, $cskips) = split /\|/, sql(q{SELECT fires, skips FROM chancy_schedules WHERE name = 'catcher'});
+cmp_ok(abs($cfires - 30), '<=', 1, "with catch_up => '30 minutes', the fires of the last 30 minutes are pushed ($cfires)");
+is($cfires + $cskips, $fires + $skips, 'the older ones are skipped and counted');
+is(sql(q{SELECT bool_and(t >= extract(epoch FROM now() - interval '30 minutes 10 seconds'))
+		  AND count(*) = count(DISTINCT t)
+		  AND array_agg(t) = array_agg(t ORDER BY t)
+		 FROM fire_times('catcher') t}), 't',
+	'each with its own fire_at, oldest first, none twice');
+sql(q{SELECT chancy_unschedule('skipper'), chancy_unschedule('catcher')});
+
+# --- a standby fires nothing; promoted, it goes on without duplicates
+sql(q{SELECT chancy_schedule('tick', '* * * * * *', chancy_job('tick'))});
+$node->backup('backup');
+my $standby = PostgreSQL::Test::Cluster->new('schedules_standby');
+$standby->init_from_backup($node, 'backup', has_streaming => 1);
+$standby->start;
+$node->poll_query_until('postgres',
+	q{SELECT fires >= 3 FROM chancy_schedules WHERE name = 'tick'})
+  or die 'the schedule never fired on the primary';
+$node->wait_for_catchup($standby);
+is($standby->safe_psql('postgres', q{SELECT count(*) FROM chancy_workers WHERE kind = 'supervisor'}),
+	'0', 'no supervisor fires on the standby');
+$node->stop('immediate');
+my $replayed = $standby->safe_psql('postgres', q{SELECT fires FROM chancy_schedules WHERE name = 'tick'});
+$standby->promote;
+$standby->poll_query_until('postgres',
+	qq{SELECT fires >= $replayed + 3 FROM chancy_schedules WHERE name = 'tick'})
+  or die 'the promoted standby never fired';
+is($standby->safe_psql('postgres', q{SELECT count(*) = count(DISTINCT t) FROM fire_times('tick') t}),
+	't', 'promoted, it fires on with no fire time twice');
+$standby->stop;
+
+done_testing();
