@@ -1,4 +1,4 @@
-# pg_dump and pg_restore keep chancy's queues, definitions and jobs: a dump
+# pg_dump and pg_restore keep chancy's queues, definitions, schedules and jobs: a dump
 # restored into a fresh cluster with chancy preloaded, in a database that
 # chancy.database lists once the restore is done (so that no job runs
 # against half-restored tables), restores without an error, without
@@ -72,9 +72,15 @@ $src->safe_psql('postgres', q{
 	CREATE FUNCTION owned(kwargs jsonb) RETURNS void LANGUAGE sql AS '';
 	ALTER FUNCTION owned(jsonb) OWNER TO alice;
 	SELECT chancy_push('owned', queue => 'work');
+	SET ROLE alice;
+	SELECT chancy_schedule('nightly', '0 3 * * *',
+		chancy_with_kwargs(chancy_job('record'), '{"n": 3}'), 'Europe/Berlin',
+		catch_up => '1 hour', overlap => false);
+	RESET ROLE;
 	CREATE ROLE gone;
 	SET ROLE gone;
 	SELECT chancy_push('record', '{"n": 99}', queue => 'work');
+	SELECT chancy_schedule('gone_nightly', '@daily', chancy_job('record'));
 	RESET ROLE;
 	DROP ROLE gone;
 });
@@ -111,6 +117,11 @@ ok($ok, 'pg_restore into a fresh cluster succeeds') or diag($stderr);
 unlike($stderr, qr/error/i, 'pg_restore reports no error');
 ok($dst->log_contains(qr/database "restored" is not listed in chancy\.database/),
 	'CREATE EXTENSION warned that the database is not served yet');
+is($dst->safe_psql('restored',
+	q{SELECT string_agg(concat_ws(' ', name, cron, time_zone, owner, (job).name, (job).kwargs,
+		overlap, catch_up), ', ') FROM chancy_schedules}),
+	'nightly 0 3 * * * Europe/Berlin alice record {"n": 3} f 01:00:00',
+	'a schedule is restored with its owner, job and settings; that of a dropped role is left out');
 is($dst->safe_psql('restored', "SELECT state || ' ' || (claim IS NOT NULL) FROM chancy_jobs WHERE id = $held"),
 	'running true', 'nothing runs before the database is listed');
 
