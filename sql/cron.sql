@@ -131,6 +131,8 @@ SELECT expr, cron_error(expr)
 			   ('99999999999 * * * *'), ('*/99999999999 * * * *'),
 			   ('@often'), ('@every'), ('@every 1 month'), ('@every 0 seconds'),
 			   ('@every -1 hour'), ('@every 1.5 seconds'), ('@every often'),
+			   ('@every 367 days'), ('@every 2000000000 days'),
+			   ('@every 9000000000 hours'), ('@every 366 days 1 second'),
 			   ('60 seconds'), ('0 seconds'), ('5 minutes'),
 			   ('0 0 30 2 *'), ('0 0 31 4,6,9,11 *'), ('0 0 30 feb *')) AS v(expr);
 SELECT cron_error('* * * * *', 'Mars/Olympus');

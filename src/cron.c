@@ -41,6 +41,9 @@
 /* How far ahead an expression may next fire before it counts as never */
 #define CRON_HORIZON_YEARS 40
 
+/* The longest period of @every, in days */
+#define EVERY_MAX_DAYS 366
+
 /* The most fire times chancy_cron_preview() lists */
 #define CRON_PREVIEW_MAX 1000
 
@@ -333,7 +336,13 @@ parse_every(const char *expr, const char *text, CronExpr *cron)
 	PG_END_TRY();
 	if (period->month != 0)
 		cron_error(expr, "The interval of @every may not have months or years: they have no fixed length.");
+	if (period->day < -EVERY_MAX_DAYS || period->day > EVERY_MAX_DAYS ||
+		period->time < -EVERY_MAX_DAYS * USECS_PER_DAY ||
+		period->time > EVERY_MAX_DAYS * USECS_PER_DAY)
+		cron_error(expr, psprintf("The interval of @every must be at most %d days.", EVERY_MAX_DAYS));
 	cron->period_us = period->time + (int64) period->day * USECS_PER_DAY;
+	if (cron->period_us > EVERY_MAX_DAYS * USECS_PER_DAY)
+		cron_error(expr, psprintf("The interval of @every must be at most %d days.", EVERY_MAX_DAYS));
 	if (cron->period_us < USECS_PER_SEC || cron->period_us % USECS_PER_SEC != 0)
 		cron_error(expr, "The interval of @every must be a whole number of seconds, at least one.");
 }
@@ -637,7 +646,7 @@ local_to_instant(const CronTime *t, pg_tz *tz)
 }
 
 /*
- * lookup_time_zone
+ * chancy_lookup_time_zone
  *		The time zone of that name, or an error.
  */
 pg_tz *

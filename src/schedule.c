@@ -31,6 +31,8 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
+#include "utils/array.h"
+#include "utils/lsyscache.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
@@ -46,7 +48,7 @@
 #define CATCH_UP_MAX 1000
 
 /* at most this many schedules are fired per transaction */
-#define FIRE_BATCH 500
+#define FIRE_BATCH 1000
 
 /* the longest catch_up window: 366 days, in ms */
 #define CATCH_UP_WINDOW_MAX_MS INT64CONST(31622400000)
@@ -61,7 +63,7 @@ PG_FUNCTION_INFO_V1(chancy_schedule);
 PG_FUNCTION_INFO_V1(chancy_unschedule);
 PG_FUNCTION_INFO_V1(chancy_schedules_changed);
 
-/* A due schedule, as the supervisor reads it */
+/* A due schedule, as the supervisor reads it, and what firing it does */
 typedef struct DueSchedule
 {
 	char	   *name;
@@ -73,6 +75,19 @@ typedef struct DueSchedule
 	TimestampTz next_fire_at;
 	Oid			owner;
 	bool		last_live;		/* its last job is pending, running or retrying */
+
+	/* set by plan_fires() */
+	bool		broken;			/* its firing raised an error: disable it */
+	int			nfires;
+	TimestampTz *fire_at;		/* the fire times to push, oldest first */
+	TimestampTz next;			/* its next fire time after now */
+	int64		skips;			/* missed, or skipped for overlap */
+	int64		missed;			/* neither on time nor in the window */
+	TimestampTz first_missed;
+	bool		jumped;			/* missed ones not all counted */
+
+	/* set as it is pushed */
+	int64		last_job;
 } DueSchedule;
 
 /*
@@ -260,21 +275,34 @@ chancy_schedules_changed(PG_FUNCTION_ARGS)
 	return PointerGetDatum(NULL);
 }
 
-/* The jsonb {"schedule": name, "fire_at": at} */
+/*
+ * fire_job
+ *		The job schedule s pushes for fire time at: its job, with
+ *		{"schedule": name, "fire_at": at} merged into its meta (the time in
+ *		ISO 8601, UTC, whatever the server's DateStyle).
+ */
 static Datum
-fire_meta(const char *name, TimestampTz at)
+fire_job(ChancyCatalog *cat, DueSchedule *s, TimestampTz at)
 {
-	char	   *at_text = DatumGetCString(DirectFunctionCall1(timestamptz_out,
-															  TimestampTzGetDatum(at)));
+	int			utc = 0;
 	StringInfoData buf;
+	JobValue	job;
+	Datum		meta;
 
 	initStringInfo(&buf);
 	appendStringInfoString(&buf, "{\"schedule\": ");
-	escape_json(&buf, name);
+	escape_json(&buf, s->name);
 	appendStringInfoString(&buf, ", \"fire_at\": ");
-	escape_json(&buf, at_text);
+	escape_json(&buf, JsonEncodeDateTime(NULL, TimestampTzGetDatum(at), TIMESTAMPTZOID, &utc));
 	appendStringInfoChar(&buf, '}');
-	return DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data));
+	meta = DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data));
+
+	job_deform(cat, DatumGetHeapTupleHeader(s->job), &job);
+	if (!job.nulls[JA_META])
+		meta = DirectFunctionCall2(jsonb_concat, job.values[JA_META], meta);
+	job.values[JA_META] = meta;
+	job.nulls[JA_META] = false;
+	return job_form(cat, &job);
 }
 
 /*
@@ -283,7 +311,7 @@ fire_meta(const char *name, TimestampTz at)
  *		schedule's owner (or, when that role is gone, chancy's owner).
  */
 static int64
-record_failed_fire(ChancyCatalog *cat, DueSchedule *s, Datum meta, ErrorData *error)
+record_failed_fire(ChancyCatalog *cat, DueSchedule *s, Datum job, ErrorData *error)
 {
 	static const char *const sql =
 		"INSERT INTO %1$s.chancy_jobs (name, function, queue, state, priority,"
@@ -291,30 +319,28 @@ record_failed_fire(ChancyCatalog *cat, DueSchedule *s, Datum meta, ErrorData *er
 		" SELECT coalesce(($1).name, ''), coalesce(($1).function, ''),"
 		"  coalesce(($1).queue, 'default'), 'failed', coalesce(($1).priority, 0),"
 		"  coalesce(($1).max_attempts, 1), coalesce(($1).kwargs, '{}'),"
-		"  coalesce(($1).meta, '{}') OPERATOR(pg_catalog.||) $2,"
+		"  ($1).meta,"
 		"  pg_catalog.jsonb_build_array(pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object("
-		"   'attempt', 0, 'message', $3, 'sqlstate', $4, 'detail', $5, 'hint', $6,"
+		"   'attempt', 0, 'message', $2, 'sqlstate', $3, 'detail', $4, 'hint', $5,"
 		"   'at', pg_catalog.now()))),"
-		"  $7, pg_catalog.now()"
+		"  $6, pg_catalog.now()"
 		" RETURNING id";
-	Oid			argtypes[7] = {cat->job_typid, JSONBOID, TEXTOID, TEXTOID, TEXTOID,
-	TEXTOID, OIDOID};
-	Datum		args[7];
-	char		nulls[7] = "       ";
+	Oid			argtypes[6] = {cat->job_typid, TEXTOID, TEXTOID, TEXTOID, TEXTOID, OIDOID};
+	Datum		args[6];
+	char		nulls[6] = "      ";
 	SPIPlanPtr	plan;
 	bool		isnull;
 
-	args[0] = s->job;
-	args[1] = meta;
-	args[2] = CStringGetTextDatum(error->message ? error->message : "unknown error");
-	args[3] = CStringGetTextDatum(unpack_sql_state(error->sqlerrcode));
-	args[4] = error->detail ? CStringGetTextDatum(error->detail) : (Datum) 0;
-	nulls[4] = error->detail ? ' ' : 'n';
-	args[5] = error->hint ? CStringGetTextDatum(error->hint) : (Datum) 0;
-	nulls[5] = error->hint ? ' ' : 'n';
-	args[6] = ObjectIdGetDatum(SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(s->owner))
+	args[0] = job;
+	args[1] = CStringGetTextDatum(error->message ? error->message : "unknown error");
+	args[2] = CStringGetTextDatum(unpack_sql_state(error->sqlerrcode));
+	args[3] = error->detail ? CStringGetTextDatum(error->detail) : (Datum) 0;
+	nulls[3] = error->detail ? ' ' : 'n';
+	args[4] = error->hint ? CStringGetTextDatum(error->hint) : (Datum) 0;
+	nulls[4] = error->hint ? ' ' : 'n';
+	args[5] = ObjectIdGetDatum(SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(s->owner))
 							   ? s->owner : cat->owner);
-	plan = SPI_prepare(psprintf(sql, cat->nspname), 7, argtypes);
+	plan = SPI_prepare(psprintf(sql, cat->nspname), 6, argtypes);
 	if (plan == NULL || catalog_own_write(plan, args, nulls) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not record the failed fire of schedule \"%s\"", s->name);
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
@@ -354,104 +380,93 @@ try_subtransaction(void (*fn) (void *arg), void *arg)
 	return error;
 }
 
-/* One push of a schedule's job, for try_subtransaction() */
+/* One push, or many, as one role, for try_subtransaction() */
 typedef struct Push
 {
-	DueSchedule *schedule;
+	Oid			owner;
+	const char *schedule;		/* for messages */
 	SPIPlanPtr	plan;
-	Datum		args[2];		/* the job, and the meta to add */
-	int64		id;				/* out: the job's id */
+	Datum		jobs;			/* a job, or an array of them */
+	Datum		result;			/* out: the id, or the array of ids */
 } Push;
 
 /*
  * push_as_owner
- *		Push the job as the schedule's owner: chancy_push() checks it as it
- *		would a push of that role.
+ *		Run the push statement as the schedule's owner: chancy_push() and
+ *		chancy_push_many() check the jobs as they would a push of that role.
  */
 static void
 push_as_owner(void *arg)
 {
 	Push	   *push = (Push *) arg;
-	DueSchedule *s = push->schedule;
 	Oid			save_userid;
 	int			save_sec_context;
 	bool		isnull;
+	Form_pg_attribute att;
 
-	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(s->owner)))
+	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(push->owner)))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("role with OID %u, the owner of schedule \"%s\", does not exist",
-						s->owner, s->name),
+						push->owner, push->schedule),
 				 errhint("Create the schedule again as an existing role.")));
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(s->owner, save_sec_context |
+	SetUserIdAndSecContext(push->owner, save_sec_context |
 						   SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
-	if (SPI_execute_plan(push->plan, push->args, NULL, false, 0) != SPI_OK_SELECT ||
+	if (SPI_execute_plan(push->plan, &push->jobs, NULL, false, 0) != SPI_OK_SELECT ||
 		SPI_processed != 1)
-		elog(ERROR, "could not push the job of schedule \"%s\"", s->name);
-	push->id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-										   SPI_tuptable->tupdesc, 1, &isnull));
+		elog(ERROR, "could not push the jobs of schedule \"%s\"", push->schedule);
+	att = TupleDescAttr(SPI_tuptable->tupdesc, 0);
+	push->result = SPI_datumTransfer(SPI_getbinval(SPI_tuptable->vals[0],
+												   SPI_tuptable->tupdesc, 1, &isnull),
+									 att->attbyval, att->attlen);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 }
 
 /*
  * push_fire
- *		Push the job of one fire time of schedule s; the job's id.  A push
- *		that fails is recorded as a failed job.
+ *		Push the job of one fire time of schedule s on its own; the job's
+ *		id.  A push that fails is recorded as a failed job.
  */
 static int64
 push_fire(ChancyCatalog *cat, DueSchedule *s, TimestampTz fire_at, SPIPlanPtr plan)
 {
-	Push		push = {s, plan, {s->job, fire_meta(s->name, fire_at)}, 0};
+	Push		push = {s->owner, s->name, plan, fire_job(cat, s, fire_at), 0};
 	ErrorData  *error = try_subtransaction(push_as_owner, &push);
 
 	if (error == NULL)
-		return push.id;
+		return DatumGetInt64(push.result);
 	ereport(LOG,
 			(errcode(error->sqlerrcode),
 			 errmsg("schedule \"%s\" could not push its job: %s",
 					s->name, error->message),
 			 error->detail ? errdetail_internal("%s", error->detail) : 0));
-	return record_failed_fire(cat, s, push.args[1], error);
+	return record_failed_fire(cat, s, push.jobs, error);
 }
 
-/* The firing of one schedule, for try_subtransaction() */
-typedef struct Firing
-{
-	ChancyCatalog *cat;
-	DueSchedule *schedule;
-	TimestampTz now;
-	SPIPlanPtr	push_plan;
-	SPIPlanPtr	update_plan;
-} Firing;
-
 /*
- * fire_one
- *		Fire a schedule at now: push its due fire times, count the missed
- *		ones, and move next_fire_at on.
+ * plan_fires
+ *		Which fire times of a due schedule to push at now, how many it skips
+ *		(missed, or live with overlap off), and its next fire time.  Only
+ *		computes.  For try_subtransaction().
  */
 static void
-fire_one(void *arg)
+plan_fires(void *arg)
 {
-	Firing	   *firing = (Firing *) arg;
-	ChancyCatalog *cat = firing->cat;
-	DueSchedule *s = firing->schedule;
-	TimestampTz now = firing->now;
+	DueSchedule *s = (DueSchedule *) arg;
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
 	TimestampTz at = s->next_fire_at;
-	TimestampTz last_fire = 0;
-	TimestampTz first_missed = 0;
-	int64		last_job = 0;
-	int64		fires = 0;
-	int64		missed = 0;		/* neither on time nor in the window */
-	int64		overlapped = 0; /* skipped while the last job was live */
 	int64		run = 0;		/* missed since the last jump */
-	int64		caught_up = 0;
+	int			caught_up = 0;
+	int			room = 8;
 	bool		live = s->last_live;
-	bool		jumped = false;
-	Datum		args[6];
-	char		nulls[6] = "      ";
 
+	s->nfires = 0;
+	s->skips = 0;
+	s->missed = 0;
+	s->jumped = false;
+	s->fire_at = palloc(sizeof(TimestampTz) * room);
 	while (at <= now)
 	{
 		bool		on_time = now - at <= FIRE_GRACE_MS * INT64CONST(1000);
@@ -460,8 +475,8 @@ fire_one(void *arg)
 
 		if (!on_time && !in_window)
 		{
-			if (missed++ == 0)
-				first_missed = at;
+			if (s->missed++ == 0)
+				s->first_missed = at;
 			if (++run >= SKIP_COUNT_MAX)
 			{
 				/*
@@ -478,44 +493,29 @@ fire_one(void *arg)
 				if (at < from)
 				{
 					at = chancy_cron_next_time(s->cron, from, s->time_zone);
-					jumped = true;
+					s->jumped = true;
 					continue;
 				}
 			}
 		}
 		else if (!s->overlap && live)
-			overlapped++;
+			s->skips++;
 		else
 		{
-			last_job = push_fire(cat, s, at, firing->push_plan);
-			last_fire = at;
-			fires++;
+			if (s->nfires == room)
+			{
+				room *= 2;
+				s->fire_at = repalloc(s->fire_at, sizeof(TimestampTz) * room);
+			}
+			s->fire_at[s->nfires++] = at;
 			live = true;
 			if (!on_time)
 				caught_up++;
 		}
 		at = chancy_cron_next_time(s->cron, at, s->time_zone);
 	}
-
-	if (missed > 0)
-		ereport(LOG,
-				(errmsg("schedule \"%s\" missed %s%lld fire time%s from %s on",
-						s->name, jumped ? "at least " : "",
-						(long long) missed, missed == 1 ? "" : "s",
-						timestamptz_to_str(first_missed)),
-				 errdetail("chancy was not running then, or not in this database; they are skipped and counted."),
-				 errhint("A schedule's catch_up pushes the fire times missed within its window.")));
-
-	args[0] = CStringGetTextDatum(s->name);
-	args[1] = TimestampTzGetDatum(at);
-	args[2] = TimestampTzGetDatum(last_fire);
-	nulls[2] = fires > 0 ? ' ' : 'n';
-	args[3] = Int64GetDatum(last_job);
-	nulls[3] = fires > 0 ? ' ' : 'n';
-	args[4] = Int64GetDatum(fires);
-	args[5] = Int64GetDatum(missed + overlapped);
-	if (SPI_execute_plan(firing->update_plan, args, nulls, false, 0) != SPI_OK_UPDATE)
-		elog(ERROR, "could not write chancy_schedules");
+	s->next = at;
+	s->skips += s->missed;
 }
 
 /*
@@ -540,51 +540,148 @@ disable_broken(ChancyCatalog *cat, DueSchedule *s, ErrorData *error)
 		elog(ERROR, "could not write chancy_schedules");
 }
 
-/*
- * schedule_fire_due
- *		The supervisor: fire the schedules that are due, in this
- *		transaction.  Returns how long until the next one is due, in ms
- *		(-1: none is).
- */
-long
-schedule_fire_due(ChancyCatalog *cat)
+/* The due schedules, for try_subtransaction() */
+typedef struct DueSchedules
 {
-	/* the jobs' created_at: no job is pushed before its fire time */
-	TimestampTz now = GetCurrentTransactionStartTimestamp();
-	CatalogSql	sql;
-	Oid			job_argtypes[2] = {cat->job_typid, JSONBOID};
-	Oid			update_argtypes[6] = {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
-	INT8OID, INT8OID, INT8OID};
-	Datum		now_arg = TimestampTzGetDatum(now);
-	Oid			now_type = TIMESTAMPTZOID;
-	SPIPlanPtr	push_plan;
-	SPIPlanPtr	update_plan;
 	DueSchedule *due;
 	int			ndue;
-	long		wait_ms = -1;
+} DueSchedules;
+
+/* plan_fires() for every due schedule, for try_subtransaction() */
+static void
+plan_all_fires(void *arg)
+{
+	DueSchedules *all = (DueSchedules *) arg;
+
+	for (int i = 0; i < all->ndue; i++)
+		plan_fires(&all->due[i]);
+}
+
+/*
+ * plan_due
+ *		plan_fires() for every due schedule; a schedule whose planning fails
+ *		(its time zone left the time zone database, say) is disabled, so
+ *		that the others go on.  Logs the fire times each missed.
+ */
+static void
+plan_due(ChancyCatalog *cat, DueSchedule *due, int ndue)
+{
+	DueSchedules all = {due, ndue};
+
+	/* one subtransaction for all, the usual case; one each to find a culprit */
+	if (try_subtransaction(plan_all_fires, &all) != NULL)
+		for (int i = 0; i < ndue; i++)
+		{
+			ErrorData  *error = try_subtransaction(plan_fires, &due[i]);
+
+			if (error != NULL)
+			{
+				due[i].broken = true;
+				disable_broken(cat, &due[i], error);
+			}
+		}
+
+	for (int i = 0; i < ndue; i++)
+	{
+		DueSchedule *s = &due[i];
+
+		if (s->broken || s->missed == 0)
+			continue;
+		ereport(LOG,
+				(errmsg("schedule \"%s\" missed %s%lld fire time%s from %s on",
+						s->name, s->jumped ? "at least " : "",
+						(long long) s->missed, s->missed == 1 ? "" : "s",
+						timestamptz_to_str(s->first_missed)),
+				 errdetail("chancy was not running then, or not in this database; they are skipped and counted."),
+				 errhint("A schedule's catch_up pushes the fire times missed within its window.")));
+	}
+}
+
+/*
+ * push_owner_fires
+ *		Push the planned fires of the due schedules owned by due[first]'s
+ *		owner, from first on, in one chancy_push_many() as that role; if it
+ *		fails (one job its owner may no longer push), push them one by one,
+ *		each failure a failed job.  Sets each schedule's last_job.
+ */
+static void
+push_owner_fires(ChancyCatalog *cat, DueSchedule *due, int ndue, int first,
+				 SPIPlanPtr many_plan, SPIPlanPtr one_plan)
+{
+	Oid			owner = due[first].owner;
+	int			n = 0;
+	Datum	   *jobs;
+	Push		push;
+	ErrorData  *error;
+	int			k = 0;
+
+	for (int i = first; i < ndue; i++)
+		if (due[i].owner == owner && !due[i].broken)
+			n += due[i].nfires;
+	if (n == 0)
+		return;
+	jobs = palloc(sizeof(Datum) * n);
+	for (int i = first; i < ndue; i++)
+		if (due[i].owner == owner && !due[i].broken)
+			for (int f = 0; f < due[i].nfires; f++)
+				jobs[k++] = fire_job(cat, &due[i], due[i].fire_at[f]);
+
+	push.owner = owner;
+	push.schedule = due[first].name;
+	push.plan = many_plan;
+	push.jobs = PointerGetDatum(construct_array(jobs, n, cat->job_typid, -1, false,
+												TYPALIGN_DOUBLE));
+	error = try_subtransaction(push_as_owner, &push);
+
+	k = 0;
+	for (int i = first; i < ndue; i++)
+	{
+		if (due[i].owner != owner || due[i].broken)
+			continue;
+		for (int f = 0; f < due[i].nfires; f++, k++)
+		{
+			if (error != NULL)
+				due[i].last_job = push_fire(cat, &due[i], due[i].fire_at[f], one_plan);
+			else if (f == due[i].nfires - 1)
+			{
+				ArrayType  *ids = DatumGetArrayTypeP(push.result);
+
+				due[i].last_job = ((int64 *) ARR_DATA_PTR(ids))[k];
+			}
+		}
+	}
+}
+
+/*
+ * read_due
+ *		The enabled schedules due at now, locked, at most FIRE_BATCH of them,
+ *		ordered by owner so that each owner's are pushed together.
+ */
+static DueSchedule *
+read_due(ChancyCatalog *cat, TimestampTz now, int *ndue)
+{
+	Datum		now_arg = TimestampTzGetDatum(now);
+	Oid			now_type = TIMESTAMPTZOID;
+	DueSchedule *due;
 	bool		isnull;
-	Datum		next;
 
-	if (RecoveryInProgress())
-		return -1;
-
-	catalog_sql_begin(cat, true, &sql);
 	if (SPI_execute_with_args(psprintf(
 									   "SELECT s.name, s.cron, s.time_zone, s.job,"
 									   "  %1$s.chancy_interval_ms(s.catch_up), s.overlap,"
 									   "  s.next_fire_at, s.owner::pg_catalog.oid,"
 									   "  EXISTS (SELECT FROM %1$s.chancy_jobs j WHERE j.id = s.last_job_id"
 									   "   AND j.state IN ('pending', 'running', 'retrying'))"
-									   " FROM %1$s.chancy_schedules s"
-									   " WHERE s.enabled AND s.next_fire_at <= $1"
-									   " ORDER BY s.next_fire_at LIMIT %2$d"
-									   " FOR UPDATE OF s SKIP LOCKED",
+									   " FROM (SELECT * FROM %1$s.chancy_schedules"
+									   "  WHERE enabled AND next_fire_at <= $1"
+									   "  ORDER BY next_fire_at LIMIT %2$d"
+									   "  FOR UPDATE SKIP LOCKED) s"
+									   " ORDER BY s.owner::pg_catalog.oid, s.next_fire_at",
 									   cat->nspname, FIRE_BATCH),
 							  1, &now_type, &now_arg, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read chancy_schedules");
-	ndue = SPI_processed;
-	due = palloc0(sizeof(DueSchedule) * Max(ndue, 1));
-	for (int i = 0; i < ndue; i++)
+	*ndue = SPI_processed;
+	due = palloc0(sizeof(DueSchedule) * Max(*ndue, 1));
+	for (int i = 0; i < *ndue; i++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[i];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
@@ -600,38 +697,119 @@ schedule_fire_due(ChancyCatalog *cat)
 		due[i].owner = DatumGetObjectId(SPI_getbinval(tup, desc, 8, &isnull));
 		due[i].last_live = DatumGetBool(SPI_getbinval(tup, desc, 9, &isnull));
 	}
+	return due;
+}
 
-	if (ndue > 0)
+/*
+ * write_fired
+ *		Move the fired schedules on, in one statement: next fire time, last
+ *		fire and job, counts.
+ */
+static void
+write_fired(ChancyCatalog *cat, DueSchedule *due, int ndue)
+{
+	Oid			argtypes[6] = {TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
+	INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID};
+	Datum		args[6];
+	Datum	   *cols[6];
+	bool	   *nulls[6];
+	int			n = 0;
+	int			dims[1];
+	int			lbs[1] = {1};
+	static const Oid elemtypes[6] = {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
+	INT8OID, INT8OID, INT8OID};
+
+	for (int c = 0; c < 6; c++)
 	{
-		push_plan = SPI_prepare(psprintf("SELECT %1$s.chancy_push(%1$s.chancy_with_meta($1,"
-										 " coalesce(($1).meta, '{}') OPERATOR(pg_catalog.||) $2))",
-										 cat->nspname),
-								2, job_argtypes);
-		update_plan = SPI_prepare(psprintf("UPDATE %s.chancy_schedules SET next_fire_at = $2,"
-										   " last_fire_at = coalesce($3, last_fire_at),"
-										   " last_job_id = coalesce($4, last_job_id),"
-										   " fires = fires + $5, skips = skips + $6"
-										   " WHERE name = $1", cat->nspname),
-								  6, update_argtypes);
-		if (push_plan == NULL || update_plan == NULL)
-			elog(ERROR, "could not prepare the statements that fire schedules");
-		SPI_keepplan(push_plan);
-		SPI_keepplan(update_plan);
+		cols[c] = palloc(sizeof(Datum) * Max(ndue, 1));
+		nulls[c] = palloc0(sizeof(bool) * Max(ndue, 1));
 	}
-
 	for (int i = 0; i < ndue; i++)
 	{
-		Firing		firing = {cat, &due[i], now, push_plan, update_plan};
-		ErrorData  *error = try_subtransaction(fire_one, &firing);
+		DueSchedule *s = &due[i];
 
-		if (error != NULL)
-			disable_broken(cat, &due[i], error);
+		if (s->broken)
+			continue;
+		cols[0][n] = CStringGetTextDatum(s->name);
+		cols[1][n] = TimestampTzGetDatum(s->next);
+		cols[2][n] = TimestampTzGetDatum(s->nfires > 0 ? s->fire_at[s->nfires - 1] : 0);
+		nulls[2][n] = s->nfires == 0;
+		cols[3][n] = Int64GetDatum(s->last_job);
+		nulls[3][n] = s->nfires == 0;
+		cols[4][n] = Int64GetDatum(s->nfires);
+		cols[5][n] = Int64GetDatum(s->skips);
+		n++;
 	}
+	if (n == 0)
+		return;
+	dims[0] = n;
+	for (int c = 0; c < 6; c++)
+	{
+		int16		typlen;
+		bool		typbyval;
+		char		typalign;
+
+		get_typlenbyvalalign(elemtypes[c], &typlen, &typbyval, &typalign);
+		args[c] = PointerGetDatum(construct_md_array(cols[c], nulls[c], 1, dims, lbs,
+													 elemtypes[c], typlen, typbyval,
+													 typalign));
+	}
+	if (SPI_execute_with_args(psprintf(
+									   "UPDATE %s.chancy_schedules s SET next_fire_at = u.next,"
+									   " last_fire_at = coalesce(u.last_fire, s.last_fire_at),"
+									   " last_job_id = coalesce(u.last_job, s.last_job_id),"
+									   " fires = s.fires + u.fires, skips = s.skips + u.skips"
+									   " FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
+									   "  pg_catalog.unnest($3), pg_catalog.unnest($4),"
+									   "  pg_catalog.unnest($5), pg_catalog.unnest($6))"
+									   "  AS u(name, next, last_fire, last_job, fires, skips)"
+									   " WHERE s.name = u.name", cat->nspname),
+							  6, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
+		elog(ERROR, "could not write chancy_schedules");
+}
+
+/*
+ * schedule_fire_due
+ *		The supervisor: fire the schedules that are due, in this
+ *		transaction: plan each one's fires, push each owner's jobs in one
+ *		statement as that owner, and move them all on.  Returns how long
+ *		until the next one is due, in ms (-1: none is).
+ */
+long
+schedule_fire_due(ChancyCatalog *cat)
+{
+	/* the jobs' created_at: no job is pushed before its fire time */
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	CatalogSql	sql;
+	Oid			jobs_type = get_array_type(cat->job_typid);
+	SPIPlanPtr	one_plan = NULL;
+	SPIPlanPtr	many_plan = NULL;
+	DueSchedule *due;
+	int			ndue;
+	long		wait_ms = -1;
+	bool		isnull;
+	Datum		next;
+
+	if (RecoveryInProgress())
+		return -1;
+
+	catalog_sql_begin(cat, true, &sql);
+	due = read_due(cat, now, &ndue);
 	if (ndue > 0)
 	{
-		SPI_freeplan(push_plan);
-		SPI_freeplan(update_plan);
+		one_plan = SPI_prepare(psprintf("SELECT %s.chancy_push($1)", cat->nspname),
+							   1, &cat->job_typid);
+		many_plan = SPI_prepare(psprintf("SELECT %s.chancy_push_many($1)", cat->nspname),
+								1, &jobs_type);
+		if (one_plan == NULL || many_plan == NULL)
+			elog(ERROR, "could not prepare the statements that fire schedules");
 	}
+
+	plan_due(cat, due, ndue);
+	for (int i = 0; i < ndue; i++)
+		if (i == 0 || due[i].owner != due[i - 1].owner)
+			push_owner_fires(cat, due, ndue, i, many_plan, one_plan);
+	write_fired(cat, due, ndue);
 
 	if (SPI_execute(psprintf("SELECT min(next_fire_at) FROM %s.chancy_schedules WHERE enabled",
 							 cat->nspname), true, 1) != SPI_OK_SELECT)

@@ -660,8 +660,13 @@ chancy_supervisor_main(Datum arg)
 			reap();
 			all_started = reconcile();
 			sweep_cancels();
-			fire_ms = schedule_fire_due(begin());
-			end();
+			/* a batch at a time, each committed: the first jobs start sooner */
+			do
+			{
+				fire_ms = schedule_fire_due(begin());
+				end();
+				CHECK_FOR_INTERRUPTS();
+			} while (fire_ms == 0);
 			wait_ms = Min(prune_if_due(), recover_if_due());
 			if (fire_ms >= 0)
 				wait_ms = Min(wait_ms, fire_ms);

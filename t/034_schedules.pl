@@ -3,7 +3,8 @@
 # leaves no gap and no duplicate; after downtime missed fires are skipped
 # and counted, or pushed within the catch_up window; overlap => false skips
 # while the last job is live; the job runs as the schedule's owner, and a
-# fire the owner may no longer push is a failed job; a standby fires
+# fire the owner may no longer push is a failed job; a schedule whose firing
+# fails is disabled, the others go on; a standby fires
 # nothing and, promoted, goes on without duplicates.
 use strict;
 use warnings;
@@ -103,6 +104,23 @@ is(sql(q{SELECT errors->0->>'sqlstate' || ' ' || pushed_by || ' ' || (errors->0-
 ok($node->log_contains(qr/schedule "owned" could not push its job: permission denied/),
 	'and the log says so');
 sql(q{SELECT chancy_unschedule('owned')});
+
+# --- a schedule whose firing fails (its zone no longer known) is disabled,
+# and the others go on
+sql(q{SELECT chancy_schedule('fine', '* * * * * *', chancy_job('tick'));
+	SELECT chancy_schedule('broken', '* * * * * *', chancy_job('tick'));
+	UPDATE chancy_schedules SET time_zone = 'Mars/Olympus' WHERE name = 'broken'});
+$node->poll_query_until('postgres',
+	q{SELECT NOT enabled AND next_fire_at IS NULL FROM chancy_schedules WHERE name = 'broken'})
+  or die 'the broken schedule was never disabled';
+my $fine = sql(q{SELECT fires FROM chancy_schedules WHERE name = 'fine'});
+$node->poll_query_until('postgres',
+	qq{SELECT fires >= $fine + 2 FROM chancy_schedules WHERE name = 'fine'})
+  or die 'the other schedule stopped';
+pass('a schedule whose firing fails is disabled; the others fire on');
+ok($node->log_contains(qr/schedule "broken" is disabled: time zone "Mars\/Olympus" not recognized/),
+	'the log says which and why');
+sql(q{SELECT chancy_unschedule('fine'), chancy_unschedule('broken')});
 
 # --- downtime: missed fires skipped and counted, or caught up in the window
 # The server comes back without its supervisor (chancy.database names no
