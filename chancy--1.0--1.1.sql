@@ -556,89 +556,6 @@ COMMENT ON TRIGGER chancy_queues_changed ON chancy_queues IS
 	'Cached queues are forgotten after any change, and the workers look again at commit';
 
 --------------------------------------------------------------------------
--- pg_dump: the users' rows, not those chancy (or an extension's script)
--- makes again at CREATE EXTENSION; a restored row replaces such a one
---------------------------------------------------------------------------
-
-COMMENT ON COLUMN chancy_job_definitions.from_extension IS
-	'Written by the script of an extension (CREATE EXTENSION writes it again): pg_dump leaves it out';
-
-CREATE FUNCTION chancy_replace_made_row()
-	RETURNS trigger
-	AS 'MODULE_PATHNAME' LANGUAGE C;
-COMMENT ON FUNCTION chancy_replace_made_row() IS
-	'Trigger: a queue or definition inserted (by pg_restore) replaces the one chancy.queues or an extension''s script made; one written by logical replication replaces any';
-CREATE TRIGGER chancy_replace_made_queue
-	BEFORE INSERT ON chancy_queues
-	FOR EACH ROW EXECUTE FUNCTION chancy_replace_made_row();
-COMMENT ON TRIGGER chancy_replace_made_queue ON chancy_queues IS
-	'A restored queue replaces the row chancy.queues made (chancy_declare_queue() changes rows in place)';
-CREATE TRIGGER chancy_replace_made_definition
-	BEFORE INSERT ON chancy_job_definitions
-	FOR EACH ROW EXECUTE FUNCTION chancy_replace_made_row();
-COMMENT ON TRIGGER chancy_replace_made_definition ON chancy_job_definitions IS
-	'A restored (or redefined) definition replaces the one an extension''s script made';
-
-SELECT pg_catalog.pg_extension_config_dump('chancy_queues', 'WHERE NOT from_config');
--- rows of a role dropped since would come back as another role's (the
--- role is dumped as its bare OID): they are left out
-SELECT pg_catalog.pg_extension_config_dump('chancy_job_definitions',
-	$$WHERE NOT from_extension AND defined_by::oid IN (SELECT oid FROM pg_catalog.pg_roles)
-	   AND (function_owner IS NULL OR function_owner::oid IN (SELECT oid FROM pg_catalog.pg_roles))$$);
-SELECT pg_catalog.pg_extension_config_dump('chancy_jobs',
-	$$WHERE (state IN ('pending', 'running', 'retrying')
-		OR current_setting('chancy.dump_finished_jobs', true) IS DISTINCT FROM 'off')
-	   AND pushed_by::oid IN (SELECT oid FROM pg_catalog.pg_roles)
-	   AND (function_owner IS NULL OR function_owner::oid IN (SELECT oid FROM pg_catalog.pg_roles))$$);
-SELECT pg_catalog.pg_extension_config_dump('chancy_jobs_id_seq', '');
-
---------------------------------------------------------------------------
--- Logical replication: a subscriber keeps the publisher's jobs, and runs
--- none of them
---------------------------------------------------------------------------
-
-CREATE FUNCTION chancy_mark_replicated()
-	RETURNS trigger
-	AS 'MODULE_PATHNAME' LANGUAGE C;
-COMMENT ON FUNCTION chancy_mark_replicated() IS
-	'Trigger: a job written by logical replication is marked replicated';
-CREATE TRIGGER chancy_mark_replicated
-	BEFORE INSERT OR UPDATE ON chancy_jobs
-	FOR EACH ROW EXECUTE FUNCTION chancy_mark_replicated();
-COMMENT ON TRIGGER chancy_mark_replicated ON chancy_jobs IS
-	'Jobs written by logical replication are the publisher''s: no executor here runs them';
--- it fires only where logical replication applies changes
-ALTER TABLE chancy_jobs ENABLE REPLICA TRIGGER chancy_mark_replicated;
--- the queues and definitions a subscriber receives are cached and acted on
--- like its own
-ALTER TABLE chancy_queues ENABLE ALWAYS TRIGGER chancy_replace_made_queue;
-ALTER TABLE chancy_queues ENABLE ALWAYS TRIGGER chancy_queues_changed;
-ALTER TABLE chancy_job_definitions ENABLE ALWAYS TRIGGER chancy_replace_made_definition;
-ALTER TABLE chancy_job_definitions ENABLE ALWAYS TRIGGER chancy_definitions_changed;
-
-CREATE FUNCTION chancy_adopt_jobs()
-	RETURNS bigint
-	LANGUAGE sql SECURITY DEFINER
-	SET search_path = pg_catalog, pg_temp AS $$
-	-- the executors look at their queues when this commits (the queues'
-	-- statement trigger wakes them)
-	UPDATE @extschema@.chancy_queues SET name = name WHERE false;
-	-- this database's pushes get ids above the jobs it received
-	SELECT pg_catalog.setval(pg_catalog.pg_get_serial_sequence('@extschema@.chancy_jobs', 'id'),
-							 greatest(max(id), (SELECT last_value FROM @extschema@.chancy_jobs_id_seq)))
-	  FROM @extschema@.chancy_jobs;
-	WITH adopted AS (
-		UPDATE @extschema@.chancy_jobs SET replicated = false, claim = NULL,
-			state = CASE WHEN state = 'running' THEN 'retrying' ELSE state END
-		 WHERE replicated
-		RETURNING 1)
-	SELECT count(*) FROM adopted;
-$$;
-COMMENT ON FUNCTION chancy_adopt_jobs() IS
-	'Make the jobs logical replication wrote here this database''s own, to run them here (after a switch-over); one that was running runs again, and new pushes get ids above them';
-REVOKE EXECUTE ON FUNCTION chancy_adopt_jobs() FROM PUBLIC;
-
---------------------------------------------------------------------------
 -- Functions: cron expressions
 --------------------------------------------------------------------------
 
@@ -675,7 +592,12 @@ CREATE TABLE chancy_schedules (
 	fires bigint NOT NULL DEFAULT 0,
 	skips bigint NOT NULL DEFAULT 0,
 	owner regrole NOT NULL,
-	created_at timestamptz NOT NULL DEFAULT now()
+	created_at timestamptz NOT NULL DEFAULT now(),
+	function_oid oid,
+	function_owner regrole,
+	function_catalog bigint,
+	function_digest bigint,
+	replicated boolean NOT NULL DEFAULT false
 );
 COMMENT ON TABLE chancy_schedules IS
 	'Recurring jobs: each fire time of a schedule pushes its job once, as its owner.  Written only through chancy_schedule() and chancy_unschedule() (and by the supervisor as it fires)';
@@ -697,6 +619,16 @@ COMMENT ON COLUMN chancy_schedules.skips IS
 	'Fire times missed, or skipped because the previous job was live';
 COMMENT ON COLUMN chancy_schedules.owner IS
 	'The role that last created or replaced the schedule: its jobs are pushed as, and run as, this role';
+COMMENT ON COLUMN chancy_schedules.function_oid IS
+	'The job''s function when the schedule was made: a fire whose push would run another (one dropped and made again) fails';
+COMMENT ON COLUMN chancy_schedules.function_owner IS
+	'The owner of that function: in another cluster (a restored dump), the function of that signature is used only if it has this owner';
+COMMENT ON COLUMN chancy_schedules.function_catalog IS
+	'Which catalog function_oid belongs to (see chancy_jobs.function_catalog)';
+COMMENT ON COLUMN chancy_schedules.function_digest IS
+	'A digest of what the function does (see chancy_jobs.function_digest)';
+COMMENT ON COLUMN chancy_schedules.replicated IS
+	'Written here by logical replication: the schedule is the publisher''s, and fires here only after chancy_adopt_jobs()';
 
 REVOKE ALL ON chancy_schedules FROM PUBLIC;
 GRANT SELECT ON chancy_schedules TO PUBLIC;
@@ -742,6 +674,99 @@ COMMENT ON VIEW chancy_schedule_status IS
 	'The schedules the current role may manage: when each fires next and last, its last job and that job''s state, how often it fired and skipped';
 GRANT SELECT ON chancy_schedule_status TO PUBLIC;
 
--- a schedule of a role dropped since would come back as another role's
+
+--------------------------------------------------------------------------
+-- pg_dump: the users' rows, not those chancy (or an extension's script)
+-- makes again at CREATE EXTENSION; a restored row replaces such a one
+--------------------------------------------------------------------------
+
+COMMENT ON COLUMN chancy_job_definitions.from_extension IS
+	'Written by the script of an extension (CREATE EXTENSION writes it again): pg_dump leaves it out';
+
+CREATE FUNCTION chancy_replace_made_row()
+	RETURNS trigger
+	AS 'MODULE_PATHNAME' LANGUAGE C;
+COMMENT ON FUNCTION chancy_replace_made_row() IS
+	'Trigger: a queue or definition inserted (by pg_restore) replaces the one chancy.queues or an extension''s script made; one written by logical replication replaces any';
+CREATE TRIGGER chancy_replace_made_queue
+	BEFORE INSERT ON chancy_queues
+	FOR EACH ROW EXECUTE FUNCTION chancy_replace_made_row();
+COMMENT ON TRIGGER chancy_replace_made_queue ON chancy_queues IS
+	'A restored queue replaces the row chancy.queues made (chancy_declare_queue() changes rows in place)';
+CREATE TRIGGER chancy_replace_made_definition
+	BEFORE INSERT ON chancy_job_definitions
+	FOR EACH ROW EXECUTE FUNCTION chancy_replace_made_row();
+COMMENT ON TRIGGER chancy_replace_made_definition ON chancy_job_definitions IS
+	'A restored (or redefined) definition replaces the one an extension''s script made';
+
+SELECT pg_catalog.pg_extension_config_dump('chancy_queues', 'WHERE NOT from_config');
+-- rows of a role dropped since would come back as another role's (the
+-- role is dumped as its bare OID): they are left out
+SELECT pg_catalog.pg_extension_config_dump('chancy_job_definitions',
+	$$WHERE NOT from_extension AND defined_by::oid IN (SELECT oid FROM pg_catalog.pg_roles)
+	   AND (function_owner IS NULL OR function_owner::oid IN (SELECT oid FROM pg_catalog.pg_roles))$$);
+SELECT pg_catalog.pg_extension_config_dump('chancy_jobs',
+	$$WHERE (state IN ('pending', 'running', 'retrying')
+		OR current_setting('chancy.dump_finished_jobs', true) IS DISTINCT FROM 'off')
+	   AND pushed_by::oid IN (SELECT oid FROM pg_catalog.pg_roles)
+	   AND (function_owner IS NULL OR function_owner::oid IN (SELECT oid FROM pg_catalog.pg_roles))$$);
+SELECT pg_catalog.pg_extension_config_dump('chancy_jobs_id_seq', '');
+-- (a schedule's too)
 SELECT pg_catalog.pg_extension_config_dump('chancy_schedules',
-	$$WHERE owner::oid IN (SELECT oid FROM pg_catalog.pg_roles)$$);
+	$$WHERE owner::oid IN (SELECT oid FROM pg_catalog.pg_roles)
+	   AND (function_owner IS NULL OR function_owner::oid IN (SELECT oid FROM pg_catalog.pg_roles))$$);
+
+--------------------------------------------------------------------------
+-- Logical replication: a subscriber keeps the publisher's jobs, and runs
+-- none of them
+--------------------------------------------------------------------------
+
+CREATE FUNCTION chancy_mark_replicated()
+	RETURNS trigger
+	AS 'MODULE_PATHNAME' LANGUAGE C;
+COMMENT ON FUNCTION chancy_mark_replicated() IS
+	'Trigger: a job written by logical replication is marked replicated';
+CREATE TRIGGER chancy_mark_replicated
+	BEFORE INSERT OR UPDATE ON chancy_jobs
+	FOR EACH ROW EXECUTE FUNCTION chancy_mark_replicated();
+COMMENT ON TRIGGER chancy_mark_replicated ON chancy_jobs IS
+	'Jobs written by logical replication are the publisher''s: no executor here runs them';
+-- it fires only where logical replication applies changes
+ALTER TABLE chancy_jobs ENABLE REPLICA TRIGGER chancy_mark_replicated;
+-- nor a schedule it receives (until chancy_adopt_jobs())
+CREATE TRIGGER chancy_mark_replicated
+	BEFORE INSERT OR UPDATE ON chancy_schedules
+	FOR EACH ROW EXECUTE FUNCTION chancy_mark_replicated();
+ALTER TABLE chancy_schedules ENABLE REPLICA TRIGGER chancy_mark_replicated;
+COMMENT ON TRIGGER chancy_mark_replicated ON chancy_schedules IS
+	'A schedule written by logical replication is marked replicated: it fires on the publisher';
+-- the queues and definitions a subscriber receives are cached and acted on
+-- like its own
+ALTER TABLE chancy_queues ENABLE ALWAYS TRIGGER chancy_replace_made_queue;
+ALTER TABLE chancy_queues ENABLE ALWAYS TRIGGER chancy_queues_changed;
+ALTER TABLE chancy_job_definitions ENABLE ALWAYS TRIGGER chancy_replace_made_definition;
+ALTER TABLE chancy_job_definitions ENABLE ALWAYS TRIGGER chancy_definitions_changed;
+
+CREATE FUNCTION chancy_adopt_jobs()
+	RETURNS bigint
+	LANGUAGE sql SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp AS $$
+	-- the executors look at their queues when this commits (the queues'
+	-- statement trigger wakes them)
+	UPDATE @extschema@.chancy_queues SET name = name WHERE false;
+	-- this database's pushes get ids above the jobs it received
+	SELECT pg_catalog.setval(pg_catalog.pg_get_serial_sequence('@extschema@.chancy_jobs', 'id'),
+							 greatest(max(id), (SELECT last_value FROM @extschema@.chancy_jobs_id_seq)))
+	  FROM @extschema@.chancy_jobs;
+	-- and its schedules fire here from now on
+	UPDATE @extschema@.chancy_schedules SET replicated = false WHERE replicated;
+	WITH adopted AS (
+		UPDATE @extschema@.chancy_jobs SET replicated = false, claim = NULL,
+			state = CASE WHEN state = 'running' THEN 'retrying' ELSE state END
+		 WHERE replicated
+		RETURNING 1)
+	SELECT count(*) FROM adopted;
+$$;
+COMMENT ON FUNCTION chancy_adopt_jobs() IS
+	'Make the jobs and schedules logical replication wrote here this database''s own, to run and fire them here (after a switch-over); a job that was running runs again, and new pushes get ids above them';
+REVOKE EXECUTE ON FUNCTION chancy_adopt_jobs() FROM PUBLIC;

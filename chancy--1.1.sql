@@ -704,7 +704,12 @@ CREATE TABLE chancy_schedules (
 	fires bigint NOT NULL DEFAULT 0,
 	skips bigint NOT NULL DEFAULT 0,
 	owner regrole NOT NULL,
-	created_at timestamptz NOT NULL DEFAULT now()
+	created_at timestamptz NOT NULL DEFAULT now(),
+	function_oid oid,
+	function_owner regrole,
+	function_catalog bigint,
+	function_digest bigint,
+	replicated boolean NOT NULL DEFAULT false
 );
 COMMENT ON TABLE chancy_schedules IS
 	'Recurring jobs: each fire time of a schedule pushes its job once, as its owner.  Written only through chancy_schedule() and chancy_unschedule() (and by the supervisor as it fires)';
@@ -726,6 +731,16 @@ COMMENT ON COLUMN chancy_schedules.skips IS
 	'Fire times missed, or skipped because the previous job was live';
 COMMENT ON COLUMN chancy_schedules.owner IS
 	'The role that last created or replaced the schedule: its jobs are pushed as, and run as, this role';
+COMMENT ON COLUMN chancy_schedules.function_oid IS
+	'The job''s function when the schedule was made: a fire whose push would run another (one dropped and made again) fails';
+COMMENT ON COLUMN chancy_schedules.function_owner IS
+	'The owner of that function: in another cluster (a restored dump), the function of that signature is used only if it has this owner';
+COMMENT ON COLUMN chancy_schedules.function_catalog IS
+	'Which catalog function_oid belongs to (see chancy_jobs.function_catalog)';
+COMMENT ON COLUMN chancy_schedules.function_digest IS
+	'A digest of what the function does (see chancy_jobs.function_digest)';
+COMMENT ON COLUMN chancy_schedules.replicated IS
+	'Written here by logical replication: the schedule is the publisher''s, and fires here only after chancy_adopt_jobs()';
 
 REVOKE ALL ON chancy_schedules FROM PUBLIC;
 GRANT SELECT ON chancy_schedules TO PUBLIC;
@@ -845,7 +860,8 @@ SELECT pg_catalog.pg_extension_config_dump('chancy_jobs',
 SELECT pg_catalog.pg_extension_config_dump('chancy_jobs_id_seq', '');
 -- (a schedule's too)
 SELECT pg_catalog.pg_extension_config_dump('chancy_schedules',
-	$$WHERE owner::oid IN (SELECT oid FROM pg_catalog.pg_roles)$$);
+	$$WHERE owner::oid IN (SELECT oid FROM pg_catalog.pg_roles)
+	   AND (function_owner IS NULL OR function_owner::oid IN (SELECT oid FROM pg_catalog.pg_roles))$$);
 
 --------------------------------------------------------------------------
 -- Logical replication: a subscriber keeps the publisher's jobs, and runs
@@ -864,6 +880,13 @@ COMMENT ON TRIGGER chancy_mark_replicated ON chancy_jobs IS
 	'Jobs written by logical replication are the publisher''s: no executor here runs them';
 -- it fires only where logical replication applies changes
 ALTER TABLE chancy_jobs ENABLE REPLICA TRIGGER chancy_mark_replicated;
+-- nor a schedule it receives (until chancy_adopt_jobs())
+CREATE TRIGGER chancy_mark_replicated
+	BEFORE INSERT OR UPDATE ON chancy_schedules
+	FOR EACH ROW EXECUTE FUNCTION chancy_mark_replicated();
+ALTER TABLE chancy_schedules ENABLE REPLICA TRIGGER chancy_mark_replicated;
+COMMENT ON TRIGGER chancy_mark_replicated ON chancy_schedules IS
+	'A schedule written by logical replication is marked replicated: it fires on the publisher';
 -- the queues and definitions a subscriber receives are cached and acted on
 -- like its own
 ALTER TABLE chancy_queues ENABLE ALWAYS TRIGGER chancy_replace_made_queue;
@@ -882,6 +905,8 @@ CREATE FUNCTION chancy_adopt_jobs()
 	SELECT pg_catalog.setval(pg_catalog.pg_get_serial_sequence('@extschema@.chancy_jobs', 'id'),
 							 greatest(max(id), (SELECT last_value FROM @extschema@.chancy_jobs_id_seq)))
 	  FROM @extschema@.chancy_jobs;
+	-- and its schedules fire here from now on
+	UPDATE @extschema@.chancy_schedules SET replicated = false WHERE replicated;
 	WITH adopted AS (
 		UPDATE @extschema@.chancy_jobs SET replicated = false, claim = NULL,
 			state = CASE WHEN state = 'running' THEN 'retrying' ELSE state END
@@ -890,7 +915,7 @@ CREATE FUNCTION chancy_adopt_jobs()
 	SELECT count(*) FROM adopted;
 $$;
 COMMENT ON FUNCTION chancy_adopt_jobs() IS
-	'Make the jobs logical replication wrote here this database''s own, to run them here (after a switch-over); one that was running runs again, and new pushes get ids above them';
+	'Make the jobs and schedules logical replication wrote here this database''s own, to run and fire them here (after a switch-over); a job that was running runs again, and new pushes get ids above them';
 REVOKE EXECUTE ON FUNCTION chancy_adopt_jobs() FROM PUBLIC;
 
 --------------------------------------------------------------------------

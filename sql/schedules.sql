@@ -52,6 +52,7 @@ SELECT chancy_schedule('bad', '@daily',
 SELECT chancy_schedule('bad', '@daily', chancy_with_queue(chancy_job('nightly_job'), 'nowhere'));
 SELECT chancy_schedule('bad', '@daily', chancy_job('no_such_job'));
 SELECT chancy_unschedule('bad');
+SELECT chancy_unschedule(NULL);
 SELECT count(*) AS none_made FROM chancy_schedules WHERE name = 'bad';
 
 -- privileges: a role needs the right to push the job; it owns its

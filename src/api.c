@@ -274,7 +274,7 @@ chancy_mark_replicated(PG_FUNCTION_ARGS)
 		return PointerGetDatum(tuple);
 	attnum = SPI_fnumber(RelationGetDescr(trigdata->tg_relation), "replicated");
 	if (attnum <= 0)
-		elog(ERROR, "chancy_jobs has no column \"replicated\"");
+		elog(ERROR, "table \"%s\" has no column \"replicated\"", RelationGetRelationName(trigdata->tg_relation));
 	return PointerGetDatum(heap_modify_tuple_by_cols(tuple,
 													 RelationGetDescr(trigdata->tg_relation),
 													 1, &attnum, &value, &isnull));

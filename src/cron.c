@@ -34,6 +34,7 @@
 #include "pgtime.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "chancy_internal.h"
@@ -766,11 +767,22 @@ next_fire(const char *expr, const CronExpr *cron, TimestampTz after, pg_tz *tz)
 TimestampTz
 chancy_cron_next_time(const char *expr, TimestampTz after, const char *tz_name)
 {
-	CronExpr	cron;
+	/* the last expression parsed: the supervisor asks about one many times */
+	static char *cached_expr = NULL;
+	static CronExpr cached;
 	pg_tz	   *tz = chancy_lookup_time_zone(tz_name);
 
-	chancy_cron_parse(expr, &cron);
-	return next_fire(expr, &cron, after, tz);
+	if (cached_expr == NULL || strcmp(cached_expr, expr) != 0)
+	{
+		CronExpr	cron;
+
+		chancy_cron_parse(expr, &cron);
+		if (cached_expr != NULL)
+			pfree(cached_expr);
+		cached_expr = MemoryContextStrdup(TopMemoryContext, expr);
+		cached = cron;
+	}
+	return next_fire(expr, &cached, after, tz);
 }
 
 /*

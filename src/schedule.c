@@ -6,11 +6,12 @@
  *
  * A schedule is a row of chancy_schedules: a cron expression (cron.c) read
  * in a time zone, a job value, and the next time it fires.  The database's
- * supervisor fires each due schedule in one transaction: it pushes the job
- * as the schedule's owner, checked exactly like a push by that role, with
- * meta {"schedule": name, "fire_at": time}, and moves next_fire_at on.  So
- * each fire time makes one job, whatever crashes: the push and the move
- * commit together or not at all.
+ * supervisor fires the due schedules (up to FIRE_BATCH) in one transaction:
+ * it plans each one's fire times, pushes the jobs of each owner's schedules
+ * in one chancy_push_many() as that owner, checked exactly like a push by
+ * that role, with meta {"schedule": name, "fire_at": time}, and moves every
+ * next_fire_at on in one UPDATE.  So each fire time makes one job, whatever
+ * crashes: the pushes and the moves commit together or not at all.
  *
  * A fire time more than FIRE_GRACE_MS past when the supervisor gets to it
  * was missed (the server was down, or the supervisor stopped): it is
@@ -32,10 +33,11 @@
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/array.h"
-#include "utils/lsyscache.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 #include "utils/syscache.h"
 #include "utils/timestamp.h"
 
@@ -49,6 +51,9 @@
 
 /* at most this many schedules are fired per transaction */
 #define FIRE_BATCH 1000
+
+/* how long a push may wait for another transaction's lock */
+#define PUSH_LOCK_TIMEOUT "1s"
 
 /* the longest catch_up window: 366 days, in ms */
 #define CATCH_UP_WINDOW_MAX_MS INT64CONST(31622400000)
@@ -75,6 +80,7 @@ typedef struct DueSchedule
 	TimestampTz next_fire_at;
 	Oid			owner;
 	bool		last_live;		/* its last job is pending, running or retrying */
+	Oid			function;		/* the function its jobs must run (see expect_function) */
 
 	/* set by plan_fires() */
 	bool		broken;			/* its firing raised an error: disable it */
@@ -142,10 +148,12 @@ chancy_schedule(PG_FUNCTION_ARGS)
 	TimestampTz next;
 	CatalogSql	sql;
 	Oid			caller = GetUserId();
-	Datum		args[9];
-	Oid			argtypes[9] = {TEXTOID, TEXTOID, TEXTOID, cat->job_typid,
-	BOOLOID, INTERVALOID, BOOLOID, TIMESTAMPTZOID, OIDOID};
-	char		nulls[9] = "         ";
+	Datum		args[14];
+	Oid			argtypes[14] = {TEXTOID, TEXTOID, TEXTOID, cat->job_typid,
+		BOOLOID, INTERVALOID, BOOLOID, TIMESTAMPTZOID, OIDOID, OIDOID,
+	OIDOID, OIDOID, INT8OID, INT8OID};
+	char		nulls[14] = "              ";
+	int			tries = 0;
 	Datum		result;
 
 	for (int i = 0; i < 7; i++)
@@ -167,7 +175,8 @@ chancy_schedule(PG_FUNCTION_ARGS)
 				 errdetail("A schedule's name is 1 to %d bytes long.", NAMEDATALEN - 1)));
 	cron = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	time_zone = text_to_cstring(PG_GETARG_TEXT_PP(3));
-	next = chancy_cron_next_time(cron, GetCurrentTransactionStartTimestamp(), time_zone);
+	/* not the transaction's start: the supervisor may have fired since */
+	next = chancy_cron_next_time(cron, GetCurrentTimestamp(), time_zone);
 	if (!PG_ARGISNULL(4))
 	{
 		Interval   *iv = PG_GETARG_INTERVAL_P(4);
@@ -194,7 +203,6 @@ chancy_schedule(PG_FUNCTION_ARGS)
 	job_authorize(cat, &job);
 
 	catalog_sql_begin(cat, true, &sql);
-	(void) lock_schedule(cat, name, caller, true);
 	args[0] = CStringGetTextDatum(name);
 	args[1] = CStringGetTextDatum(cron);
 	args[2] = CStringGetTextDatum(time_zone);
@@ -205,28 +213,56 @@ chancy_schedule(PG_FUNCTION_ARGS)
 	args[6] = BoolGetDatum(overlap);
 	args[7] = TimestampTzGetDatum(next);
 	args[8] = ObjectIdGetDatum(caller);
+	args[10] = ObjectIdGetDatum(job.function_oid);
+	nulls[10] = OidIsValid(job.function_oid) ? ' ' : 'n';
+	args[11] = ObjectIdGetDatum(job.function_owner);
+	nulls[11] = OidIsValid(job.function_owner) ? ' ' : 'n';
+	args[12] = Int64GetDatum((int64) catalog_identity());
+	args[13] = Int64GetDatum(job.function_digest);
+	nulls[13] = job.function_digest != 0 ? ' ' : 'n';
 
 	/*
-	 * A schedule whose expression, zone or enabling is unchanged keeps its
-	 * next fire time (so that replacing its job does not skip or repeat a
-	 * fire); else it fires next at the first time after now.
+	 * The row is changed only if its owner is still the one checked: a
+	 * schedule that another transaction made or replaced meanwhile is
+	 * looked at again.  A schedule whose expression, zone and enabling are
+	 * unchanged keeps its next fire time (replacing its job neither skips
+	 * nor repeats a fire); else it fires next after now, and never again at
+	 * a time it fired.
 	 */
-	if (SPI_execute_with_args(psprintf(
-									   "INSERT INTO %1$s.chancy_schedules AS s"
-									   " (name, cron, time_zone, job, enabled, catch_up, overlap,"
-									   "  next_fire_at, owner)"
-									   " VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $5 THEN $8 END,"
-									   "  $9::pg_catalog.regrole)"
-									   " ON CONFLICT (name) DO UPDATE SET"
-									   "  next_fire_at = CASE WHEN NOT $5 THEN NULL"
-									   "   WHEN s.enabled AND s.cron = $2 AND s.time_zone = $3"
-									   "    AND s.next_fire_at IS NOT NULL THEN s.next_fire_at"
-									   "   ELSE $8 END,"
-									   "  cron = $2, time_zone = $3, job = $4, enabled = $5,"
-									   "  catch_up = $6, overlap = $7, owner = EXCLUDED.owner"
-									   " RETURNING *", cat->nspname),
-							  9, argtypes, args, nulls, false, 0) != SPI_OK_INSERT_RETURNING)
-		elog(ERROR, "could not write chancy_schedules");
+	for (;;)
+	{
+		Oid			owner = lock_schedule(cat, name, caller, true);
+
+		args[9] = ObjectIdGetDatum(owner);
+		if (SPI_execute_with_args(psprintf(
+										   "INSERT INTO %1$s.chancy_schedules AS s"
+										   " (name, cron, time_zone, job, enabled, catch_up, overlap,"
+										   "  next_fire_at, owner, function_oid, function_owner,"
+										   "  function_catalog, function_digest)"
+										   " VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $5 THEN $8 END,"
+										   "  $9::pg_catalog.regrole, $11, $12::pg_catalog.regrole, $13, $14)"
+										   " ON CONFLICT (name) DO UPDATE SET"
+										   "  next_fire_at = CASE WHEN NOT $5 THEN NULL"
+										   "   WHEN s.enabled AND s.cron = $2 AND s.time_zone = $3"
+										   "    AND s.next_fire_at IS NOT NULL THEN s.next_fire_at"
+										   "   WHEN s.last_fire_at IS NULL THEN $8"
+										   "   ELSE greatest($8, %1$s.chancy_cron_next($2, s.last_fire_at, $3)) END,"
+										   "  cron = $2, time_zone = $3, job = $4, enabled = $5,"
+										   "  catch_up = $6, overlap = $7, owner = EXCLUDED.owner,"
+										   "  function_oid = $11, function_owner = EXCLUDED.function_owner,"
+										   "  function_catalog = $13, function_digest = $14, replicated = false"
+										   " WHERE s.owner OPERATOR(pg_catalog.=) $10::pg_catalog.regrole"
+										   " RETURNING *", cat->nspname),
+								  14, argtypes, args, nulls, false, 0) != SPI_OK_INSERT_RETURNING)
+			elog(ERROR, "could not write chancy_schedules");
+		if (SPI_processed == 1)
+			break;
+		if (++tries == 3)
+			ereport(ERROR,
+					(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+					 errmsg("schedule \"%s\" was changed by another transaction meanwhile", name),
+					 errhint("Try again.")));
+	}
 	result = PointerGetDatum(SPI_returntuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc));
 	catalog_sql_end(&sql);
 	PG_RETURN_DATUM(result);
@@ -240,11 +276,18 @@ Datum
 chancy_unschedule(PG_FUNCTION_ARGS)
 {
 	ChancyCatalog *cat = chancy_catalog_for(fcinfo);
-	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	char	   *name;
 	CatalogSql	sql;
-	Datum		arg = CStringGetTextDatum(name);
+	Datum		arg;
 	Oid			argtype = TEXTOID;
 
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("name must not be NULL"),
+				 errhint("See chancy_schedule_status for the schedules you may manage.")));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	arg = CStringGetTextDatum(name);
 	catalog_sql_begin(cat, true, &sql);
 	if (!OidIsValid(lock_schedule(cat, name, sql.save_userid, false)))
 		ereport(ERROR,
@@ -380,20 +423,31 @@ try_subtransaction(void (*fn) (void *arg), void *arg)
 	return error;
 }
 
-/* One push, or many, as one role, for try_subtransaction() */
+/* The statements that push a schedule's jobs, and check what they run */
+typedef struct FirePlans
+{
+	SPIPlanPtr	push;			/* chancy_push_many($1) */
+	SPIPlanPtr	check;			/* which of the jobs $1 do not run $2 */
+} FirePlans;
+
+/* Pushes of one owner's jobs, for try_subtransaction() */
 typedef struct Push
 {
 	Oid			owner;
 	const char *schedule;		/* for messages */
-	SPIPlanPtr	plan;
-	Datum		jobs;			/* a job, or an array of them */
-	Datum		result;			/* out: the id, or the array of ids */
+	FirePlans  *plans;
+	int			n;
+	Datum	   *jobs;
+	Oid		   *functions;		/* the function each job must run */
+	int64	   *ids;			/* out: the jobs' ids */
 } Push;
 
 /*
  * push_as_owner
- *		Run the push statement as the schedule's owner: chancy_push() and
- *		chancy_push_many() check the jobs as they would a push of that role.
+ *		Push the jobs as the schedules' owner: chancy_push_many() checks them
+ *		as it would a push of that role.  Then, as chancy, check that each
+ *		runs the function its schedule was made with: the push resolves its
+ *		function anew, as every push does.
  */
 static void
 push_as_owner(void *arg)
@@ -402,7 +456,10 @@ push_as_owner(void *arg)
 	Oid			save_userid;
 	int			save_sec_context;
 	bool		isnull;
-	Form_pg_attribute att;
+	Datum		args[2];
+	Datum	   *functions;
+	ArrayType  *ids;
+	int			nestlevel;
 
 	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(push->owner)))
 		ereport(ERROR,
@@ -410,18 +467,45 @@ push_as_owner(void *arg)
 				 errmsg("role with OID %u, the owner of schedule \"%s\", does not exist",
 						push->owner, push->schedule),
 				 errhint("Create the schedule again as an existing role.")));
+	args[0] = PointerGetDatum(construct_array(push->jobs, push->n,
+											  HeapTupleHeaderGetTypeId(DatumGetHeapTupleHeader(push->jobs[0])),
+											  -1, false, TYPALIGN_DOUBLE));
+
+	/*
+	 * A push may wait for another transaction: one that holds the job's
+	 * unique key, say.  No role may hold the supervisor up that way.
+	 */
+	nestlevel = NewGUCNestLevel();
+	(void) set_config_option("lock_timeout", PUSH_LOCK_TIMEOUT, PGC_SUSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(push->owner, save_sec_context |
 						   SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
-	if (SPI_execute_plan(push->plan, &push->jobs, NULL, false, 0) != SPI_OK_SELECT ||
+	if (SPI_execute_plan(push->plans->push, args, NULL, false, 0) != SPI_OK_SELECT ||
 		SPI_processed != 1)
 		elog(ERROR, "could not push the jobs of schedule \"%s\"", push->schedule);
-	att = TupleDescAttr(SPI_tuptable->tupdesc, 0);
-	push->result = SPI_datumTransfer(SPI_getbinval(SPI_tuptable->vals[0],
-												   SPI_tuptable->tupdesc, 1, &isnull),
-									 att->attbyval, att->attlen);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
+	AtEOXact_GUC(true, nestlevel);
+	ids = DatumGetArrayTypeP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+										   1, &isnull));
+	memcpy(push->ids, ARR_DATA_PTR(ids), sizeof(int64) * push->n);
+
+	functions = palloc(sizeof(Datum) * push->n);
+	for (int i = 0; i < push->n; i++)
+		functions[i] = ObjectIdGetDatum(push->functions[i]);
+	args[0] = PointerGetDatum(ids);
+	args[1] = PointerGetDatum(construct_array(functions, push->n, OIDOID,
+											  sizeof(Oid), true, TYPALIGN_INT));
+	if (SPI_execute_plan(push->plans->check, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read chancy_jobs");
+	if (SPI_processed > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("the function of schedule \"%s\" is not the one it was made with",
+						push->schedule),
+				 errdetail("Its function was dropped and made again, or its job's definition changed, after the schedule was made; another function is not run in its place."),
+				 errhint("Make the schedule again with chancy_schedule() to use the function as it is now.")));
 }
 
 /*
@@ -430,19 +514,21 @@ push_as_owner(void *arg)
  *		id.  A push that fails is recorded as a failed job.
  */
 static int64
-push_fire(ChancyCatalog *cat, DueSchedule *s, TimestampTz fire_at, SPIPlanPtr plan)
+push_fire(ChancyCatalog *cat, DueSchedule *s, TimestampTz fire_at, FirePlans *plans)
 {
-	Push		push = {s->owner, s->name, plan, fire_job(cat, s, fire_at), 0};
+	Datum		job = fire_job(cat, s, fire_at);
+	int64		id;
+	Push		push = {s->owner, s->name, plans, 1, &job, &s->function, &id};
 	ErrorData  *error = try_subtransaction(push_as_owner, &push);
 
 	if (error == NULL)
-		return DatumGetInt64(push.result);
+		return id;
 	ereport(LOG,
 			(errcode(error->sqlerrcode),
 			 errmsg("schedule \"%s\" could not push its job: %s",
 					s->name, error->message),
 			 error->detail ? errdetail_internal("%s", error->detail) : 0));
-	return record_failed_fire(cat, s, push.jobs, error);
+	return record_failed_fire(cat, s, job, error);
 }
 
 /*
@@ -499,7 +585,15 @@ plan_fires(void *arg)
 			}
 		}
 		else if (!s->overlap && live)
-			s->skips++;
+		{
+			/* nothing more is pushed until now: count, then move on */
+			if (++s->skips >= SKIP_COUNT_MAX)
+			{
+				at = chancy_cron_next_time(s->cron, now, s->time_zone);
+				s->jumped = true;
+				break;
+			}
+		}
 		else
 		{
 			if (s->nfires == room)
@@ -601,16 +695,15 @@ plan_due(ChancyCatalog *cat, DueSchedule *due, int ndue)
  * push_owner_fires
  *		Push the planned fires of the due schedules owned by due[first]'s
  *		owner, from first on, in one chancy_push_many() as that role; if it
- *		fails (one job its owner may no longer push), push them one by one,
- *		each failure a failed job.  Sets each schedule's last_job.
+ *		fails (one job its owner may no longer push, say), push them one by
+ *		one, each failure a failed job.  Sets each schedule's last_job.
  */
 static void
 push_owner_fires(ChancyCatalog *cat, DueSchedule *due, int ndue, int first,
-				 SPIPlanPtr many_plan, SPIPlanPtr one_plan)
+				 FirePlans *plans)
 {
 	Oid			owner = due[first].owner;
 	int			n = 0;
-	Datum	   *jobs;
 	Push		push;
 	ErrorData  *error;
 	int			k = 0;
@@ -620,17 +713,20 @@ push_owner_fires(ChancyCatalog *cat, DueSchedule *due, int ndue, int first,
 			n += due[i].nfires;
 	if (n == 0)
 		return;
-	jobs = palloc(sizeof(Datum) * n);
-	for (int i = first; i < ndue; i++)
-		if (due[i].owner == owner && !due[i].broken)
-			for (int f = 0; f < due[i].nfires; f++)
-				jobs[k++] = fire_job(cat, &due[i], due[i].fire_at[f]);
-
 	push.owner = owner;
 	push.schedule = due[first].name;
-	push.plan = many_plan;
-	push.jobs = PointerGetDatum(construct_array(jobs, n, cat->job_typid, -1, false,
-												TYPALIGN_DOUBLE));
+	push.plans = plans;
+	push.n = n;
+	push.jobs = palloc(sizeof(Datum) * n);
+	push.functions = palloc(sizeof(Oid) * n);
+	push.ids = palloc(sizeof(int64) * n);
+	for (int i = first; i < ndue; i++)
+		if (due[i].owner == owner && !due[i].broken)
+			for (int f = 0; f < due[i].nfires; f++, k++)
+			{
+				push.jobs[k] = fire_job(cat, &due[i], due[i].fire_at[f]);
+				push.functions[k] = due[i].function;
+			}
 	error = try_subtransaction(push_as_owner, &push);
 
 	k = 0;
@@ -641,15 +737,35 @@ push_owner_fires(ChancyCatalog *cat, DueSchedule *due, int ndue, int first,
 		for (int f = 0; f < due[i].nfires; f++, k++)
 		{
 			if (error != NULL)
-				due[i].last_job = push_fire(cat, &due[i], due[i].fire_at[f], one_plan);
-			else if (f == due[i].nfires - 1)
-			{
-				ArrayType  *ids = DatumGetArrayTypeP(push.result);
-
-				due[i].last_job = ((int64 *) ARR_DATA_PTR(ids))[k];
-			}
+				due[i].last_job = push_fire(cat, &due[i], due[i].fire_at[f], plans);
+			else
+				due[i].last_job = push.ids[k];
 		}
 	}
+}
+
+/*
+ * expect_function
+ *		The function the jobs of schedule s must run: the one it was made
+ *		with (here, or in the catalog it was made in, see function_here()),
+ *		InvalidOid for a C symbol.  A fire whose push would run another, one
+ *		dropped and made again or a definition changed since, fails instead.
+ *		Returns InvalidOid too when that function is gone; the push then
+ *		finds another function, or none, and fails either way.
+ */
+static Oid
+expect_function(DueSchedule *s, Oid oid, Oid owner, uint64 catalog, int64 digest)
+{
+	JobValue	job;
+
+	if (!OidIsValid(oid))
+		return InvalidOid;
+	job.values[JA_FUNCTION] = GetAttributeByName(DatumGetHeapTupleHeader(s->job),
+												 "function", &job.nulls[JA_FUNCTION]);
+	if (job.nulls[JA_FUNCTION])
+		return InvalidOid;
+	return function_here(TextDatumGetCString(job.values[JA_FUNCTION]), oid, owner,
+						 catalog, digest);
 }
 
 /*
@@ -670,9 +786,11 @@ read_due(ChancyCatalog *cat, TimestampTz now, int *ndue)
 									   "  %1$s.chancy_interval_ms(s.catch_up), s.overlap,"
 									   "  s.next_fire_at, s.owner::pg_catalog.oid,"
 									   "  EXISTS (SELECT FROM %1$s.chancy_jobs j WHERE j.id = s.last_job_id"
-									   "   AND j.state IN ('pending', 'running', 'retrying'))"
+									   "   AND j.state IN ('pending', 'running', 'retrying')),"
+									   "  s.function_oid, s.function_owner::pg_catalog.oid,"
+									   "  s.function_catalog, s.function_digest"
 									   " FROM (SELECT * FROM %1$s.chancy_schedules"
-									   "  WHERE enabled AND next_fire_at <= $1"
+									   "  WHERE enabled AND NOT replicated AND next_fire_at <= $1"
 									   "  ORDER BY next_fire_at LIMIT %2$d"
 									   "  FOR UPDATE SKIP LOCKED) s"
 									   " ORDER BY s.owner::pg_catalog.oid, s.next_fire_at",
@@ -686,16 +804,33 @@ read_due(ChancyCatalog *cat, TimestampTz now, int *ndue)
 		HeapTuple	tup = SPI_tuptable->vals[i];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 		Datum		catch_up = SPI_getbinval(tup, desc, 5, &isnull);
+		Datum		oid;
+		Datum		owner;
+		Datum		catalog;
+		Datum		digest;
+		bool		oid_null;
+		bool		owner_null;
+		bool		catalog_null;
+		bool		digest_null;
 
+		due[i].catch_up_ms = isnull ? -1 : DatumGetInt64(catch_up);
 		due[i].name = SPI_getvalue(tup, desc, 1);
 		due[i].cron = SPI_getvalue(tup, desc, 2);
 		due[i].time_zone = SPI_getvalue(tup, desc, 3);
 		due[i].job = SPI_datumTransfer(SPI_getbinval(tup, desc, 4, &isnull), false, -1);
-		due[i].catch_up_ms = isnull ? -1 : DatumGetInt64(catch_up);
 		due[i].overlap = DatumGetBool(SPI_getbinval(tup, desc, 6, &isnull));
 		due[i].next_fire_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 7, &isnull));
 		due[i].owner = DatumGetObjectId(SPI_getbinval(tup, desc, 8, &isnull));
 		due[i].last_live = DatumGetBool(SPI_getbinval(tup, desc, 9, &isnull));
+		oid = SPI_getbinval(tup, desc, 10, &oid_null);
+		owner = SPI_getbinval(tup, desc, 11, &owner_null);
+		catalog = SPI_getbinval(tup, desc, 12, &catalog_null);
+		digest = SPI_getbinval(tup, desc, 13, &digest_null);
+		due[i].function = expect_function(&due[i],
+										  oid_null ? InvalidOid : DatumGetObjectId(oid),
+										  owner_null ? InvalidOid : DatumGetObjectId(owner),
+										  catalog_null ? 0 : (uint64) DatumGetInt64(catalog),
+										  digest_null ? 0 : DatumGetInt64(digest));
 	}
 	return due;
 }
@@ -782,8 +917,8 @@ schedule_fire_due(ChancyCatalog *cat)
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
 	CatalogSql	sql;
 	Oid			jobs_type = get_array_type(cat->job_typid);
-	SPIPlanPtr	one_plan = NULL;
-	SPIPlanPtr	many_plan = NULL;
+	Oid			check_types[2] = {INT8ARRAYOID, OIDARRAYOID};
+	FirePlans	plans = {NULL, NULL};
 	DueSchedule *due;
 	int			ndue;
 	long		wait_ms = -1;
@@ -797,21 +932,26 @@ schedule_fire_due(ChancyCatalog *cat)
 	due = read_due(cat, now, &ndue);
 	if (ndue > 0)
 	{
-		one_plan = SPI_prepare(psprintf("SELECT %s.chancy_push($1)", cat->nspname),
-							   1, &cat->job_typid);
-		many_plan = SPI_prepare(psprintf("SELECT %s.chancy_push_many($1)", cat->nspname),
-								1, &jobs_type);
-		if (one_plan == NULL || many_plan == NULL)
+		plans.push = SPI_prepare(psprintf("SELECT %s.chancy_push_many($1)", cat->nspname),
+								 1, &jobs_type);
+		plans.check = SPI_prepare(psprintf("SELECT FROM ROWS FROM (pg_catalog.unnest($1),"
+										   " pg_catalog.unnest($2)) AS u(id, fn)"
+										   " JOIN %s.chancy_jobs j ON j.id OPERATOR(pg_catalog.=) u.id"
+										   " WHERE coalesce(j.function_oid, 0) OPERATOR(pg_catalog.<>) u.fn",
+										   cat->nspname),
+								  2, check_types);
+		if (plans.push == NULL || plans.check == NULL)
 			elog(ERROR, "could not prepare the statements that fire schedules");
 	}
 
 	plan_due(cat, due, ndue);
 	for (int i = 0; i < ndue; i++)
 		if (i == 0 || due[i].owner != due[i - 1].owner)
-			push_owner_fires(cat, due, ndue, i, many_plan, one_plan);
+			push_owner_fires(cat, due, ndue, i, &plans);
 	write_fired(cat, due, ndue);
 
-	if (SPI_execute(psprintf("SELECT min(next_fire_at) FROM %s.chancy_schedules WHERE enabled",
+	if (SPI_execute(psprintf("SELECT min(next_fire_at) FROM %s.chancy_schedules"
+							 " WHERE enabled AND NOT replicated",
 							 cat->nspname), true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read chancy_schedules");
 	next = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);

@@ -4,7 +4,11 @@
 # and counted, or pushed within the catch_up window; overlap => false skips
 # while the last job is live; the job runs as the schedule's owner, and a
 # fire the owner may no longer push is a failed job; a schedule whose firing
-# fails is disabled, the others go on; a standby fires
+# fails is disabled, the others go on; a function dropped and made again
+# is not run in its place; a long backlog with overlap off is bounded; a
+# held unique key does not stall the supervisor; changing a schedule never
+# repeats a fire time; a replicated schedule fires only once adopted; a
+# standby fires
 # nothing and, promoted, goes on without duplicates.
 use strict;
 use warnings;
@@ -121,6 +125,110 @@ pass('a schedule whose firing fails is disabled; the others fire on');
 ok($node->log_contains(qr/schedule "broken" is disabled: time zone "Mars\/Olympus" not recognized/),
 	'the log says which and why');
 sql(q{SELECT chancy_unschedule('fine'), chancy_unschedule('broken')});
+
+# --- a function dropped and made again is not run in its place, even when
+# the schema's owner (who may drop anything in it) does it to a superuser's
+# schedule
+sql(q{CREATE ROLE regress_sched_dev;
+	CREATE SCHEMA app AUTHORIZATION regress_sched_dev;
+	CREATE TABLE hijacked (by text);
+	GRANT INSERT ON hijacked TO PUBLIC;
+	CREATE FUNCTION app.maint(kwargs jsonb) RETURNS void LANGUAGE sql AS '';
+	SELECT chancy_schedule('maint', '* * * * * *', chancy_job('app.maint'));});
+$node->poll_query_until('postgres',
+	q{SELECT count(*) > 0 FROM chancy_jobs WHERE meta->>'schedule' = 'maint' AND state = 'succeeded'})
+  or die 'the maint schedule never ran';
+sql(q{SET ROLE regress_sched_dev;
+	DROP FUNCTION app.maint(jsonb);
+	CREATE FUNCTION app.maint(kwargs jsonb) RETURNS void LANGUAGE sql
+		AS $$INSERT INTO hijacked VALUES (current_user)$$;});
+$node->poll_query_until('postgres',
+	q{SELECT count(*) >= 2 FROM chancy_jobs WHERE meta->>'schedule' = 'maint' AND state = 'failed'})
+  or die 'the fires of the replaced function never failed';
+sql(q{SELECT chancy_unschedule('maint')});
+like(sql(q{SELECT DISTINCT errors->0->>'message' FROM chancy_jobs
+		   WHERE meta->>'schedule' = 'maint' AND state = 'failed'}),
+	qr/^the function of schedule "maint" is not the one it was made with$/,
+	'a fire whose function was dropped and made again fails');
+$node->poll_query_until('postgres',
+	q{SELECT count(*) = 0 FROM chancy_jobs WHERE meta->>'schedule' = 'maint'
+		AND state NOT IN ('succeeded', 'failed')})
+  or die 'the maint jobs never finished';
+is(sql(q{SELECT count(*) FROM hijacked}), '0', 'and the new function never ran as the schedule\'s owner');
+
+# --- overlap off with a long backlog: skipped and counted, quickly, without
+# counting each one past 100,000
+sql(q{SELECT chancy_declare_queue('stopped', 1);
+	SELECT chancy_pause_queue('stopped');
+	SELECT chancy_schedule('backlog', '* * * * * *', chancy_with_queue(chancy_job('tick'), 'stopped'),
+		catch_up => '366 days', overlap => false);});
+$node->poll_query_until('postgres', q{SELECT fires = 1 FROM chancy_schedules WHERE name = 'backlog'})
+  or die 'the backlog schedule never fired';
+sql(q{UPDATE chancy_schedules SET next_fire_at = now() - interval '300 days' WHERE name = 'backlog'});
+$node->poll_query_until('postgres',
+	q{SELECT skips >= 100000 AND next_fire_at > now() FROM chancy_schedules WHERE name = 'backlog'})
+  or die 'the backlog was never skipped';
+is(sql(q{SELECT fires FROM chancy_schedules WHERE name = 'backlog'}), '1',
+	'with its last job still pending, 300 days of fires are skipped, none pushed');
+sql(q{SELECT chancy_unschedule('backlog')});
+
+# --- a transaction holding a job's unique key does not hold the supervisor
+# up: that fire fails after a second, the others go on
+my $holder = $node->background_psql('postgres', timeout => 120);
+$holder->query_safe('BEGIN');
+$holder->query_safe(q{SELECT chancy_push(chancy_with_unique_key(chancy_job('tick'), 'held'))});
+sql(q{SELECT chancy_schedule('held', '* * * * * *', chancy_with_unique_key(chancy_job('tick'), 'held'));
+	SELECT chancy_schedule('free', '* * * * * *', chancy_job('tick'));});
+$node->poll_query_until('postgres',
+	q{SELECT count(*) > 0 FROM chancy_jobs WHERE meta->>'schedule' = 'held' AND state = 'failed'})
+  or die 'the held fire never failed';
+my $free = sql(q{SELECT fires FROM chancy_schedules WHERE name = 'free'});
+$node->poll_query_until('postgres',
+	qq{SELECT fires >= $free + 2 FROM chancy_schedules WHERE name = 'free'})
+  or die 'the free schedule stopped';
+is(sql(q{SELECT errors->0->>'sqlstate' FROM chancy_jobs
+		  WHERE meta->>'schedule' = 'held' AND state = 'failed' LIMIT 1}), '55P03',
+	'a fire waiting on a unique key an open transaction holds fails on a lock timeout; the others fire on');
+$holder->query_safe('ROLLBACK');
+$holder->quit;
+sql(q{SELECT chancy_unschedule('held'), chancy_unschedule('free')});
+
+# --- changing a schedule's expression never fires a time twice, even when
+# the supervisor fired it after the changing transaction began
+sql(q{SELECT chancy_schedule('dup', '*/2 * * * * *', chancy_job('tick'))});
+$node->poll_query_until('postgres', q{SELECT fires >= 1 FROM chancy_schedules WHERE name = 'dup'})
+  or die 'the dup schedule never fired';
+sql(q{BEGIN;
+	SELECT pg_sleep(2.5);	-- the window: the supervisor fires meanwhile
+	SELECT chancy_schedule('dup', '0/2 * * * * *', chancy_job('tick'));
+	COMMIT;});
+my $dup = sql(q{SELECT fires FROM chancy_schedules WHERE name = 'dup'});
+$node->poll_query_until('postgres', qq{SELECT fires >= $dup + 2 FROM chancy_schedules WHERE name = 'dup'})
+  or die 'the dup schedule stopped';
+is(sql(q{SELECT count(*) = count(DISTINCT t) FROM fire_times('dup') t}), 't',
+	'no fire time is pushed twice across the change');
+sql(q{SELECT chancy_unschedule('dup')});
+
+# --- a schedule written by logical replication is the publisher's: it does
+# not fire here until chancy_adopt_jobs()
+sql(q{SELECT chancy_schedule('mirrored', '* * * * * *', chancy_job('tick'), enabled => false);
+	SELECT chancy_schedule('local', '* * * * * *', chancy_job('tick'));
+	SELECT pg_replication_origin_create('regress_origin');});
+sql(q{SET session_replication_role = replica;
+	SELECT pg_replication_origin_session_setup('regress_origin');
+	UPDATE chancy_schedules SET enabled = true, next_fire_at = now() WHERE name = 'mirrored';});
+is(sql(q{SELECT replicated FROM chancy_schedules WHERE name = 'mirrored'}), 't',
+	'a schedule that replication writes is marked replicated');
+my $local = sql(q{SELECT fires FROM chancy_schedules WHERE name = 'local'});
+$node->poll_query_until('postgres', qq{SELECT fires >= $local + 2 FROM chancy_schedules WHERE name = 'local'})
+  or die 'the local schedule stopped';
+is(sql(q{SELECT fires FROM chancy_schedules WHERE name = 'mirrored'}), '0',
+	'and does not fire here, while the others do');
+sql(q{SELECT chancy_adopt_jobs()});
+$node->poll_query_until('postgres', q{SELECT fires >= 1 FROM chancy_schedules WHERE name = 'mirrored'})
+  or die 'the adopted schedule never fired';
+pass('after chancy_adopt_jobs() it fires here');
+sql(q{SELECT chancy_unschedule('mirrored'), chancy_unschedule('local')});
 
 # --- downtime: missed fires skipped and counted, or caught up in the window
 # The server comes back without its supervisor (chancy.database names no
