@@ -9,7 +9,7 @@
 
 bin=/usr/lib/postgresql/15/bin
 cluster=$(mktemp -d /tmp/chancy-cluster.XXXXXX)
-trap '$bin/pg_ctl -D "$cluster/data" -m fast stop >/dev/null 2>&1; rm -rf "$cluster"' EXIT
+trap '$bin/pg_ctl -D "$cluster/data" -m fast stop >/dev/null 2>&1 || true; rm -rf "$cluster"' EXIT
 
 cluster_start() {
 	$bin/initdb -D "$cluster/data" -A trust -U postgres >/dev/null

@@ -52,8 +52,17 @@
 /* at most this many schedules are fired per transaction */
 #define FIRE_BATCH 1000
 
-/* how long a push may wait for another transaction's lock */
-#define PUSH_LOCK_TIMEOUT "1s"
+/*
+ * How long a push may wait for another transaction's lock (an open
+ * transaction holding the job's unique key, say): an owner's jobs at once,
+ * then each on its own after that failed.  Short, so that no role holds up
+ * the fires of others for long.
+ */
+#define PUSH_LOCK_TIMEOUT "100ms"
+#define PUSH_ONE_LOCK_TIMEOUT "10ms"
+
+/* at most this many fires are pushed per transaction */
+#define FIRES_PER_BATCH 10000
 
 /* the longest catch_up window: 366 days, in ms */
 #define CATCH_UP_WINDOW_MAX_MS INT64CONST(31622400000)
@@ -92,8 +101,12 @@ typedef struct DueSchedule
 	TimestampTz first_missed;
 	bool		jumped;			/* missed ones not all counted */
 
+	bool		deferred;		/* left for the next batch (FIRES_PER_BATCH) */
+
 	/* set as it is pushed */
 	int64		last_job;
+	bool		pushed;			/* a fire's push went through: the function is */
+	/* the expected one, kept with its owner and digest as they are now */
 } DueSchedule;
 
 /*
@@ -348,13 +361,23 @@ fire_job(ChancyCatalog *cat, DueSchedule *s, TimestampTz at)
 	return job_form(cat, &job);
 }
 
+/* The statements that push a schedule's jobs, check what they run, and
+ * record a fire that failed: prepared once per batch */
+typedef struct FirePlans
+{
+	SPIPlanPtr	push;			/* chancy_push_many($1) */
+	SPIPlanPtr	check;			/* which of the jobs $1 do not run $2 */
+	SPIPlanPtr	failed;			/* a failed job */
+} FirePlans;
+
 /*
  * record_failed_fire
  *		A fire whose push failed: a failed job with the error, pushed_by the
  *		schedule's owner (or, when that role is gone, chancy's owner).
  */
 static int64
-record_failed_fire(ChancyCatalog *cat, DueSchedule *s, Datum job, ErrorData *error)
+record_failed_fire(ChancyCatalog *cat, DueSchedule *s, Datum job, ErrorData *error,
+				   FirePlans *plans)
 {
 	static const char *const sql =
 		"INSERT INTO %1$s.chancy_jobs (name, function, queue, state, priority,"
@@ -371,7 +394,6 @@ record_failed_fire(ChancyCatalog *cat, DueSchedule *s, Datum job, ErrorData *err
 	Oid			argtypes[6] = {cat->job_typid, TEXTOID, TEXTOID, TEXTOID, TEXTOID, OIDOID};
 	Datum		args[6];
 	char		nulls[6] = "      ";
-	SPIPlanPtr	plan;
 	bool		isnull;
 
 	args[0] = job;
@@ -383,8 +405,13 @@ record_failed_fire(ChancyCatalog *cat, DueSchedule *s, Datum job, ErrorData *err
 	nulls[4] = error->hint ? ' ' : 'n';
 	args[5] = ObjectIdGetDatum(SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(s->owner))
 							   ? s->owner : cat->owner);
-	plan = SPI_prepare(psprintf(sql, cat->nspname), 6, argtypes);
-	if (plan == NULL || catalog_own_write(plan, args, nulls) != SPI_OK_INSERT_RETURNING)
+	if (plans->failed == NULL)
+	{
+		plans->failed = SPI_prepare(psprintf(sql, cat->nspname), 6, argtypes);
+		if (plans->failed == NULL)
+			elog(ERROR, "could not prepare the statement that records a failed fire");
+	}
+	if (catalog_own_write(plans->failed, args, nulls) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not record the failed fire of schedule \"%s\"", s->name);
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
 									   1, &isnull));
@@ -394,7 +421,8 @@ record_failed_fire(ChancyCatalog *cat, DueSchedule *s, Datum job, ErrorData *err
  * try_subtransaction
  *		Run fn(arg) in a subtransaction.  NULL if it went well; else the
  *		subtransaction is rolled back and its error returned, so that one
- *		schedule, or one push, cannot stop the others.
+ *		schedule, or one push, cannot stop the others (a cancel or a
+ *		shutdown is raised again).
  */
 static ErrorData *
 try_subtransaction(void (*fn) (void *arg), void *arg)
@@ -416,6 +444,12 @@ try_subtransaction(void (*fn) (void *arg), void *arg)
 		error = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(context);
+		CurrentResourceOwner = owner;
+		/* a cancel or a shutdown is the supervisor's, not the schedule's */
+		if (error->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+			error->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
+			ReThrowError(error);
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(context);
@@ -423,12 +457,6 @@ try_subtransaction(void (*fn) (void *arg), void *arg)
 	return error;
 }
 
-/* The statements that push a schedule's jobs, and check what they run */
-typedef struct FirePlans
-{
-	SPIPlanPtr	push;			/* chancy_push_many($1) */
-	SPIPlanPtr	check;			/* which of the jobs $1 do not run $2 */
-} FirePlans;
 
 /* Pushes of one owner's jobs, for try_subtransaction() */
 typedef struct Push
@@ -439,6 +467,7 @@ typedef struct Push
 	int			n;
 	Datum	   *jobs;
 	Oid		   *functions;		/* the function each job must run */
+	const char *lock_timeout;
 	int64	   *ids;			/* out: the jobs' ids */
 } Push;
 
@@ -476,7 +505,7 @@ push_as_owner(void *arg)
 	 * unique key, say.  No role may hold the supervisor up that way.
 	 */
 	nestlevel = NewGUCNestLevel();
-	(void) set_config_option("lock_timeout", PUSH_LOCK_TIMEOUT, PGC_SUSET, PGC_S_SESSION,
+	(void) set_config_option("lock_timeout", push->lock_timeout, PGC_SUSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
 	SetUserIdAndSecContext(push->owner, save_sec_context |
@@ -518,17 +547,21 @@ push_fire(ChancyCatalog *cat, DueSchedule *s, TimestampTz fire_at, FirePlans *pl
 {
 	Datum		job = fire_job(cat, s, fire_at);
 	int64		id;
-	Push		push = {s->owner, s->name, plans, 1, &job, &s->function, &id};
+	Push		push = {s->owner, s->name, plans, 1, &job, &s->function,
+	PUSH_ONE_LOCK_TIMEOUT, &id};
 	ErrorData  *error = try_subtransaction(push_as_owner, &push);
 
 	if (error == NULL)
+	{
+		s->pushed = true;
 		return id;
+	}
 	ereport(LOG,
 			(errcode(error->sqlerrcode),
 			 errmsg("schedule \"%s\" could not push its job: %s",
 					s->name, error->message),
 			 error->detail ? errdetail_internal("%s", error->detail) : 0));
-	return record_failed_fire(cat, s, job, error);
+	return record_failed_fire(cat, s, job, error, plans);
 }
 
 /*
@@ -655,7 +688,8 @@ plan_all_fires(void *arg)
  * plan_due
  *		plan_fires() for every due schedule; a schedule whose planning fails
  *		(its time zone left the time zone database, say) is disabled, so
- *		that the others go on.  Logs the fire times each missed.
+ *		that the others go on.  Schedules past FIRES_PER_BATCH fires are
+ *		left for the next transaction.  Logs the fire times each missed.
  */
 static void
 plan_due(ChancyCatalog *cat, DueSchedule *due, int ndue)
@@ -675,11 +709,20 @@ plan_due(ChancyCatalog *cat, DueSchedule *due, int ndue)
 			}
 		}
 
+	/* a long catch-up of many schedules goes in several transactions */
+	for (int i = 0, fires = 0; i < ndue; i++)
+	{
+		if (due[i].broken)
+			continue;
+		fires += due[i].nfires;
+		due[i].deferred = fires > FIRES_PER_BATCH && fires > due[i].nfires;
+	}
+
 	for (int i = 0; i < ndue; i++)
 	{
 		DueSchedule *s = &due[i];
 
-		if (s->broken || s->missed == 0)
+		if (s->broken || s->deferred || s->missed == 0)
 			continue;
 		ereport(LOG,
 				(errmsg("schedule \"%s\" missed %s%lld fire time%s from %s on",
@@ -709,7 +752,7 @@ push_owner_fires(ChancyCatalog *cat, DueSchedule *due, int ndue, int first,
 	int			k = 0;
 
 	for (int i = first; i < ndue; i++)
-		if (due[i].owner == owner && !due[i].broken)
+		if (due[i].owner == owner && !due[i].broken && !due[i].deferred)
 			n += due[i].nfires;
 	if (n == 0)
 		return;
@@ -717,11 +760,12 @@ push_owner_fires(ChancyCatalog *cat, DueSchedule *due, int ndue, int first,
 	push.schedule = due[first].name;
 	push.plans = plans;
 	push.n = n;
+	push.lock_timeout = PUSH_LOCK_TIMEOUT;
 	push.jobs = palloc(sizeof(Datum) * n);
 	push.functions = palloc(sizeof(Oid) * n);
 	push.ids = palloc(sizeof(int64) * n);
 	for (int i = first; i < ndue; i++)
-		if (due[i].owner == owner && !due[i].broken)
+		if (due[i].owner == owner && !due[i].broken && !due[i].deferred)
 			for (int f = 0; f < due[i].nfires; f++, k++)
 			{
 				push.jobs[k] = fire_job(cat, &due[i], due[i].fire_at[f]);
@@ -732,14 +776,17 @@ push_owner_fires(ChancyCatalog *cat, DueSchedule *due, int ndue, int first,
 	k = 0;
 	for (int i = first; i < ndue; i++)
 	{
-		if (due[i].owner != owner || due[i].broken)
+		if (due[i].owner != owner || due[i].broken || due[i].deferred)
 			continue;
 		for (int f = 0; f < due[i].nfires; f++, k++)
 		{
 			if (error != NULL)
 				due[i].last_job = push_fire(cat, &due[i], due[i].fire_at[f], plans);
 			else
+			{
 				due[i].last_job = push.ids[k];
+				due[i].pushed = true;
+			}
 		}
 	}
 }
@@ -756,16 +803,15 @@ push_owner_fires(ChancyCatalog *cat, DueSchedule *due, int ndue, int first,
 static Oid
 expect_function(DueSchedule *s, Oid oid, Oid owner, uint64 catalog, int64 digest)
 {
-	JobValue	job;
+	bool		isnull;
+	Datum		spec;
 
 	if (!OidIsValid(oid))
 		return InvalidOid;
-	job.values[JA_FUNCTION] = GetAttributeByName(DatumGetHeapTupleHeader(s->job),
-												 "function", &job.nulls[JA_FUNCTION]);
-	if (job.nulls[JA_FUNCTION])
+	spec = GetAttributeByName(DatumGetHeapTupleHeader(s->job), "function", &isnull);
+	if (isnull)
 		return InvalidOid;
-	return function_here(TextDatumGetCString(job.values[JA_FUNCTION]), oid, owner,
-						 catalog, digest);
+	return function_here(TextDatumGetCString(spec), oid, owner, catalog, digest);
 }
 
 /*
@@ -838,32 +884,37 @@ read_due(ChancyCatalog *cat, TimestampTz now, int *ndue)
 /*
  * write_fired
  *		Move the fired schedules on, in one statement: next fire time, last
- *		fire and job, counts.
+ *		fire and job, counts.  A schedule whose push went through keeps its
+ *		function as it is now (its OID here, owner and digest): in another
+ *		catalog it is then compared with the function as last fired, not as
+ *		first scheduled.
  */
 static void
 write_fired(ChancyCatalog *cat, DueSchedule *due, int ndue)
 {
-	Oid			argtypes[6] = {TEXTARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
-	INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID};
-	Datum		args[6];
-	Datum	   *cols[6];
-	bool	   *nulls[6];
+#define FIRED_COLS 10
+	static const Oid elemtypes[FIRED_COLS] = {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
+		INT8OID, INT8OID, INT8OID, OIDOID, OIDOID, INT8OID, INT8OID};
+	Oid			argtypes[FIRED_COLS];
+	Datum		args[FIRED_COLS];
+	Datum	   *cols[FIRED_COLS];
+	bool	   *nulls[FIRED_COLS];
 	int			n = 0;
 	int			dims[1];
 	int			lbs[1] = {1};
-	static const Oid elemtypes[6] = {TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID,
-	INT8OID, INT8OID, INT8OID};
 
-	for (int c = 0; c < 6; c++)
+	for (int c = 0; c < FIRED_COLS; c++)
 	{
+		argtypes[c] = get_array_type(elemtypes[c]);
 		cols[c] = palloc(sizeof(Datum) * Max(ndue, 1));
 		nulls[c] = palloc0(sizeof(bool) * Max(ndue, 1));
 	}
 	for (int i = 0; i < ndue; i++)
 	{
 		DueSchedule *s = &due[i];
+		bool		keep = s->pushed && OidIsValid(s->function);
 
-		if (s->broken)
+		if (s->broken || s->deferred)
 			continue;
 		cols[0][n] = CStringGetTextDatum(s->name);
 		cols[1][n] = TimestampTzGetDatum(s->next);
@@ -873,12 +924,18 @@ write_fired(ChancyCatalog *cat, DueSchedule *due, int ndue)
 		nulls[3][n] = s->nfires == 0;
 		cols[4][n] = Int64GetDatum(s->nfires);
 		cols[5][n] = Int64GetDatum(s->skips);
+		cols[6][n] = ObjectIdGetDatum(s->function);
+		cols[7][n] = ObjectIdGetDatum(keep ? function_owner(s->function) : InvalidOid);
+		cols[8][n] = Int64GetDatum((int64) catalog_identity());
+		cols[9][n] = Int64GetDatum(keep ? function_digest(s->function) : 0);
+		for (int c = 6; c < FIRED_COLS; c++)
+			nulls[c][n] = !keep;
 		n++;
 	}
 	if (n == 0)
 		return;
 	dims[0] = n;
-	for (int c = 0; c < 6; c++)
+	for (int c = 0; c < FIRED_COLS; c++)
 	{
 		int16		typlen;
 		bool		typbyval;
@@ -893,13 +950,22 @@ write_fired(ChancyCatalog *cat, DueSchedule *due, int ndue)
 									   "UPDATE %s.chancy_schedules s SET next_fire_at = u.next,"
 									   " last_fire_at = coalesce(u.last_fire, s.last_fire_at),"
 									   " last_job_id = coalesce(u.last_job, s.last_job_id),"
-									   " fires = s.fires + u.fires, skips = s.skips + u.skips"
+									   " fires = s.fires + u.fires, skips = s.skips + u.skips,"
+									   " function_oid = coalesce(u.fn, s.function_oid),"
+									   " function_owner = coalesce(u.fn_owner::pg_catalog.regrole, s.function_owner),"
+									   " function_catalog = CASE WHEN u.fn IS NULL THEN s.function_catalog"
+									   "  ELSE u.fn_catalog END,"
+									   " function_digest = CASE WHEN u.fn IS NULL THEN s.function_digest"
+									   "  ELSE u.fn_digest END"
 									   " FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),"
 									   "  pg_catalog.unnest($3), pg_catalog.unnest($4),"
-									   "  pg_catalog.unnest($5), pg_catalog.unnest($6))"
-									   "  AS u(name, next, last_fire, last_job, fires, skips)"
+									   "  pg_catalog.unnest($5), pg_catalog.unnest($6),"
+									   "  pg_catalog.unnest($7), pg_catalog.unnest($8),"
+									   "  pg_catalog.unnest($9), pg_catalog.unnest($10))"
+									   "  AS u(name, next, last_fire, last_job, fires, skips,"
+									   "   fn, fn_owner, fn_catalog, fn_digest)"
 									   " WHERE s.name = u.name", cat->nspname),
-							  6, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
+							  FIRED_COLS, argtypes, args, NULL, false, 0) != SPI_OK_UPDATE)
 		elog(ERROR, "could not write chancy_schedules");
 }
 
@@ -918,7 +984,7 @@ schedule_fire_due(ChancyCatalog *cat)
 	CatalogSql	sql;
 	Oid			jobs_type = get_array_type(cat->job_typid);
 	Oid			check_types[2] = {INT8ARRAYOID, OIDARRAYOID};
-	FirePlans	plans = {NULL, NULL};
+	FirePlans	plans = {NULL, NULL, NULL};
 	DueSchedule *due;
 	int			ndue;
 	long		wait_ms = -1;
@@ -955,7 +1021,7 @@ schedule_fire_due(ChancyCatalog *cat)
 							 cat->nspname), true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read chancy_schedules");
 	next = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	if (ndue == FIRE_BATCH)
+	if (ndue == FIRE_BATCH || (ndue > 0 && due[ndue - 1].deferred))
 		wait_ms = 0;			/* more are due */
 	else if (!isnull)
 	{

@@ -49,6 +49,9 @@
  * the supervisor when a slot frees in another database */
 #define START_RETRY_MS 1000
 
+/* batches of due schedules fired before the rest of the loop has its turn */
+#define FIRE_BATCHES_PER_TURN 10
+
 /* A row of chancy_queues, as the supervisor needs it. */
 typedef struct QueueRow
 {
@@ -660,13 +663,18 @@ chancy_supervisor_main(Datum arg)
 			reap();
 			all_started = reconcile();
 			sweep_cancels();
-			/* a batch at a time, each committed: the first jobs start sooner */
-			do
+			/*
+			 * Due schedules a batch at a time, each committed; after a few,
+			 * the rest of the loop has its turn.
+			 */
+			for (int batches = 0; batches < FIRE_BATCHES_PER_TURN; batches++)
 			{
 				fire_ms = schedule_fire_due(begin());
 				end();
 				CHECK_FOR_INTERRUPTS();
-			} while (fire_ms == 0);
+				if (fire_ms != 0)
+					break;
+			}
 			wait_ms = Min(prune_if_due(), recover_if_due());
 			if (fire_ms >= 0)
 				wait_ms = Min(wait_ms, fire_ms);

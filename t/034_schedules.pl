@@ -172,6 +172,22 @@ is(sql(q{SELECT fires FROM chancy_schedules WHERE name = 'backlog'}), '1',
 	'with its last job still pending, 300 days of fires are skipped, none pushed');
 sql(q{SELECT chancy_unschedule('backlog')});
 
+# --- a catch-up of many schedules at once goes in several transactions of
+# at most 10,000 fires, each fire time once
+sql(q{SELECT count(chancy_schedule('many' || i, '* * * * * *',
+		chancy_with_queue(chancy_job('tick'), 'stopped'), catch_up => '1 hour'))
+	FROM generate_series(1, 12) i});
+sql(q{UPDATE chancy_schedules SET next_fire_at = date_trunc('second', now()) - interval '20 minutes'
+	WHERE name LIKE 'many%'});
+$node->poll_query_until('postgres',
+	q{SELECT bool_and(fires >= 1000 AND next_fire_at > now()) FROM chancy_schedules WHERE name LIKE 'many%'})
+  or die 'the many schedules never caught up';
+is(sql(q{SELECT count(*) = count(DISTINCT (meta->>'schedule', meta->>'fire_at')) AND count(*) >= 12000
+		   FROM chancy_jobs WHERE meta->>'schedule' LIKE 'many%'}), 't',
+	'12 schedules catching up 1,000 fires each push them all, none twice');
+sql(q{SELECT count(chancy_unschedule(name)) FROM chancy_schedules WHERE name LIKE 'many%';
+	DELETE FROM chancy_jobs WHERE queue = 'stopped'});
+
 # --- a transaction holding a job's unique key does not hold the supervisor
 # up: that fire fails after a second, the others go on
 my $holder = $node->background_psql('postgres', timeout => 120);
