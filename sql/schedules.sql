@@ -42,6 +42,13 @@ SELECT name, cron, time_zone, enabled, last_job_state, fires, skips, owner
 SELECT chancy_schedule('bad', '0 0 30 2 *', chancy_job('nightly_job'));
 SELECT chancy_schedule('bad', '0 25 * * *', chancy_job('nightly_job'));
 SELECT chancy_schedule('bad', '@daily', chancy_job('nightly_job'), 'Atlantis/Capital');
+-- only the time zone database's zones (any case, kept as it spells them):
+-- no POSIX specifications, whose every variant the supervisor would keep
+SELECT time_zone FROM chancy_schedule('zoned', '@daily', chancy_job('nightly_job'), 'europe/BERLIN');
+SELECT time_zone FROM chancy_schedule('zoned', '@daily', chancy_job('nightly_job'), 'EST5EDT');
+SELECT chancy_unschedule('zoned');
+SELECT chancy_schedule('bad', '@daily', chancy_job('nightly_job'), 'EST5EDT,M3.2.0,M11.1.0');
+SELECT chancy_schedule('bad', '@daily', chancy_job('nightly_job'), '<+0330>-3:30');
 SELECT chancy_schedule('bad', '@daily', chancy_job('nightly_job'), catch_up => '-1 hour');
 SELECT chancy_schedule('bad', '@daily', chancy_job('nightly_job'), catch_up => '2 years');
 SELECT chancy_schedule('bad', '@daily', NULL);

@@ -513,6 +513,7 @@ extern Datum isolated_call(JobFunction *fn, Datum kwargs, bool *isnull,
  */
 struct pg_tz;
 extern struct pg_tz *chancy_lookup_time_zone(const char *name);
+extern const char *chancy_zone_name(const char *name);
 extern TimestampTz chancy_cron_next_time(const char *expr, TimestampTz after,
 										 const char *tz_name);
 

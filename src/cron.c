@@ -34,6 +34,7 @@
 #include "pgtime.h"
 #include "utils/builtins.h"
 #include "utils/datetime.h"
+#include "utils/hsearch.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -661,6 +662,64 @@ chancy_lookup_time_zone(const char *name)
 				 errmsg("time zone \"%s\" not recognized", name),
 				 errhint("Use a name from pg_timezone_names, such as \"Europe/Berlin\" or \"UTC\".")));
 	return tz;
+}
+
+/* A zone of the time zone database: its name in upper case, and as named */
+typedef struct ZoneName
+{
+	char		key[TZ_STRLEN_MAX + 1];
+	char		name[TZ_STRLEN_MAX + 1];
+} ZoneName;
+
+/*
+ * chancy_zone_name
+ *		The name, as the time zone database spells it, of the zone called
+ *		name in any case; an error for anything else, such as a POSIX time
+ *		zone specification.  A schedule keeps only such names: the
+ *		supervisor loads (and keeps, for its life) each zone it meets, and
+ *		there are only so many of these.  The names are listed once per
+ *		process, without loading the zones for good.
+ */
+const char *
+chancy_zone_name(const char *name)
+{
+	static HTAB *zones = NULL;
+	char		key[TZ_STRLEN_MAX + 1];
+	ZoneName   *zone;
+
+	if (zones == NULL)
+	{
+		HASHCTL		ctl;
+		pg_tzenum  *all = pg_tzenumerate_start();
+		pg_tz	   *tz;
+
+		ctl.keysize = TZ_STRLEN_MAX + 1;
+		ctl.entrysize = sizeof(ZoneName);
+		zones = hash_create("chancy time zones", 1024, &ctl, HASH_ELEM | HASH_STRINGS);
+		while ((tz = pg_tzenumerate_next(all)) != NULL)
+		{
+			const char *zname = pg_get_timezone_name(tz);
+
+			strlcpy(key, zname, sizeof(key));
+			for (char *c = key; *c; c++)
+				*c = pg_toupper((unsigned char) *c);
+			zone = hash_search(zones, key, HASH_ENTER, NULL);
+			strlcpy(zone->name, zname, sizeof(zone->name));
+		}
+		pg_tzenumerate_end(all);
+	}
+
+	strlcpy(key, name, sizeof(key));
+	for (char *c = key; *c; c++)
+		*c = pg_toupper((unsigned char) *c);
+	zone = strlen(name) < sizeof(key) ? hash_search(zones, key, HASH_FIND, NULL) : NULL;
+	if (zone == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("time zone \"%s\" not recognized", name),
+				 errdetail("A schedule's time zone is one of the time zone database's."),
+				 errhint("Use a name from pg_timezone_names, such as \"Europe/Berlin\" or \"UTC\".")));
+	return zone->name;
 }
 
 /*

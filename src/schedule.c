@@ -187,7 +187,7 @@ chancy_schedule(PG_FUNCTION_ARGS)
 				 errmsg("invalid schedule name \"%s\"", name),
 				 errdetail("A schedule's name is 1 to %d bytes long.", NAMEDATALEN - 1)));
 	cron = text_to_cstring(PG_GETARG_TEXT_PP(1));
-	time_zone = text_to_cstring(PG_GETARG_TEXT_PP(3));
+	time_zone = pstrdup(chancy_zone_name(text_to_cstring(PG_GETARG_TEXT_PP(3))));
 	/* not the transaction's start: the supervisor may have fired since */
 	next = chancy_cron_next_time(cron, GetCurrentTimestamp(), time_zone);
 	if (!PG_ARGISNULL(4))
