@@ -8,8 +8,9 @@
 # is not run in its place; a long backlog with overlap off is bounded; a
 # held unique key does not stall the supervisor; changing a schedule never
 # repeats a fire time; a replicated schedule fires only once adopted; a
-# standby fires
-# nothing and, promoted, goes on without duplicates.
+# function changed in place by its owner is pushed in a copy of the
+# database; a standby fires nothing and, promoted, goes on without
+# duplicates.
 use strict;
 use warnings;
 use FindBin;
@@ -280,6 +281,45 @@ is(sql(q{SELECT bool_and(t >= extract(epoch FROM now() - interval '30 minutes 10
 		 FROM fire_times('catcher') t}), 't',
 	'each with its own fire_at, oldest first, none twice');
 sql(q{SELECT chancy_unschedule('skipper'), chancy_unschedule('catcher')});
+
+# --- a function its owner changed in place (CREATE OR REPLACE) after the
+# schedule was made: here it runs as it is now, and so it does in a copy of
+# the database (another catalog, where the function is checked by its
+# owner and what it does as last fired)
+sql(q{CREATE TABLE beats (body text);
+	CREATE FUNCTION beat(kwargs jsonb) RETURNS void LANGUAGE sql AS $$INSERT INTO beats VALUES ('first')$$;
+	SELECT chancy_schedule('beat', '* * * * * *', chancy_job('beat'));});
+$node->poll_query_until('postgres', q{SELECT count(*) > 0 FROM beats})
+  or die 'the beat schedule never ran';
+sql(q{CREATE OR REPLACE FUNCTION beat(kwargs jsonb) RETURNS void LANGUAGE sql
+	AS $$INSERT INTO beats VALUES ('second')$$});
+$node->poll_query_until('postgres', q{SELECT count(*) > 0 FROM beats WHERE body = 'second'})
+  or die 'the replaced body never ran';
+sql(q{SELECT chancy_schedule('beat', '* * * * * *', chancy_job('beat'), enabled => false)});
+my $copy = $PostgreSQL::Test::Utils::tmp_check . '/schedules.dump';
+command_ok([ 'pg_dump', '-Fc', '-f', $copy, '-d', $node->connstr('postgres') ],
+	'pg_dump of the database');
+sql(q{SELECT chancy_unschedule('beat')});
+$node->safe_psql('postgres', 'CREATE DATABASE copy');
+command_ok([ 'pg_restore', '-d', $node->connstr('copy'), $copy ], 'restored into another database');
+# enabled as the supervisor finds a restored schedule (chancy_schedule()
+# would pin the function anew)
+my $restored = $node->safe_psql('copy', q{SELECT coalesce(max(id), 0) FROM chancy_jobs});
+$node->safe_psql('copy', q{TRUNCATE beats;
+	UPDATE chancy_schedules SET enabled = true, next_fire_at = now() WHERE name = 'beat'});
+$node->append_conf('postgresql.conf', "chancy.database = 'postgres, copy'\n");
+$node->reload;
+$node->poll_query_until('copy',
+	qq{SELECT count(*) > 0 FROM chancy_jobs WHERE meta->>'schedule' = 'beat' AND id > $restored})
+  or die 'the copied schedule never fired';
+$node->safe_psql('copy', q{SELECT chancy_unschedule('beat')});
+# (whether they run there depends on executor slots for a second database)
+is($node->safe_psql('copy', qq{SELECT bool_and(state <> 'failed')
+		AND bool_and(function_oid = 'beat(jsonb)'::regprocedure::oid) FROM chancy_jobs
+	WHERE meta->>'schedule' = 'beat' AND id > $restored}), 't',
+	'in a copy of the database the function as last fired is pushed, not refused');
+$node->append_conf('postgresql.conf', "chancy.database = 'postgres'\n");
+$node->reload;
 
 # --- a standby fires nothing; promoted, it goes on without duplicates
 sql(q{SELECT chancy_schedule('tick', '* * * * * *', chancy_job('tick'))});
