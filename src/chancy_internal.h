@@ -456,6 +456,10 @@ extern List *queue_claims_in_use(ChancyCatalog *cat);
 extern List *queue_cancel_requests(ChancyCatalog *cat);
 extern bool queue_cancel(ChancyCatalog *cat, int64 id, Oid role, int64 *claim);
 extern int	queue_prune(ChancyCatalog *cat, TimestampTz *next_due);
+extern int64 *queue_push_checked(ChancyCatalog *cat, Datum *jobs, int n);
+extern int64 queue_push_refused(ChancyCatalog *cat, Datum job, Oid pushed_by,
+								ErrorData *edata);
+extern bool queue_run_other(ChancyCatalog *cat, int64 *ids, Oid *functions, int n);
 
 /* ----------------------------------------------------------------------
  * wakeup.c: what a transaction asks for at commit

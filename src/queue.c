@@ -56,6 +56,9 @@ typedef enum PlanId
 	PLAN_PRUNE_QUEUES,			/* queues with finished jobs */
 	PLAN_PRUNE,					/* finished jobs past their time */
 	PLAN_PRUNE_NEXT,			/* when the next finished job is due */
+	PLAN_PUSH_CHECKED,			/* push jobs as chancy_push_many() does */
+	PLAN_PUSH_REFUSED,			/* a failed job: a push that was refused */
+	PLAN_RUN_OTHER,				/* of pushed jobs, those not running a function */
 	NPLANS
 } PlanId;
 
@@ -272,6 +275,27 @@ static const struct
 	[PLAN_PRUNE_NEXT] = {
 		"SELECT min(completed_at) + $2 FROM %1$s.chancy_jobs"
 		" WHERE queue = $1 AND " FINAL, 2, {TEXTOID, INTERVALOID}
+	},
+	[PLAN_PUSH_CHECKED] = {
+		"SELECT %1$s.chancy_push_many($1)", 1, {JOBARRAY}
+	},
+	[PLAN_PUSH_REFUSED] = {
+		"INSERT INTO %1$s.chancy_jobs (name, function, queue, state, priority,"
+		" max_attempts, kwargs, meta, errors, pushed_by, completed_at)"
+		" SELECT coalesce(j.name, ''), coalesce(j.function, ''),"
+		"  coalesce(j.queue, 'default'), 'failed', coalesce(j.priority, 0),"
+		"  coalesce(j.max_attempts, 1), coalesce(j.kwargs, '{}'), coalesce(j.meta, '{}'),"
+		"  jsonb_build_array(jsonb_strip_nulls(jsonb_build_object('attempt', 0,"
+		"   'message', $2, 'sqlstate', $3, 'detail', $4, 'hint', $5, 'at', now()))),"
+		"  $6, now()"
+		" FROM unnest($1) AS j RETURNING id",
+		6, {JOBARRAY, TEXTOID, TEXTOID, TEXTOID, TEXTOID, REGROLEOID}
+	},
+	[PLAN_RUN_OTHER] = {
+		"SELECT FROM ROWS FROM (unnest($1), unnest($2)) AS u(id, fn)"
+		" JOIN %1$s.chancy_jobs j ON j.id = u.id"
+		" WHERE coalesce(j.function_oid, 0) <> u.fn LIMIT 1",
+		2, {INT8ARRAYOID, OIDARRAYOID}
 	},
 };
 
@@ -1057,4 +1081,82 @@ queue_prune(ChancyCatalog *cat, TimestampTz *next_due)
 	}
 	catalog_sql_end(&sql);
 	return total;
+}
+
+/*
+ * queue_push_checked
+ *		Push job values through chancy_push_many(), which checks each as a
+ *		push of the current user (see schedule.c, which sets it); their ids,
+ *		in order.
+ */
+int64 *
+queue_push_checked(ChancyCatalog *cat, Datum *jobs, int n)
+{
+	Datum		arg = PointerGetDatum(construct_array(jobs, n, cat->job_typid, -1, false,
+													  TYPALIGN_DOUBLE));
+	bool		isnull;
+	ArrayType  *ids;
+	int64	   *result = palloc(sizeof(int64) * n);
+
+	if (execute(cat, PLAN_PUSH_CHECKED, &arg, NULL, false) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "could not push jobs");
+	ids = DatumGetArrayTypeP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+										   1, &isnull));
+	memcpy(result, ARR_DATA_PTR(ids), sizeof(int64) * n);
+	return result;
+}
+
+/*
+ * queue_push_refused
+ *		Record a push that was refused (a schedule's fire whose owner may no
+ *		longer push its job, say) as a failed job of pushed_by, with the
+ *		error: the attempt to push it is not lost unseen.  Its id.
+ */
+int64
+queue_push_refused(ChancyCatalog *cat, Datum job, Oid pushed_by, ErrorData *edata)
+{
+	Datum		args[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
+	bool		isnull;
+
+	args[0] = PointerGetDatum(construct_array(&job, 1, cat->job_typid, -1, false,
+											  TYPALIGN_DOUBLE));
+	args[1] = text_or_null(edata->message ? edata->message : "unknown error", &nulls[1]);
+	args[2] = text_or_null(unpack_sql_state(edata->sqlerrcode), &nulls[2]);
+	args[3] = text_or_null(edata->detail, &nulls[3]);
+	args[4] = text_or_null(edata->hint, &nulls[4]);
+	args[5] = ObjectIdGetDatum(pushed_by);
+	if (execute(cat, PLAN_PUSH_REFUSED, args, nulls, false) != SPI_OK_INSERT_RETURNING)
+		elog(ERROR, "could not record a refused push");
+	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+									   1, &isnull));
+}
+
+/*
+ * queue_run_other
+ *		Does one of the jobs ids (just pushed) not run its function of
+ *		functions (InvalidOid: a C symbol)?  A push resolves a job's function
+ *		anew; a caller that pinned it checks here.  Not read-only, so that it
+ *		sees the push.
+ */
+bool
+queue_run_other(ChancyCatalog *cat, int64 *ids, Oid *functions, int n)
+{
+	Datum	   *idv = palloc(sizeof(Datum) * n);
+	Datum	   *fnv = palloc(sizeof(Datum) * n);
+	Datum		args[2];
+
+	for (int i = 0; i < n; i++)
+	{
+		idv[i] = Int64GetDatum(ids[i]);
+		fnv[i] = ObjectIdGetDatum(functions[i]);
+	}
+	args[0] = PointerGetDatum(construct_array(idv, n, INT8OID, sizeof(int64),
+											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	args[1] = PointerGetDatum(construct_array(fnv, n, OIDOID, sizeof(Oid), true,
+											  TYPALIGN_INT));
+	if (execute(cat, PLAN_RUN_OTHER, args, NULL, false) != SPI_OK_SELECT)
+		elog(ERROR, "could not read chancy_jobs");
+	return SPI_processed > 0;
 }

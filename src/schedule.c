@@ -361,62 +361,6 @@ fire_job(ChancyCatalog *cat, DueSchedule *s, TimestampTz at)
 	return job_form(cat, &job);
 }
 
-/* The statements that push a schedule's jobs, check what they run, and
- * record a fire that failed: prepared once per batch */
-typedef struct FirePlans
-{
-	SPIPlanPtr	push;			/* chancy_push_many($1) */
-	SPIPlanPtr	check;			/* which of the jobs $1 do not run $2 */
-	SPIPlanPtr	failed;			/* a failed job */
-} FirePlans;
-
-/*
- * record_failed_fire
- *		A fire whose push failed: a failed job with the error, pushed_by the
- *		schedule's owner (or, when that role is gone, chancy's owner).
- */
-static int64
-record_failed_fire(ChancyCatalog *cat, DueSchedule *s, Datum job, ErrorData *error,
-				   FirePlans *plans)
-{
-	static const char *const sql =
-		"INSERT INTO %1$s.chancy_jobs (name, function, queue, state, priority,"
-		"  max_attempts, kwargs, meta, errors, pushed_by, completed_at)"
-		" SELECT coalesce(($1).name, ''), coalesce(($1).function, ''),"
-		"  coalesce(($1).queue, 'default'), 'failed', coalesce(($1).priority, 0),"
-		"  coalesce(($1).max_attempts, 1), coalesce(($1).kwargs, '{}'),"
-		"  ($1).meta,"
-		"  pg_catalog.jsonb_build_array(pg_catalog.jsonb_strip_nulls(pg_catalog.jsonb_build_object("
-		"   'attempt', 0, 'message', $2, 'sqlstate', $3, 'detail', $4, 'hint', $5,"
-		"   'at', pg_catalog.now()))),"
-		"  $6, pg_catalog.now()"
-		" RETURNING id";
-	Oid			argtypes[6] = {cat->job_typid, TEXTOID, TEXTOID, TEXTOID, TEXTOID, OIDOID};
-	Datum		args[6];
-	char		nulls[6] = "      ";
-	bool		isnull;
-
-	args[0] = job;
-	args[1] = CStringGetTextDatum(error->message ? error->message : "unknown error");
-	args[2] = CStringGetTextDatum(unpack_sql_state(error->sqlerrcode));
-	args[3] = error->detail ? CStringGetTextDatum(error->detail) : (Datum) 0;
-	nulls[3] = error->detail ? ' ' : 'n';
-	args[4] = error->hint ? CStringGetTextDatum(error->hint) : (Datum) 0;
-	nulls[4] = error->hint ? ' ' : 'n';
-	args[5] = ObjectIdGetDatum(SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(s->owner))
-							   ? s->owner : cat->owner);
-	if (plans->failed == NULL)
-	{
-		plans->failed = SPI_prepare(psprintf(sql, cat->nspname), 6, argtypes);
-		if (plans->failed == NULL)
-			elog(ERROR, "could not prepare the statement that records a failed fire");
-	}
-	if (catalog_own_write(plans->failed, args, nulls) != SPI_OK_INSERT_RETURNING)
-		elog(ERROR, "could not record the failed fire of schedule \"%s\"", s->name);
-	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
-									   1, &isnull));
-}
-
 /*
  * try_subtransaction
  *		Run fn(arg) in a subtransaction.  NULL if it went well; else the
@@ -461,9 +405,9 @@ try_subtransaction(void (*fn) (void *arg), void *arg)
 /* Pushes of one owner's jobs, for try_subtransaction() */
 typedef struct Push
 {
+	ChancyCatalog *cat;
 	Oid			owner;
 	const char *schedule;		/* for messages */
-	FirePlans  *plans;
 	int			n;
 	Datum	   *jobs;
 	Oid		   *functions;		/* the function each job must run */
@@ -484,10 +428,7 @@ push_as_owner(void *arg)
 	Push	   *push = (Push *) arg;
 	Oid			save_userid;
 	int			save_sec_context;
-	bool		isnull;
-	Datum		args[2];
-	Datum	   *functions;
-	ArrayType  *ids;
+	int64	   *ids;
 	int			nestlevel;
 
 	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(push->owner)))
@@ -496,9 +437,6 @@ push_as_owner(void *arg)
 				 errmsg("role with OID %u, the owner of schedule \"%s\", does not exist",
 						push->owner, push->schedule),
 				 errhint("Create the schedule again as an existing role.")));
-	args[0] = PointerGetDatum(construct_array(push->jobs, push->n,
-											  HeapTupleHeaderGetTypeId(DatumGetHeapTupleHeader(push->jobs[0])),
-											  -1, false, TYPALIGN_DOUBLE));
 
 	/*
 	 * A push may wait for another transaction: one that holds the job's
@@ -511,24 +449,12 @@ push_as_owner(void *arg)
 	SetUserIdAndSecContext(push->owner, save_sec_context |
 						   SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
-	if (SPI_execute_plan(push->plans->push, args, NULL, false, 0) != SPI_OK_SELECT ||
-		SPI_processed != 1)
-		elog(ERROR, "could not push the jobs of schedule \"%s\"", push->schedule);
+	ids = queue_push_checked(push->cat, push->jobs, push->n);
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 	AtEOXact_GUC(true, nestlevel);
-	ids = DatumGetArrayTypeP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
-										   1, &isnull));
-	memcpy(push->ids, ARR_DATA_PTR(ids), sizeof(int64) * push->n);
+	memcpy(push->ids, ids, sizeof(int64) * push->n);
 
-	functions = palloc(sizeof(Datum) * push->n);
-	for (int i = 0; i < push->n; i++)
-		functions[i] = ObjectIdGetDatum(push->functions[i]);
-	args[0] = PointerGetDatum(ids);
-	args[1] = PointerGetDatum(construct_array(functions, push->n, OIDOID,
-											  sizeof(Oid), true, TYPALIGN_INT));
-	if (SPI_execute_plan(push->plans->check, args, NULL, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read chancy_jobs");
-	if (SPI_processed > 0)
+	if (queue_run_other(push->cat, push->ids, push->functions, push->n))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_FUNCTION),
 				 errmsg("the function of schedule \"%s\" is not the one it was made with",
@@ -543,11 +469,11 @@ push_as_owner(void *arg)
  *		id.  A push that fails is recorded as a failed job.
  */
 static int64
-push_fire(ChancyCatalog *cat, DueSchedule *s, TimestampTz fire_at, FirePlans *plans)
+push_fire(ChancyCatalog *cat, DueSchedule *s, TimestampTz fire_at)
 {
 	Datum		job = fire_job(cat, s, fire_at);
 	int64		id;
-	Push		push = {s->owner, s->name, plans, 1, &job, &s->function,
+	Push		push = {cat, s->owner, s->name, 1, &job, &s->function,
 	PUSH_ONE_LOCK_TIMEOUT, &id};
 	ErrorData  *error = try_subtransaction(push_as_owner, &push);
 
@@ -561,7 +487,10 @@ push_fire(ChancyCatalog *cat, DueSchedule *s, TimestampTz fire_at, FirePlans *pl
 			 errmsg("schedule \"%s\" could not push its job: %s",
 					s->name, error->message),
 			 error->detail ? errdetail_internal("%s", error->detail) : 0));
-	return record_failed_fire(cat, s, job, error, plans);
+	/* pushed by the owner, or by chancy's when that role is gone */
+	return queue_push_refused(cat, job,
+							  SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(s->owner))
+							  ? s->owner : cat->owner, error);
 }
 
 /*
@@ -742,8 +671,7 @@ plan_due(ChancyCatalog *cat, DueSchedule *due, int ndue)
  *		one, each failure a failed job.  Sets each schedule's last_job.
  */
 static void
-push_owner_fires(ChancyCatalog *cat, DueSchedule *due, int ndue, int first,
-				 FirePlans *plans)
+push_owner_fires(ChancyCatalog *cat, DueSchedule *due, int ndue, int first)
 {
 	Oid			owner = due[first].owner;
 	int			n = 0;
@@ -756,9 +684,9 @@ push_owner_fires(ChancyCatalog *cat, DueSchedule *due, int ndue, int first,
 			n += due[i].nfires;
 	if (n == 0)
 		return;
+	push.cat = cat;
 	push.owner = owner;
 	push.schedule = due[first].name;
-	push.plans = plans;
 	push.n = n;
 	push.lock_timeout = PUSH_LOCK_TIMEOUT;
 	push.jobs = palloc(sizeof(Datum) * n);
@@ -781,7 +709,7 @@ push_owner_fires(ChancyCatalog *cat, DueSchedule *due, int ndue, int first,
 		for (int f = 0; f < due[i].nfires; f++, k++)
 		{
 			if (error != NULL)
-				due[i].last_job = push_fire(cat, &due[i], due[i].fire_at[f], plans);
+				due[i].last_job = push_fire(cat, &due[i], due[i].fire_at[f]);
 			else
 			{
 				due[i].last_job = push.ids[k];
@@ -982,9 +910,6 @@ schedule_fire_due(ChancyCatalog *cat)
 	/* the jobs' created_at: no job is pushed before its fire time */
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
 	CatalogSql	sql;
-	Oid			jobs_type = get_array_type(cat->job_typid);
-	Oid			check_types[2] = {INT8ARRAYOID, OIDARRAYOID};
-	FirePlans	plans = {NULL, NULL, NULL};
 	DueSchedule *due;
 	int			ndue;
 	long		wait_ms = -1;
@@ -996,24 +921,10 @@ schedule_fire_due(ChancyCatalog *cat)
 
 	catalog_sql_begin(cat, true, &sql);
 	due = read_due(cat, now, &ndue);
-	if (ndue > 0)
-	{
-		plans.push = SPI_prepare(psprintf("SELECT %s.chancy_push_many($1)", cat->nspname),
-								 1, &jobs_type);
-		plans.check = SPI_prepare(psprintf("SELECT FROM ROWS FROM (pg_catalog.unnest($1),"
-										   " pg_catalog.unnest($2)) AS u(id, fn)"
-										   " JOIN %s.chancy_jobs j ON j.id OPERATOR(pg_catalog.=) u.id"
-										   " WHERE coalesce(j.function_oid, 0) OPERATOR(pg_catalog.<>) u.fn",
-										   cat->nspname),
-								  2, check_types);
-		if (plans.push == NULL || plans.check == NULL)
-			elog(ERROR, "could not prepare the statements that fire schedules");
-	}
-
 	plan_due(cat, due, ndue);
 	for (int i = 0; i < ndue; i++)
 		if (i == 0 || due[i].owner != due[i - 1].owner)
-			push_owner_fires(cat, due, ndue, i, &plans);
+			push_owner_fires(cat, due, ndue, i);
 	write_fired(cat, due, ndue);
 
 	if (SPI_execute(psprintf("SELECT min(next_fire_at) FROM %s.chancy_schedules"
