@@ -247,9 +247,11 @@ chancy_replace_made_row(PG_FUNCTION_ARGS)
 
 /*
  * chancy_mark_replicated
- *		BEFORE INSERT OR UPDATE row trigger of chancy_jobs, enabled for
- *		replica sessions only: a job that logical replication writes is the
- *		publisher's, marked replicated so that no executor here runs it.  A
+ *		BEFORE INSERT OR UPDATE row trigger of chancy_jobs and
+ *		chancy_schedules, enabled for replica sessions only: a job or
+ *		schedule that logical replication writes is the publisher's, marked
+ *		replicated so that no executor here runs it and no supervisor here
+ *		fires it.  A
  *		session that merely set session_replication_role is not replication,
  *		and a push that a trigger makes in an apply worker is this database's
  *		own (catalog_writing).

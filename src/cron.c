@@ -492,6 +492,11 @@ day_matches(const CronExpr *cron, int year, int month, int day)
 static bool
 next_local(const CronExpr *cron, CronTime *t, int limit)
 {
+	/*
+	 * Each turn looks at the largest field that does not match and moves it
+	 * on; a field moved past its last value (second 60, month 13) carries
+	 * into the next larger one, which the next turn looks at.
+	 */
 	while (t->year <= limit)
 	{
 		int			v;
@@ -509,18 +514,16 @@ next_local(const CronExpr *cron, CronTime *t, int limit)
 			t->hour = t->minute = t->second = 0;
 			continue;
 		}
-		if (t->day > days_in_month(t->year, t->month) ||
-			!day_matches(cron, t->year, t->month, t->day))
+		if (t->day > days_in_month(t->year, t->month))
 		{
-			if (++t->day > days_in_month(t->year, t->month))
-			{
-				t->day = 1;
-				if (++t->month > 12)
-				{
-					t->month = 1;
-					t->year++;
-				}
-			}
+			t->month++;
+			t->day = 1;
+			t->hour = t->minute = t->second = 0;
+			continue;
+		}
+		if (!day_matches(cron, t->year, t->month, t->day))
+		{
+			t->day++;
 			t->hour = t->minute = t->second = 0;
 			continue;
 		}
@@ -528,12 +531,8 @@ next_local(const CronExpr *cron, CronTime *t, int limit)
 		if (v != t->hour)
 		{
 			if (v < 0)
-			{
-				t->day++;		/* an invalid day is handled above */
-				t->hour = 0;
-			}
-			else
-				t->hour = v;
+				t->day++;
+			t->hour = Max(v, 0);
 			t->minute = t->second = 0;
 			continue;
 		}
@@ -541,17 +540,8 @@ next_local(const CronExpr *cron, CronTime *t, int limit)
 		if (v != t->minute)
 		{
 			if (v < 0)
-			{
 				t->hour++;
-				t->minute = 0;
-				if (t->hour > 23)
-				{
-					t->hour = 0;
-					t->day++;
-				}
-			}
-			else
-				t->minute = v;
+			t->minute = Max(v, 0);
 			t->second = 0;
 			continue;
 		}
@@ -559,20 +549,8 @@ next_local(const CronExpr *cron, CronTime *t, int limit)
 		if (v != t->second)
 		{
 			if (v < 0)
-			{
-				t->second = 0;
-				if (++t->minute > 59)
-				{
-					t->minute = 0;
-					if (++t->hour > 23)
-					{
-						t->hour = 0;
-						t->day++;
-					}
-				}
-			}
-			else
-				t->second = v;
+				t->minute++;
+			t->second = Max(v, 0);
 			continue;
 		}
 		return true;
@@ -647,6 +625,18 @@ local_to_instant(const CronTime *t, pg_tz *tz)
 	return hi;
 }
 
+/* Report that name is not a time zone (for the reason detail, if given). */
+static void
+pg_attribute_noreturn()
+zone_error(const char *name, const char *detail)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("time zone \"%s\" not recognized", name),
+			 detail ? errdetail_internal("%s", detail) : 0,
+			 errhint("Use a name from pg_timezone_names, such as \"Europe/Berlin\" or \"UTC\".")));
+}
+
 /*
  * chancy_lookup_time_zone
  *		The time zone of that name, or an error.
@@ -657,10 +647,7 @@ chancy_lookup_time_zone(const char *name)
 	pg_tz	   *tz = pg_tzset(name);
 
 	if (tz == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("time zone \"%s\" not recognized", name),
-				 errhint("Use a name from pg_timezone_names, such as \"Europe/Berlin\" or \"UTC\".")));
+		zone_error(name, NULL);
 	return tz;
 }
 
@@ -714,11 +701,7 @@ chancy_zone_name(const char *name)
 		*c = pg_toupper((unsigned char) *c);
 	zone = strlen(name) < sizeof(key) ? hash_search(zones, key, HASH_FIND, NULL) : NULL;
 	if (zone == NULL)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("time zone \"%s\" not recognized", name),
-				 errdetail("A schedule's time zone is one of the time zone database's."),
-				 errhint("Use a name from pg_timezone_names, such as \"Europe/Berlin\" or \"UTC\".")));
+		zone_error(name, "A schedule's time zone is one of the time zone database's.");
 	return zone->name;
 }
 
@@ -798,22 +781,10 @@ next_fire(const char *expr, const CronExpr *cron, TimestampTz after, pg_tz *tz)
 
 		/*
 		 * Its first occurrence has passed (a repeated hour), or a DST gap
-		 * merged it with an earlier fire: try the next second.
+		 * merged it with an earlier fire: try the next second (next_local()
+		 * carries it).
 		 */
 		t.second++;
-		if (t.second > 59)
-		{
-			t.second = 0;
-			if (++t.minute > 59)
-			{
-				t.minute = 0;
-				if (++t.hour > 23)
-				{
-					t.hour = 0;
-					t.day++;
-				}
-			}
-		}
 	}
 }
 
