@@ -771,6 +771,27 @@ CREATE FUNCTION chancy_schedule(name text, cron text, job chancy_job,
 COMMENT ON FUNCTION chancy_schedule(text, text, chancy_job, text, interval, boolean, boolean) IS
 	'Create or replace a schedule: job is pushed at every fire time of cron in time_zone, as the calling role (checked now as its push would be)';
 
+CREATE FUNCTION chancy_run_command(kwargs jsonb)
+	RETURNS jsonb
+	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION chancy_run_command(jsonb) IS
+	'Job function of command jobs, kwargs {"command": "VACUUM big"}: the executor runs the command at top level as the job''s pusher, like a client''s query; an error when called in a statement';
+
+CREATE FUNCTION chancy_schedule(name text, cron text, command text,
+								time_zone text DEFAULT 'UTC',
+								catch_up interval DEFAULT NULL,
+								overlap boolean DEFAULT true,
+								enabled boolean DEFAULT true)
+	RETURNS chancy_schedules
+	LANGUAGE sql VOLATILE
+	SET search_path = @extschema@, pg_temp
+	AS $$SELECT chancy_schedule(name, cron,
+								chancy_with_kwargs(chancy_job('chancy_run_command'),
+												   jsonb_build_object('command', command)),
+								time_zone, catch_up, overlap, enabled)$$;
+COMMENT ON FUNCTION chancy_schedule(text, text, text, text, interval, boolean, boolean) IS
+	'pg_cron''s form: schedule the SQL command, run at top level as the calling role (VACUUM works); the job is chancy_run_command''s';
+
 CREATE FUNCTION chancy_unschedule(name text)
 	RETURNS boolean
 	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE;

@@ -51,7 +51,7 @@ SELECT chancy_schedule('bad', '@daily', chancy_job('nightly_job'), 'EST5EDT,M3.2
 SELECT chancy_schedule('bad', '@daily', chancy_job('nightly_job'), '<+0330>-3:30');
 SELECT chancy_schedule('bad', '@daily', chancy_job('nightly_job'), catch_up => '-1 hour');
 SELECT chancy_schedule('bad', '@daily', chancy_job('nightly_job'), catch_up => '2 years');
-SELECT chancy_schedule('bad', '@daily', NULL);
+SELECT chancy_schedule('bad', '@daily', NULL::chancy_job);
 SELECT chancy_schedule('', '@daily', chancy_job('nightly_job'));
 SELECT chancy_schedule(repeat('x', 64), '@daily', chancy_job('nightly_job'));
 SELECT chancy_schedule('bad', '@daily',

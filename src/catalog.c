@@ -37,6 +37,7 @@
 #include "common/hashfn.h"
 #include "commands/dbcommands.h"
 #include "executor/spi.h"
+#include "parser/parse_func.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
@@ -213,6 +214,14 @@ chancy_catalog(Oid nsp)
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("type \"chancy_job\" of extension chancy is missing"),
 				 errhint("Recreate the extension with DROP EXTENSION chancy; CREATE EXTENSION chancy.")));
+	{
+		Oid			jsonb = JSONBOID;
+
+		/* missing only while the script of ALTER EXTENSION runs */
+		fresh.command_fn = LookupFuncName(list_make2(makeString(get_namespace_name(nsp)),
+													 makeString("chancy_run_command")),
+										  1, &jsonb, true);
+	}
 	tp = SearchSysCache1(RELOID, ObjectIdGetDatum(fresh.jobs_relid));
 	if (!HeapTupleIsValid(tp))
 		elog(ERROR, "cache lookup failed for relation %u", fresh.jobs_relid);
@@ -225,6 +234,7 @@ chancy_catalog(Oid nsp)
 		fresh.defs_relid != catalog.defs_relid ||
 		fresh.queues_relid != catalog.queues_relid ||
 		fresh.job_typid != catalog.job_typid || fresh.owner != catalog.owner ||
+		fresh.command_fn != catalog.command_fn ||
 		catalog.nspname == NULL || strcmp(fresh.nspname, catalog.nspname) != 0)
 	{
 		catalog_generation++;
@@ -237,7 +247,7 @@ chancy_catalog(Oid nsp)
 		pfree(catalog.nspname);
 	fresh.generation = catalog_generation;
 	catalog = fresh;
-	catalog_stale = false;
+	catalog_stale = !OidIsValid(fresh.command_fn);
 	return &catalog;
 }
 

@@ -209,6 +209,7 @@ extern void slots_executors_stop_except(List *queues);
 extern bool slots_executors_alive(void);
 extern void slots_executors_free_exited(void);
 extern bool slots_executor_reap(int i, uint64 generation);
+extern bool slots_executors_exited(void);
 extern List *slots_live_claims(void);
 extern void slots_claims_above(int64 claim);
 
@@ -262,6 +263,7 @@ typedef struct ChancyCatalog
 	Oid			defs_relid;		/* chancy_job_definitions */
 	Oid			queues_relid;	/* chancy_queues */
 	Oid			job_typid;		/* the chancy_job composite */
+	Oid			command_fn;		/* chancy_run_command(jsonb) */
 	Oid			owner;			/* owner of chancy's tables */
 	uint64		generation;		/* changes whenever the above change */
 	uint64		defs_generation;	/* ... and whenever definitions may have */
@@ -406,6 +408,7 @@ typedef struct ClaimedJob
 								 * setting's; 0: none */
 	int64		memory_limit;	/* bytes, likewise */
 	int32		priority;
+	bool		command;		/* runs chancy_run_command: see command.c */
 } ClaimedJob;
 
 /* A queue's settings, as the claim reads them. */
@@ -526,6 +529,13 @@ extern TimestampTz chancy_cron_next_time(const char *expr, TimestampTz after,
  * ----------------------------------------------------------------------
  */
 extern long schedule_fire_due(ChancyCatalog *cat);
+
+/* ----------------------------------------------------------------------
+ * command.c: jobs that run a SQL command at top level
+ * ----------------------------------------------------------------------
+ */
+extern void command_check(Datum kwargs);
+extern Datum command_run(Datum kwargs);
 
 /* ----------------------------------------------------------------------
  * launcher.c, supervisor.c, executor.c: the background workers

@@ -223,6 +223,39 @@ retry_backoff(int attempt)
 }
 
 /*
+ * job_function
+ *		The function a claimed job runs, with the errors it fails with: its
+ *		role or function is gone, or the role may no longer execute it.
+ */
+static JobFunction *
+job_function(ClaimedJob *job)
+{
+	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(job->pushed_by)))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("role %u that pushed job " INT64_FORMAT " no longer exists",
+						job->pushed_by, job->id)));
+	return function_for_job(job->function, job->function_oid, job->function_owner,
+							job->function_catalog, job->function_digest,
+							job->pushed_by);
+}
+
+/*
+ * become_pusher
+ *		Run as the role that pushed the job, in a security-restricted
+ *		operation: the job can neither change its role (SET ROLE, SET SESSION
+ *		AUTHORIZATION: the executor's session is a superuser's) nor leave
+ *		anything in the session.  The caller restores sec_context.
+ */
+static void
+become_pusher(ClaimedJob *job, int sec_context)
+{
+	SetUserIdAndSecContext(job->pushed_by,
+						   sec_context | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+}
+
+/*
  * call_job
  *		Call a job's function with its kwargs, as the role that pushed it, in
  *		a security-restricted operation (no SET ROLE, no temporary objects
@@ -234,25 +267,15 @@ retry_backoff(int attempt)
 static Datum
 call_job(ClaimedJob *job, bool *isnull)
 {
-	JobFunction *fn;
+	JobFunction *fn = job_function(job);
 	Oid			save_userid;
 	int			save_sec_context;
 	int			save_nestlevel;
 	Datum		result;
 
-	if (!SearchSysCacheExists1(AUTHOID, ObjectIdGetDatum(job->pushed_by)))
-		ereport(ERROR,
-				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("role %u that pushed job " INT64_FORMAT " no longer exists",
-						job->pushed_by, job->id)));
-	fn = function_for_job(job->function, job->function_oid, job->function_owner,
-						  job->function_catalog, job->function_digest, job->pushed_by);
-
 	save_nestlevel = NewGUCNestLevel();
 	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(job->pushed_by,
-						   save_sec_context | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
+	become_pusher(job, save_sec_context);
 	if (queue.isolated && fn->is_c)
 		result = isolated_call(fn, job->kwargs, isnull, job->time_limit_ms,
 							   job->memory_limit);
@@ -312,64 +335,37 @@ leave_as_found(void)
 }
 
 /*
- * run_job
- *		Run a claimed job in its own subtransaction of its group's
- *		transaction.  A success leaves its result in *result for the group to
- *		record; a failure or a cancel is recorded here, after the
- *		subtransaction is rolled back; a job stopped by a shutdown is left
- *		to go back.
+ * take_job_error
+ *		In the PG_CATCH of a job: its limits end (unless they did, *why
+ *		saying why it was stopped), and its error is taken, into the batch's
+ *		memory.
+ */
+static ErrorData *
+take_job_error(volatile JobStop *why)
+{
+	ErrorData  *edata;
+
+	if (*why == STOP_NONE)
+		*why = limits_job_end();
+	MemoryContextSwitchTo(batch_cxt);
+	edata = CopyErrorData();
+	FlushErrorState();
+	return edata;
+}
+
+/*
+ * record_failure
+ *		In the group's transaction: record how a job that raised edata
+ *		ended.  Cancelled (by a cancel, or by itself as role self_cancel),
+ *		or failed (retrying if it has attempts left); a job stopped by a
+ *		shutdown is left to go back.
  */
 static Outcome
-run_job(ChancyCatalog *cat, ClaimedJob *job, TimestampTz started_at,
-		Datum *result, bool *result_null)
+record_failure(ChancyCatalog *cat, ClaimedJob *job, ErrorData *edata, JobStop why,
+			   Oid self_cancel, TimestampTz started_at)
 {
-	MemoryContext oldcxt = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	volatile JobStop why = STOP_NONE;
-	volatile Oid self_cancel = InvalidOid;
-	ErrorData  *edata = NULL;
 	Outcome		outcome = OUTCOME_RECORDED;
 	bool		held = true;
-
-	BeginInternalSubTransaction(NULL);
-	PG_TRY();
-	{
-		limits_job_begin(job->time_limit_ms, job->memory_limit);
-		*result = call_job(job, result_null);
-		why = limits_job_end();
-		if (why != STOP_NONE)
-			stopped_error(why, job);
-		self_cancel = wakeup_take_self_cancel(job->id);
-		if (OidIsValid(self_cancel))
-			ereport(ERROR,
-					(errcode(ERRCODE_QUERY_CANCELED),
-					 errmsg("job cancelled itself")));
-		if (!*result_null)
-		{
-			MemoryContext cxt = MemoryContextSwitchTo(batch_cxt);
-
-			*result = datumCopy(*result, false, -1);
-			MemoryContextSwitchTo(cxt);
-		}
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		if (why == STOP_NONE)
-			why = limits_job_end();
-		MemoryContextSwitchTo(batch_cxt);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcxt);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_END_TRY();
-	leave_as_found();
-	if (edata == NULL)
-		return OUTCOME_SUCCEEDED;
 
 	/* recording the outcome must not be cancelled by a late interrupt */
 	HOLD_CANCEL_INTERRUPTS();
@@ -403,6 +399,146 @@ run_job(ChancyCatalog *cat, ClaimedJob *job, TimestampTz started_at,
 }
 
 /*
+ * run_job
+ *		Run a claimed job in its own subtransaction of its group's
+ *		transaction.  A success leaves its result in *result for the group to
+ *		record; a failure or a cancel is recorded here, after the
+ *		subtransaction is rolled back; a job stopped by a shutdown is left
+ *		to go back.
+ */
+static Outcome
+run_job(ChancyCatalog *cat, ClaimedJob *job, TimestampTz started_at,
+		Datum *result, bool *result_null)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	volatile JobStop why = STOP_NONE;
+	volatile Oid self_cancel = InvalidOid;
+	ErrorData  *edata = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	PG_TRY();
+	{
+		limits_job_begin(job->time_limit_ms, job->memory_limit);
+		*result = call_job(job, result_null);
+		why = limits_job_end();
+		if (why != STOP_NONE)
+			stopped_error(why, job);
+		self_cancel = wakeup_take_self_cancel(job->id);
+		if (OidIsValid(self_cancel))
+			ereport(ERROR,
+					(errcode(ERRCODE_QUERY_CANCELED),
+					 errmsg("job cancelled itself")));
+		if (!*result_null)
+		{
+			MemoryContext cxt = MemoryContextSwitchTo(batch_cxt);
+
+			*result = datumCopy(*result, false, -1);
+			MemoryContextSwitchTo(cxt);
+		}
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		edata = take_job_error(&why);
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcxt);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_END_TRY();
+	leave_as_found();
+	if (edata == NULL)
+		return OUTCOME_SUCCEEDED;
+	return record_failure(cat, job, edata, why, self_cancel, started_at);
+}
+
+/*
+ * begin_group
+ *		Open the transaction of a group of jobs, whose outcomes commit with
+ *		their effects.
+ */
+static ChancyCatalog *
+begin_group(void)
+{
+	ChancyCatalog *cat;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	cat = chancy_catalog(chancy_nsp);
+	/* DROP EXTENSION waits for the jobs being run, whose outcome it needs */
+	LockRelationOid(cat->jobs_relid, RowExclusiveLock);
+	/* deferred constraints are checked as each statement of a job ends */
+	AfterTriggerSetState(&all_immediate);
+	return cat;
+}
+
+/*
+ * run_command
+ *		Run a command job (command.c) as its pusher, outside any
+ *		transaction, then open its group's transaction (which it has alone)
+ *		and record a failure there, as run_job() does; a success is left in
+ *		*result for the group.  Whatever the command left in the session
+ *		(settings, prepared statements) goes with this executor, which makes
+ *		way for a fresh one after the group.
+ */
+static Outcome
+run_command(ClaimedJob *job, TimestampTz started_at, Datum *result, bool *result_null)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	volatile JobStop why = STOP_NONE;
+	Oid			save_userid;
+	int			save_sec_context;
+	Oid			self_cancel;
+	ErrorData  *edata = NULL;
+	ChancyCatalog *cat;
+
+	replace_me = true;
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	PG_TRY();
+	{
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		(void) job_function(job);
+		CommitTransactionCommand();
+		MemoryContextSwitchTo(batch_cxt);
+		limits_job_begin(job->time_limit_ms, job->memory_limit);
+		become_pusher(job, save_sec_context);
+		*result = command_run(job->kwargs);
+		*result_null = false;
+		SetUserIdAndSecContext(save_userid, save_sec_context);
+		why = limits_job_end();
+		if (why != STOP_NONE)
+			stopped_error(why, job);
+	}
+	PG_CATCH();
+	{
+		edata = take_job_error(&why);
+		AbortOutOfAnyTransaction();
+		SetUserIdAndSecContext(save_userid, save_sec_context);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(oldcxt);
+
+	/* a cancel the command made of itself committed with it */
+	self_cancel = wakeup_take_self_cancel(job->id);
+	cat = begin_group();
+	if (edata == NULL && !OidIsValid(self_cancel))
+		return OUTCOME_SUCCEEDED;
+	if (edata == NULL)
+	{
+		MemoryContextSwitchTo(batch_cxt);
+		edata = palloc0(sizeof(ErrorData));
+		edata->sqlerrcode = ERRCODE_QUERY_CANCELED;
+		edata->message = pstrdup("job cancelled itself");
+		MemoryContextSwitchTo(oldcxt);
+	}
+	return record_failure(cat, job, edata, why, self_cancel, started_at);
+}
+
+/*
  * execute
  *		Execute one claimed job: publish it (slot, ledger, pg_stat_activity,
  *		chancy_current_job()), run it, unpublish it.  False if, just as it
@@ -433,13 +569,18 @@ execute(ChancyCatalog *cat, ClaimedJob *job, Outcome *outcome, Datum *result,
 	running.max_attempts = job->max_attempts;
 	*running_var = &running;
 
-	*outcome = run_job(cat, job, started_at, result, result_null);
+	if (job->command)
+		*outcome = run_command(job, started_at, result, result_null);
+	else
+		*outcome = run_job(cat, job, started_at, result, result_null);
 
 	*running_var = NULL;
 	current_job = NULL;
 	ledger_done();
 	slots_job_end(true);
-	note_duration(job->function, GetCurrentTimestamp() - started_at);
+	/* a command ends its executor: never batch one behind other jobs */
+	if (!job->command)
+		note_duration(job->function, GetCurrentTimestamp() - started_at);
 	return true;
 }
 
@@ -547,14 +688,8 @@ run_group(void)
 	int			held;
 	Oid			group_role;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	cat = chancy_catalog(chancy_nsp);
-	/* DROP EXTENSION waits for the jobs being run, whose outcome it needs */
-	LockRelationOid(cat->jobs_relid, RowExclusiveLock);
-	/* deferred constraints are checked as each statement of a job ends */
-	AfterTriggerSetState(&all_immediate);
+	/* a command runs before its group's transaction, and alone in it */
+	cat = batch[batch_next]->command ? NULL : begin_group();
 	group_role = batch[batch_next]->pushed_by;
 
 	while (batch_next < batch_n)
@@ -566,7 +701,7 @@ run_group(void)
 
 		/* a group's transaction is one role's: what a job leaves in it
 		 * (large-object descriptors) is never another role's to find */
-		if (job->pushed_by != group_role)
+		if (job->pushed_by != group_role || (job->command && batch_next > first))
 			break;
 		if (shutdown_requested ||
 			!execute(cat, job, &outcome, &results[nsucceeded], &result_nulls[nsucceeded]))
@@ -589,9 +724,10 @@ run_group(void)
 		}
 		else
 			check_leaks();
-		if (end - start >= GROUP_COMMIT_US)
+		if (end - start >= GROUP_COMMIT_US || job->command)
 		{
-			/* it ran long: the rest of the batch should not wait for it */
+			/* it ran long (or it was a command, after which this executor
+			 * makes way): the rest of the batch should not wait for it */
 			go_on = false;
 			break;
 		}
@@ -600,6 +736,10 @@ run_group(void)
 		if (end - first_done >= GROUP_COMMIT_US)
 			break;
 	}
+
+	if (!IsTransactionState())
+		(void) begin_group();	/* a command that did not run */
+	cat = chancy_catalog(chancy_nsp);
 
 	/* the group's successes, in one statement, commit with their effects */
 	HOLD_CANCEL_INTERRUPTS();
@@ -658,6 +798,11 @@ run_batch(long *timeout_ms, bool *paused)
 	old = MemoryContextSwitchTo(batch_cxt);
 	queue_claim(cat, me->queue, batch_claim, chancy_batch_size, known_short(),
 				batch, &claimed);
+	for (int i = 0; i < claimed.njobs; i++)
+		batch[i]->command = OidIsValid(cat->command_fn) &&
+			function_here(batch[i]->function, batch[i]->function_oid,
+						  batch[i]->function_owner, batch[i]->function_catalog,
+						  batch[i]->function_digest) == cat->command_fn;
 	MemoryContextSwitchTo(old);
 	PopActiveSnapshot();
 	CommitTransactionCommand();

@@ -532,8 +532,9 @@ check_queue(ChancyCatalog *cat, Datum queue)
  *		May the current role push this job, and what does it run?  The
  *		function of the job's trusted definition (as it was defined), else
  *		the function its spec names now (a C symbol: superuser only).  The
- *		role must be able to execute it, and the queue must exist.  Sets
- *		job->function_oid, and makes the spec canonical.
+ *		role must be able to execute it, and the queue must exist; a command
+ *		job's command must parse.  Sets job->function_oid, and makes the spec
+ *		canonical.
  */
 void
 job_authorize(ChancyCatalog *cat, JobValue *job)
@@ -576,6 +577,8 @@ job_authorize(ChancyCatalog *cat, JobValue *job)
 	function_check_execute(job->function_oid, GetUserId(), name);
 	job->function_owner = function_owner(job->function_oid);
 	job->function_digest = function_digest(job->function_oid);
+	if (OidIsValid(cat->command_fn) && job->function_oid == cat->command_fn)
+		command_check(job->values[JA_KWARGS]);
 }
 
 /*

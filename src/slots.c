@@ -679,6 +679,24 @@ slots_executors_count(const char *queue, int *running, int *stopping, int *leavi
 	UNLOCK();
 }
 
+/*
+ * slots_executors_exited
+ *		Does an executor of this database that exited still hold its slot
+ *		(until the supervisor reaps it)?
+ */
+bool
+slots_executors_exited(void)
+{
+	bool		found = false;
+
+	LOCK_SHARED();
+	for (int i = 0; i < chancy_shared->nexecutors && !found; i++)
+		found = chancy_shared->executors[i].dboid == MyDatabaseId &&
+			chancy_shared->executors[i].state == SLOT_EXITED;
+	UNLOCK();
+	return found;
+}
+
 /* Jobs run by this database's executors, alive or not yet reaped. */
 int64
 slots_jobs_done(void)

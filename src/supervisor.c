@@ -385,6 +385,10 @@ start_executor(const char *queue)
 
 	if (slot < 0)
 	{
+		/* an executor that just left (to be replaced) frees its slot once
+		 * reaped, in a moment: that is no news */
+		if (slots_executors_exited())
+			return false;
 		if (!reported_no_slots)
 			ereport(LOG,
 					(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),

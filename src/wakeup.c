@@ -49,12 +49,26 @@ typedef struct Request
 static List *requests = NIL;	/* in TopMemoryContext */
 static bool callbacks_registered = false;
 
-/* Forget every request. */
+/*
+ * forget_all
+ *		Forget every request; but a committed self-cancel stays for the
+ *		executor to take, if keep_self_cancel: a command job (command.c)
+ *		commits before it returns.
+ */
 static void
-forget_all(void)
+forget_all(bool keep_self_cancel)
 {
-	list_free_deep(requests);
-	requests = NIL;
+	ListCell   *lc;
+
+	foreach(lc, requests)
+	{
+		Request    *r = lfirst(lc);
+
+		if (keep_self_cancel && r->kind == REQ_SELF_CANCEL)
+			continue;
+		requests = foreach_delete_current(requests, lc);
+		pfree(r);
+	}
 }
 
 /* Carry out the requests of a transaction that committed. */
@@ -114,12 +128,12 @@ xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_COMMIT:
 			/* nothing here can fail: latches, signals, shared memory */
 			carry_out();
-			forget_all();
+			forget_all(true);
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
-			forget_all();
+			forget_all(false);
 			break;
 		default:
 			break;

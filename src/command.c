@@ -1,0 +1,262 @@
+/*-------------------------------------------------------------------------
+ *
+ * command.c
+ *	  Jobs that run a SQL command: pg_cron's form of a schedule.  The job
+ *	  function is chancy's own chancy_run_command(kwargs jsonb), and kwargs
+ *	  are {"command": "VACUUM big"}.
+ *
+ * A command runs the way a client's simple query runs (psql -c): at top
+ * level, in transactions of its own, so that VACUUM, CREATE INDEX
+ * CONCURRENTLY or CALL of a procedure that commits work as they do there.
+ * Several statements run in one transaction (an implicit block), so a
+ * statement that refuses to run in a block must be alone.
+ *
+ * The executor (executor.c) runs a command job alone, between its groups,
+ * as the job's pusher, in a security-restricted operation like every job:
+ * no SET ROLE, no SET SESSION AUTHORIZATION, no temporary tables.  Its
+ * effects commit before the executor records the outcome, in a transaction
+ * of its own: a command is done at least once, not exactly once (a crash
+ * between the two runs it again if it has attempts left).  What a command
+ * leaves in the session (SET, PREPARE, LISTEN) goes with the executor, which
+ * makes way for a fresh one after it.
+ *
+ * A push checks the command: it must parse (the objects it names need not
+ * exist yet), and transaction control and COPY to or from the client, which
+ * have no meaning here, are refused.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "nodes/parsenodes.h"
+#include "parser/analyze.h"
+#include "parser/parser.h"
+#include "pgstat.h"
+#include "tcop/dest.h"
+#include "tcop/pquery.h"
+#include "tcop/tcopprot.h"
+#include "tcop/utility.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+#include "chancy_internal.h"
+
+PG_FUNCTION_INFO_V1(chancy_run_command);
+
+/*
+ * command_text
+ *		The command of a command job's kwargs: an object with one key,
+ *		"command", a string.
+ */
+static char *
+command_text(Datum kwargs)
+{
+	Jsonb	   *jb = DatumGetJsonbP(kwargs);
+	JsonbValue *value = NULL;
+
+	if (JB_ROOT_IS_OBJECT(jb) && JB_ROOT_COUNT(jb) == 1)
+		value = getKeyJsonValueFromContainer(&jb->root, "command", strlen("command"),
+											 NULL);
+	if (value != NULL && value->type == jbvNull)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("the command of a command job must not be null")));
+	if (value == NULL || value->type != jbvString)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid kwargs of a command job: %s",
+						JsonbToCString(NULL, &jb->root, VARSIZE(jb))),
+				 errdetail("The kwargs of chancy_run_command are {\"command\": \"...\"}, a SQL command and nothing else."),
+				 errhint("Write chancy_with_kwargs(chancy_job('chancy_run_command'), jsonb_build_object('command', 'VACUUM big')), or use chancy_schedule(name, cron, command).")));
+	return pnstrdup(value->val.string.val, value->val.string.len);
+}
+
+/*
+ * parse_error_context
+ *		A syntax error in a command points into the command, not into the
+ *		statement that pushed it.
+ */
+static void
+parse_error_context(void *arg)
+{
+	int			pos = geterrposition();
+
+	if (pos > 0)
+	{
+		errposition(0);
+		internalerrposition(pos);
+		internalerrquery((const char *) arg);
+	}
+}
+
+/*
+ * parse_command
+ *		The statements of a command, parsed; an error for what a command
+ *		cannot do.
+ */
+static List *
+parse_command(const char *command)
+{
+	ErrorContextCallback errcallback;
+	List	   *parsed;
+	ListCell   *lc;
+
+	errcallback.callback = parse_error_context;
+	errcallback.arg = (void *) command;
+	errcallback.previous = error_context_stack;
+	error_context_stack = &errcallback;
+	parsed = raw_parser(command, RAW_PARSE_DEFAULT);
+	error_context_stack = errcallback.previous;
+
+	if (parsed == NIL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the command of a command job is empty"),
+				 errhint("Give a SQL command, such as 'VACUUM big'.")));
+	foreach(lc, parsed)
+	{
+		Node	   *stmt = lfirst_node(RawStmt, lc)->stmt;
+
+		if (IsA(stmt, TransactionStmt))
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("a command job cannot contain %s",
+							GetCommandTagName(CreateCommandTag(stmt))),
+					 errdetail("A command runs in a transaction of its own; several statements run in one."),
+					 errhint("Leave transaction control out, or put the work in a procedure that commits and CALL it.")));
+		if (IsA(stmt, CopyStmt) && ((CopyStmt *) stmt)->filename == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("a command job cannot COPY to or from the client"),
+					 errdetail("A command job has no client."),
+					 errhint("COPY to or from a file or program of the server, or use INSERT ... SELECT.")));
+	}
+	return parsed;
+}
+
+/*
+ * command_check
+ *		At push: kwargs of a command job hold a command that may run.
+ */
+void
+command_check(Datum kwargs)
+{
+	(void) parse_command(command_text(kwargs));
+}
+
+/*
+ * run_statement
+ *		Plan and run one parsed statement of command at top level, in the
+ *		transaction open now; its completion tag ("INSERT 0 3").
+ */
+static char *
+run_statement(RawStmt *raw, const char *command)
+{
+	bool		snapshot_set = false;
+	List	   *queries;
+	List	   *plans;
+	Portal		portal;
+	DestReceiver *receiver;
+	QueryCompletion qc;
+
+	if (analyze_requires_snapshot(raw))
+	{
+		PushActiveSnapshot(GetTransactionSnapshot());
+		snapshot_set = true;
+	}
+	queries = pg_analyze_and_rewrite_fixedparams(raw, command, NULL, 0, NULL);
+	plans = pg_plan_queries(queries, command, CURSOR_OPT_PARALLEL_OK, NULL);
+	if (snapshot_set)
+		PopActiveSnapshot();
+
+	portal = CreatePortal("", true, true);
+	portal->visible = false;
+	PortalDefineQuery(portal, NULL, command, CreateCommandTag(raw->stmt), plans, NULL);
+	PortalStart(portal, NULL, 0, InvalidSnapshot);
+	receiver = CreateDestReceiver(DestNone);
+	InitializeQueryCompletion(&qc);
+	(void) PortalRun(portal, FETCH_ALL, true, true, receiver, receiver, &qc);
+	receiver->rDestroy(receiver);
+	PortalDrop(portal, false);
+	/* as a client sees it */
+	if (!command_tag_display_rowcount(qc.commandTag))
+		return pstrdup(GetCommandTagName(qc.commandTag));
+	return psprintf(qc.commandTag == CMDTAG_INSERT ? "%s 0 " UINT64_FORMAT : "%s " UINT64_FORMAT,
+					GetCommandTagName(qc.commandTag), qc.nprocessed);
+}
+
+/*
+ * command_run
+ *		In the executor, with no transaction open: run the command of a
+ *		command job's kwargs as the current role, as a client's simple query
+ *		would run.  Returns a jsonb array of the statements' completion tags
+ *		(["VACUUM"]), allocated in the caller's memory context.  On an error
+ *		the caller aborts the transaction (AbortOutOfAnyTransaction).
+ */
+Datum
+command_run(Datum kwargs)
+{
+	MemoryContext caller = CurrentMemoryContext;
+	MemoryContext cxt = AllocSetContextCreate(caller, "chancy command",
+											  ALLOCSET_DEFAULT_SIZES);
+	char	   *command;
+	List	   *parsed;
+	bool		implicit_block;
+	JsonbParseState *state = NULL;
+	ListCell   *lc;
+	Datum		result;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	MemoryContextSwitchTo(cxt);
+	command = command_text(kwargs);
+	parsed = parse_command(command);
+	implicit_block = list_length(parsed) > 1;
+	if (implicit_block)
+		BeginImplicitTransactionBlock();
+	debug_query_string = command;
+	pgstat_report_activity(STATE_RUNNING, command);
+
+	pushJsonbValue(&state, WJB_BEGIN_ARRAY, NULL);
+	foreach(lc, parsed)
+	{
+		JsonbValue	tag;
+
+		tag.type = jbvString;
+		tag.val.string.val = run_statement(lfirst_node(RawStmt, lc), command);
+		tag.val.string.len = strlen(tag.val.string.val);
+		pushJsonbValue(&state, WJB_ELEM, &tag);
+		/* the next statement sees what this one did */
+		if (lnext(parsed, lc) != NULL)
+			CommandCounterIncrement();
+	}
+	if (implicit_block)
+		EndImplicitTransactionBlock();
+	CommitTransactionCommand();
+	debug_query_string = NULL;
+
+	MemoryContextSwitchTo(caller);
+	result = JsonbPGetDatum(JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_ARRAY,
+															 NULL)));
+	MemoryContextDelete(cxt);
+	return result;
+}
+
+/*
+ * chancy_run_command
+ *		The job function of command jobs.  The executor runs those itself
+ *		(command_run()); called in a statement, where a command cannot run at
+ *		top level, it is an error.
+ */
+Datum
+chancy_run_command(PG_FUNCTION_ARGS)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("chancy_run_command() runs only as a job"),
+			 errhint("Push it, e.g. chancy_push('chancy_run_command', '{\"command\": \"VACUUM big\"}'), or schedule it with chancy_schedule(name, cron, command).")));
+	PG_RETURN_NULL();
+}

@@ -1,0 +1,130 @@
+# Command jobs (pg_cron's form of a schedule, chancy_run_command): a
+# scheduled VACUUM runs at top level as the schedule's owner; several
+# statements are one transaction; a procedure may commit; a command can
+# neither change its role nor leave settings for the next job; a time
+# limit, a cancel and a cancel of itself stop it; CREATE INDEX CONCURRENTLY
+# works; a command that failed leaves the executor serving.
+use strict;
+use warnings;
+use FindBin;
+use lib $FindBin::RealBin;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use ChancyTest;
+
+my $node = chancy_node('commands', "chancy.queues = 'default:2, solo:1'\n");
+sub sql { return $node->safe_psql('postgres', shift); }
+
+sql(q{CREATE EXTENSION chancy;
+	CREATE ROLE regress_cmd_owner;
+	GRANT CREATE ON SCHEMA public TO regress_cmd_owner;
+	SET ROLE regress_cmd_owner;
+	CREATE TABLE big(x int) WITH (autovacuum_enabled = off);
+	CREATE TABLE seen(who text, what text);
+	CREATE PROCEDURE twice() LANGUAGE plpgsql AS $$
+	BEGIN
+		INSERT INTO seen VALUES (current_user, 'first'); COMMIT;
+		INSERT INTO seen VALUES (current_user, 'second'); COMMIT;
+	END $$;
+	CREATE FUNCTION setting(kwargs jsonb) RETURNS text LANGUAGE sql
+		AS $$SELECT current_setting(kwargs->>'name')$$;});
+
+# Push a command as the owner to queue $queue (default 'default'); its id.
+sub push_command
+{
+	my ($command, $queue) = @_;
+	$queue //= 'default';
+	$command =~ s/'/''/g;
+	return sql(qq{SET ROLE regress_cmd_owner;
+		SELECT chancy_push(chancy_with_queue(chancy_with_kwargs(chancy_job('chancy_run_command'),
+			jsonb_build_object('command', '$command')), '$queue'))});
+}
+
+# Wait for job $id to end; its state, result and first error, '|'-separated.
+sub ended
+{
+	my $id = shift;
+	$node->poll_query_until('postgres',
+		qq{SELECT state IN ('succeeded', 'failed', 'cancelled') FROM chancy_jobs WHERE id = $id})
+	  or die "job $id never ended";
+	return sql(qq{SELECT state || '|' || coalesce(result::text, '') || '|' || coalesce(errors->0->>'message', '')
+		FROM chancy_jobs WHERE id = $id});
+}
+
+# --- pg_cron's form: a scheduled VACUUM, at top level, as the schedule's owner
+sql(q{SET ROLE regress_cmd_owner;
+	INSERT INTO big SELECT generate_series(1, 1000);
+	DELETE FROM big WHERE x % 2 = 0;
+	SELECT chancy_schedule('vacuum_big', '* * * * * *', 'VACUUM big')});
+$node->poll_query_until('postgres', q{SELECT fires >= 1 FROM chancy_schedules});
+sql(q{SELECT chancy_unschedule('vacuum_big')});
+my $job = sql(q{SELECT min(id) FROM chancy_jobs WHERE meta->>'schedule' = 'vacuum_big'});
+is(ended($job), 'succeeded|["VACUUM"]|', "a scheduled VACUUM runs (VACUUM can't run in a function)");
+is(sql(qq{SELECT j.pushed_by::regrole::text || ' ' || (s.vacuum_count > 0)
+	FROM chancy_jobs j, pg_stat_user_tables s WHERE j.id = $job AND s.relname = 'big'}),
+	'regress_cmd_owner true', 'as the schedule owner, and the table was vacuumed');
+
+# --- several statements: one transaction, each seeing the one before
+$job = push_command(q{INSERT INTO seen VALUES (current_user, 'multi');
+	UPDATE seen SET what = 'multi, updated' WHERE what = 'multi'; SELECT 1});
+is(ended($job), 'succeeded|["INSERT 0 1", "UPDATE 1", "SELECT 1"]|',
+	'several statements run in order; the result is their completion tags');
+is(sql(q{SELECT who || ' ' || what FROM seen WHERE what LIKE 'multi%'}),
+	'regress_cmd_owner multi, updated', 'as the owner');
+$job = push_command(q{INSERT INTO seen VALUES (current_user, 'undone'); SELECT 1/0});
+like(ended($job), qr/^failed\|\|division by zero$/, 'a failing statement fails the job');
+is(sql(q{SELECT count(*) FROM seen WHERE what = 'undone'}), '0',
+	'and undoes the statements before it: they are one transaction');
+$job = push_command('VACUUM big; VACUUM big');
+is(ended($job), 'failed||VACUUM cannot run inside a transaction block',
+	'so VACUUM must be alone, as in psql -c');
+
+# --- a procedure that commits
+$job = push_command('CALL twice()');
+is(ended($job), 'succeeded|["CALL"]|', 'a procedure that commits runs');
+is(sql(q{SELECT string_agg(what, ',' ORDER BY what) FROM seen WHERE what IN ('first', 'second')}),
+	'first,second', 'and both its transactions commit');
+
+# --- no way out of the owner's role; no setting left for the next job
+for my $escape ('SET SESSION AUTHORIZATION postgres', 'SET ROLE postgres', 'RESET ROLE',
+	'RESET SESSION AUTHORIZATION', 'DISCARD ALL', 'CREATE TEMP TABLE t(x int)')
+{
+	like(ended(push_command($escape)), qr/^failed\|\|.*(security|cannot set parameter)/,
+		"a command cannot run $escape");
+}
+is(ended(push_command('SET search_path = nowhere', 'solo')), 'succeeded|["SET"]|',
+	'a command may set a setting');
+$job = sql(q{SET ROLE regress_cmd_owner;
+	SELECT chancy_push(chancy_with_queue(chancy_with_kwargs(chancy_job('setting'),
+		'{"name": "search_path"}'), 'solo'))});
+is(ended($job), 'succeeded|"\"$user\", public"|',
+	'the next job of its queue does not see it: the executor made way for a fresh one');
+
+# --- what stops a command
+$job = sql(q{SET ROLE regress_cmd_owner;
+	SELECT chancy_push(chancy_with_limits(chancy_with_kwargs(chancy_job('chancy_run_command'),
+		'{"command": "SELECT pg_sleep(30)"}'), '300 ms', NULL))});
+is(ended($job), 'failed||job exceeded its time limit of 0.300 s', 'a time limit stops a command');
+$job = push_command('SELECT pg_sleep(30)');
+$node->poll_query_until('postgres', qq{SELECT state = 'running' FROM chancy_jobs WHERE id = $job});
+sql(qq{SET ROLE regress_cmd_owner; SELECT chancy_cancel($job)});
+is(ended($job), 'cancelled||cancelled by regress_cmd_owner', 'a cancel stops a command');
+$job = push_command('SELECT chancy_cancel((chancy_current_job()).id)');
+is(ended($job), 'cancelled||cancelled by regress_cmd_owner',
+	'a command that cancelled itself ends cancelled');
+
+# --- CREATE INDEX CONCURRENTLY (waits for other transactions: none is open)
+$job = push_command('CREATE INDEX CONCURRENTLY big_x ON big (x)');
+is(ended($job), 'succeeded|["CREATE INDEX"]|', 'CREATE INDEX CONCURRENTLY runs');
+is(sql(q{SELECT indisvalid FROM pg_index WHERE indexrelid = 'big_x'::regclass}), 't',
+	'and the index is valid');
+
+# --- the executors went on serving
+is(ended(push_command('SELECT 1')), 'succeeded|["SELECT 1"]|', 'executors serve after all that');
+ok(!$node->log_contains('no executor slot left'),
+	'replacing an executor after a command is not reported as a lack of slots');
+ok(!$node->log_contains('was terminated by signal'), 'and no process crashed');
+
+$node->stop;
+done_testing();
