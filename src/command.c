@@ -13,12 +13,13 @@
  *
  * The executor (executor.c) runs a command job alone, between its groups,
  * as the job's pusher, in a security-restricted operation like every job:
- * no SET ROLE, no SET SESSION AUTHORIZATION, no temporary tables.  Its
- * effects commit before the executor records the outcome, in a transaction
- * of its own: a command is done at least once, not exactly once (a crash
- * between the two runs it again if it has attempts left).  What a command
- * leaves in the session (SET, PREPARE, LISTEN) goes with the executor, which
- * makes way for a fresh one after it.
+ * no SET ROLE, no SET SESSION AUTHORIZATION, no temporary tables, PREPARE,
+ * LISTEN or cursors WITH HOLD.  Its effects commit before the executor
+ * records the outcome, in a transaction of its own: a command is done at
+ * least once, not exactly once (one stopped by a crash or by the executor's
+ * shutdown after it committed some of its work may run again, if it has
+ * attempts left).  The settings a command made (SET) are reset before its
+ * outcome is recorded, and the executor makes way for a fresh one after it.
  *
  * A push checks the command: it must parse (the objects it names need not
  * exist yet), and transaction control and COPY to or from the client, which
@@ -223,11 +224,18 @@ command_run(Datum kwargs)
 	pushJsonbValue(&state, WJB_BEGIN_ARRAY, NULL);
 	foreach(lc, parsed)
 	{
+		/* a statement's plan goes when it has run, as in a client's query */
+		MemoryContext stmt_cxt = AllocSetContextCreate(cxt, "chancy command statement",
+													   ALLOCSET_DEFAULT_SIZES);
 		JsonbValue	tag;
 
-		tag.type = jbvString;
+		MemoryContextSwitchTo(stmt_cxt);
 		tag.val.string.val = run_statement(lfirst_node(RawStmt, lc), command);
+		MemoryContextSwitchTo(cxt);
+		tag.type = jbvString;
+		tag.val.string.val = pstrdup(tag.val.string.val);
 		tag.val.string.len = strlen(tag.val.string.val);
+		MemoryContextDelete(stmt_cxt);
 		pushJsonbValue(&state, WJB_ELEM, &tag);
 		/* the next statement sees what this one did */
 		if (lnext(parsed, lc) != NULL)

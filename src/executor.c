@@ -244,8 +244,10 @@ job_function(ClaimedJob *job)
  * become_pusher
  *		Run as the role that pushed the job, in a security-restricted
  *		operation: the job can neither change its role (SET ROLE, SET SESSION
- *		AUTHORIZATION: the executor's session is a superuser's) nor leave
- *		anything in the session.  The caller restores sec_context.
+ *		AUTHORIZATION: the executor's session is a superuser's) nor make
+ *		temporary tables, prepared statements or held cursors.  The caller
+ *		restores sec_context (and its GUC nest level, or for a command, see
+ *		run_command(), resets the settings).
  */
 static void
 become_pusher(ClaimedJob *job, int sec_context)
@@ -358,7 +360,8 @@ take_job_error(volatile JobStop *why)
  *		In the group's transaction: record how a job that raised edata
  *		ended.  Cancelled (by a cancel, or by itself as role self_cancel),
  *		or failed (retrying if it has attempts left); a job stopped by a
- *		shutdown is left to go back.
+ *		shutdown is left to go back, but a command (which may have committed
+ *		some of its work) has used its attempt.
  */
 static Outcome
 record_failure(ChancyCatalog *cat, ClaimedJob *job, ErrorData *edata, JobStop why,
@@ -371,12 +374,19 @@ record_failure(ChancyCatalog *cat, ClaimedJob *job, ErrorData *edata, JobStop wh
 	HOLD_CANCEL_INTERRUPTS();
 	if (OidIsValid(self_cancel) || why == STOP_CANCEL)
 		held = queue_cancelled(cat, job, true, self_cancel, started_at);
-	else if (why == STOP_SHUTDOWN || shutdown_requested)
+	else if ((why == STOP_SHUTDOWN || shutdown_requested) && !job->command)
 		outcome = OUTCOME_PUT_BACK;
 	else
 	{
 		const char *state;
 
+		if (why == STOP_SHUTDOWN || shutdown_requested)
+		{
+			edata->sqlerrcode = ERRCODE_ADMIN_SHUTDOWN;
+			edata->detail = edata->message;
+			edata->message = pstrdup("command was stopped by a shutdown of its executor");
+			edata->hint = pstrdup("It may have committed some of its work: it runs again only if it has attempts left.");
+		}
 		limits_explain(edata, why, job->time_limit_ms, job->memory_limit);
 		state = queue_failed(cat, job, edata, retry_backoff(job->attempt), started_at);
 		held = state != NULL;
@@ -480,9 +490,11 @@ begin_group(void)
  *		Run a command job (command.c) as its pusher, outside any
  *		transaction, then open its group's transaction (which it has alone)
  *		and record a failure there, as run_job() does; a success is left in
- *		*result for the group.  Whatever the command left in the session
- *		(settings, prepared statements) goes with this executor, which makes
- *		way for a fresh one after the group.
+ *		*result for the group.  A command commits as it goes, so one that
+ *		returned succeeded whatever stopped it after, and one a shutdown
+ *		stopped has used its attempt (it may have committed some of its
+ *		work).  The settings it made in the session are reset, and this
+ *		executor makes way for a fresh one after the group.
  */
 static Outcome
 run_command(ClaimedJob *job, TimestampTz started_at, Datum *result, bool *result_null)
@@ -509,18 +521,24 @@ run_command(ClaimedJob *job, TimestampTz started_at, Datum *result, bool *result
 		*result = command_run(job->kwargs);
 		*result_null = false;
 		SetUserIdAndSecContext(save_userid, save_sec_context);
-		why = limits_job_end();
-		if (why != STOP_NONE)
-			stopped_error(why, job);
+		(void) limits_job_end();
 	}
 	PG_CATCH();
 	{
+		debug_query_string = NULL;
 		edata = take_job_error(&why);
 		AbortOutOfAnyTransaction();
 		SetUserIdAndSecContext(save_userid, save_sec_context);
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(oldcxt);
+	pgstat_report_activity(STATE_RUNNING, job->name);
+
+	/* what the command set (default_transaction_read_only...) must not
+	 * stop its outcome from being recorded */
+	StartTransactionCommand();
+	ResetAllOptions();
+	CommitTransactionCommand();
 
 	/* a cancel the command made of itself committed with it */
 	self_cancel = wakeup_take_self_cancel(job->id);

@@ -51,12 +51,13 @@ static bool callbacks_registered = false;
 
 /*
  * forget_all
- *		Forget every request; but a committed self-cancel stays for the
- *		executor to take, if keep_self_cancel: a command job (command.c)
- *		commits before it returns.
+ *		Forget the requests of the transaction that ended.  A self-cancel
+ *		that commits stays, outside any transaction (level 0), for the
+ *		executor to take when the job returns: a command job (command.c)
+ *		commits before it returns, maybe more than once.
  */
 static void
-forget_all(bool keep_self_cancel)
+forget_all(bool committed)
 {
 	ListCell   *lc;
 
@@ -64,8 +65,13 @@ forget_all(bool keep_self_cancel)
 	{
 		Request    *r = lfirst(lc);
 
-		if (keep_self_cancel && r->kind == REQ_SELF_CANCEL)
+		if (r->level == 0)
+			continue;			/* committed before */
+		if (committed && r->kind == REQ_SELF_CANCEL)
+		{
+			r->level = 0;
 			continue;
+		}
 		requests = foreach_delete_current(requests, lc);
 		pfree(r);
 	}

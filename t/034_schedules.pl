@@ -1,6 +1,7 @@
 # Recurring jobs, as the supervisor fires them: a per-second schedule fires
-# once a second, on time; a crash (pg_ctl stop -m immediate) while it fires
-# leaves no gap and no duplicate; after downtime missed fires are skipped
+# once a second, on time; a crash (pg_ctl stop -m immediate) while it fires,
+# and one exactly between a push and its commit, leave no gap and no
+# duplicate; after downtime missed fires are skipped
 # and counted, or pushed within the catch_up window; overlap => false skips
 # while the last job is live; the job runs as the schedule's owner, and a
 # fire the owner may no longer push is a failed job; a schedule whose firing
@@ -73,6 +74,38 @@ $node->poll_query_until('postgres',
 is(every_second_once('tick'), 't',
 	'after a crash the fire times go on with no gap and no duplicate');
 sql(q{SELECT chancy_unschedule('tick')});
+
+# --- a crash exactly between a fire's push and its commit: a trigger on
+# chancy_jobs holds the supervisor's transaction after the push, in this
+# server's life only, while the server stops as a crash does
+sql(q{CREATE TABLE held_in(started timestamptz);
+	INSERT INTO held_in SELECT pg_postmaster_start_time();
+	CREATE FUNCTION hold_fire() RETURNS trigger LANGUAGE plpgsql AS $$
+	BEGIN
+		IF NEW.meta->>'schedule' = 'held' AND
+		   (SELECT started FROM public.held_in) = pg_postmaster_start_time() THEN
+			PERFORM pg_sleep(60);
+		END IF;
+		RETURN NEW;
+	END $$;
+	GRANT SELECT ON held_in TO PUBLIC;
+	CREATE TRIGGER hold_fire AFTER INSERT ON chancy_jobs
+		FOR EACH ROW EXECUTE FUNCTION hold_fire();
+	SELECT chancy_schedule('held', '* * * * * *', chancy_job('tick'))});
+$node->poll_query_until('postgres',
+	q{SELECT count(*) = 1 FROM pg_stat_activity
+	   WHERE backend_type = 'chancy supervisor' AND wait_event = 'PgSleep'})
+  or die 'the supervisor was never held between a push and its commit';
+is(sql(q{SELECT count(*) FROM chancy_jobs WHERE meta->>'schedule' = 'held'}), '0',
+	'held: the fire is pushed but not committed');
+$node->stop('immediate');
+$node->start;
+$node->poll_query_until('postgres',
+	q{SELECT fires >= 3 FROM chancy_schedules WHERE name = 'held'})
+  or die 'the held schedule never fired after the crash';
+sql(q{SELECT chancy_unschedule('held'); DROP TRIGGER hold_fire ON chancy_jobs});
+is(every_second_once('held'), 't',
+	'after a crash between push and commit, the held fire time is pushed once and the rest follow');
 
 # --- overlap => false: a fire is skipped while the last job is live
 sql(q{SELECT chancy_schedule('slow', '* * * * * *', chancy_job('slow'), overlap => false)});

@@ -1,9 +1,10 @@
 # Command jobs (pg_cron's form of a schedule, chancy_run_command): a
 # scheduled VACUUM runs at top level as the schedule's owner; several
 # statements are one transaction; a procedure may commit; a command can
-# neither change its role nor leave settings for the next job; a time
-# limit, a cancel and a cancel of itself stop it; CREATE INDEX CONCURRENTLY
-# works; a command that failed leaves the executor serving.
+# neither change its role nor leave settings for its outcome or the next
+# job; a time limit, a cancel and a cancel of itself stop it; a shutdown
+# uses its attempt; CREATE INDEX CONCURRENTLY works; a command that failed
+# leaves the executor serving.
 use strict;
 use warnings;
 use FindBin;
@@ -101,6 +102,17 @@ $job = sql(q{SET ROLE regress_cmd_owner;
 is(ended($job), 'succeeded|"\"$user\", public"|',
 	'the next job of its queue does not see it: the executor made way for a fresh one');
 
+# settings that would stop the outcome from being recorded are reset first
+is(ended(push_command('SET default_transaction_read_only = on')), 'succeeded|["SET"]|',
+	'a command that makes later transactions read-only succeeds');
+$job = push_command(q{DO $$BEGIN
+	PERFORM set_config('default_transaction_read_only', 'on', false);
+	COMMIT;
+	RAISE EXCEPTION 'after the commit';
+END$$});
+is(ended($job), 'failed||after the commit', 'one that fails after committing that fails');
+is(sql(qq{SELECT attempts FROM chancy_jobs WHERE id = $job}), '1', 'once: it was not run again');
+
 # --- what stops a command
 $job = sql(q{SET ROLE regress_cmd_owner;
 	SELECT chancy_push(chancy_with_limits(chancy_with_kwargs(chancy_job('chancy_run_command'),
@@ -113,6 +125,19 @@ is(ended($job), 'cancelled||cancelled by regress_cmd_owner', 'a cancel stops a c
 $job = push_command('SELECT chancy_cancel((chancy_current_job()).id)');
 is(ended($job), 'cancelled||cancelled by regress_cmd_owner',
 	'a command that cancelled itself ends cancelled');
+
+$job = push_command(q{DO $$BEGIN
+	PERFORM chancy_cancel((chancy_current_job()).id);
+	COMMIT;
+	RAISE EXCEPTION 'after the cancel';
+END$$});
+is(ended($job), 'cancelled||cancelled by regress_cmd_owner',
+	'one that cancelled itself and then failed too');
+$job = push_command('SELECT pg_sleep(60)');
+$node->poll_query_until('postgres', qq{SELECT state = 'running' FROM chancy_jobs WHERE id = $job});
+$node->restart;
+is(ended($job), 'failed||command was stopped by a shutdown of its executor',
+	'a command stopped by a shutdown has used its attempt (it may have committed work)');
 
 # --- CREATE INDEX CONCURRENTLY (waits for other transactions: none is open)
 $job = push_command('CREATE INDEX CONCURRENTLY big_x ON big (x)');
