@@ -13,6 +13,10 @@
  * next_fire_at on in one UPDATE.  So each fire time makes one job, whatever
  * crashes: the pushes and the moves commit together or not at all.
  *
+ * The supervisor fires a schedule FIRE_LEAD_MS before its fire time, its
+ * job's scheduled_at the fire time, so that the executors start the job on
+ * time, and sleeps until the next schedule is that close.  (So a change to
+ * a schedule in the last FIRE_LEAD_MS before a fire time acts after it.)
  * A fire time more than FIRE_GRACE_MS past when the supervisor gets to it
  * was missed (the server was down, or the supervisor stopped): it is
  * skipped and counted, unless it lies within the schedule's catch_up
@@ -45,6 +49,14 @@
 
 /* a fire time later than this when due counts as missed */
 #define FIRE_GRACE_MS 10000
+
+/*
+ * A schedule is fired this long before its fire time, its job pushed to
+ * run at the fire time: the executors then start it on time, instead of
+ * after the push of a thousand jobs (one schedule with overlap off is fired
+ * at its time, when its last job's state is known).
+ */
+#define FIRE_LEAD_MS 40
 
 /* at most this many missed fire times of a schedule are caught up */
 #define CATCH_UP_MAX 1000
@@ -335,7 +347,8 @@ chancy_schedules_changed(PG_FUNCTION_ARGS)
  * fire_job
  *		The job schedule s pushes for fire time at: its job, with
  *		{"schedule": name, "fire_at": at} merged into its meta (the time in
- *		ISO 8601, UTC, whatever the server's DateStyle).
+ *		ISO 8601, UTC, whatever the server's DateStyle), to run at "at" if
+ *		that is still to come (FIRE_LEAD_MS).
  */
 static Datum
 fire_job(ChancyCatalog *cat, DueSchedule *s, TimestampTz at)
@@ -358,6 +371,11 @@ fire_job(ChancyCatalog *cat, DueSchedule *s, TimestampTz at)
 		meta = DirectFunctionCall2(jsonb_concat, job.values[JA_META], meta);
 	job.values[JA_META] = meta;
 	job.nulls[JA_META] = false;
+	if (at > GetCurrentTransactionStartTimestamp())
+	{
+		job.values[JA_SCHEDULED_AT] = TimestampTzGetDatum(at);
+		job.nulls[JA_SCHEDULED_AT] = false;
+	}
 	return job_form(cat, &job);
 }
 
@@ -494,6 +512,17 @@ push_fire(ChancyCatalog *cat, DueSchedule *s, TimestampTz fire_at)
 }
 
 /*
+ * fire_until
+ *		The latest fire time that is fired at now: FIRE_LEAD_MS ahead, but a
+ *		schedule with overlap off fires at its time.
+ */
+static TimestampTz
+fire_until(bool overlap, TimestampTz now)
+{
+	return overlap ? TimestampTzPlusMilliseconds(now, FIRE_LEAD_MS) : now;
+}
+
+/*
  * plan_fires
  *		Which fire times of a due schedule to push at now, how many it skips
  *		(missed, or live with overlap off), and its next fire time.  Only
@@ -504,6 +533,7 @@ plan_fires(void *arg)
 {
 	DueSchedule *s = (DueSchedule *) arg;
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	TimestampTz until = fire_until(s->overlap, now);
 	TimestampTz at = s->next_fire_at;
 	int64		run = 0;		/* missed since the last jump */
 	int			caught_up = 0;
@@ -515,7 +545,7 @@ plan_fires(void *arg)
 	s->missed = 0;
 	s->jumped = false;
 	s->fire_at = palloc(sizeof(TimestampTz) * room);
-	while (at <= now)
+	while (at <= until)
 	{
 		bool		on_time = now - at <= FIRE_GRACE_MS * INT64CONST(1000);
 		bool		in_window = s->catch_up_ms >= 0 && caught_up < CATCH_UP_MAX &&
@@ -744,14 +774,16 @@ expect_function(DueSchedule *s, Oid oid, Oid owner, uint64 catalog, int64 digest
 
 /*
  * read_due
- *		The enabled schedules due at now, locked, at most FIRE_BATCH of them,
- *		ordered by owner so that each owner's are pushed together.
+ *		The enabled schedules due at now (see fire_until()), locked, at most
+ *		FIRE_BATCH of them, ordered by owner so that each owner's are pushed
+ *		together.
  */
 static DueSchedule *
 read_due(ChancyCatalog *cat, TimestampTz now, int *ndue)
 {
-	Datum		now_arg = TimestampTzGetDatum(now);
-	Oid			now_type = TIMESTAMPTZOID;
+	Datum		args[2] = {TimestampTzGetDatum(fire_until(true, now)),
+	TimestampTzGetDatum(fire_until(false, now))};
+	Oid			argtypes[2] = {TIMESTAMPTZOID, TIMESTAMPTZOID};
 	DueSchedule *due;
 	bool		isnull;
 
@@ -765,11 +797,12 @@ read_due(ChancyCatalog *cat, TimestampTz now, int *ndue)
 									   "  s.function_catalog, s.function_digest"
 									   " FROM (SELECT * FROM %1$s.chancy_schedules"
 									   "  WHERE enabled AND NOT replicated AND next_fire_at <= $1"
+									   "   AND (overlap OR next_fire_at <= $2)"
 									   "  ORDER BY next_fire_at LIMIT %2$d"
 									   "  FOR UPDATE SKIP LOCKED) s"
 									   " ORDER BY s.owner::pg_catalog.oid, s.next_fire_at",
 									   cat->nspname, FIRE_BATCH),
-							  1, &now_type, &now_arg, NULL, false, 0) != SPI_OK_SELECT)
+							  2, argtypes, args, NULL, false, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not read chancy_schedules");
 	*ndue = SPI_processed;
 	due = palloc0(sizeof(DueSchedule) * Max(*ndue, 1));
@@ -907,7 +940,7 @@ write_fired(ChancyCatalog *cat, DueSchedule *due, int ndue)
 long
 schedule_fire_due(ChancyCatalog *cat)
 {
-	/* the jobs' created_at: no job is pushed before its fire time */
+	/* the jobs' created_at, which fire_until() and fire_job() go by */
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
 	CatalogSql	sql;
 	DueSchedule *due;
@@ -937,10 +970,15 @@ schedule_fire_due(ChancyCatalog *cat)
 	else if (!isnull)
 	{
 		TimestampTz at = DatumGetTimestampTz(next);
+		TimestampTz ahead = TimestampTzPlusMilliseconds(at, -FIRE_LEAD_MS);
 
 		now = GetCurrentTimestamp();
-		/* one that is due now is locked by a change not yet committed */
-		wait_ms = at <= now ? 1000 : (long) Min((at - now + 999) / 1000, INT_MAX);
+		if (ahead > now)
+			wait_ms = (long) Min((ahead - now + 999) / 1000, INT_MAX);
+		else if (at > now)
+			wait_ms = (long) ((at - now + 999) / 1000);	/* overlap off: at its time */
+		else
+			wait_ms = 1000;		/* due, but locked by a change not yet committed */
 	}
 	catalog_sql_end(&sql);
 	return wait_ms;
