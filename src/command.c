@@ -149,6 +149,30 @@ command_check(Datum kwargs)
 }
 
 /*
+ * log_command
+ *		log_statement applies to a command as to a client's query: with
+ *		'ddl', a command job's DDL is in the log like any other.
+ */
+static void
+log_command(List *parsed, const char *command)
+{
+	ListCell   *lc;
+
+	foreach(lc, parsed)
+	{
+		if (log_statement == LOGSTMT_ALL ||
+			(log_statement != LOGSTMT_NONE &&
+			 GetCommandLogLevel(lfirst_node(RawStmt, lc)->stmt) <= log_statement))
+		{
+			ereport(LOG,
+					(errmsg("statement: %s", command),
+					 errhidestmt(true)));
+			return;
+		}
+	}
+}
+
+/*
  * run_statement
  *		Plan and run one parsed statement of command at top level, in the
  *		transaction open now; its completion tag ("INSERT 0 3").
@@ -220,6 +244,7 @@ command_run(Datum kwargs)
 		BeginImplicitTransactionBlock();
 	debug_query_string = command;
 	pgstat_report_activity(STATE_RUNNING, command);
+	log_command(parsed, command);
 
 	pushJsonbValue(&state, WJB_BEGIN_ARRAY, NULL);
 	foreach(lc, parsed)

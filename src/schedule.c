@@ -53,10 +53,13 @@
 /*
  * A schedule is fired this long before its fire time, its job pushed to
  * run at the fire time: the executors then start it on time, instead of
- * after the push of a thousand jobs (one schedule with overlap off is fired
- * at its time, when its last job's state is known).
+ * after the push of a thousand jobs.  Not one whose fire depends on its
+ * last job (overlap off, or a unique key the last job may hold until just
+ * before the fire time): that one fires at its time.
  */
 #define FIRE_LEAD_MS 40
+/* ... which ones are fired ahead, in SQL on chancy_schedules */
+#define FIRED_AHEAD_SQL "(overlap AND (job).unique_key IS NULL)"
 
 /* at most this many missed fire times of a schedule are caught up */
 #define CATCH_UP_MAX 1000
@@ -98,6 +101,7 @@ typedef struct DueSchedule
 	Datum		job;
 	int64		catch_up_ms;	/* -1: none */
 	bool		overlap;
+	bool		ahead;			/* fired ahead: see FIRE_LEAD_MS */
 	TimestampTz next_fire_at;
 	Oid			owner;
 	bool		last_live;		/* its last job is pending, running or retrying */
@@ -154,6 +158,17 @@ lock_schedule(ChancyCatalog *cat, const char *name, Oid role, bool replacing)
 }
 
 /*
+ * fire_until
+ *		The latest fire time that is fired at now: FIRE_LEAD_MS ahead for a
+ *		schedule fired ahead, else now.
+ */
+static TimestampTz
+fire_until(bool ahead, TimestampTz now)
+{
+	return ahead ? TimestampTzPlusMilliseconds(now, FIRE_LEAD_MS) : now;
+}
+
+/*
  * chancy_schedule(name, cron, job, time_zone, catch_up, overlap, enabled)
  *		SQL: create or replace a schedule; returns its row.  The job is
  *		checked as a push of the current role would be, and the role
@@ -200,8 +215,6 @@ chancy_schedule(PG_FUNCTION_ARGS)
 				 errdetail("A schedule's name is 1 to %d bytes long.", NAMEDATALEN - 1)));
 	cron = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	time_zone = pstrdup(chancy_zone_name(text_to_cstring(PG_GETARG_TEXT_PP(3))));
-	/* not the transaction's start: the supervisor may have fired since */
-	next = chancy_cron_next_time(cron, GetCurrentTimestamp(), time_zone);
 	if (!PG_ARGISNULL(4))
 	{
 		Interval   *iv = PG_GETARG_INTERVAL_P(4);
@@ -226,6 +239,15 @@ chancy_schedule(PG_FUNCTION_ARGS)
 				 errhint("Use chancy_with_scheduled_at(job, NULL).")));
 	job_check(&job);
 	job_authorize(cat, &job);
+
+	/*
+	 * Its first fire time after now, as the supervisor sees it (not the
+	 * transaction's start: it may have fired since, FIRE_LEAD_MS ahead).
+	 */
+	next = chancy_cron_next_time(cron,
+								 fire_until(overlap && job.nulls[JA_UNIQUE_KEY],
+											GetCurrentTimestamp()),
+								 time_zone);
 
 	catalog_sql_begin(cat, true, &sql);
 	args[0] = CStringGetTextDatum(name);
@@ -512,17 +534,6 @@ push_fire(ChancyCatalog *cat, DueSchedule *s, TimestampTz fire_at)
 }
 
 /*
- * fire_until
- *		The latest fire time that is fired at now: FIRE_LEAD_MS ahead, but a
- *		schedule with overlap off fires at its time.
- */
-static TimestampTz
-fire_until(bool overlap, TimestampTz now)
-{
-	return overlap ? TimestampTzPlusMilliseconds(now, FIRE_LEAD_MS) : now;
-}
-
-/*
  * plan_fires
  *		Which fire times of a due schedule to push at now, how many it skips
  *		(missed, or live with overlap off), and its next fire time.  Only
@@ -533,7 +544,7 @@ plan_fires(void *arg)
 {
 	DueSchedule *s = (DueSchedule *) arg;
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
-	TimestampTz until = fire_until(s->overlap, now);
+	TimestampTz until = fire_until(s->ahead, now);
 	TimestampTz at = s->next_fire_at;
 	int64		run = 0;		/* missed since the last jump */
 	int			caught_up = 0;
@@ -794,10 +805,10 @@ read_due(ChancyCatalog *cat, TimestampTz now, int *ndue)
 									   "  EXISTS (SELECT FROM %1$s.chancy_jobs j WHERE j.id = s.last_job_id"
 									   "   AND j.state IN ('pending', 'running', 'retrying')),"
 									   "  s.function_oid, s.function_owner::pg_catalog.oid,"
-									   "  s.function_catalog, s.function_digest"
-									   " FROM (SELECT * FROM %1$s.chancy_schedules"
+									   "  s.function_catalog, s.function_digest, s.ahead"
+									   " FROM (SELECT *, " FIRED_AHEAD_SQL " AS ahead FROM %1$s.chancy_schedules"
 									   "  WHERE enabled AND NOT replicated AND next_fire_at <= $1"
-									   "   AND (overlap OR next_fire_at <= $2)"
+									   "   AND (" FIRED_AHEAD_SQL " OR next_fire_at <= $2)"
 									   "  ORDER BY next_fire_at LIMIT %2$d"
 									   "  FOR UPDATE SKIP LOCKED) s"
 									   " ORDER BY s.owner::pg_catalog.oid, s.next_fire_at",
@@ -829,6 +840,7 @@ read_due(ChancyCatalog *cat, TimestampTz now, int *ndue)
 		due[i].next_fire_at = DatumGetTimestampTz(SPI_getbinval(tup, desc, 7, &isnull));
 		due[i].owner = DatumGetObjectId(SPI_getbinval(tup, desc, 8, &isnull));
 		due[i].last_live = DatumGetBool(SPI_getbinval(tup, desc, 9, &isnull));
+		due[i].ahead = DatumGetBool(SPI_getbinval(tup, desc, 14, &isnull));
 		oid = SPI_getbinval(tup, desc, 10, &oid_null);
 		owner = SPI_getbinval(tup, desc, 11, &owner_null);
 		catalog = SPI_getbinval(tup, desc, 12, &catalog_null);
@@ -935,7 +947,8 @@ write_fired(ChancyCatalog *cat, DueSchedule *due, int ndue)
  *		The supervisor: fire the schedules that are due, in this
  *		transaction: plan each one's fires, push each owner's jobs in one
  *		statement as that owner, and move them all on.  Returns how long
- *		until the next one is due, in ms (-1: none is).
+ *		until the next one is fired (FIRE_LEAD_MS ahead of its fire time, or
+ *		at it), in ms (-1: none is).
  */
 long
 schedule_fire_due(ChancyCatalog *cat)
@@ -960,9 +973,11 @@ schedule_fire_due(ChancyCatalog *cat)
 			push_owner_fires(cat, due, ndue, i);
 	write_fired(cat, due, ndue);
 
-	if (SPI_execute(psprintf("SELECT min(next_fire_at) FROM %s.chancy_schedules"
-							 " WHERE enabled AND NOT replicated",
-							 cat->nspname), true, 1) != SPI_OK_SELECT)
+	/* when the next one is fired */
+	if (SPI_execute(psprintf("SELECT min(CASE WHEN " FIRED_AHEAD_SQL
+							 " THEN next_fire_at - interval '%d ms' ELSE next_fire_at END)"
+							 " FROM %s.chancy_schedules WHERE enabled AND NOT replicated",
+							 FIRE_LEAD_MS, cat->nspname), true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read chancy_schedules");
 	next = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	if (ndue == FIRE_BATCH || (ndue > 0 && due[ndue - 1].deferred))
@@ -970,15 +985,15 @@ schedule_fire_due(ChancyCatalog *cat)
 	else if (!isnull)
 	{
 		TimestampTz at = DatumGetTimestampTz(next);
-		TimestampTz ahead = TimestampTzPlusMilliseconds(at, -FIRE_LEAD_MS);
 
-		now = GetCurrentTimestamp();
-		if (ahead > now)
-			wait_ms = (long) Min((ahead - now + 999) / 1000, INT_MAX);
-		else if (at > now)
-			wait_ms = (long) ((at - now + 999) / 1000);	/* overlap off: at its time */
+		if (at <= now)
+			wait_ms = 1000;		/* due when read, but locked by a change not
+								 * yet committed */
 		else
-			wait_ms = 1000;		/* due, but locked by a change not yet committed */
+		{
+			now = GetCurrentTimestamp();
+			wait_ms = at <= now ? 0 : (long) Min((at - now + 999) / 1000, INT_MAX);
+		}
 	}
 	catalog_sql_end(&sql);
 	return wait_ms;

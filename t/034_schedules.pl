@@ -125,6 +125,38 @@ is(sql(q{SELECT count(*) FROM chancy_jobs a JOIN chancy_jobs b ON a.id < b.id
 is(sql(q{SELECT count(*) FROM chancy_jobs WHERE meta->>'schedule' = 'slow'
 		   AND (created_at < (meta->>'fire_at')::timestamptz OR scheduled_at > created_at)}), '0',
 	'with overlap off, a fire is pushed at its time, not ahead (the last job state is known then)');
+# a unique key the last job may hold until just before the fire: at its time too
+sql(q{SELECT chancy_schedule('keyed', '* * * * * *',
+		chancy_with_unique_key(chancy_job('tick'), 'keyed'))});
+$node->poll_query_until('postgres', q{SELECT fires >= 3 FROM chancy_schedules WHERE name = 'keyed'})
+  or die 'the keyed schedule never fired';
+sql(q{SELECT chancy_unschedule('keyed')});
+is(sql(q{SELECT count(*) FROM chancy_jobs WHERE meta->>'schedule' = 'keyed'
+		   AND (created_at < (meta->>'fire_at')::timestamptz OR scheduled_at > created_at)}), '0',
+	'a schedule whose job has a unique key is pushed at its time, not ahead');
+
+# removed and made again just before a fire it was fired ahead for: not twice
+sql(q{CREATE PROCEDURE remake_in_lead(n int) LANGUAGE plpgsql AS $$
+	DECLARE
+		fire timestamptz;
+	BEGIN
+		FOR i IN 1 .. n LOOP
+			fire := date_trunc('second', clock_timestamp()) + interval '1 s';
+			-- 20 ms before the next second, when it was fired (40 ms ahead)
+			PERFORM pg_sleep(greatest(extract(epoch FROM fire - clock_timestamp()) - 0.02, 0));
+			PERFORM chancy_unschedule('remade');
+			PERFORM chancy_schedule('remade', '* * * * * *', chancy_job('tick'));
+			COMMIT;
+		END LOOP;
+	END $$});
+sql(q{SELECT chancy_schedule('remade', '* * * * * *', chancy_job('tick'))});
+sql(q{CALL remake_in_lead(4)});
+$node->poll_query_until('postgres', q{SELECT fires >= 2 FROM chancy_schedules WHERE name = 'remade'})
+  or die 'the remade schedule never fired';
+sql(q{SELECT chancy_unschedule('remade')});
+is(sql(q{SELECT count(*) = count(DISTINCT meta->>'fire_at') FROM chancy_jobs
+		  WHERE meta->>'schedule' = 'remade'}), 't',
+	'a schedule removed and made again in the 40 ms before a fire it was fired ahead for does not fire it again');
 ok(!$node->log_contains(qr/schedule "slow" missed/),
 	'fires skipped for overlap are counted, not logged as missed');
 

@@ -145,6 +145,12 @@ is(ended($job), 'succeeded|["CREATE INDEX"]|', 'CREATE INDEX CONCURRENTLY runs')
 is(sql(q{SELECT indisvalid FROM pg_index WHERE indexrelid = 'big_x'::regclass}), 't',
 	'and the index is valid');
 
+# --- log_statement applies (the test clusters log every statement)
+is(ended(push_command('CREATE TABLE audit_me(x int)')), 'succeeded|["CREATE TABLE"]|',
+	'a command makes a table');
+ok($node->log_contains(qr/LOG:  statement: CREATE TABLE audit_me/),
+	'and log_statement logs it, as it would a client\'s');
+
 # --- the executors went on serving
 is(ended(push_command('SELECT 1')), 'succeeded|["SELECT 1"]|', 'executors serve after all that');
 ok(!$node->log_contains('no executor slot left'),
