@@ -775,7 +775,7 @@ CREATE FUNCTION chancy_run_command(kwargs jsonb)
 	RETURNS jsonb
 	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE;
 COMMENT ON FUNCTION chancy_run_command(jsonb) IS
-	'Job function of command jobs, kwargs {"command": "VACUUM big"}: the executor runs the command at top level as the job''s pusher, like a client''s query; an error when called in a statement';
+	'Job function of command jobs, kwargs {"command": "VACUUM big", "search_path": ...} (a push records its search_path): the executor runs the command at top level as the job''s pusher, like a client''s query; an error when called in a statement';
 
 CREATE FUNCTION chancy_schedule(name text, cron text, command text,
 								time_zone text DEFAULT 'UTC',
@@ -784,13 +784,14 @@ CREATE FUNCTION chancy_schedule(name text, cron text, command text,
 								enabled boolean DEFAULT true)
 	RETURNS chancy_schedules
 	LANGUAGE sql VOLATILE
-	SET search_path = @extschema@, pg_temp
-	AS $$SELECT chancy_schedule(name, cron,
-								chancy_with_kwargs(chancy_job('chancy_run_command'),
-												   jsonb_build_object('command', command)),
-								time_zone, catch_up, overlap, enabled)$$;
+	-- no SET search_path: the job records the caller's (chancy_run_command)
+	AS $$SELECT @extschema@.chancy_schedule(name, cron,
+		ROW('chancy_run_command', '@extschema@.chancy_run_command(pg_catalog.jsonb)',
+			'default', pg_catalog.jsonb_build_object('command', command), 0, 1,
+			NULL, NULL, NULL, NULL, '{}')::@extschema@.chancy_job,
+		time_zone, catch_up, overlap, enabled)$$;
 COMMENT ON FUNCTION chancy_schedule(text, text, text, text, interval, boolean, boolean) IS
-	'pg_cron''s form: schedule the SQL command, run at top level as the calling role (VACUUM works); the job is chancy_run_command''s';
+	'pg_cron''s form: schedule the SQL command, run at top level as the calling role with its current search_path (VACUUM works); the job is chancy_run_command''s, queue default';
 
 CREATE FUNCTION chancy_unschedule(name text)
 	RETURNS boolean

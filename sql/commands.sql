@@ -12,6 +12,14 @@ SELECT array_length(chancy_push_many(ARRAY[
 	chancy_with_kwargs(chancy_job('chancy_run_command'), '{"command": "SELECT 1"}'),
 	chancy_with_kwargs(chancy_job('chancy_run_command'), '{"command": "CALL p()"}')]), 1) AS pushed;
 
+-- a push records its search_path, unless the kwargs give one
+SET search_path = pg_catalog, public;
+SELECT chancy_push('chancy_run_command', '{"command": "VACUUM big"}') AS id \gset
+SELECT kwargs FROM chancy_jobs WHERE id = :id;
+SELECT chancy_push('chancy_run_command', '{"command": "VACUUM big", "search_path": "app"}') AS id \gset
+SELECT kwargs FROM chancy_jobs WHERE id = :id;
+RESET search_path;
+
 -- what a command cannot be
 \set VERBOSITY default
 SELECT chancy_push('chancy_run_command', '{"command": "VACUUM (big"}');
@@ -24,6 +32,7 @@ SELECT chancy_push('chancy_run_command', '{"command": null}');
 SELECT chancy_push('chancy_run_command', '{"command": 5}');
 SELECT chancy_push('chancy_run_command', '{"commands": "VACUUM"}');
 SELECT chancy_push('chancy_run_command', '{"command": "VACUUM", "extra": 1}');
+SELECT chancy_push('chancy_run_command', '{"command": "VACUUM", "search_path": ["app"]}');
 SELECT chancy_push('chancy_run_command', '["VACUUM"]');
 SELECT chancy_push('chancy_run_command');
 -- each job of a push_many is looked at, not the first only

@@ -530,7 +530,7 @@ chancy_push_many(PG_FUNCTION_ARGS)
 			job->function_owner = prev->function_owner;
 			job->function_digest = prev->function_digest;
 			if (OidIsValid(cat->command_fn) && job->function_oid == cat->command_fn)
-				command_check(job->values[JA_KWARGS]);
+				job->values[JA_KWARGS] = command_check(job->values[JA_KWARGS]);
 			queue_jobs++;
 		}
 		else

@@ -534,7 +534,7 @@ extern long schedule_fire_due(ChancyCatalog *cat);
  * command.c: jobs that run a SQL command at top level
  * ----------------------------------------------------------------------
  */
-extern void command_check(Datum kwargs);
+extern Datum command_check(Datum kwargs);
 extern Datum command_run(Datum kwargs);
 
 /* ----------------------------------------------------------------------

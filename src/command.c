@@ -3,7 +3,9 @@
  * command.c
  *	  Jobs that run a SQL command: pg_cron's form of a schedule.  The job
  *	  function is chancy's own chancy_run_command(kwargs jsonb), and kwargs
- *	  are {"command": "VACUUM big"}.
+ *	  are {"command": "VACUUM big", "search_path": "app, public"}: a push
+ *	  records its own search_path unless one is given, and the command
+ *	  runs with it, so that its names mean what they meant to the pusher.
  *
  * A command runs the way a client's simple query runs (psql -c): at top
  * level, in transactions of its own, so that VACUUM, CREATE INDEX
@@ -38,7 +40,10 @@
 #include "tcop/pquery.h"
 #include "tcop/tcopprot.h"
 #include "tcop/utility.h"
+#include "catalog/namespace.h"
+#include "lib/stringinfo.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
@@ -47,32 +52,74 @@
 
 PG_FUNCTION_INFO_V1(chancy_run_command);
 
+/* The keys of a jsonb object, for an error message. */
+static char *
+kwargs_keys(Jsonb *jb)
+{
+	StringInfoData buf;
+	JsonbIterator *it = JsonbIteratorInit(&jb->root);
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	initStringInfo(&buf);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+		if (tok == WJB_KEY)
+			appendStringInfo(&buf, "%s%s", buf.len > 0 ? ", " : "",
+							 quote_literal_cstr(pnstrdup(v.val.string.val, v.val.string.len)));
+	return buf.len > 0 ? buf.data : "(none)";
+}
+
 /*
- * command_text
- *		The command of a command job's kwargs: an object with one key,
- *		"command", a string.
+ * kwargs_string
+ *		The string kwargs holds under key, NULL if it has none; an error if
+ *		it holds anything else.
  */
 static char *
-command_text(Datum kwargs)
+kwargs_string(Jsonb *jb, const char *key)
 {
-	Jsonb	   *jb = DatumGetJsonbP(kwargs);
-	JsonbValue *value = NULL;
+	JsonbValue *value = getKeyJsonValueFromContainer(&jb->root, key, strlen(key), NULL);
 
-	if (JB_ROOT_IS_OBJECT(jb) && JB_ROOT_COUNT(jb) == 1)
-		value = getKeyJsonValueFromContainer(&jb->root, "command", strlen("command"),
-											 NULL);
-	if (value != NULL && value->type == jbvNull)
+	if (value == NULL)
+		return NULL;
+	if (value->type == jbvNull)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("the command of a command job must not be null")));
-	if (value == NULL || value->type != jbvString)
+				 errmsg("the %s of a command job must not be null", key)));
+	if (value->type != jbvString)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid kwargs of a command job: %s",
-						JsonbToCString(NULL, &jb->root, VARSIZE(jb))),
-				 errdetail("The kwargs of chancy_run_command are {\"command\": \"...\"}, a SQL command and nothing else."),
-				 errhint("Write chancy_with_kwargs(chancy_job('chancy_run_command'), jsonb_build_object('command', 'VACUUM big')), or use chancy_schedule(name, cron, command).")));
+				 errmsg("the %s of a command job must be a string", key)));
 	return pnstrdup(value->val.string.val, value->val.string.len);
+}
+
+/*
+ * command_kwargs
+ *		The command of a command job's kwargs and the search_path it runs
+ *		with (NULL: none recorded): an object with key "command", a string,
+ *		and maybe "search_path", a string, and nothing else.
+ */
+static char *
+command_kwargs(Datum kwargs, char **search_path)
+{
+	Jsonb	   *jb = DatumGetJsonbP(kwargs);
+	char	   *command = NULL;
+	int			nkeys = 0;
+
+	*search_path = NULL;
+	if (JB_ROOT_IS_OBJECT(jb))
+	{
+		command = kwargs_string(jb, "command");
+		*search_path = kwargs_string(jb, "search_path");
+		nkeys = (command != NULL) + (*search_path != NULL);
+	}
+	if (command == NULL || nkeys != JB_ROOT_COUNT(jb))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid kwargs of a command job"),
+				 errdetail("The kwargs of chancy_run_command are {\"command\": \"...\"}, a SQL command, and maybe the \"search_path\" it runs with; they have the keys %s.",
+						   JB_ROOT_IS_OBJECT(jb) ? kwargs_keys(jb) : "(none)"),
+				 errhint("Write chancy_with_kwargs(chancy_job('chancy_run_command'), jsonb_build_object('command', 'VACUUM big')), or use chancy_schedule(name, cron, command).")));
+	return command;
 }
 
 /*
@@ -141,11 +188,32 @@ parse_command(const char *command)
 /*
  * command_check
  *		At push: kwargs of a command job hold a command that may run.
+ *		Returns them with the pusher's search_path recorded, if they had
+ *		none: names in the command mean at run time what they meant to the
+ *		pusher, not what the executor's default search_path says.
  */
-void
+Datum
 command_check(Datum kwargs)
 {
-	(void) parse_command(command_text(kwargs));
+	char	   *search_path;
+	JsonbParseState *state = NULL;
+	JsonbValue	key;
+	JsonbValue	value;
+
+	(void) parse_command(command_kwargs(kwargs, &search_path));
+	if (search_path != NULL)
+		return kwargs;
+	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
+	key.type = jbvString;
+	key.val.string.val = "search_path";
+	key.val.string.len = strlen(key.val.string.val);
+	pushJsonbValue(&state, WJB_KEY, &key);
+	value.type = jbvString;
+	value.val.string.val = namespace_search_path;
+	value.val.string.len = strlen(value.val.string.val);
+	pushJsonbValue(&state, WJB_VALUE, &value);
+	return DirectFunctionCall2(jsonb_concat, kwargs,
+							   JsonbPGetDatum(JsonbValueToJsonb(pushJsonbValue(&state, WJB_END_OBJECT, NULL))));
 }
 
 /*
@@ -228,6 +296,7 @@ command_run(Datum kwargs)
 	MemoryContext cxt = AllocSetContextCreate(caller, "chancy command",
 											  ALLOCSET_DEFAULT_SIZES);
 	char	   *command;
+	char	   *search_path;
 	List	   *parsed;
 	bool		implicit_block;
 	JsonbParseState *state = NULL;
@@ -237,8 +306,11 @@ command_run(Datum kwargs)
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	MemoryContextSwitchTo(cxt);
-	command = command_text(kwargs);
+	command = command_kwargs(kwargs, &search_path);
 	parsed = parse_command(command);
+	if (search_path != NULL)
+		(void) set_config_option("search_path", search_path, PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SET, true, 0, false);
 	implicit_block = list_length(parsed) > 1;
 	if (implicit_block)
 		BeginImplicitTransactionBlock();

@@ -578,7 +578,7 @@ job_authorize(ChancyCatalog *cat, JobValue *job)
 	job->function_owner = function_owner(job->function_oid);
 	job->function_digest = function_digest(job->function_oid);
 	if (OidIsValid(cat->command_fn) && job->function_oid == cat->command_fn)
-		command_check(job->values[JA_KWARGS]);
+		job->values[JA_KWARGS] = command_check(job->values[JA_KWARGS]);
 }
 
 /*

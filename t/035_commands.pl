@@ -20,6 +20,7 @@ sub sql { return $node->safe_psql('postgres', shift); }
 sql(q{CREATE EXTENSION chancy;
 	CREATE ROLE regress_cmd_owner;
 	GRANT CREATE ON SCHEMA public TO regress_cmd_owner;
+	CREATE SCHEMA app AUTHORIZATION regress_cmd_owner;
 	SET ROLE regress_cmd_owner;
 	CREATE TABLE big(x int) WITH (autovacuum_enabled = off);
 	CREATE TABLE seen(who text, what text);
@@ -65,6 +66,19 @@ is(ended($job), 'succeeded|["VACUUM"]|', "a scheduled VACUUM runs (VACUUM can't 
 is(sql(qq{SELECT j.pushed_by::regrole::text || ' ' || (s.vacuum_count > 0)
 	FROM chancy_jobs j, pg_stat_user_tables s WHERE j.id = $job AND s.relname = 'big'}),
 	'regress_cmd_owner true', 'as the schedule owner, and the table was vacuumed');
+
+# --- names mean what they meant to the pusher: its search_path is recorded
+sql(q{SET ROLE regress_cmd_owner;
+	CREATE TABLE app.seen(who text, what text);
+	SET search_path = app;
+	SELECT public.chancy_schedule('in_app', '* * * * * *',
+		'INSERT INTO seen VALUES (current_user, current_setting(''search_path''))')});
+$node->poll_query_until('postgres', q{SELECT fires >= 1 FROM chancy_schedules WHERE name = 'in_app'});
+sql(q{SELECT chancy_unschedule('in_app')});
+$job = sql(q{SELECT min(id) FROM chancy_jobs WHERE meta->>'schedule' = 'in_app'});
+is(ended($job), 'succeeded|["INSERT 0 1"]|', 'a command scheduled under another search_path');
+is(sql(q{SELECT who || ' ' || what FROM app.seen LIMIT 1}), 'regress_cmd_owner app',
+	'runs with that search_path, not the executor\'s');
 
 # --- several statements: one transaction, each seeing the one before
 $job = push_command(q{INSERT INTO seen VALUES (current_user, 'multi');
