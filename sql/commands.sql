@@ -20,6 +20,24 @@ SELECT chancy_push('chancy_run_command', '{"command": "VACUUM big", "search_path
 SELECT kwargs FROM chancy_jobs WHERE id = :id;
 RESET search_path;
 
+-- a path that cannot be set is refused at push, not at every run
+SELECT chancy_push('chancy_run_command',
+	jsonb_build_object('command', 'SELECT 1', 'search_path', '"app'));
+-- as another role (SECURITY DEFINER), the path in force may be the caller's:
+-- the kwargs must give it
+CREATE FUNCTION push_as_owner(path text) RETURNS bigint LANGUAGE sql SECURITY DEFINER
+	AS $$SELECT public.chancy_push('chancy_run_command',
+		CASE WHEN path IS NULL THEN '{"command": "VACUUM big"}'::jsonb
+		ELSE jsonb_build_object('command', 'VACUUM big', 'search_path', path) END)$$;
+GRANT EXECUTE ON FUNCTION push_as_owner(text) TO regress_chancy_cmd;
+SET ROLE regress_chancy_cmd;
+SET search_path = pg_temp, public;
+SELECT push_as_owner(NULL);
+SELECT push_as_owner('pg_catalog, public') > 0 AS pushed;
+RESET search_path;
+RESET ROLE;
+DROP FUNCTION push_as_owner(text);
+
 -- what a command cannot be
 \set VERBOSITY default
 SELECT chancy_push('chancy_run_command', '{"command": "VACUUM (big"}');

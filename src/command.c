@@ -5,7 +5,8 @@
  *	  function is chancy's own chancy_run_command(kwargs jsonb), and kwargs
  *	  are {"command": "VACUUM big", "search_path": "app, public"}: a push
  *	  records its own search_path unless one is given, and the command
- *	  runs with it, so that its names mean what they meant to the pusher.
+ *	  runs with it, so that its names are looked up along the path the
+ *	  pusher had (a path that never was recorded: pg_catalog, pg_temp).
  *
  * A command runs the way a client's simple query runs (psql -c): at top
  * level, in transactions of its own, so that VACUUM, CREATE INDEX
@@ -32,6 +33,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "miscadmin.h"
 #include "nodes/parsenodes.h"
 #include "parser/analyze.h"
 #include "parser/parser.h"
@@ -189,8 +191,10 @@ parse_command(const char *command)
  * command_check
  *		At push: kwargs of a command job hold a command that may run.
  *		Returns them with the pusher's search_path recorded, if they had
- *		none: names in the command mean at run time what they meant to the
- *		pusher, not what the executor's default search_path says.
+ *		none: names in the command are looked up at run time along the path
+ *		the pusher had, not the executor's default one.  As another role
+ *		(a SECURITY DEFINER function, a job), the path in force may be the
+ *		caller's to choose: then the kwargs must give it.
  */
 Datum
 command_check(Datum kwargs)
@@ -202,7 +206,20 @@ command_check(Datum kwargs)
 
 	(void) parse_command(command_kwargs(kwargs, &search_path));
 	if (search_path != NULL)
+	{
+		/* a path that cannot be set would fail every run: refuse it now */
+		(void) set_config_option("search_path", search_path, PGC_USERSET, PGC_S_SESSION,
+								 GUC_ACTION_SET, false, ERROR, false);
 		return kwargs;
+	}
+	if (GetUserId() != GetOuterUserId() || InLocalUserIdChange() ||
+		InSecurityRestrictedOperation())
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("a command job pushed as another role than the session's must give its search_path"),
+				 errdetail("It runs as role \"%s\"; the search_path in force here (%s) may be its caller's to choose.",
+						   GetUserNameFromId(GetUserId(), false), namespace_search_path),
+				 errhint("Add \"search_path\" to the kwargs, as in jsonb_build_object('command', ..., 'search_path', 'pg_catalog, app'), or give the SECURITY DEFINER function a SET search_path and pass it on.")));
 	pushJsonbValue(&state, WJB_BEGIN_OBJECT, NULL);
 	key.type = jbvString;
 	key.val.string.val = "search_path";
@@ -308,9 +325,9 @@ command_run(Datum kwargs)
 	MemoryContextSwitchTo(cxt);
 	command = command_kwargs(kwargs, &search_path);
 	parsed = parse_command(command);
-	if (search_path != NULL)
-		(void) set_config_option("search_path", search_path, PGC_USERSET, PGC_S_SESSION,
-								 GUC_ACTION_SET, true, 0, false);
+	/* one recorded by no push (a row written by hand): chancy's own */
+	(void) set_config_option("search_path", search_path ? search_path : "pg_catalog, pg_temp",
+							 PGC_USERSET, PGC_S_SESSION, GUC_ACTION_SET, true, 0, false);
 	implicit_block = list_length(parsed) > 1;
 	if (implicit_block)
 		BeginImplicitTransactionBlock();

@@ -80,6 +80,16 @@ is(ended($job), 'succeeded|["INSERT 0 1"]|', 'a command scheduled under another 
 is(sql(q{SELECT who || ' ' || what FROM app.seen LIMIT 1}), 'regress_cmd_owner app',
 	'runs with that search_path, not the executor\'s');
 
+# a command job whose row lost its path (written by hand) runs with chancy's
+$job = sql(q{SET ROLE regress_cmd_owner;
+	SELECT chancy_push(chancy_with_scheduled_at(chancy_with_kwargs(chancy_job('chancy_run_command'),
+		'{"command": "INSERT INTO public.seen VALUES (current_user, current_setting(''search_path''))"}'),
+		now() + interval '2 s'))});
+sql(qq{UPDATE chancy_jobs SET kwargs = kwargs - 'search_path' WHERE id = $job});
+is(ended($job), 'succeeded|["INSERT 0 1"]|', 'a command job with no recorded search_path');
+is(sql(q{SELECT what FROM seen WHERE what LIKE 'pg_catalog%'}), 'pg_catalog, pg_temp',
+	'runs with pg_catalog, pg_temp, not a path a database setting chooses');
+
 # --- several statements: one transaction, each seeing the one before
 $job = push_command(q{INSERT INTO seen VALUES (current_user, 'multi');
 	UPDATE seen SET what = 'multi, updated' WHERE what = 'multi'; SELECT 1});
