@@ -37,6 +37,7 @@
 #include <math.h>
 
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/sequence.h"
 #include "commands/trigger.h"
@@ -321,19 +322,37 @@ stopped_error(JobStop why, ClaimedJob *job)
  *		Its settings went with its GUC nest level, its role with the
  *		subtransaction; left are session advisory locks, sequence state
  *		(lastval), cursors (those a successful job left open pass to the
- *		group's transaction) and SET CONSTRAINTS.
+ *		group's transaction), SET CONSTRAINTS and temporary objects.
  *		(Large-object descriptors pass to the group too; a group holds the
  *		jobs of one role only, see run_group.)
  */
 static void
 leave_as_found(void)
 {
+	Oid			temp;
+	Oid			temp_toast;
+
 	LockReleaseSession(USER_LOCKMETHOD);
 	ResetSequenceCaches();
 	PortalHashTableDeleteAll();
 	/* no deferred event is pending: a job, as a security-restricted
 	 * operation, cannot queue one */
 	AfterTriggerSetState(&all_immediate);
+
+	/*
+	 * Temporary objects (a security-restricted operation may still make a
+	 * temporary function) go only with the session: this executor makes way
+	 * for a fresh one after its group, which is this job's role's.
+	 */
+	GetTempNamespaceState(&temp, &temp_toast);
+	if (OidIsValid(temp) && !replace_me)
+	{
+		ereport(LOG,
+				(errmsg("executor of queue \"%s\" is replaced by a fresh one", me->queue),
+				 errdetail("A job of role \"%s\" made temporary objects, which only the end of its session drops.",
+						   GetUserNameFromId(current_job->pushed_by, true))));
+		replace_me = true;
+	}
 }
 
 /*

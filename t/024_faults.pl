@@ -368,7 +368,7 @@ is(sql("SELECT state FROM chancy_wait($id, '30 s')"), 'cancelled', 'an isolated 
 ok(time - $t0 < 3, '... at once');
 
 ###########################################################################
-# 5. Jobs leave nothing behind: session advisory locks.
+# 5. Jobs leave nothing behind: session advisory locks, temporary objects.
 ###########################################################################
 sql(q{
 	CREATE FUNCTION lock_and_fail(kwargs jsonb) RETURNS void LANGUAGE plpgsql AS $$
@@ -387,6 +387,28 @@ $id = sql(q{SELECT chancy_push('try_lock')});
 is(sql("SELECT result->>'locked' FROM chancy_wait($id, '30 s')"), 'true',
 	'the next job can take it');
 is(sql('SELECT pg_try_advisory_lock(4242)'), 't', 'and it is free again after that job');
+
+# temporary objects: a job may still make a temporary function (temporary
+# tables are refused), which another role's job must never find
+sql(q{
+	CREATE FUNCTION make_temp(kwargs jsonb) RETURNS void LANGUAGE plpgsql AS $$
+	BEGIN
+		EXECUTE 'CREATE FUNCTION pg_temp.leak() RETURNS int LANGUAGE sql AS ''SELECT 1''';
+	END $$;
+	CREATE FUNCTION find_temp(kwargs jsonb) RETURNS jsonb LANGUAGE sql
+		AS $$ SELECT jsonb_build_object('found', to_regprocedure('pg_temp.leak()') IS NOT NULL) $$;
+	CREATE ROLE regress_temp_other;
+});
+my ($made, $found) = split /\n/, sql(q{BEGIN;
+	SELECT chancy_push('make_temp');
+	SET LOCAL ROLE regress_temp_other;
+	SELECT chancy_push('find_temp');
+	COMMIT;});
+is(sql("SELECT state FROM chancy_wait($made, '30 s')"), 'succeeded', 'a job made a temporary function');
+is(sql("SELECT result->>'found' FROM chancy_wait($found, '30 s')"), 'false',
+	'the next job, of another role, in the same queue of one executor, does not find it');
+ok($node->log_contains(qr/A job of role "postgres" made temporary objects/),
+	'the executor that ran it made way for a fresh one');
 
 ###########################################################################
 # 6. Deferred constraints are the job's own: checked within it, failing it
