@@ -9,7 +9,8 @@
  * and, while the functions of the next ones are known to be short, a batch
  * behind it (queue.c, PLAN_CLAIM).  The jobs then run one after the other,
  * each in its own subtransaction, in groups that commit together: a group
- * commits once its first job has waited GROUP_COMMIT_US, and a job that ran
+ * commits once its first job has waited GROUP_COMMIT_US or its
+ * subtransactions hold GROUP_MAX_SUBXIDS XIDs, and a job that ran
  * longer than that commits alone and hands the rest of the batch back, so
  * that no executor idles while another holds ready jobs.  A job that
  * succeeds commits its effects and "succeeded" together; one that fails has
@@ -49,6 +50,7 @@
 #include "storage/latch.h"
 #include "storage/lmgr.h"
 #include "storage/lock.h"
+#include "storage/proc.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
@@ -70,6 +72,15 @@
 
 /* a finished job waits at most this long for its group to commit */
 #define GROUP_COMMIT_US 5000
+
+/*
+ * A group ends once its jobs' subtransactions hold this many XIDs: past
+ * PGPROC_MAX_CACHED_SUBXIDS of them the process's cache overflows, and every
+ * snapshot in the cluster (standbys too) must then look in pg_subtrans.  The
+ * margin is for the next job's own (a PL/pgSQL exception block that writes
+ * takes one more).
+ */
+#define GROUP_MAX_SUBXIDS (PGPROC_MAX_CACHED_SUBXIDS - 16)
 
 /* a job that leaves the process this much larger leaked: recycle it */
 #define LEAK_LIMIT ((int64) 64 * 1024 * 1024)
@@ -770,7 +781,8 @@ run_group(void)
 		}
 		if (first_done == 0)
 			first_done = end;
-		if (end - first_done >= GROUP_COMMIT_US)
+		if (end - first_done >= GROUP_COMMIT_US ||
+			MyProc->subxidStatus.count >= GROUP_MAX_SUBXIDS)
 			break;
 	}
 

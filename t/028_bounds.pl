@@ -3,7 +3,7 @@
 # from job to job; a session that outlives DROP/CREATE EXTENSION chancy;
 # chancy_delete_queue under a hostile search_path; DROP EXTENSION with
 # running jobs; chancy_delete_queue(purge_jobs) while an executor holds a
-# batch.
+# batch; a group of writing jobs within the subtransaction XID cache.
 use strict;
 use warnings;
 use FindBin;
@@ -541,7 +541,38 @@ is(sql(q{SELECT count(*) FROM chancy_queues WHERE name = 'pq'}), '0', '7. pq is 
 poll(q{SELECT count(*) = 0 FROM chancy_workers WHERE queue = 'pq'}, 'pq\'s executor leaving');
 pass('7. pq\'s executor left');
 
+##########################################################################
+# 8. A group of writing jobs never overflows the process's cache of
+# subtransaction XIDs (past 64, every snapshot in the cluster slows): each
+# job here takes two (its own subtransaction and an exception block's)
+create_test_jobs($node);
+sql(q{CREATE TABLE sx (n int);
+	CREATE TABLE sx_seen (count int, overflowed boolean);
+	CREATE FUNCTION write_twice(kwargs jsonb) RETURNS void LANGUAGE plpgsql AS $$
+	DECLARE
+		seen jsonb;
+	BEGIN
+		INSERT INTO sx VALUES (1);
+		BEGIN
+			INSERT INTO sx VALUES (2);
+		EXCEPTION WHEN OTHERS THEN NULL;
+		END;
+		seen := subxids('{}');
+		INSERT INTO sx_seen VALUES ((seen->>'count')::int, (seen->>'overflowed')::boolean);
+	END $$;});
+# known short once run, then claimed 64 at a time
+my $first = sql(q{SELECT chancy_push('write_twice')});
+sql(qq{SELECT state FROM chancy_wait($first, '30 s')});
+sql(q{SELECT chancy_push_many(array_agg(chancy_job('write_twice'))) FROM generate_series(1, 200)});
+$node->poll_query_until('postgres', q{SELECT count(*) = 201 FROM sx_seen})
+  or die 'the writing jobs never ran';
+is(sql(q{SELECT bool_or(overflowed)::text || ' ' || (max(count) <= 64)::text FROM sx_seen}),
+	'false true', 'no group of writing jobs overflowed the subtransaction XID cache');
+cmp_ok(sql(q{SELECT max(count) FROM sx_seen}), '>=', 40,
+	'while groups still held many jobs (the cap, not a slow machine, ended them)');
+
 is(scalar(() = slurp_file($node->logfile) =~ /terminated by signal/g), 0, 'the server never restarted');
 diag(sprintf('runtime %.1f s', time - $t0));
 $node->stop;
+
 done_testing();

@@ -35,7 +35,7 @@ sub create_test_jobs
 	} qw(sleep_checking busy_loop palloc_hog malloc_hog segfault abort_job fatal_job
 		 exit_job)), (map {
 		"CREATE FUNCTION $_(kwargs jsonb) RETURNS jsonb AS '$lib', '$_' LANGUAGE C;\n"
-	} qw(whoami spi_count))));
+	} qw(whoami spi_count subxids))));
 }
 
 # SQL that plants in schema public, for each type, comparison operators

@@ -15,6 +15,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "storage/proc.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
@@ -33,6 +34,7 @@ PG_FUNCTION_INFO_V1(fatal_job);
 PG_FUNCTION_INFO_V1(exit_job);
 PG_FUNCTION_INFO_V1(whoami);
 PG_FUNCTION_INFO_V1(spi_count);
+PG_FUNCTION_INFO_V1(subxids);
 
 /* Sleep kwargs.seconds, checking for interrupts every 10 ms. */
 Datum
@@ -153,4 +155,18 @@ spi_count(PG_FUNCTION_ARGS)
 	SPI_finish();
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in,
 										CStringGetDatum(psprintf("{\"count\": " INT64_FORMAT "}", n))));
+}
+
+/*
+ * The subtransaction XIDs this process advertises, and whether their cache
+ * overflowed (then every snapshot of the cluster looks in pg_subtrans).
+ */
+Datum
+subxids(PG_FUNCTION_ARGS)
+{
+	char	   *text = psprintf("{\"count\": %d, \"overflowed\": %s}",
+								(int) MyProc->subxidStatus.count,
+								MyProc->subxidStatus.overflowed ? "true" : "false");
+
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
 }
