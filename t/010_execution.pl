@@ -194,5 +194,33 @@ like(sql(q{SELECT succeeded || '/' || failed FROM chancy_queue_stats WHERE queue
 	qr/^1\/1$/, 'chancy_queue_stats counts jobs per state');
 ok(sql(q{SELECT sum(jobs_done) FROM chancy_workers}) >= 10, 'chancy_workers counts jobs done');
 
+# Every executor of a queue takes part after a resume (issue 18: one of
+# two once stayed idle through a whole drain): pause, push, resume, drain,
+# ten times, and each of the two executors of 'default' ran jobs every time.
+sql(q{CREATE FUNCTION pair_noop(kwargs jsonb) RETURNS void LANGUAGE sql AS ''});
+$node->poll_query_until('postgres',
+	q{SELECT count(pid) = 2 FROM chancy_workers WHERE queue = 'default'})
+  or die 'the executors of default are not both there';
+my $all_took_part = 0;
+for my $round (1 .. 10)
+{
+	my %before = map { split /:/ } split /\n/,
+	  sql(q{SELECT pid || ':' || jobs_done FROM chancy_workers WHERE queue = 'default'});
+	sql(q{SELECT chancy_pause_queue('default')});
+	sql(q{SELECT count(*) FROM unnest(chancy_push_many((SELECT array_agg(
+		chancy_job('pair_noop')) FROM generate_series(1, 5000))))});
+	sql(q{SELECT chancy_resume_queue('default')});
+	$node->poll_query_until('postgres',
+		q{SELECT count(*) = 0 FROM chancy_jobs WHERE name = 'pair_noop' AND state <> 'succeeded'})
+	  or die "round $round never drained";
+	my %after = map { split /:/ } split /\n/,
+	  sql(q{SELECT pid || ':' || jobs_done FROM chancy_workers WHERE queue = 'default'});
+	my @idle = grep { !exists $before{$_} || $after{$_} == $before{$_} } keys %after;
+	$all_took_part++ if keys %after == 2 && !@idle;
+	diag("round $round: executors " . join(', ', map { "$_ ran " . ($after{$_} - ($before{$_} // 0)) } sort keys %after))
+	  if @idle;
+}
+is($all_took_part, 10, 'after each of ten resumes, both executors of the queue ran jobs');
+
 $node->stop;
 done_testing();
