@@ -3,8 +3,9 @@
 # statements are one transaction; a procedure may commit; a command can
 # neither change its role nor leave settings for its outcome or the next
 # job; a time limit, a cancel and a cancel of itself stop it; a shutdown
-# uses its attempt; CREATE INDEX CONCURRENTLY works; a command that failed
-# leaves the executor serving.
+# uses its attempt; a procedure committing in steps holds back no vacuum
+# (a function job does); CREATE INDEX CONCURRENTLY works; a command that
+# failed leaves the executor serving.
 use strict;
 use warnings;
 use FindBin;
@@ -162,6 +163,33 @@ $node->poll_query_until('postgres', qq{SELECT state = 'running' FROM chancy_jobs
 $node->restart;
 is(ended($job), 'failed||command was stopped by a shutdown of its executor',
 	'a command stopped by a shutdown has used its attempt (it may have committed work)');
+
+# --- long work and vacuum: a function job holds back the removal of rows
+# deleted while it runs; a procedure that commits in steps, run as a
+# command, does not
+sql(q{CREATE TABLE unrelated(x int) WITH (autovacuum_enabled = off);
+	CREATE FUNCTION long_sleep(kwargs jsonb) RETURNS void LANGUAGE sql AS 'SELECT pg_sleep(5)';
+	CREATE PROCEDURE long_steps() LANGUAGE plpgsql AS $$
+	BEGIN
+		FOR i IN 1 .. 5 LOOP PERFORM pg_sleep(1); COMMIT; END LOOP;
+	END $$;});
+# rows deleted while job $id runs, 2 s later vacuumed: how many are left
+sub dead_left_during
+{
+	my $id = shift;
+	$node->poll_query_until('postgres', qq{SELECT state = 'running' FROM chancy_jobs WHERE id = $id});
+	sql(q{INSERT INTO unrelated SELECT generate_series(1, 10000); DELETE FROM unrelated});
+	sleep 2;
+	sql(q{VACUUM unrelated});
+	my $left = sql(q{SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'unrelated'});
+	ended($id);
+	sql(q{VACUUM unrelated});
+	return $left;
+}
+is(dead_left_during(sql(q{SELECT chancy_push('long_sleep')})), '10000',
+	'a function job holds back vacuum while it runs (as a client\'s statement would)');
+is(dead_left_during(sql(q{SELECT chancy_push('chancy_run_command', '{"command": "CALL long_steps()"}')})),
+	'0', 'a committing procedure run as a command job does not');
 
 # --- CREATE INDEX CONCURRENTLY (waits for other transactions: none is open)
 $job = push_command('CREATE INDEX CONCURRENTLY big_x ON big (x)');
