@@ -90,7 +90,8 @@ kwargs_string(Jsonb *jb, const char *key)
 	if (value->type != jbvString)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("the %s of a command job must be a string", key)));
+				 errmsg("the %s of a command job must be a string", key),
+				 errhint("Write kwargs such as {\"command\": \"VACUUM big\", \"search_path\": \"app, public\"}.")));
 	return pnstrdup(value->val.string.val, value->val.string.len);
 }
 
