@@ -529,8 +529,7 @@ chancy_push_many(PG_FUNCTION_ARGS)
 			job->function_oid = prev->function_oid;
 			job->function_owner = prev->function_owner;
 			job->function_digest = prev->function_digest;
-			if (OidIsValid(cat->command_fn) && job->function_oid == cat->command_fn)
-				job->values[JA_KWARGS] = command_check(job->values[JA_KWARGS]);
+			job_check_command(cat, job);
 			queue_jobs++;
 		}
 		else

@@ -577,6 +577,18 @@ job_authorize(ChancyCatalog *cat, JobValue *job)
 	function_check_execute(job->function_oid, GetUserId(), name);
 	job->function_owner = function_owner(job->function_oid);
 	job->function_digest = function_digest(job->function_oid);
+	job_check_command(cat, job);
+}
+
+/*
+ * job_check_command
+ *		For an authorized job that runs chancy_run_command: its command
+ *		checked, and the pusher's search_path recorded (command.c).  Other
+ *		jobs are left as they are.
+ */
+void
+job_check_command(ChancyCatalog *cat, JobValue *job)
+{
 	if (OidIsValid(cat->command_fn) && job->function_oid == cat->command_fn)
 		job->values[JA_KWARGS] = command_check(job->values[JA_KWARGS]);
 }
