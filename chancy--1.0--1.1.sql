@@ -14,6 +14,7 @@ COMMENT ON FUNCTION chancy_interval_ms(interval) IS
 
 COMMENT ON TYPE chancy_state IS
 	'State of a job: pending, running and retrying are live; succeeded, failed and cancelled are final (see src/README.md)';
+ALTER TYPE chancy_job ADD ATTRIBUTE limit_keys text[];
 COMMENT ON TYPE chancy_job IS
 	'An immutable job value: what chancy_job() returns, the chancy_with_* builders copy and change, and chancy_push() takes';
 
@@ -143,7 +144,9 @@ ALTER TABLE chancy_jobs
 	ADD COLUMN replicated boolean NOT NULL DEFAULT false,
 	ADD COLUMN function_owner regrole,
 	ADD COLUMN function_catalog bigint,
-	ADD COLUMN function_digest bigint;
+	ADD COLUMN function_digest bigint,
+	ADD COLUMN limit_keys text[],
+	ADD COLUMN parked_on text;
 -- live jobs keep the function they name now
 UPDATE chancy_jobs j
    SET function_oid = p.oid, function_owner = p.proowner
@@ -162,6 +165,8 @@ CREATE INDEX chancy_jobs_finished ON chancy_jobs (queue, completed_at)
 	WHERE state IN ('succeeded', 'failed', 'cancelled') AND NOT replicated;
 DROP INDEX chancy_jobs_running;
 CREATE INDEX chancy_jobs_claimed ON chancy_jobs (claim) WHERE claim IS NOT NULL;
+CREATE INDEX chancy_jobs_parked ON chancy_jobs (parked_on, priority DESC, id) WHERE claim = 0;
+COMMENT ON INDEX chancy_jobs_parked IS 'Jobs parked by flow control, in release order';
 DROP INDEX chancy_jobs_unique_key;
 CREATE UNIQUE INDEX chancy_jobs_unique_key ON chancy_jobs (pushed_by, unique_key)
 	WHERE unique_key IS NOT NULL AND state IN ('pending', 'retrying', 'running');
@@ -181,7 +186,11 @@ COMMENT ON COLUMN chancy_jobs.errors IS
 COMMENT ON COLUMN chancy_jobs.pushed_by IS
 	'The role the job runs as';
 COMMENT ON COLUMN chancy_jobs.claim IS
-	'Token of the executor claim that holds the job (claimed or running); a write of an executor presumed dead is refused';
+	'Token of the executor claim that holds the job (claimed or running); a write of an executor presumed dead is refused.  0: parked by flow control (see parked_on)';
+COMMENT ON COLUMN chancy_jobs.limit_keys IS
+	'Keys of chancy_limits the job holds while it runs: it starts only when each has a free slot and a token';
+COMMENT ON COLUMN chancy_jobs.parked_on IS
+	'The limit key that was saturated when an executor took the job: it waits, outside the ready jobs, until the supervisor releases it (claim 0)';
 COMMENT ON COLUMN chancy_jobs.crashes IS
 	'How often the job was executing when its executor died of it; at chancy.max_crashes it fails';
 COMMENT ON COLUMN chancy_jobs.function_oid IS
@@ -676,7 +685,7 @@ CREATE FUNCTION chancy_schedule(name text, cron text, command text,
 	AS $$SELECT @extschema@.chancy_schedule(name, cron,
 		ROW('chancy_run_command', '@extschema@.chancy_run_command(pg_catalog.jsonb)',
 			'default', pg_catalog.jsonb_build_object('command', command), 0, 1,
-			NULL, NULL, NULL, NULL, '{}')::@extschema@.chancy_job,
+			NULL, NULL, NULL, NULL, '{}', NULL)::@extschema@.chancy_job,
 		time_zone, catch_up, overlap, enabled)$$;
 COMMENT ON FUNCTION chancy_schedule(text, text, text, text, interval, boolean, boolean) IS
 	'pg_cron''s form: schedule the SQL command, run at top level as the calling role with its current search_path (VACUUM works); the job is chancy_run_command''s, queue default';
@@ -783,7 +792,7 @@ CREATE FUNCTION chancy_adopt_jobs()
 	-- and its schedules fire here from now on
 	UPDATE @extschema@.chancy_schedules SET replicated = false WHERE replicated;
 	WITH adopted AS (
-		UPDATE @extschema@.chancy_jobs SET replicated = false, claim = NULL,
+		UPDATE @extschema@.chancy_jobs SET replicated = false, claim = NULL, parked_on = NULL,
 			state = CASE WHEN state = 'running' THEN 'retrying' ELSE state END
 		 WHERE replicated
 		RETURNING 1)
@@ -792,3 +801,166 @@ $$;
 COMMENT ON FUNCTION chancy_adopt_jobs() IS
 	'Make the jobs and schedules logical replication wrote here this database''s own, to run and fire them here (after a switch-over); a job that was running runs again, and new pushes get ids above them';
 REVOKE EXECUTE ON FUNCTION chancy_adopt_jobs() FROM PUBLIC;
+
+--------------------------------------------------------------------------
+-- Flow control: limits on named keys that jobs hold (src/flow.c)
+--------------------------------------------------------------------------
+
+CREATE TABLE chancy_limits (
+	key text PRIMARY KEY
+		CONSTRAINT chancy_limits_key_check
+		CHECK (key <> '' AND octet_length(key) < 64
+			   AND strpos(pg_catalog.left(key, -1), '*') = 0),
+	concurrency int
+		CONSTRAINT chancy_limits_concurrency_check CHECK (concurrency BETWEEN 0 AND 1000000),
+	rate int
+		CONSTRAINT chancy_limits_rate_check CHECK (rate BETWEEN 1 AND 1000000),
+	per interval
+		CONSTRAINT chancy_limits_per_check
+		CHECK (chancy_interval_ms(per) BETWEEN 1 AND 31622400000),
+	burst int NOT NULL DEFAULT 1
+		CONSTRAINT chancy_limits_burst_check CHECK (burst BETWEEN 1 AND 1000000),
+	suspended_until timestamptz,
+	updated_at timestamptz NOT NULL DEFAULT now(),
+	CONSTRAINT chancy_limits_rate_per_check CHECK ((rate IS NULL) = (per IS NULL))
+);
+COMMENT ON TABLE chancy_limits IS
+	'Limits of the keys jobs hold (chancy_jobs.limit_keys): a job starts only when each of its keys has a free concurrency slot and a token.  A key ending in * is the default of every key it begins.  Written through chancy_set_limit(), chancy_drop_limit() and chancy_suspend_key()';
+COMMENT ON COLUMN chancy_limits.key IS
+	'A key (customer:42), or a pattern (customer:*) that keys beginning with its text follow unless they have a row of their own (the longest pattern wins)';
+COMMENT ON COLUMN chancy_limits.concurrency IS
+	'At most this many jobs holding the key run at once (NULL: no such limit; 0: none starts)';
+COMMENT ON COLUMN chancy_limits.rate IS
+	'At most rate jobs holding the key start per interval "per", evenly spaced (GCRA; NULL: no such limit)';
+COMMENT ON COLUMN chancy_limits.burst IS
+	'How many starts the rate lets through at once after a quiet spell';
+COMMENT ON COLUMN chancy_limits.suspended_until IS
+	'No job holding the key starts before then (chancy_suspend_key())';
+
+REVOKE ALL ON chancy_limits FROM PUBLIC;
+
+CREATE FUNCTION chancy_limits_changed()
+	RETURNS trigger
+	AS 'MODULE_PATHNAME' LANGUAGE C;
+COMMENT ON FUNCTION chancy_limits_changed() IS
+	'Trigger: at commit, executors read the limits again and the supervisor releases the jobs a raised limit lets start';
+CREATE TRIGGER chancy_limits_changed
+	AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON chancy_limits
+	FOR EACH STATEMENT EXECUTE FUNCTION chancy_limits_changed();
+COMMENT ON TRIGGER chancy_limits_changed ON chancy_limits IS
+	'A change to the limits applies once it commits';
+ALTER TABLE chancy_limits ENABLE ALWAYS TRIGGER chancy_limits_changed;
+
+CREATE FUNCTION chancy_set_limit(
+	key text,
+	concurrency int DEFAULT NULL,
+	rate int DEFAULT NULL,
+	per interval DEFAULT NULL,
+	burst int DEFAULT NULL)
+	RETURNS chancy_limits
+	LANGUAGE plpgsql SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	l @extschema@.chancy_limits;
+	broken text;
+BEGIN
+	IF key IS NULL THEN
+		RAISE EXCEPTION 'limit key must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF concurrency IS NULL AND rate IS NULL THEN
+		RAISE EXCEPTION 'limit of key "%" sets neither a concurrency nor a rate', key
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Pass concurrency => n, rate => n (per => interval), or both; chancy_drop_limit() removes a limit.';
+	END IF;
+	IF rate IS NULL AND (per IS NOT NULL OR burst IS NOT NULL) THEN
+		RAISE EXCEPTION 'limit of key "%" has % but no rate', key,
+			CASE WHEN per IS NOT NULL THEN 'an interval' ELSE 'a burst' END
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'per and burst shape a rate: pass rate => n too.';
+	END IF;
+	INSERT INTO @extschema@.chancy_limits AS c (key, concurrency, rate, per, burst)
+	VALUES (key, concurrency, rate,
+			CASE WHEN rate IS NOT NULL THEN coalesce(per, '1 second') END,
+			coalesce(burst, 1))
+	ON CONFLICT ON CONSTRAINT chancy_limits_pkey DO UPDATE
+	   SET concurrency = excluded.concurrency, rate = excluded.rate, per = excluded.per,
+		   burst = excluded.burst, updated_at = now()
+	RETURNING * INTO l;
+	RETURN l;
+EXCEPTION WHEN check_violation THEN
+	GET STACKED DIAGNOSTICS broken = CONSTRAINT_NAME;
+	CASE broken
+	WHEN 'chancy_limits_key_check' THEN
+		RAISE EXCEPTION 'invalid limit key "%"', key
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'A key is 1 to 63 bytes; a * may only end it (customer:* is the default of every customer:<id>).';
+	WHEN 'chancy_limits_concurrency_check' THEN
+		RAISE EXCEPTION 'invalid concurrency % for limit key "%"', concurrency, key
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Concurrency is how many jobs holding the key run at once, from 0 to 1000000.';
+	WHEN 'chancy_limits_rate_check' THEN
+		RAISE EXCEPTION 'invalid rate % for limit key "%"', rate, key
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'A rate is how many jobs holding the key start per interval, from 1 to 1000000.';
+	WHEN 'chancy_limits_per_check' THEN
+		RAISE EXCEPTION 'invalid interval % for limit key "%"', per, key
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'The interval of a rate is from 1 ms to 366 days, without negative parts.';
+	ELSE
+		RAISE EXCEPTION 'invalid burst % for limit key "%"', burst, key
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'A burst is how many starts a rate lets through at once, from 1 to 1000000.';
+	END CASE;
+END $$;
+COMMENT ON FUNCTION chancy_set_limit(text, int, int, interval, int) IS
+	'Set the limits of a key or pattern (customer:*), replacing what it had: concurrency (jobs at once), rate per interval (default 1 second) with a burst (default 1)';
+
+CREATE FUNCTION chancy_drop_limit(key text)
+	RETURNS void
+	LANGUAGE plpgsql SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+	DELETE FROM @extschema@.chancy_limits l WHERE l.key = chancy_drop_limit.key;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'limit key "%" does not exist', key
+			USING ERRCODE = 'undefined_object',
+				  HINT = 'The keys with limits are listed in chancy_limits.';
+	END IF;
+END $$;
+COMMENT ON FUNCTION chancy_drop_limit(text) IS
+	'Remove the limits of a key or pattern: its jobs follow a pattern that matches it, or none';
+
+REVOKE EXECUTE ON FUNCTION chancy_set_limit(text, int, int, interval, int),
+	chancy_drop_limit(text) FROM PUBLIC;
+
+CREATE FUNCTION chancy_with_limit_keys(job chancy_job, limit_keys text[])
+	RETURNS chancy_job
+	AS 'MODULE_PATHNAME', 'chancy_with_attr' LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION chancy_with_limit_keys(chancy_job, text[]) IS
+	'A copy of job that holds these limit keys while it runs (NULL: none)';
+
+CREATE FUNCTION chancy_limit_state(
+	OUT key text, OUT concurrency int, OUT running int, OUT rate int, OUT per interval,
+	OUT burst int, OUT tokens int, OUT next_token_at timestamptz,
+	OUT suspended_until timestamptz, OUT throttled bigint)
+	RETURNS SETOF record
+	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION chancy_limit_state() IS
+	'The limited keys of this database that shared memory holds now, with their counters';
+REVOKE EXECUTE ON FUNCTION chancy_limit_state() FROM PUBLIC;
+
+CREATE VIEW chancy_limit_stats AS
+SELECT coalesce(s.key, p.key) AS key, s.concurrency, coalesce(s.running, 0) AS running,
+	   coalesce(p.parked, 0) AS parked, s.rate, s.per, s.burst, s.tokens, s.next_token_at,
+	   s.suspended_until, coalesce(s.throttled, 0) AS throttled,
+	   now() - p.oldest AS oldest_parked_age
+  FROM chancy_limit_state() s
+  FULL JOIN (SELECT j.parked_on AS key, count(*) AS parked, min(j.created_at) AS oldest
+			   FROM chancy_jobs j WHERE j.claim = 0 AND NOT j.replicated
+			  GROUP BY j.parked_on) p ON p.key = s.key;
+COMMENT ON VIEW chancy_limit_stats IS
+	'Per limited key: its limits, jobs running and parked, tokens now, when the next is due, jobs throttled since the key was loaded, and the age of the oldest parked job';
+REVOKE ALL ON chancy_limit_stats FROM PUBLIC;
+
+SELECT pg_catalog.pg_extension_config_dump('chancy_limits', '');

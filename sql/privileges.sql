@@ -36,7 +36,7 @@ SELECT chancy_push_many(ARRAY[chancy_job('open_job'), chancy_job('secret')]);
 SELECT chancy_define_job('c_job', '$libdir/chancy_examples:greet');
 \echo :LAST_ERROR_SQLSTATE
 SELECT chancy_push(ROW('rogue', '$libdir/chancy_examples:greet', 'default', '{}', 0, 1,
-                       NULL, NULL, NULL, NULL, '{}')::chancy_job);
+                       NULL, NULL, NULL, NULL, '{}', NULL)::chancy_job);
 \echo :LAST_ERROR_SQLSTATE
 -- ... but a symbol a superuser put in a definition may be pushed by name
 SELECT chancy_push('c_greet') AS id \gset

@@ -120,17 +120,17 @@ SELECT chancy_push_many(ARRAY[chancy_job('greet'), NULL, chancy_job('greet')]);
 SELECT chancy_push_many(ARRAY[chancy_job('greet'),
                               chancy_with_kwargs(chancy_job('greet'), '{}'),
                               ROW('greet', 'public.greet(jsonb)', 'default', '{}',
-                                  0, 0, NULL, NULL, NULL, NULL, '{}')::chancy_job]);
+                                  0, 0, NULL, NULL, NULL, NULL, '{}', NULL)::chancy_job]);
 \echo :LAST_ERROR_SQLSTATE
 SELECT chancy_push_many(ARRAY[chancy_job('greet'),
                               ROW('x', 'no_such_function(jsonb)', 'default', '{}',
-                                  0, 1, NULL, NULL, NULL, NULL, '{}')::chancy_job]);
+                                  0, 1, NULL, NULL, NULL, NULL, '{}', NULL)::chancy_job]);
 \echo :LAST_ERROR_SQLSTATE
 SELECT chancy_push(ROW('x', NULL, 'default', '{}', 0, 1, NULL, NULL, NULL, NULL,
-                       '{}')::chancy_job);
+                       '{}', NULL)::chancy_job);
 \echo :LAST_ERROR_SQLSTATE
 SELECT chancy_push(ROW('x', 'greet(jsonb)', NULL, '{}', 0, 1, NULL, NULL, NULL, NULL,
-                       '{}')::chancy_job);
+                       '{}', NULL)::chancy_job);
 \echo :LAST_ERROR_SQLSTATE
 SELECT count(*) = :before AS nothing_left_behind FROM chancy_jobs;
 
@@ -139,9 +139,9 @@ CREATE SCHEMA other;
 CREATE FUNCTION other.hidden(kwargs jsonb) RETURNS void LANGUAGE sql AS '';
 SET search_path = public, other;
 SELECT chancy_push(ROW('hidden', 'hidden(jsonb)', 'default', '{}', 0, 1, NULL, NULL,
-                       NULL, NULL, '{}')::chancy_job) AS hidden \gset
+                       NULL, NULL, '{}', NULL)::chancy_job) AS hidden \gset
 SELECT chancy_push_many(ARRAY[ROW('hidden', 'hidden(jsonb)', 'default', '{}', 0, 1,
-                                  NULL, NULL, NULL, NULL, '{}')::chancy_job]) AS hidden2 \gset
+                                  NULL, NULL, NULL, NULL, '{}', NULL)::chancy_job]) AS hidden2 \gset
 RESET search_path;
 SELECT name, function FROM chancy_jobs WHERE id IN (:hidden, (:'hidden2'::bigint[])[1]);
 -- ... and keeps the function it was pushed with, by OID

@@ -26,6 +26,7 @@ char	   *chancy_queue_list = NULL;
 int			chancy_max_executors = 4;
 int			chancy_time_limit = 0;
 int			chancy_memory_limit = 0;
+int			chancy_max_limit_keys = 100000;
 int			chancy_max_crashes = 2;
 int			chancy_executor_max_growth = 256 * 1024;
 int			chancy_batch_size = 64;
@@ -225,6 +226,13 @@ _PG_init(void)
 							&chancy_executor_max_growth,
 							256 * 1024, 1024, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_KB,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("chancy.max_limit_keys",
+							"Maximum number of limit keys held in shared memory.",
+							"Keys of chancy_limits and those jobs hold; idle ones are evicted when room is needed, and read again when seen.",
+							&chancy_max_limit_keys,
+							100000, 100, 10000000,
+							PGC_POSTMASTER, 0,
 							NULL, NULL, NULL);
 	/* read only by the filter pg_dump applies to chancy_jobs */
 	DefineCustomBoolVariable("chancy.dump_finished_jobs",

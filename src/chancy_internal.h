@@ -51,6 +51,7 @@ extern int	chancy_max_crashes;
 extern int	chancy_executor_max_growth; /* kB */
 extern int	chancy_batch_size;
 extern int	chancy_prune_after;		/* s, -1: never */
+extern int	chancy_max_limit_keys;
 extern bool parse_queues(const char *value, List **names, List **concurrencies,
 						 const char **why);
 extern bool chancy_queue_configured(const char *queue);
@@ -352,6 +353,7 @@ typedef enum JobAttr
 	JA_TIME_LIMIT,
 	JA_MEMORY_LIMIT,
 	JA_META,
+	JA_LIMIT_KEYS,
 	JOB_NATTS
 } JobAttr;
 
@@ -365,6 +367,8 @@ typedef struct JobValue
 	int64		function_digest;	/* likewise, see function_digest() */
 } JobValue;
 
+/* limit keys of a job: at most this many, each shorter than NAMEDATALEN */
+#define CHANCY_MAX_LIMIT_KEYS 8
 /* longest unique key: it must fit in a btree index entry */
 #define CHANCY_MAX_UNIQUE_KEY 2048
 /* limits: interval in ms, from 1 ms to 366 days (the CHECKs of the SQL script) */
@@ -410,6 +414,8 @@ typedef struct ClaimedJob
 	int64		memory_limit;	/* bytes, likewise */
 	int32		priority;
 	bool		command;		/* runs chancy_run_command: see command.c */
+	Datum		limit_keys;		/* text[], or 0: none (see flow.c) */
+	bool		flow_held;		/* it holds slots of its keys */
 } ClaimedJob;
 
 /* A queue's settings, as the claim reads them. */
@@ -432,6 +438,8 @@ typedef struct ClaimResult
 	bool		queue_exists;	/* only when njobs == 0 */
 	TimestampTz next_due;		/* likewise: next scheduled job, or 0 */
 	TimestampTz paused_until;	/* likewise: 0 if not paused */
+	int			parked;			/* claimed jobs parked by flow control */
+	List	   *parked_keys;	/* the keys they are parked on */
 } ClaimResult;
 
 /* How the executor's exit or a supervisor gives jobs back: see queue.c */
@@ -464,6 +472,24 @@ extern int64 *queue_push_checked(ChancyCatalog *cat, Datum *jobs, int n);
 extern int64 queue_push_refused(ChancyCatalog *cat, Datum job, Oid pushed_by,
 								ErrorData *edata);
 extern bool queue_run_other(ChancyCatalog *cat, int64 *ids, Oid *functions, int n);
+extern int	queue_unpark(ChancyCatalog *cat, const char *key, int n, bool *rest,
+						 int32 *priority, int64 *id);
+extern List *queue_parked_keys(ChancyCatalog *cat);
+
+/* ----------------------------------------------------------------------
+ * flow.c: flow control, limits on the keys jobs hold
+ * ----------------------------------------------------------------------
+ */
+extern Size flow_shmem_size(void);
+extern void flow_shmem_init(LWLock *lock);
+extern int	flow_take(ChancyCatalog *cat, ClaimedJob **jobs, int n, List **parked,
+					  List **park_keys);
+extern void flow_give(ClaimedJob **jobs, int from, int to);
+extern void flow_parked(List *keys);
+extern List *flow_unpark(ChancyCatalog *cat, long *wait_ms);
+extern void flow_unparked(List *released);
+extern void flow_find_parked(ChancyCatalog *cat);
+extern void flow_changed(void);
 
 /* ----------------------------------------------------------------------
  * wakeup.c: what a transaction asks for at commit
@@ -472,6 +498,7 @@ extern bool queue_run_other(ChancyCatalog *cat, int64 *ids, Oid *functions, int 
 extern void wakeup_queue_at_commit(const char *queue, int njobs);
 extern void wakeup_queues_changed_at_commit(void);
 extern void wakeup_supervisor_at_commit(void);
+extern void wakeup_limits_at_commit(void);
 extern void wakeup_launcher_at_commit(void);
 extern void wakeup_cancel_at_commit(int64 job_id, int64 claim);
 extern void wakeup_done_at_commit(int64 job_id);

@@ -109,6 +109,7 @@ static volatile sig_atomic_t shutdown_requested = false;
 /* the claimed batch; its memory is reset before each claim */
 static MemoryContext batch_cxt = NULL;
 static ClaimedJob **batch = NULL;
+static int	batch_size = 0;		/* its length */
 static int	batch_n = 0;			/* jobs in it */
 static int	batch_next = 0;		/* the first not yet handled */
 static int64 batch_claim = 0;
@@ -706,6 +707,7 @@ give_back(int from, int64 guilty, const char *why)
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	pgstat_report_stat(false);
+	flow_give(batch, from, batch_n);
 	foreach(lc, released.finished)
 		slots_job_done(*(int64 *) lfirst(lc));
 	batch_n = from;
@@ -811,6 +813,7 @@ run_group(void)
 	}
 	QueryCancelPending = false;
 	RESUME_CANCEL_INTERRUPTS();
+	flow_give(batch, first, batch_next);
 	pgstat_report_stat(false);
 	for (int i = first; i < batch_next; i++)
 		slots_job_done(batch[i]->id);
@@ -836,7 +839,9 @@ run_batch(long *timeout_ms, bool *paused)
 	MemoryContext old;
 
 	MemoryContextReset(batch_cxt);
-	batch = MemoryContextAlloc(batch_cxt, sizeof(ClaimedJob *) * chancy_batch_size);
+	/* zeroed: until the claim commits, what holds limit slots ends at a NULL */
+	batch_size = chancy_batch_size;
+	batch = MemoryContextAllocZero(batch_cxt, sizeof(ClaimedJob *) * batch_size);
 	batch_n = batch_next = 0;
 
 	SetCurrentStatementStartTimestamp();
@@ -845,7 +850,7 @@ run_batch(long *timeout_ms, bool *paused)
 	cat = chancy_catalog(chancy_nsp);
 	batch_claim = slots_new_claim();
 	old = MemoryContextSwitchTo(batch_cxt);
-	queue_claim(cat, me->queue, batch_claim, chancy_batch_size, known_short(),
+	queue_claim(cat, me->queue, batch_claim, batch_size, known_short(),
 				batch, &claimed);
 	for (int i = 0; i < claimed.njobs; i++)
 		batch[i]->command = OidIsValid(cat->command_fn) &&
@@ -856,6 +861,8 @@ run_batch(long *timeout_ms, bool *paused)
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	pgstat_report_stat(false);
+	/* jobs parked on saturated limit keys: the supervisor releases them */
+	flow_parked(claimed.parked_keys);
 
 	/*
 	 * Ready jobs this claim saw (and kept others from seeing) but left, and a
@@ -867,6 +874,8 @@ run_batch(long *timeout_ms, bool *paused)
 	if (claimed.skipped > 0 || (claimed.njobs > 0 && MyLatch->is_set))
 		slots_wake_executors(me->queue, Max(claimed.skipped, 1));
 
+	if (claimed.njobs == 0 && claimed.parked > 0)
+		return true;			/* all parked: there may be more behind them */
 	if (claimed.njobs == 0)
 	{
 		TimestampTz now = GetCurrentTimestamp();
@@ -943,6 +952,8 @@ recover(void)
 		PG_END_TRY();
 		batch_n = 0;
 	}
+	/* limit slots taken by a claim that failed go back too */
+	flow_give(batch, 0, batch_size);
 
 	if (gone)
 	{
@@ -979,6 +990,9 @@ executor_give_back(int code, Datum arg)
 	List	   *finished = NIL;
 	ListCell   *lc;
 
+	/* limit slots first: they are in shared memory, which cannot fail */
+	if (batch != NULL)
+		flow_give(batch, 0, batch_size);
 	if (batch_n == 0 || !OidIsValid(chancy_nsp))
 		return;
 	AbortOutOfAnyTransaction();

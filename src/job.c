@@ -37,6 +37,7 @@
 #include "miscadmin.h"
 #include "parser/parse_func.h"
 #include "utils/acl.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/regproc.h"
 #include "utils/datum.h"
@@ -82,7 +83,8 @@ static uint64 defs_generation = 0;	/* of the catalog, when filled */
 
 static const char *const attr_names[JOB_NATTS] = {
 	"name", "function", "queue", "kwargs", "priority", "max_attempts",
-	"scheduled_at", "unique_key", "time_limit", "memory_limit", "meta"
+	"scheduled_at", "unique_key", "time_limit", "memory_limit", "meta",
+	"limit_keys"
 };
 
 /* Copy an attribute value into the current memory context. */
@@ -180,6 +182,54 @@ check_time_limit(Datum value)
 }
 
 /*
+ * check_limit_keys
+ *		The limit keys of a job (see flow.c): 1 to CHANCY_MAX_LIMIT_KEYS
+ *		distinct keys, each 1 to NAMEDATALEN - 1 bytes, without "*" (which
+ *		only patterns of chancy_limits use).
+ */
+static void
+check_limit_keys(ArrayType *keys)
+{
+	Datum	   *elems;
+	bool	   *nulls;
+	int			n;
+
+	if (ARR_NDIM(keys) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("job limit_keys must be a one-dimensional array")));
+	deconstruct_array(keys, TEXTOID, -1, false, TYPALIGN_INT, &elems, &nulls, &n);
+	if (n == 0 || n > CHANCY_MAX_LIMIT_KEYS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("job limit_keys must list 1 to %d keys, not %d",
+						CHANCY_MAX_LIMIT_KEYS, n),
+				 n == 0 ? errhint("Use NULL for a job that holds no limit key.") : 0));
+	for (int i = 0; i < n; i++)
+	{
+		char	   *key;
+
+		if (nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("job limit_keys must not contain NULL")));
+		key = TextDatumGetCString(elems[i]);
+		if (key[0] == '\0' || strlen(key) >= NAMEDATALEN || strchr(key, '*') != NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid limit key \"%s\"", key),
+					 errhint("A limit key is 1 to %d bytes, without \"*\" (which only patterns of chancy_limits use).",
+							 NAMEDATALEN - 1)));
+		for (int j = 0; j < i; j++)
+			if (!nulls[j] && strcmp(key, TextDatumGetCString(elems[j])) == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("limit key \"%s\" is listed twice", key),
+						 errhint("A job holds each of its keys once.")));
+	}
+}
+
+/*
  * job_check_attr
  *		Check one attribute of a job value: an error naming it and the value
  *		if it is not one a job may have.
@@ -270,6 +320,10 @@ job_check_attr(JobAttr attr, Datum value, bool isnull)
 						 errmsg("job memory_limit must be a positive number of bytes, not " INT64_FORMAT,
 								DatumGetInt64(value)),
 						 errhint("Use NULL for no memory limit.")));
+			break;
+		case JA_LIMIT_KEYS:
+			if (!isnull)
+				check_limit_keys(DatumGetArrayTypeP(value));
 			break;
 		case JOB_NATTS:
 			elog(ERROR, "invalid job attribute");

@@ -59,6 +59,9 @@ typedef enum PlanId
 	PLAN_PUSH_CHECKED,			/* push jobs as chancy_push_many() does */
 	PLAN_PUSH_REFUSED,			/* a failed job: a push that was refused */
 	PLAN_RUN_OTHER,				/* of pushed jobs, those not running a function */
+	PLAN_PARK,					/* claimed jobs wait for their limit keys */
+	PLAN_UNPARK,				/* parked jobs of a key go back to be claimed */
+	PLAN_PARKED_KEYS,			/* the keys jobs are parked on */
 	NPLANS
 } PlanId;
 
@@ -76,15 +79,15 @@ typedef enum PlanId
 #define INSERT_JOBS \
 	"INSERT INTO %1$s.chancy_jobs (name, function, function_oid, queue, kwargs," \
 	" priority, max_attempts, scheduled_at, unique_key, time_limit, memory_limit," \
-	" meta, pushed_by, function_owner, function_catalog, function_digest)" \
+	" meta, pushed_by, function_owner, function_catalog, function_digest, limit_keys)" \
 	" SELECT j.name, j.function, j.function_oid, j.queue, j.kwargs, j.priority," \
 	" j.max_attempts, coalesce(j.scheduled_at, now()), j.unique_key, j.time_limit," \
 	" j.memory_limit, j.meta, $2, j.function_owner," \
-	" CASE WHEN j.function_oid IS NOT NULL THEN $5 END, j.function_digest" \
+	" CASE WHEN j.function_oid IS NOT NULL THEN $5 END, j.function_digest, j.limit_keys" \
 	" FROM ROWS FROM (unnest($1), unnest($3), unnest($4), unnest($6))" \
 	" AS j(name, function, queue, kwargs, priority, max_attempts, scheduled_at," \
-	" unique_key, time_limit, memory_limit, meta, function_oid, function_owner," \
-	" function_digest) "
+	" unique_key, time_limit, memory_limit, meta, limit_keys, function_oid," \
+	" function_owner, function_digest) "
 
 static const struct
 {
@@ -142,7 +145,7 @@ static const struct
 		"  j.state = 'running', (SELECT count(*) FROM c), q.time_limit, q.memory_limit,"
 		"  extract(epoch FROM q.backoff_base)::float8, q.backoff_factor,"
 		"  extract(epoch FROM q.backoff_max)::float8, q.executor = 'isolated', j.priority,"
-		"  j.function_owner, j.function_catalog, j.function_digest",
+		"  j.function_owner, j.function_catalog, j.function_digest, j.limit_keys",
 		5, {TEXTOID, INT8OID, INT4OID, TEXTARRAYOID, INT8OID}
 	},
 	[PLAN_IDLE] = {
@@ -233,7 +236,7 @@ static const struct
 		5, {INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT4OID, TEXTOID}
 	},
 	[PLAN_CLAIMS] = {
-		"SELECT DISTINCT claim FROM %1$s.chancy_jobs WHERE claim IS NOT NULL AND NOT replicated",
+		"SELECT DISTINCT claim FROM %1$s.chancy_jobs WHERE claim <> 0 AND NOT replicated",
 		0, {0}
 	},
 	[PLAN_SWEEP] = {
@@ -242,18 +245,22 @@ static const struct
 	},
 
 	/*
-	 * chancy_cancel(): a job nobody holds is cancelled at once; a claimed
-	 * one is only asked to be (cancelled_by), and its executor, told at
-	 * commit, records the outcome: cancelled, unless it finished first.
+	 * chancy_cancel(): a job nobody holds (nor one parked by flow control,
+	 * claim 0) is cancelled at once; a claimed one is only asked to be
+	 * (cancelled_by), and its executor, told at commit, records the
+	 * outcome: cancelled, unless it finished first.
 	 */
 	[PLAN_CANCEL] = {
-		"WITH old AS (SELECT id, state, claim FROM %1$s.chancy_jobs WHERE id = $1 FOR UPDATE)"
+		"WITH old AS (SELECT id, state, coalesce(claim, 0) AS claim FROM %1$s.chancy_jobs"
+		"  WHERE id = $1 FOR UPDATE)"
 		" UPDATE %1$s.chancy_jobs j SET cancelled_by = $2,"
-		" state = CASE WHEN old.claim IS NULL THEN 'cancelled' ELSE j.state END::%1$s.chancy_state,"
-		" completed_at = CASE WHEN old.claim IS NULL THEN clock_timestamp() END,"
-		" errors = CASE WHEN old.claim IS NULL THEN j.errors || jsonb_build_object("
+		" state = CASE WHEN old.claim = 0 THEN 'cancelled' ELSE j.state END::%1$s.chancy_state,"
+		" completed_at = CASE WHEN old.claim = 0 THEN clock_timestamp() END,"
+		" errors = CASE WHEN old.claim = 0 THEN j.errors || jsonb_build_object("
 		"  'attempt', j.attempts, 'message', 'cancelled by ' || $2::text,"
-		"  'sqlstate', '57014', 'at', clock_timestamp()) ELSE j.errors END"
+		"  'sqlstate', '57014', 'at', clock_timestamp()) ELSE j.errors END,"
+		" claim = nullif(old.claim, 0),"
+		" parked_on = CASE WHEN old.claim = 0 THEN NULL ELSE j.parked_on END"
 		" FROM old WHERE j.id = old.id AND old." LIVE
 		" RETURNING old.claim", 2, {INT8OID, REGROLEOID}
 	},
@@ -290,6 +297,46 @@ static const struct
 		"  $6, now()"
 		" FROM unnest($1) AS j RETURNING id",
 		6, {JOBARRAY, TEXTOID, TEXTOID, TEXTOID, TEXTOID, REGROLEOID}
+	},
+
+	/*
+	 * Flow control (flow.c).  Claimed jobs ($2) whose limit key ($3) was
+	 * saturated are parked: no longer held by claim $1, out of the ready
+	 * index (claim 0), with the run their claim counted taken back.
+	 */
+	[PLAN_PARK] = {
+		"UPDATE %1$s.chancy_jobs j SET"
+		" state = CASE WHEN j.attempts - " STARTED "::int > 0 THEN 'retrying'"
+		"  ELSE 'pending' END::%1$s.chancy_state,"
+		" attempts = j.attempts - " STARTED "::int,"
+		" started_at = CASE WHEN j.attempts - " STARTED "::int = 0 THEN NULL"
+		"  ELSE j.started_at END,"
+		" claim = 0, parked_on = p.key"
+		" FROM unnest($2::int8[], $3::text[]) AS p(id, key)"
+		" WHERE j.id = p.id AND j.claim = $1",
+		3, {INT8OID, INT8ARRAYOID, TEXTARRAYOID}
+	},
+	/* the first $2 parked jobs of key $1 go back, in dequeue order; with
+	 * the first of those left */
+	[PLAN_UNPARK] = {
+		"WITH u AS (SELECT id FROM %1$s.chancy_jobs"
+		"  WHERE parked_on = $1 AND claim = 0 AND NOT replicated"
+		"  ORDER BY priority DESC, id LIMIT $2 FOR UPDATE SKIP LOCKED),"
+		" r AS (UPDATE %1$s.chancy_jobs j SET claim = NULL, parked_on = NULL FROM u"
+		"  WHERE j.id = u.id RETURNING j.id, j.queue)"
+		" SELECT r.queue, count(*), NULL::int, NULL::int8 FROM r GROUP BY r.queue"
+		" UNION ALL (SELECT NULL, NULL, f.priority, f.id FROM %1$s.chancy_jobs f"
+		"  WHERE f.parked_on = $1 AND f.claim = 0 AND NOT f.replicated"
+		"  AND f.id NOT IN (SELECT id FROM u) ORDER BY f.priority DESC, f.id LIMIT 1)",
+		2, {TEXTOID, INT4OID}
+	},
+	[PLAN_PARKED_KEYS] = {
+		"WITH RECURSIVE k(key) AS ("
+		" (SELECT parked_on FROM %1$s.chancy_jobs WHERE claim = 0 ORDER BY parked_on LIMIT 1)"
+		" UNION ALL SELECT (SELECT j.parked_on FROM %1$s.chancy_jobs j WHERE j.claim = 0"
+		"  AND j.parked_on > k.key ORDER BY j.parked_on LIMIT 1) FROM k WHERE k.key IS NOT NULL)"
+		" SELECT key FROM k WHERE key IS NOT NULL",
+		0, {0}
 	},
 	[PLAN_RUN_OTHER] = {
 		"SELECT FROM ROWS FROM (unnest($1), unnest($2)) AS u(id, fn)"
@@ -605,6 +652,36 @@ trim_batch(ClaimedJob **jobs, int n, MemoryContext cxt, ArrayType **dropped)
 }
 
 /*
+ * park
+ *		Claimed jobs (under claim) wait for their limit keys (keys, one per
+ *		job): see PLAN_PARK.
+ */
+static void
+park(ChancyCatalog *cat, int64 claim, List *jobs, List *keys)
+{
+	int			n = list_length(jobs);
+	Datum	   *ids = palloc(sizeof(Datum) * n);
+	Datum	   *texts = palloc(sizeof(Datum) * n);
+	Datum		args[3];
+	ListCell   *lj;
+	ListCell   *lk;
+	int			i = 0;
+
+	forboth(lj, jobs, lk, keys)
+	{
+		ids[i] = Int64GetDatum(((ClaimedJob *) lfirst(lj))->id);
+		texts[i++] = CStringGetTextDatum(lfirst(lk));
+	}
+	args[0] = Int64GetDatum(claim);
+	args[1] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL,
+											  TYPALIGN_DOUBLE));
+	args[2] = PointerGetDatum(construct_array(texts, n, TEXTOID, -1, false, TYPALIGN_INT));
+	if (execute(cat, PLAN_PARK, args, NULL, false) != SPI_OK_UPDATE ||
+		SPI_processed != (uint64) n)
+		elog(ERROR, "could not park %d claimed jobs", n);
+}
+
+/*
  * queue_claim
  *		Claim ready jobs of a queue under claim token claim (see PLAN_CLAIM):
  *		the first starts now, up to max_jobs - 1 more follow in the batch
@@ -672,6 +749,9 @@ queue_claim(ChancyCatalog *cat, const char *queue, int64 claim, int max_jobs,
 		job->function_digest = DatumGetInt64(SPI_getbinval(tup, desc, 23, &isnull));
 		if (isnull)
 			job->function_digest = 0;
+		job->limit_keys = SPI_getbinval(tup, desc, 24, &isnull);
+		job->limit_keys = isnull ? (Datum) 0 :
+			PointerGetDatum(DatumGetArrayTypePCopy(job->limit_keys));
 		if (!job->started)
 			job->attempt++;		/* counted by its outcome */
 		job->claim = claim;
@@ -697,7 +777,20 @@ queue_claim(ChancyCatalog *cat, const char *queue, int64 claim, int max_jobs,
 	qsort(jobs, n, sizeof(ClaimedJob *), claimed_cmp);
 	n = trim_batch(jobs, n, cxt, &dropped);
 
-	if (n == 0)
+	/* those whose limit keys are saturated wait, parked (flow.c) */
+	if (n > 0)
+	{
+		List	   *parked;
+		MemoryContext old = MemoryContextSwitchTo(cxt);
+
+		n = flow_take(cat, jobs, n, &parked, &result->parked_keys);
+		MemoryContextSwitchTo(old);
+		if (parked != NIL)
+			park(cat, claim, parked, result->parked_keys);
+		result->parked = list_length(parked);
+	}
+
+	if (n == 0 && result->parked == 0)
 	{
 		TimestampTz t;
 
@@ -728,6 +821,77 @@ queue_claim(ChancyCatalog *cat, const char *queue, int64 claim, int max_jobs,
 					  dropped, construct_empty_array(INT8OID), NULL, &released);
 		result->skipped += released.released;
 	}
+}
+
+/*
+ * queue_unpark
+ *		Up to n parked jobs of key go back to be claimed, in dequeue order;
+ *		the executors of their queues are woken at commit.  *rest says
+ *		whether parked jobs of key are left, and *priority and *id which is
+ *		the first of them.  Returns how many went back.
+ */
+int
+queue_unpark(ChancyCatalog *cat, const char *key, int n, bool *rest, int32 *priority,
+			 int64 *id)
+{
+	Datum		args[2];
+	CatalogSql	sql;
+	int			got = 0;
+
+	args[0] = CStringGetTextDatum(key);
+	args[1] = Int32GetDatum(n);
+	*rest = false;
+	catalog_sql_begin(cat, true, &sql);
+	if (execute(cat, PLAN_UNPARK, args, NULL, false) != SPI_OK_SELECT)
+		elog(ERROR, "could not release jobs parked on limit key \"%s\"", key);
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		char	   *queue = SPI_getvalue(tup, desc, 1);
+
+		if (queue != NULL)
+		{
+			int			count = (int) DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull));
+
+			wakeup_queue_at_commit(queue, count);
+			got += count;
+		}
+		else
+		{
+			*rest = true;
+			*priority = DatumGetInt32(SPI_getbinval(tup, desc, 3, &isnull));
+			*id = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
+		}
+	}
+	catalog_sql_end(&sql);
+	return got;
+}
+
+/*
+ * queue_parked_keys
+ *		The keys jobs are parked on (C strings, in the caller's context).
+ */
+List *
+queue_parked_keys(ChancyCatalog *cat)
+{
+	List	   *keys = NIL;
+	CatalogSql	sql;
+
+	catalog_sql_begin(cat, true, &sql);
+	if (execute(cat, PLAN_PARKED_KEYS, NULL, NULL, true) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the keys jobs are parked on");
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		char	   *key = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1);
+		MemoryContext old = MemoryContextSwitchTo(sql.caller);
+
+		keys = lappend(keys, pstrdup(key));
+		MemoryContextSwitchTo(old);
+	}
+	catalog_sql_end(&sql);
+	return keys;
 }
 
 /*

@@ -75,8 +75,10 @@ slots_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 #endif
-	RequestAddinShmemSpace(add_size(slots_shmem_size(), ledger_shmem_size()));
-	RequestNamedLWLockTranche("chancy", 1);
+	RequestAddinShmemSpace(add_size(add_size(slots_shmem_size(), ledger_shmem_size()),
+									flow_shmem_size()));
+	/* the slots', and flow control's (flow.c) */
+	RequestNamedLWLockTranche("chancy", 2);
 }
 
 /*
@@ -110,6 +112,7 @@ slots_shmem_startup(void)
 			SpinLockInit(&chancy_shared->executors[i].mutex);
 	}
 	ledger_startup();
+	flow_shmem_init(&(GetNamedLWLockTranche("chancy"))[1].lock);
 	LWLockRelease(AddinShmemInitLock);
 }
 

@@ -578,9 +578,30 @@ recover_if_due(void)
 	if (TimestampDifferenceExceeds(recovered_at, now, STRAY_CLAIMS_EVERY_MS))
 	{
 		recover_jobs(NIL);
+		/* and jobs parked on keys shared memory lost (a restart) */
+		flow_find_parked(begin());
+		end();
 		recovered_at = now;
 	}
 	return Max(STRAY_CLAIMS_EVERY_MS - TimestampDifferenceMilliseconds(recovered_at, now), 1);
+}
+
+/*
+ * release_parked
+ *		Release jobs parked by flow control that their keys let start now
+ *		(flow.c), in a transaction of its own.  Returns when to look again
+ *		(-1: when woken).
+ */
+static long
+release_parked(void)
+{
+	List	   *released;
+	long		wait_ms;
+
+	released = flow_unpark(begin(), &wait_ms);
+	end();
+	flow_unparked(released);
+	return wait_ms;
 }
 
 /*
@@ -663,6 +684,7 @@ chancy_supervisor_main(Datum arg)
 		{
 			bool		all_started;
 			long		fire_ms;
+			long		flow_ms;
 
 			reap();
 			all_started = reconcile();
@@ -679,7 +701,10 @@ chancy_supervisor_main(Datum arg)
 				if (fire_ms != 0)
 					break;
 			}
-			wait_ms = Min(prune_if_due(), recover_if_due());
+			wait_ms = Min(recover_if_due(), prune_if_due());
+			flow_ms = release_parked();
+			if (flow_ms >= 0)
+				wait_ms = Min(wait_ms, flow_ms);
 			if (fire_ms >= 0)
 				wait_ms = Min(wait_ms, fire_ms);
 			if (!all_started)

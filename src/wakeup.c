@@ -5,7 +5,8 @@
  *	  idle executors of the queues it pushed to, tell the executor holding a
  *	  job it cancelled, wake the waiters of jobs it finished, wake the
  *	  supervisor and executors after a change to the queues, wake the
- *	  launcher after CREATE EXTENSION; and, in an executor, note that the
+ *	  launcher after CREATE EXTENSION, make the limit keys read their
+ *	  settings again after a change to chancy_limits; and, in an executor, note that the
  *	  running job cancelled itself.
  *
  * Nothing happens before commit, and nothing for work that was rolled back:
@@ -31,6 +32,7 @@ typedef enum RequestKind
 	REQ_DONE,					/* a job finished */
 	REQ_QUEUES,					/* chancy_queues changed */
 	REQ_SUPERVISOR,				/* the supervisor must look again */
+	REQ_LIMITS,					/* chancy_limits changed */
 	REQ_LAUNCHER,				/* the launcher must look again */
 	REQ_SELF_CANCEL				/* the running job cancelled itself */
 } RequestKind;
@@ -106,6 +108,9 @@ carry_out(void)
 				break;
 			case REQ_SUPERVISOR:
 				supervisor = true;
+				break;
+			case REQ_LIMITS:
+				flow_changed();	/* wakes the supervisor */
 				break;
 			case REQ_LAUNCHER:
 				launcher = true;
@@ -253,6 +258,13 @@ void
 wakeup_supervisor_at_commit(void)
 {
 	(void) add_request(REQ_SUPERVISOR);
+}
+
+/* chancy_limits changed: at commit, the keys read their limits again. */
+void
+wakeup_limits_at_commit(void)
+{
+	(void) add_request(REQ_LIMITS);
 }
 
 /* CREATE EXTENSION chancy: the launcher looks for a supervisor to start. */

@@ -1,0 +1,107 @@
+--
+-- limits: flow control's keys (chancy_limits), the jobs that hold them,
+-- parked jobs, who may manage limits
+--
+\set SHOW_CONTEXT never
+SELECT key, concurrency, rate, per, burst FROM chancy_set_limit('stripe', concurrency => 5);
+-- setting replaces: a rate alone drops the concurrency; per defaults to 1 s
+SELECT key, concurrency, rate, per, burst FROM chancy_set_limit('stripe', rate => 100);
+SELECT key, concurrency, rate, per, burst
+  FROM chancy_set_limit('stripe', concurrency => 3, rate => 10, per => '2 seconds', burst => 20);
+-- a pattern: the default of every customer:<id>
+SELECT key, concurrency FROM chancy_set_limit('customer:*', concurrency => 1);
+SELECT key, concurrency FROM chancy_set_limit('customer:42', concurrency => 4);
+SELECT key, concurrency FROM chancy_set_limit('stop', concurrency => 0);
+SELECT key, concurrency, rate, per, burst FROM chancy_limits ORDER BY key;
+
+-- bad input
+SELECT chancy_set_limit(NULL, concurrency => 1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_set_limit('x');
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_set_limit('x', concurrency => 1, per => '1 s');
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_set_limit('x', concurrency => 1, burst => 5);
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_set_limit('x', concurrency => -1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_set_limit('x', rate => 0);
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_set_limit('x', rate => -5);
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_set_limit('x', rate => 1, per => '0');
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_set_limit('x', rate => 1, per => '-1 second');
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_set_limit('x', rate => 1, burst => 0);
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_set_limit('', concurrency => 1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_set_limit('a*b', concurrency => 1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_set_limit(repeat('k', 64), concurrency => 1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_drop_limit('nothing');
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_drop_limit('stop');
+SELECT count(*) FROM chancy_limits WHERE key = 'stop';
+
+-- jobs hold keys: chancy_with_limit_keys, checked
+CREATE FUNCTION limited(kwargs jsonb) RETURNS void LANGUAGE sql AS '';
+SELECT (chancy_with_limit_keys(chancy_job('limited'), '{stripe,customer:7}')).limit_keys;
+SELECT (chancy_with_limit_keys(chancy_job('limited'), NULL)).limit_keys;
+SELECT chancy_with_limit_keys(chancy_job('limited'), '{}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_with_limit_keys(chancy_job('limited'), '{a,NULL}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_with_limit_keys(chancy_job('limited'), '{a,b,a}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_with_limit_keys(chancy_job('limited'), '{customer:*}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_with_limit_keys(chancy_job('limited'), '{""}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_with_limit_keys(chancy_job('limited'), ARRAY[repeat('k', 64)]);
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_with_limit_keys(chancy_job('limited'), '{1,2,3,4,5,6,7,8,9}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_with_limit_keys(chancy_job('limited'), '{{a},{b}}');
+\echo :LAST_ERROR_SQLSTATE
+-- a job value built by hand is checked at push
+SELECT chancy_push(jsonb_populate_record(chancy_job('limited'), '{"limit_keys": ["a", "a"]}'));
+\echo :LAST_ERROR_SQLSTATE
+
+-- the push records them; jobs without keys have NULL
+SELECT chancy_push(chancy_with_limit_keys(chancy_job('limited'), '{stripe,customer:7}')) AS limited_job \gset
+SELECT chancy_push_many(ARRAY[chancy_with_limit_keys(chancy_job('limited'), '{stripe}'),
+                              chancy_job('limited')]) AS many \gset
+SELECT id = :limited_job AS first, limit_keys, parked_on, claim FROM chancy_jobs
+ WHERE name = 'limited' ORDER BY id;
+
+-- a parked job (claim 0) is outside the ready jobs; a cancel ends it at once
+UPDATE chancy_jobs SET claim = 0, parked_on = 'stripe' WHERE id = :limited_job;
+SELECT key, parked, oldest_parked_age IS NOT NULL AS aged FROM chancy_limit_stats
+ WHERE key = 'stripe';
+SELECT state, claim, parked_on, errors->0->>'message' AS why FROM chancy_cancel(:limited_job);
+SELECT key, parked FROM chancy_limit_stats WHERE key = 'stripe';
+
+-- who may manage limits: the extension's owner, and whom it grants
+CREATE ROLE regress_limit_user;
+SET ROLE regress_limit_user;
+SELECT chancy_set_limit('mine', concurrency => 1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_drop_limit('stripe');
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) FROM chancy_limits;
+\echo :LAST_ERROR_SQLSTATE
+SELECT count(*) FROM chancy_limit_stats;
+\echo :LAST_ERROR_SQLSTATE
+RESET ROLE;
+GRANT EXECUTE ON FUNCTION chancy_set_limit(text, int, int, interval, int) TO regress_limit_user;
+SET ROLE regress_limit_user;
+SELECT key, concurrency FROM chancy_set_limit('mine', concurrency => 1);
+RESET ROLE;
+REVOKE EXECUTE ON FUNCTION chancy_set_limit(text, int, int, interval, int) FROM regress_limit_user;
+DROP ROLE regress_limit_user;
+DELETE FROM chancy_jobs WHERE name = 'limited';
+DROP FUNCTION limited(jsonb);
+SELECT chancy_drop_limit(key) FROM chancy_limits;

@@ -1,0 +1,849 @@
+/*-------------------------------------------------------------------------
+ *
+ * flow.c
+ *	  Flow control: limits on named keys that jobs hold (chancy_limits), as
+ *	  exact counters in shared memory.
+ *
+ * A job with limit_keys starts only when every one of its keys has a free
+ * concurrency slot and a token (all or nothing).  The executor that claims
+ * it takes both, under one lock, in the claim's transaction (flow_take);
+ * it gives the slots back once the job's outcome has committed, or the job
+ * went back, or the executor left, however it left (flow_give).  Rates
+ * follow GCRA: a key remembers the theoretical arrival time of its next
+ * start (tat), and a start is allowed while tat is at most (burst - 1)
+ * intervals ahead of now; no process refills anything.
+ *
+ * A claimed job whose key is saturated is parked: claim 0 and parked_on
+ * set, which puts it outside the ready index, so that the jobs behind it
+ * are claimed as if it were not there (the claim's plan does not change).
+ * The database's supervisor releases parked jobs, oldest in dequeue order
+ * first, when a slot of their key frees (the executor that frees it sets
+ * the supervisor's latch) or its next token is due (the supervisor's sleep
+ * ends then).  While a key has parked jobs, a newer job of that key parks
+ * behind them even if a slot is free: the released ones go first.
+ *
+ * Shared memory holds at most chancy.max_limit_keys keys; a key that is idle
+ * (nothing running or parked, its bucket full) is evicted when room is
+ * needed, and read again from chancy_limits when a job holds it again.  A
+ * change to chancy_limits, once committed, makes every key read its
+ * settings again (the generation).  After a crash the server's shared
+ * memory is made anew: no job runs then, so every count starts at zero,
+ * and the supervisor finds the parked jobs in the table.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "port/atomics.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/timestamp.h"
+
+#include "chancy_internal.h"
+
+PG_FUNCTION_INFO_V1(chancy_limits_changed);
+PG_FUNCTION_INFO_V1(chancy_limit_state);
+
+/* at most this many parked jobs of a key are released at once */
+#define UNPARK_MAX 1000
+
+/* A key of a database: what the hash table is keyed by. */
+typedef struct FlowTag
+{
+	Oid			dboid;
+	char		key[NAMEDATALEN];
+} FlowTag;
+
+/* A key in shared memory: its settings (as last read) and its counters. */
+typedef struct FlowKey
+{
+	FlowTag		tag;			/* hash key: first */
+	uint32		generation;		/* of the settings; see FlowShared */
+	bool		limited;		/* a row of chancy_limits applies */
+	int32		concurrency;	/* -1: no such limit */
+	int32		rate;			/* rate starts per per_ms; 0: no rate */
+	int64		per_ms;
+	int64		interval_us;	/* so one token per interval */
+	int32		burst;
+	TimestampTz suspended_until;	/* 0: not suspended */
+	int32		running;		/* jobs holding it (whether limited or not) */
+	TimestampTz tat;			/* GCRA: theoretical arrival time */
+	bool		parked;			/* jobs may be parked on it */
+	int32		park_priority;	/* the first of them, in dequeue order */
+	int64		park_id;
+	uint64		parks;			/* parkings committed: see flow_unparked */
+	uint64		throttled;		/* jobs parked on it since it was loaded */
+} FlowKey;
+
+typedef struct FlowShared
+{
+	LWLock	   *lock;			/* the hash table and every key in it */
+	pg_atomic_uint32 generation;	/* changes of chancy_limits committed */
+	bool		warned_full;
+} FlowShared;
+
+static FlowShared *flow_shared = NULL;
+static HTAB *flow_keys = NULL;
+
+/* A key's settings, as read from chancy_limits. */
+typedef struct Settings
+{
+	char	   *key;
+	bool		limited;
+	int32		concurrency;
+	int32		rate;
+	int64		per_ms;
+	int64		interval_us;
+	int32		burst;
+	TimestampTz suspended_until;
+} Settings;
+
+/* A key the supervisor releases parked jobs of (see flow_unpark). */
+typedef struct Release
+{
+	char		key[NAMEDATALEN];
+	uint64		parks;			/* its parkings when it looked */
+	bool		rest;			/* parked jobs are left */
+	int32		first_priority; /* the first of those */
+	int64		first_id;
+} Release;
+
+/* Size of the keys' shared memory. */
+Size
+flow_shmem_size(void)
+{
+	return add_size(MAXALIGN(sizeof(FlowShared)),
+					hash_estimate_size(chancy_max_limit_keys, sizeof(FlowKey)));
+}
+
+/*
+ * flow_shmem_init
+ *		Create (or attach to) the keys' shared memory; lock guards it.  Called
+ *		by slots.c, which owns chancy's shared memory, under
+ *		AddinShmemInitLock.
+ */
+void
+flow_shmem_init(LWLock *lock)
+{
+	HASHCTL		info;
+	bool		found;
+
+	flow_shared = ShmemInitStruct("chancy flow", sizeof(FlowShared), &found);
+	if (!found)
+	{
+		flow_shared->lock = lock;
+		pg_atomic_init_u32(&flow_shared->generation, 1);
+		flow_shared->warned_full = false;
+	}
+	memset(&info, 0, sizeof(info));
+	info.keysize = sizeof(FlowTag);
+	info.entrysize = sizeof(FlowKey);
+	flow_keys = ShmemInitHash("chancy limit keys", chancy_max_limit_keys,
+							  chancy_max_limit_keys, &info,
+							  HASH_ELEM | HASH_BLOBS | HASH_FIXED_SIZE);
+}
+
+/* The tag of key in this database. */
+static void
+make_tag(FlowTag *tag, const char *key)
+{
+	memset(tag, 0, sizeof(FlowTag));
+	tag->dboid = MyDatabaseId;
+	strlcpy(tag->key, key, NAMEDATALEN);
+}
+
+/* Whether a key may be evicted: nothing in it differs from a fresh one. */
+static bool
+idle_key(FlowKey *k, TimestampTz now)
+{
+	return k->running == 0 && !k->parked && k->tat <= now;
+}
+
+/*
+ * enter_key
+ *		The key in shared memory, entered with settings s if it is not there
+ *		(evicting idle keys if the table is full); NULL if there is no room.
+ *		Called with the lock held exclusively.
+ */
+static FlowKey *
+enter_key(const Settings *s, uint32 generation, TimestampTz now)
+{
+	FlowTag		tag;
+	FlowKey    *k;
+	bool		found;
+
+	make_tag(&tag, s->key);
+	k = hash_search(flow_keys, &tag, HASH_ENTER_NULL, &found);
+	if (k == NULL)
+	{
+		HASH_SEQ_STATUS seq;
+		FlowKey    *old;
+
+		hash_seq_init(&seq, flow_keys);
+		while ((old = hash_seq_search(&seq)) != NULL)
+			if (idle_key(old, now))
+				(void) hash_search(flow_keys, &old->tag, HASH_REMOVE, NULL);
+		k = hash_search(flow_keys, &tag, HASH_ENTER_NULL, &found);
+		if (k == NULL)
+		{
+			if (!flow_shared->warned_full)
+				ereport(WARNING,
+						(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+						 errmsg("no room for limit key \"%s\" in shared memory", s->key),
+						 errdetail("All %d keys of chancy.max_limit_keys have jobs running or parked.",
+								   chancy_max_limit_keys),
+						 errhint("Raise chancy.max_limit_keys and restart the server; meanwhile jobs holding new keys wait.")));
+			flow_shared->warned_full = true;
+			return NULL;
+		}
+	}
+	if (!found)
+	{
+		memset(((char *) k) + sizeof(FlowTag), 0, sizeof(FlowKey) - sizeof(FlowTag));
+		k->concurrency = -1;
+	}
+	k->generation = generation;
+	k->limited = s->limited;
+	k->concurrency = s->concurrency;
+	k->rate = s->rate;
+	k->per_ms = s->per_ms;
+	k->interval_us = s->interval_us;
+	k->burst = s->burst;
+	k->suspended_until = s->suspended_until;
+	return k;
+}
+
+/* The key in shared memory, or NULL; with the lock held. */
+static FlowKey *
+find_key(const char *key)
+{
+	FlowTag		tag;
+
+	make_tag(&tag, key);
+	return hash_search(flow_keys, &tag, HASH_FIND, NULL);
+}
+
+/*
+ * read_settings
+ *		The settings of keys from chancy_limits: each its own row, else the
+ *		longest pattern that begins it, else none.  Allocated in the current
+ *		memory context.
+ */
+static Settings *
+read_settings(ChancyCatalog *cat, char **keys, int n)
+{
+	Datum	   *elems = palloc(sizeof(Datum) * n);
+	Settings   *s = palloc0(sizeof(Settings) * n);
+	Oid			argtype = TEXTARRAYOID;
+	Datum		arg;
+	CatalogSql	sql;
+
+	for (int i = 0; i < n; i++)
+		elems[i] = CStringGetTextDatum(keys[i]);
+	arg = PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
+	catalog_sql_begin(cat, true, &sql);
+	if (SPI_execute_with_args(psprintf("SELECT l.key IS NOT NULL, l.concurrency, l.rate,"
+									   " %1$s.chancy_interval_ms(l.per), l.burst,"
+									   " l.suspended_until"
+									   " FROM unnest($1) WITH ORDINALITY AS k(key, n)"
+									   " LEFT JOIN LATERAL (SELECT * FROM %1$s.chancy_limits c"
+									   "  WHERE c.key = k.key OR c.key = ANY (ARRAY("
+									   "   SELECT left(k.key, i) || '*'"
+									   "   FROM generate_series(0, length(k.key)) i))"
+									   "  ORDER BY c.key = k.key DESC, length(c.key) DESC"
+									   "  LIMIT 1) l ON true ORDER BY k.n",
+									   cat->nspname),
+							  1, &argtype, &arg, NULL, true, 0) != SPI_OK_SELECT ||
+		SPI_processed != (uint64) n)
+		elog(ERROR, "could not read chancy_limits");
+	for (int i = 0; i < n; i++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		Datum		d;
+
+		s[i].key = MemoryContextStrdup(sql.caller, keys[i]);
+		s[i].limited = DatumGetBool(SPI_getbinval(tup, desc, 1, &isnull));
+		d = SPI_getbinval(tup, desc, 2, &isnull);
+		s[i].concurrency = isnull ? -1 : DatumGetInt32(d);
+		d = SPI_getbinval(tup, desc, 3, &isnull);
+		if (!isnull)
+		{
+			int32		rate = DatumGetInt32(d);
+			int64		per_ms = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
+
+			s[i].rate = rate;
+			s[i].per_ms = per_ms;
+			s[i].interval_us = Max(per_ms * 1000 / rate, 1);
+			s[i].burst = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
+		}
+		d = SPI_getbinval(tup, desc, 6, &isnull);
+		s[i].suspended_until = isnull ? 0 : DatumGetTimestampTz(d);
+	}
+	catalog_sql_end(&sql);
+	return s;
+}
+
+/* The keys of a job's limit_keys, as C strings. */
+static char **
+job_keys(ClaimedJob *job, int *n)
+{
+	Datum	   *elems;
+	char	  **keys;
+
+	deconstruct_array(DatumGetArrayTypeP(job->limit_keys), TEXTOID, -1, false,
+					  TYPALIGN_INT, &elems, NULL, n);
+	keys = palloc(sizeof(char *) * Max(*n, 1));
+	for (int i = 0; i < *n; i++)
+		keys[i] = TextDatumGetCString(elems[i]);
+	return keys;
+}
+
+/* Whether job comes after the first job parked on k, in dequeue order. */
+static bool
+behind_parked(FlowKey *k, ClaimedJob *job)
+{
+	if (!k->parked)
+		return false;
+	if (job->priority != k->park_priority)
+		return job->priority < k->park_priority;
+	return job->id > k->park_id;
+}
+
+/*
+ * refuses
+ *		Whether k keeps job from starting now: suspended, behind parked jobs,
+ *		no free slot, or no token.
+ */
+static bool
+refuses(FlowKey *k, ClaimedJob *job, TimestampTz now)
+{
+	if (k == NULL)
+		return true;			/* no room to count it */
+	if (!k->limited)
+		return false;
+	if (k->suspended_until > now || behind_parked(k, job))
+		return true;
+	if (k->concurrency >= 0 && k->running >= k->concurrency)
+		return true;
+	return k->interval_us > 0 &&
+		k->tat - now > (int64) (k->burst - 1) * k->interval_us;
+}
+
+/*
+ * flow_take
+ *		In the claim's transaction: each claimed job (in dequeue order) that
+ *		holds limit keys takes a slot and a token of every key, or none.
+ *		Those that cannot are listed in *parked (their ids) and *park_keys
+ *		(the key that refused each), and removed from jobs.  Returns how many
+ *		jobs are left.  Inside a catalog_sql bracket (settings are read from
+ *		chancy_limits when a key is new or they changed).
+ */
+int
+flow_take(ChancyCatalog *cat, ClaimedJob **jobs, int n, List **parked, List **park_keys)
+{
+	char	  **stale = NULL;
+	int			nstale = 0;
+	int			kept = 0;
+	uint32		generation;
+	Settings   *settings = NULL;
+	TimestampTz now;
+
+	*parked = *park_keys = NIL;
+	for (int i = 0; i < n; i++)
+		if (jobs[i]->limit_keys != (Datum) 0)
+			break;
+		else if (i == n - 1)
+			return n;			/* no job holds a key: nothing to do */
+
+	/* the keys whose settings must be read (new, or changed since) */
+	generation = pg_atomic_read_u32(&flow_shared->generation);
+	LWLockAcquire(flow_shared->lock, LW_SHARED);
+	for (int i = 0; i < n; i++)
+	{
+		char	  **keys;
+		int			nkeys;
+
+		if (jobs[i]->limit_keys == (Datum) 0)
+			continue;
+		keys = job_keys(jobs[i], &nkeys);
+		for (int j = 0; j < nkeys; j++)
+		{
+			FlowKey    *k = find_key(keys[j]);
+			bool		listed = false;
+
+			if (k != NULL && k->generation == generation)
+				continue;
+			for (int s = 0; s < nstale && !listed; s++)
+				listed = strcmp(stale[s], keys[j]) == 0;
+			if (listed)
+				continue;
+			if (stale == NULL)
+				stale = palloc(sizeof(char *) * n * CHANCY_MAX_LIMIT_KEYS);
+			stale[nstale++] = keys[j];
+		}
+	}
+	LWLockRelease(flow_shared->lock);
+	if (nstale > 0)
+		settings = read_settings(cat, stale, nstale);
+
+	/*
+	 * Keys are entered (their settings read above) as each job comes, and
+	 * taken at once: what room needs evicted is never a key of this claim
+	 * that a job already holds.
+	 */
+	LWLockAcquire(flow_shared->lock, LW_EXCLUSIVE);
+	now = GetCurrentTimestamp();
+	for (int i = 0; i < n; i++)
+	{
+		ClaimedJob *job = jobs[i];
+		char	  **keys;
+		int			nkeys;
+		FlowKey    *k[CHANCY_MAX_LIMIT_KEYS];
+		int			refused = -1;
+
+		if (job->limit_keys == (Datum) 0)
+		{
+			jobs[kept++] = job;
+			continue;
+		}
+		keys = job_keys(job, &nkeys);
+		for (int j = 0; j < nkeys && j < CHANCY_MAX_LIMIT_KEYS; j++)
+		{
+			k[j] = find_key(keys[j]);
+			for (int s = 0; s < nstale; s++)
+				if ((k[j] == NULL || k[j]->generation != generation) &&
+					strcmp(settings[s].key, keys[j]) == 0)
+					k[j] = enter_key(&settings[s], generation, now);
+			if (refused < 0 && refuses(k[j], job, now))
+				refused = j;
+		}
+		if (refused >= 0)
+		{
+			FlowKey    *r = k[refused];
+
+			if (r != NULL)
+			{
+				r->throttled++;
+				if (!r->parked || !behind_parked(r, job))
+				{
+					r->parked = true;
+					r->park_priority = job->priority;
+					r->park_id = job->id;
+				}
+			}
+			*parked = lappend(*parked, job);
+			*park_keys = lappend(*park_keys, keys[refused]);
+			continue;
+		}
+		for (int j = 0; j < nkeys; j++)
+		{
+			k[j]->running++;
+			if (k[j]->limited && k[j]->interval_us > 0)
+				k[j]->tat = Max(k[j]->tat, now) + k[j]->interval_us;
+		}
+		job->flow_held = true;
+		jobs[kept++] = job;
+	}
+	LWLockRelease(flow_shared->lock);
+	return kept;
+}
+
+/*
+ * flow_give
+ *		Jobs from..to-1 of a batch (up to a NULL) no longer run: the slots
+ *		they hold go back.  If a key they held has parked jobs, the supervisor is woken
+ *		to release them.  Never fails (it runs on the way out too).
+ */
+void
+flow_give(ClaimedJob **jobs, int from, int to)
+{
+	bool		wake = false;
+	bool		any = false;
+
+	for (int i = from; i < to && jobs[i] != NULL && !any; i++)
+		any = jobs[i]->flow_held;
+	if (!any)
+		return;
+	LWLockAcquire(flow_shared->lock, LW_EXCLUSIVE);
+	for (int i = from; i < to && jobs[i] != NULL; i++)
+	{
+		ArrayType  *a;
+		Datum	   *elems;
+		int			n;
+
+		if (!jobs[i]->flow_held)
+			continue;
+		jobs[i]->flow_held = false;
+		a = DatumGetArrayTypeP(jobs[i]->limit_keys);
+		deconstruct_array(a, TEXTOID, -1, false, TYPALIGN_INT, &elems, NULL, &n);
+		for (int j = 0; j < n; j++)
+		{
+			char		key[NAMEDATALEN];
+			FlowKey    *k;
+
+			text_to_cstring_buffer(DatumGetTextPP(elems[j]), key, sizeof(key));
+			k = find_key(key);
+			if (k == NULL || k->running == 0)
+				continue;		/* cannot be: a key that runs is kept */
+			k->running--;
+			wake |= k->parked;
+		}
+	}
+	LWLockRelease(flow_shared->lock);
+	if (wake)
+		slots_wake_supervisor();
+}
+
+/*
+ * mark_parked
+ *		With the lock held: jobs are parked on key.  A key not in shared
+ *		memory (evicted, or never there) is entered unread: generation 0 is
+ *		never current, so its settings are read before it is used.  Until
+ *		the supervisor has looked at its parked jobs, which it does next,
+ *		every job of the key waits behind them.  False if there is no room
+ *		(flow_find_parked finds the key later).
+ */
+static bool
+mark_parked(const char *key)
+{
+	FlowKey    *k = find_key(key);
+
+	if (k == NULL)
+	{
+		Settings	none;
+
+		memset(&none, 0, sizeof(none));
+		none.key = (char *) key;
+		none.concurrency = -1;
+		k = enter_key(&none, 0, GetCurrentTimestamp());
+		if (k == NULL)
+			return false;
+	}
+	if (!k->parked)
+	{
+		k->parked = true;
+		k->park_priority = PG_INT32_MAX;
+		k->park_id = 0;
+	}
+	k->parks++;
+	return true;
+}
+
+/*
+ * flow_parked
+ *		The parking of jobs on keys (a list of key names) committed: the
+ *		supervisor releases them when the keys allow.
+ */
+void
+flow_parked(List *keys)
+{
+	ListCell   *lc;
+
+	if (keys == NIL)
+		return;
+	LWLockAcquire(flow_shared->lock, LW_EXCLUSIVE);
+	foreach(lc, keys)
+		(void) mark_parked(lfirst(lc));
+	LWLockRelease(flow_shared->lock);
+	slots_wake_supervisor();
+}
+
+/*
+ * available
+ *		How many parked jobs of k may be released now (at most UNPARK_MAX);
+ *		if none for want of time, *due is when one may.
+ */
+static int
+available(FlowKey *k, TimestampTz now, TimestampTz *due)
+{
+	int64		n = UNPARK_MAX;
+
+	if (!k->limited)
+		return UNPARK_MAX;
+	if (k->suspended_until > now)
+	{
+		*due = k->suspended_until;
+		return 0;
+	}
+	if (k->concurrency >= 0)
+		n = Min(n, k->concurrency - k->running);
+	if (n <= 0)
+		return 0;				/* a slot that frees wakes the supervisor */
+	if (k->interval_us > 0)
+	{
+		int64		ahead = k->tat - now;
+		int64		room = (int64) (k->burst - 1) * k->interval_us - ahead;
+
+		if (ahead <= 0)
+			n = Min(n, k->burst);
+		else if (room >= 0)
+			n = Min(n, room / k->interval_us + 1);
+		else
+		{
+			*due = k->tat - (int64) (k->burst - 1) * k->interval_us;
+			return 0;
+		}
+	}
+	return (int) n;
+}
+
+/*
+ * flow_unpark
+ *		The supervisor, in a transaction of its own: release parked jobs of
+ *		this database's keys as far as their slots and tokens allow, oldest
+ *		first, waking their queues' executors at commit.  Returns what
+ *		flow_unparked must be told after the commit; *wait_ms is when to
+ *		look again (-1: when woken).
+ */
+List *
+flow_unpark(ChancyCatalog *cat, long *wait_ms)
+{
+	List	   *released = NIL;
+	char	  **stale = NULL;
+	int			nstale = 0;
+	int			nwant = 0;
+	char	  **want_keys = NULL;
+	int		   *want = NULL;
+	uint64	   *want_parks = NULL;
+	TimestampTz next = 0;
+	TimestampTz now;
+	uint32		generation;
+	HASH_SEQ_STATUS seq;
+	FlowKey    *k;
+
+	*wait_ms = -1;
+	for (int pass = 0; pass < 2; pass++)
+	{
+		generation = pg_atomic_read_u32(&flow_shared->generation);
+		nstale = nwant = 0;
+		next = 0;
+		LWLockAcquire(flow_shared->lock, LW_SHARED);
+		now = GetCurrentTimestamp();
+		hash_seq_init(&seq, flow_keys);
+		while ((k = hash_seq_search(&seq)) != NULL)
+		{
+			TimestampTz due = 0;
+			int			n;
+
+			if (k->tag.dboid != MyDatabaseId || !k->parked)
+				continue;
+			if (k->generation != generation)
+			{
+				if (stale == NULL)
+					stale = palloc(sizeof(char *) * (hash_get_num_entries(flow_keys) + 1));
+				stale[nstale++] = pstrdup(k->tag.key);
+				continue;
+			}
+			n = available(k, now, &due);
+			if (n > 0)
+			{
+				if (want == NULL)
+				{
+					long		size = hash_get_num_entries(flow_keys) + 1;
+
+					want = palloc(sizeof(int) * size);
+					want_keys = palloc(sizeof(char *) * size);
+					want_parks = palloc(sizeof(uint64) * size);
+				}
+				want_keys[nwant] = pstrdup(k->tag.key);
+				want_parks[nwant] = k->parks;
+				want[nwant++] = n;
+			}
+			else if (due != 0 && (next == 0 || due < next))
+				next = due;
+		}
+		LWLockRelease(flow_shared->lock);
+		if (nstale == 0)
+			break;
+		/* settings changed: read them again, then look again */
+		{
+			Settings   *s = read_settings(cat, stale, nstale);
+
+			LWLockAcquire(flow_shared->lock, LW_EXCLUSIVE);
+			for (int i = 0; i < nstale; i++)
+			{
+				k = find_key(s[i].key);
+				if (k != NULL)
+					(void) enter_key(&s[i], generation, now);
+			}
+			LWLockRelease(flow_shared->lock);
+		}
+	}
+
+	for (int i = 0; i < nwant; i++)
+	{
+		Release    *r = palloc0(sizeof(Release));
+		int			got;
+
+		strlcpy(r->key, want_keys[i], NAMEDATALEN);
+		r->parks = want_parks[i];
+		got = queue_unpark(cat, want_keys[i], want[i], &r->rest, &r->first_priority,
+						   &r->first_id);
+		released = lappend(released, r);
+		/* the rest of a key released in full: look again at once */
+		if (got == want[i] && r->rest)
+			next = now;
+	}
+	if (next != 0)
+		*wait_ms = TimestampDifferenceMilliseconds(GetCurrentTimestamp(), next) + 1;
+	return released;
+}
+
+/*
+ * flow_unparked
+ *		After flow_unpark's commit: each key remembers the first of its
+ *		parked jobs that are left; one with none left is no longer marked
+ *		parked, unless a job was parked on it meanwhile.
+ */
+void
+flow_unparked(List *released)
+{
+	ListCell   *lc;
+
+	if (released == NIL)
+		return;
+	LWLockAcquire(flow_shared->lock, LW_EXCLUSIVE);
+	foreach(lc, released)
+	{
+		Release    *r = lfirst(lc);
+		FlowKey    *k = find_key(r->key);
+
+		if (k == NULL)
+			continue;
+		if (r->rest)
+		{
+			k->park_priority = r->first_priority;
+			k->park_id = r->first_id;
+		}
+		else if (k->parks == r->parks)
+			k->parked = false;
+	}
+	LWLockRelease(flow_shared->lock);
+}
+
+/*
+ * flow_find_parked
+ *		The supervisor, when it starts and now and then: every key that jobs
+ *		are parked on in the table is marked parked in shared memory (after
+ *		a restart, or where there was no room for it), so that they are
+ *		released.  Its settings are read when it is looked at.
+ */
+void
+flow_find_parked(ChancyCatalog *cat)
+{
+	List	   *keys = queue_parked_keys(cat);
+	ListCell   *lc;
+
+	LWLockAcquire(flow_shared->lock, LW_EXCLUSIVE);
+	foreach(lc, keys)
+		if (!mark_parked(lfirst(lc)))
+			break;
+	LWLockRelease(flow_shared->lock);
+}
+
+/*
+ * flow_changed
+ *		A change to chancy_limits committed: every key reads its settings
+ *		again, and the supervisor looks at the parked jobs.
+ */
+void
+flow_changed(void)
+{
+	pg_atomic_fetch_add_u32(&flow_shared->generation, 1);
+	slots_wake_supervisor();
+}
+
+/*
+ * chancy_limits_changed
+ *		Statement trigger on chancy_limits: flow_changed() at commit.
+ */
+Datum
+chancy_limits_changed(PG_FUNCTION_ARGS)
+{
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("function chancy_limits_changed() must be called as a trigger")));
+	wakeup_limits_at_commit();
+	return PointerGetDatum(NULL);
+}
+
+/*
+ * chancy_limit_state() RETURNS SETOF record
+ *		The limited keys of this database in shared memory: key, concurrency,
+ *		running, rate, per, burst, tokens now, next token at, suspended
+ *		until, throttled.  A rate is shown as one per its interval.
+ */
+Datum
+chancy_limit_state(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	HASH_SEQ_STATUS seq;
+	FlowKey    *k;
+	TimestampTz now = GetCurrentTimestamp();
+	List	   *copies = NIL;
+	ListCell   *lc;
+
+	InitMaterializedSRF(fcinfo, 0);
+	LWLockAcquire(flow_shared->lock, LW_SHARED);
+	hash_seq_init(&seq, flow_keys);
+	while ((k = hash_seq_search(&seq)) != NULL)
+	{
+		FlowKey    *copy;
+
+		if (k->tag.dboid != MyDatabaseId || !k->limited)
+			continue;
+		copy = palloc(sizeof(FlowKey));
+		memcpy(copy, k, sizeof(FlowKey));
+		copies = lappend(copies, copy);
+	}
+	LWLockRelease(flow_shared->lock);
+
+	foreach(lc, copies)
+	{
+		Datum		values[10];
+		bool		nulls[10];
+		TimestampTz due = 0;
+
+		k = lfirst(lc);
+		memset(nulls, 0, sizeof(nulls));
+		values[0] = CStringGetTextDatum(k->tag.key);
+		values[1] = Int32GetDatum(k->concurrency);
+		nulls[1] = k->concurrency < 0;
+		values[2] = Int32GetDatum(k->running);
+		if (k->interval_us > 0)
+		{
+			Interval   *per = palloc0(sizeof(Interval));
+			int64		ahead = k->tat - now;
+			int64		room = (int64) (k->burst - 1) * k->interval_us - ahead;
+
+			per->time = k->per_ms * 1000;
+			values[3] = Int32GetDatum(k->rate);
+			values[4] = IntervalPGetDatum(per);
+			values[5] = Int32GetDatum(k->burst);
+			values[6] = Int32GetDatum(ahead <= 0 ? k->burst :
+									  room < 0 ? 0 : (int) (room / k->interval_us) + 1);
+			due = ahead <= 0 ? now : room < 0 ?
+				k->tat - (int64) (k->burst - 1) * k->interval_us : now;
+			values[7] = TimestampTzGetDatum(due);
+		}
+		else
+			nulls[3] = nulls[4] = nulls[5] = nulls[6] = nulls[7] = true;
+		values[8] = TimestampTzGetDatum(k->suspended_until);
+		nulls[8] = k->suspended_until == 0;
+		values[9] = Int64GetDatum((int64) k->throttled);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}

@@ -1,0 +1,190 @@
+# Flow control (chancy_limits, src/flow.c): with 8 executors, jobs holding a
+# key of concurrency 2 never run more than 2 at once; a pattern is every
+# matching key's default; a rate spaces starts, a burst lets that many start
+# at once; jobs of a saturated key wait parked while the jobs behind them
+# run; a cancel ends a parked job; raising a limit under load applies within
+# a second; a crash (an immediate stop) leaves the counts right and the
+# parked jobs proceed; many distinct keys stay within chancy.max_limit_keys.
+use strict;
+use warnings;
+use FindBin;
+use lib $FindBin::RealBin;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use Time::HiRes qw(time);
+use ChancyTest;
+
+my $node = chancy_node('flow', qq{
+chancy.queues = 'default:8'
+chancy.max_executors = 8
+max_worker_processes = 16
+chancy.max_limit_keys = 1000
+});
+sub sql { return $node->safe_psql('postgres', shift); }
+
+# span: sleeps kwargs.s seconds; its result is when it started and ended
+sql(q{CREATE EXTENSION chancy;
+	CREATE FUNCTION span(kwargs jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+	DECLARE s timestamptz := clock_timestamp();
+	BEGIN
+		PERFORM pg_sleep(coalesce((kwargs->>'s')::float8, 0));
+		RETURN jsonb_build_object('s', s, 'e', clock_timestamp());
+	END $$;});
+
+# Push $n span jobs sleeping $s seconds, holding keys $keys (a text[]
+# literal; each "%" becomes the job's number), tagged $tag in meta.
+sub push_spans
+{
+	my ($n, $s, $keys, $tag) = @_;
+	my $k = $keys eq 'NULL' ? 'NULL' : "replace('$keys', '%', i::text)::text[]";
+	sql(qq{SELECT count(*) FROM (SELECT unnest(chancy_push_many(ARRAY(
+		SELECT chancy_with_meta(chancy_with_limit_keys(chancy_with_kwargs(chancy_job('span'),
+			jsonb_build_object('s', $s)), $k), '{"tag": "$tag"}')
+		FROM generate_series(1, $n) i)))) x});
+}
+
+# Wait until every job tagged $tag has ended; die after $secs seconds.
+sub drained
+{
+	my ($tag, $secs) = @_;
+	my $deadline = time + ($secs // 180);
+	while (time < $deadline)
+	{
+		return 1 if sql(qq{SELECT count(*) FROM chancy_jobs WHERE meta->>'tag' = '$tag'
+			AND state IN ('pending', 'retrying', 'running')}) == 0;
+		select(undef, undef, undef, 0.1);
+	}
+	die "jobs tagged $tag did not end";
+}
+
+# The most jobs tagged $tag (and matching $where) that ran at once, from
+# the times each recorded.
+sub max_overlap
+{
+	my ($tag, $where) = @_;
+	$where //= 'true';
+	return sql(qq{WITH iv AS (SELECT (result->>'s')::timestamptz s, (result->>'e')::timestamptz e
+			FROM chancy_jobs WHERE meta->>'tag' = '$tag' AND state = 'succeeded' AND $where),
+		ev AS (SELECT s AS t, 1 AS d FROM iv UNION ALL SELECT e, -1 FROM iv)
+		SELECT coalesce(max(c), 0) FROM (SELECT sum(d) OVER (ORDER BY t, d) c FROM ev) x});
+}
+
+# --- concurrency 2 with 8 executors: never more than 2 at once
+sql(q{SELECT chancy_set_limit('A', concurrency => 2)});
+push_spans(2000, 0.002, '{A}', 'conc');
+drained('conc');
+is(sql(q{SELECT count(*) FROM chancy_jobs WHERE meta->>'tag' = 'conc' AND state = 'succeeded'}),
+	'2000', 'all 2,000 jobs of key A succeeded');
+is(max_overlap('conc'), '2', 'never more than 2 jobs of key A ran at once (8 executors)');
+is(sql(q{SELECT sum(attempts) FROM chancy_jobs WHERE meta->>'tag' = 'conc'}), '2000',
+	'parking took back the runs the claims counted: one attempt each');
+is(sql(q{SELECT running || '/' || parked FROM chancy_limit_stats WHERE key = 'A'}), '0/0',
+	'afterwards key A has nothing running or parked');
+ok(sql(q{SELECT throttled > 0 FROM chancy_limit_stats WHERE key = 'A'}) eq 't',
+	'jobs of key A were throttled on the way');
+
+# --- a pattern is the default of every key it begins; jobs also hold two keys
+sql(q{SELECT chancy_set_limit('customer:*', concurrency => 1)});
+push_spans(20, 0.02, '{customer:1}', 'pat1');
+push_spans(20, 0.02, '{customer:2,other}', 'pat2');
+drained('pat1');
+drained('pat2');
+is(max_overlap('pat1'), '1', 'customer:1 follows customer:* (concurrency 1)');
+is(max_overlap('pat2'), '1', 'so does customer:2, held with another key');
+cmp_ok(max_overlap('pat1') + 0, '<', sql(q{
+	WITH iv AS (SELECT (result->>'s')::timestamptz s, (result->>'e')::timestamptz e
+		FROM chancy_jobs WHERE meta->>'tag' IN ('pat1', 'pat2')),
+	ev AS (SELECT s AS t, 1 AS d FROM iv UNION ALL SELECT e, -1 FROM iv)
+	SELECT max(c) FROM (SELECT sum(d) OVER (ORDER BY t, d) c FROM ev) x}) + 0,
+	'but the two customers ran side by side');
+
+# --- two keys held in opposite orders: no deadlock, both limits hold
+sql(q{SELECT chancy_set_limit('X', concurrency => 1); SELECT chancy_set_limit('Y', concurrency => 1)});
+push_spans(100, 0.001, '{X,Y}', 'xy');
+push_spans(100, 0.001, '{Y,X}', 'xy');
+drained('xy', 60);
+is(sql(q{SELECT count(*) FROM chancy_jobs WHERE meta->>'tag' = 'xy' AND state = 'succeeded'}),
+	'200', 'jobs holding {X,Y} and {Y,X} all ran');
+is(max_overlap('xy'), '1', 'one at a time, as each key allows');
+
+# --- no head-of-line blocking: a saturated key's jobs wait parked, the
+# jobs behind them run
+sql(q{SELECT chancy_set_limit('slow', concurrency => 1)});
+push_spans(120, 0.3, '{slow}', 'hol');
+my $t0 = time;
+push_spans(500, 0, 'NULL', 'free');
+drained('free', 60);
+my $free_secs = time - $t0;
+cmp_ok(sql(q{SELECT count(*) FROM chancy_jobs WHERE meta->>'tag' = 'hol'
+	AND state IN ('pending', 'running')}), '>', 110,
+	'the jobs of the saturated key still wait');
+cmp_ok($free_secs, '<', 30, "500 jobs behind them ran meanwhile (${free_secs}s)");
+cmp_ok(sql(q{SELECT parked FROM chancy_limit_stats WHERE key = 'slow'}), '>', 100,
+	'they wait parked, outside the ready jobs');
+is(sql(q{SELECT count(*) FROM chancy_jobs WHERE parked_on IS NOT NULL AND claim IS DISTINCT FROM 0}),
+	'0', 'a job is parked_on a key only while parked (claim 0)');
+
+# a cancel ends a parked job at once
+my $parked = sql(q{SELECT min(id) FROM chancy_jobs WHERE claim = 0 AND parked_on = 'slow'});
+is(sql(qq{SELECT state || '|' || coalesce(claim::text, 'null') || '|' || coalesce(parked_on, 'null')
+	FROM chancy_cancel($parked)}), 'cancelled|null|null', 'a cancel ends a parked job at once');
+
+# --- raising a limit under load applies within a second
+my $set_at = sql(q{SELECT clock_timestamp() FROM chancy_set_limit('slow', concurrency => 4)});
+$node->poll_query_until('postgres', q{SELECT count(*) >= 4 FROM chancy_jobs
+	WHERE meta->>'tag' = 'hol' AND state = 'running'}) or die 'the raised limit never applied';
+my $took = sql(qq{SELECT extract(epoch FROM max(started_at) - '$set_at')
+	FROM (SELECT started_at FROM chancy_jobs WHERE meta->>'tag' = 'hol'
+		  AND started_at > '$set_at' ORDER BY started_at LIMIT 3) s});
+cmp_ok($took, '<', 1.0, "concurrency 1 -> 4: 3 more jobs started within ${took}s");
+
+# --- a crash: the counts start over right, and parked jobs proceed
+sql(q{SELECT chancy_set_limit('slow', concurrency => 2)});
+$node->poll_query_until('postgres', q{SELECT count(*) = 2 FROM chancy_jobs
+	WHERE meta->>'tag' = 'hol' AND state = 'running'}) or die 'no 2 running';
+$node->stop('immediate');
+$node->start;
+drained('hol', 300);
+is(sql(q{SELECT count(*) FROM chancy_jobs WHERE meta->>'tag' = 'hol' AND state = 'succeeded'}),
+	'119', 'after a crash every parked job of key slow ran');
+cmp_ok(max_overlap('hol'), '<=', 4, 'key slow never ran over the highest limit it had (4)');
+is(sql(q{SELECT running || '/' || parked FROM chancy_limit_stats WHERE key = 'slow'}), '0/0',
+	'and nothing counts as running after them');
+
+# --- rates: 10 per second spaces starts by 100 ms; no 10 s window holds
+# more than 101.  Starts as chancy records them (started_at): a job's own
+# clock also counts what the executor does before calling it (compiling a
+# PL/pgSQL function the first time, for one)
+sql(q{SELECT chancy_set_limit('R', rate => 10, per => '1 second')});
+push_spans(105, 0, '{R}', 'rate');
+drained('rate', 60);
+my ($gap, $window) = split /\|/, sql(q{
+	WITH s AS (SELECT started_at t FROM chancy_jobs WHERE meta->>'tag' = 'rate')
+	SELECT (SELECT extract(epoch FROM min(d)) * 1000 FROM (SELECT t - lag(t) OVER (ORDER BY t) d FROM s) x),
+		   (SELECT max((SELECT count(*) FROM s b WHERE b.t >= a.t AND b.t < a.t + interval '10 s')) FROM s a)});
+cmp_ok($gap, '>=', 95, "starts of a 10/s key are at least 95 ms apart (${gap} ms)");
+cmp_ok($window, '<=', 101, "no 10 s window holds more than 101 starts ($window)");
+
+# --- a burst lets that many start at once
+sql(q{SELECT chancy_set_limit('B', rate => 1, per => '1 minute', burst => 20)});
+push_spans(25, 0, '{B}', 'burst');
+$node->poll_query_until('postgres', q{SELECT count(*) = 20 FROM chancy_jobs
+	WHERE meta->>'tag' = 'burst' AND state = 'succeeded'}) or die 'no burst';
+is(sql(q{SELECT extract(epoch FROM max((result->>'s')::timestamptz) - min((result->>'s')::timestamptz)) < 1
+	FROM chancy_jobs WHERE meta->>'tag' = 'burst' AND state = 'succeeded'}), 't',
+	'burst 20: 20 started at once');
+is(sql(q{SELECT parked || '|' || tokens FROM chancy_limit_stats WHERE key = 'B'}), '5|0',
+	'the other 5 wait parked for the next token');
+sql(q{SELECT chancy_cancel(id) FROM chancy_jobs WHERE meta->>'tag' = 'burst' AND state = 'pending'});
+
+# --- many distinct keys: shared memory holds at most chancy.max_limit_keys
+push_spans(100000, 0, '{customer:%}', 'many');
+drained('many', 300);
+is(sql(q{SELECT count(*) FROM chancy_jobs WHERE meta->>'tag' = 'many' AND state = 'succeeded'}),
+	'100000', '100,000 jobs with distinct keys ran, with room for 1,000 keys');
+cmp_ok(sql(q{SELECT count(*) FROM chancy_limit_state()}), '<=', 1000,
+	'shared memory held at most chancy.max_limit_keys of them');
+
+$node->stop;
+done_testing();
