@@ -14,7 +14,7 @@ PG_CPPFLAGS = -I$(srcdir)/include
 # Every test starts its own throwaway instance with chancy preloaded.
 REGRESS = push definitions builders unique privileges queues wait plan cron schedules commands limits
 REGRESS_OPTS = --temp-instance=tmp_check --temp-config=test/chancy.conf
-ISOLATION = unique_push schedule_race
+ISOLATION = unique_push schedule_race limit_race
 ISOLATION_OPTS = --temp-instance=tmp_check_iso --temp-config=test/chancy.conf
 TAP_TESTS = 1
 

@@ -477,7 +477,9 @@ CREATE FUNCTION chancy_declare_queue(
 	time_limit interval DEFAULT NULL,
 	executor text DEFAULT NULL,
 	prune_after interval DEFAULT NULL,
-	memory_limit bigint DEFAULT NULL)
+	memory_limit bigint DEFAULT NULL,
+	rate int DEFAULT NULL,
+	per interval DEFAULT NULL)
 	RETURNS chancy_queues
 	LANGUAGE plpgsql SECURITY DEFINER
 	SET search_path = pg_catalog, pg_temp AS $$
@@ -526,6 +528,33 @@ BEGIN
 								  asked, budget, current_setting('chancy.max_executors')),
 				  HINT = 'Lower the concurrency of a queue, or raise chancy.max_executors (and max_worker_processes) and restart the server.';
 	END IF;
+	-- a rate of the queue is the limit of key queue:<name> (see chancy_limits)
+	IF rate IS NOT NULL OR per IS NOT NULL THEN
+		IF rate IS NULL THEN
+			RAISE EXCEPTION 'queue "%" has an interval but no rate', name
+				USING ERRCODE = 'invalid_parameter_value',
+					  HINT = 'per shapes a rate: pass rate => n too (0 removes the rate).';
+		END IF;
+		IF octet_length(name) > 57 THEN
+			RAISE EXCEPTION 'queue name "%" is too long for a rate', name
+				USING ERRCODE = 'name_too_long',
+					  HINT = 'The rate of a queue is the limit key queue:<name>, of at most 63 bytes.';
+		END IF;
+		IF rate = 0 THEN
+			UPDATE @extschema@.chancy_limits l SET rate = NULL, per = NULL, burst = 1,
+				   updated_at = now()
+			 WHERE l.key = 'queue:' || chancy_declare_queue.name;
+			DELETE FROM @extschema@.chancy_limits l
+			 WHERE l.key = 'queue:' || chancy_declare_queue.name AND l.concurrency IS NULL
+			   AND l.rate IS NULL AND l.suspended_until IS NULL;
+		ELSE
+			INSERT INTO @extschema@.chancy_limits AS l (key, rate, per)
+			VALUES ('queue:' || name, rate, coalesce(per, '1 second'))
+			ON CONFLICT ON CONSTRAINT chancy_limits_pkey DO UPDATE
+			   SET rate = excluded.rate, per = coalesce(chancy_declare_queue.per, l.per, '1 second'),
+				   updated_at = now();
+		END IF;
+	END IF;
 	RETURN q;
 EXCEPTION WHEN check_violation THEN
 	-- each rule is stated once, in the table; here it gets its message
@@ -551,6 +580,14 @@ EXCEPTION WHEN check_violation THEN
 		RAISE EXCEPTION 'invalid executor "%" for queue "%"', executor, name
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'Use "process" (jobs run in the executor) or "isolated" (C jobs run in a forked child).';
+	WHEN 'chancy_limits_rate_check' THEN
+		RAISE EXCEPTION 'invalid rate % for queue "%"', rate, name
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'A rate is how many jobs of the queue start per interval, from 1 to 1000000; 0 removes it.';
+	WHEN 'chancy_limits_per_check' THEN
+		RAISE EXCEPTION 'invalid interval % for the rate of queue "%"', per, name
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'The interval of a rate is from 1 ms to 366 days, without negative parts.';
 	WHEN 'chancy_queues_prune_after_check' THEN
 		RAISE EXCEPTION 'invalid prune_after % for queue "%"', prune_after, name
 			USING ERRCODE = 'invalid_parameter_value',
@@ -565,8 +602,8 @@ EXCEPTION WHEN check_violation THEN
 				  HINT = 'backoff_base is from 1 ms to 366 days, backoff_factor at least 1, backoff_max from backoff_base to 366 days.';
 	END CASE;
 END $$;
-COMMENT ON FUNCTION chancy_declare_queue(text, int, interval, float8, interval, interval, text, interval, bigint) IS
-	'Declare a queue, or change the settings given (NULL keeps one; 0 removes a limit)';
+COMMENT ON FUNCTION chancy_declare_queue(text, int, interval, float8, interval, interval, text, interval, bigint, int, interval) IS
+	'Declare a queue, or change the settings given (NULL keeps one; 0 removes a limit); rate per interval is the limit key queue:<name>';
 
 CREATE FUNCTION chancy_pause_queue(name text, resume_at timestamptz DEFAULT NULL)
 	RETURNS chancy_queues
@@ -631,12 +668,13 @@ BEGIN
 		END IF;
 	END IF;
 	DELETE FROM @extschema@.chancy_queues q WHERE q.name = chancy_delete_queue.name;
+	DELETE FROM @extschema@.chancy_limits l WHERE l.key = 'queue:' || chancy_delete_queue.name;
 END $$;
 COMMENT ON FUNCTION chancy_delete_queue(text, boolean) IS
 	'Delete a queue; with purge_jobs, its jobs too: those an executor runs finish first, those it holds but has not started are cancelled';
 
 REVOKE EXECUTE ON FUNCTION
-	chancy_declare_queue(text, int, interval, float8, interval, interval, text, interval, bigint),
+	chancy_declare_queue(text, int, interval, float8, interval, interval, text, interval, bigint, int, interval),
 	chancy_pause_queue(text, timestamptz), chancy_resume_queue(text),
 	chancy_delete_queue(text, boolean)
 	FROM PUBLIC;
@@ -981,7 +1019,7 @@ CREATE TABLE chancy_limits (
 	CONSTRAINT chancy_limits_rate_per_check CHECK ((rate IS NULL) = (per IS NULL))
 );
 COMMENT ON TABLE chancy_limits IS
-	'Limits of the keys jobs hold (chancy_jobs.limit_keys): a job starts only when each of its keys has a free concurrency slot and a token.  A key ending in * is the default of every key it begins.  Written through chancy_set_limit(), chancy_drop_limit() and chancy_suspend_key()';
+	'Limits of the keys jobs hold (chancy_jobs.limit_keys): a job starts only when each of its keys has a free concurrency slot and a token.  A key ending in * is the default of every key it begins; a row that sets neither concurrency nor rate (one chancy_suspend_key() made) only suspends, and the key keeps its pattern''s limits.  Written through chancy_set_limit(), chancy_drop_limit() and chancy_suspend_key()';
 COMMENT ON COLUMN chancy_limits.key IS
 	'A key (customer:42), or a pattern (customer:*) that keys beginning with its text follow unless they have a row of their own (the longest pattern wins)';
 COMMENT ON COLUMN chancy_limits.concurrency IS
@@ -991,7 +1029,7 @@ COMMENT ON COLUMN chancy_limits.rate IS
 COMMENT ON COLUMN chancy_limits.burst IS
 	'How many starts the rate lets through at once after a quiet spell';
 COMMENT ON COLUMN chancy_limits.suspended_until IS
-	'No job holding the key starts before then (chancy_suspend_key())';
+	'No job holding the key (or, for a pattern, a key it begins) starts before then (chancy_suspend_key())';
 
 REVOKE ALL ON chancy_limits FROM PUBLIC;
 
@@ -1089,6 +1127,45 @@ COMMENT ON FUNCTION chancy_drop_limit(text) IS
 
 REVOKE EXECUTE ON FUNCTION chancy_set_limit(text, int, int, interval, int),
 	chancy_drop_limit(text) FROM PUBLIC;
+
+CREATE FUNCTION chancy_suspend_key(key text, until timestamptz)
+	RETURNS chancy_limits
+	LANGUAGE plpgsql SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	l @extschema@.chancy_limits;
+BEGIN
+	IF key IS NULL THEN
+		RAISE EXCEPTION 'limit key must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
+	IF NOT isfinite(until) THEN
+		RAISE EXCEPTION 'a key cannot be suspended until %', until
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'Give a finite time; NULL ends a suspension.';
+	END IF;
+	INSERT INTO @extschema@.chancy_limits AS c (key, suspended_until)
+	VALUES (key, until)
+	ON CONFLICT ON CONSTRAINT chancy_limits_pkey DO UPDATE
+	   SET suspended_until = excluded.suspended_until, updated_at = now()
+	RETURNING * INTO l;
+	RETURN l;
+EXCEPTION WHEN check_violation THEN
+	RAISE EXCEPTION 'invalid limit key "%"', key
+		USING ERRCODE = 'invalid_parameter_value',
+			  HINT = 'A key is 1 to 63 bytes; a * may only end it (customer:* is the default of every customer:<id>).';
+END $$;
+COMMENT ON FUNCTION chancy_suspend_key(text, timestamptz) IS
+	'No job holding the key (or a key the pattern begins) starts before until (NULL: resume now); its limits are kept';
+
+CREATE FUNCTION chancy_limit_acquire(key text, cost int DEFAULT 1, timeout interval DEFAULT NULL)
+	RETURNS boolean
+	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION chancy_limit_acquire(text, int, interval) IS
+	'Take cost tokens of the key''s rate for work that is not a job, waiting up to timeout (NULL: as long as needed); false if the time ran out.  Tokens are not given back if the transaction rolls back';
+
+REVOKE EXECUTE ON FUNCTION chancy_suspend_key(text, timestamptz),
+	chancy_limit_acquire(text, int, interval) FROM PUBLIC;
 
 CREATE FUNCTION chancy_with_limit_keys(job chancy_job, limit_keys text[])
 	RETURNS chancy_job

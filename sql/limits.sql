@@ -46,6 +46,67 @@ SELECT chancy_drop_limit('nothing');
 SELECT chancy_drop_limit('stop');
 SELECT count(*) FROM chancy_limits WHERE key = 'stop';
 
+-- tokens for work that is not a job: chancy_limit_acquire
+SELECT chancy_limit_acquire('unlimited');
+SELECT key FROM chancy_set_limit('api', rate => 1, per => '1 hour', burst => 3);
+SELECT chancy_limit_acquire('api', 2);
+SELECT chancy_limit_acquire('api', timeout => '0');
+SELECT chancy_limit_acquire('api', timeout => '10 ms');
+SELECT key, tokens, next_token_at > now() + interval '59 min' AS in_an_hour
+  FROM chancy_limit_stats WHERE key = 'api';
+SELECT chancy_limit_acquire('api', 4);
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_limit_acquire('api', 0);
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_limit_acquire('api', timeout => '-1 s');
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_limit_acquire(NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_limit_acquire('api:*');
+\echo :LAST_ERROR_SQLSTATE
+
+-- suspending a key: nothing starts before then; its limits are kept
+SELECT key, concurrency, suspended_until
+  FROM chancy_suspend_key('customer:42', '2100-01-01 00:00:00+00');
+SELECT chancy_limit_acquire('customer:42', timeout => '0');
+SELECT key, concurrency, suspended_until FROM chancy_suspend_key('customer:42', NULL);
+SELECT chancy_limit_acquire('customer:42', timeout => '0');
+-- a key suspended without a row of its own keeps its pattern's limits
+SELECT key FROM chancy_set_limit('tenant:*', rate => 1, per => '1 hour');
+SELECT key, concurrency, rate FROM chancy_suspend_key('tenant:9', '2001-01-01 00:00:00+00');
+SELECT chancy_limit_acquire('tenant:9', timeout => '0');
+SELECT chancy_limit_acquire('tenant:9', timeout => '0');
+SELECT key, rate, suspended_until IS NOT NULL AS suspended FROM chancy_limit_stats
+ WHERE key = 'tenant:9';
+-- a pattern suspends every key it begins
+SELECT key FROM chancy_suspend_key('tenant:*', 'infinity');
+\echo :LAST_ERROR_SQLSTATE
+SELECT key FROM chancy_suspend_key('tenant:*', '2100-01-01 00:00:00+00');
+SELECT chancy_limit_acquire('tenant:10', timeout => '0');
+SELECT chancy_suspend_key('bad*key', NULL);
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_suspend_key(NULL, NULL);
+\echo :LAST_ERROR_SQLSTATE
+
+-- a queue's rate is the limit of key queue:<name>
+SELECT name FROM chancy_declare_queue('metered', 0, rate => 100);
+SELECT key, rate, per FROM chancy_limits WHERE key = 'queue:metered';
+SELECT name FROM chancy_declare_queue('metered', rate => 5, per => '1 minute');
+SELECT key, rate, per FROM chancy_limits WHERE key = 'queue:metered';
+SELECT name FROM chancy_declare_queue('metered', per => '1 second');
+\echo :LAST_ERROR_SQLSTATE
+SELECT name FROM chancy_declare_queue('metered', rate => -1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT name FROM chancy_declare_queue('metered', rate => 1, per => '0');
+\echo :LAST_ERROR_SQLSTATE
+SELECT name FROM chancy_declare_queue(repeat('q', 60), 0, rate => 1);
+\echo :LAST_ERROR_SQLSTATE
+SELECT name FROM chancy_declare_queue('metered', rate => 0);
+SELECT count(*) FROM chancy_limits WHERE key = 'queue:metered';
+SELECT name FROM chancy_declare_queue('metered', rate => 7);
+SELECT chancy_delete_queue('metered');
+SELECT count(*) FROM chancy_limits WHERE key = 'queue:metered';
+
 -- jobs hold keys: chancy_with_limit_keys, checked
 CREATE FUNCTION limited(kwargs jsonb) RETURNS void LANGUAGE sql AS '';
 SELECT (chancy_with_limit_keys(chancy_job('limited'), '{stripe,customer:7}')).limit_keys;
@@ -94,6 +155,10 @@ SELECT chancy_drop_limit('stripe');
 SELECT count(*) FROM chancy_limits;
 \echo :LAST_ERROR_SQLSTATE
 SELECT count(*) FROM chancy_limit_stats;
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_limit_acquire('api');
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_suspend_key('api', NULL);
 \echo :LAST_ERROR_SQLSTATE
 RESET ROLE;
 GRANT EXECUTE ON FUNCTION chancy_set_limit(text, int, int, interval, int) TO regress_limit_user;

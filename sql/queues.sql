@@ -82,7 +82,7 @@ SELECT chancy_delete_queue('emails');
 SELECT count(*) > 0 AS can_read FROM chancy_queues;
 RESET ROLE;
 GRANT EXECUTE ON FUNCTION
-  chancy_declare_queue(text, int, interval, float8, interval, interval, text, interval, bigint),
+  chancy_declare_queue(text, int, interval, float8, interval, interval, text, interval, bigint, int, interval),
   chancy_pause_queue(text, timestamptz), chancy_resume_queue(text),
   chancy_delete_queue(text, boolean)
   TO regress_chancy_queuer;
@@ -93,7 +93,7 @@ SELECT name, paused_until IS NULL AS resumed FROM chancy_resume_queue('mine');
 SELECT chancy_delete_queue('mine');
 RESET ROLE;
 REVOKE ALL ON FUNCTION
-  chancy_declare_queue(text, int, interval, float8, interval, interval, text, interval, bigint),
+  chancy_declare_queue(text, int, interval, float8, interval, interval, text, interval, bigint, int, interval),
   chancy_pause_queue(text, timestamptz), chancy_resume_queue(text),
   chancy_delete_queue(text, boolean)
   FROM regress_chancy_queuer;

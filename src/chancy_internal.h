@@ -415,7 +415,7 @@ typedef struct ClaimedJob
 	int32		priority;
 	bool		command;		/* runs chancy_run_command: see command.c */
 	Datum		limit_keys;		/* text[], or 0: none (see flow.c) */
-	bool		flow_held;		/* it holds slots of its keys */
+	List	   *flow_keys;		/* the keys whose slots it holds */
 } ClaimedJob;
 
 /* A queue's settings, as the claim reads them. */
@@ -482,8 +482,8 @@ extern List *queue_parked_keys(ChancyCatalog *cat);
  */
 extern Size flow_shmem_size(void);
 extern void flow_shmem_init(LWLock *lock);
-extern int	flow_take(ChancyCatalog *cat, ClaimedJob **jobs, int n, List **parked,
-					  List **park_keys);
+extern int	flow_take(ChancyCatalog *cat, const char *queue, ClaimedJob **jobs, int n,
+					  List **parked, List **park_keys);
 extern void flow_give(ClaimedJob **jobs, int from, int to);
 extern void flow_parked(List *keys);
 extern List *flow_unpark(ChancyCatalog *cat, long *wait_ms);

@@ -40,6 +40,7 @@
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "pgstat.h"
 #include "port/atomics.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
@@ -52,9 +53,14 @@
 
 PG_FUNCTION_INFO_V1(chancy_limits_changed);
 PG_FUNCTION_INFO_V1(chancy_limit_state);
+PG_FUNCTION_INFO_V1(chancy_limit_acquire);
 
 /* at most this many parked jobs of a key are released at once */
 #define UNPARK_MAX 1000
+/* the key of a queue's own limits is this and its name */
+#define QUEUE_KEY_PREFIX "queue:"
+/* suspended_until of a key that is not suspended (any time is a real one) */
+#define NOT_SUSPENDED DT_NOBEGIN
 
 /* A key of a database: what the hash table is keyed by. */
 typedef struct FlowTag
@@ -74,7 +80,7 @@ typedef struct FlowKey
 	int64		per_ms;
 	int64		interval_us;	/* so one token per interval */
 	int32		burst;
-	TimestampTz suspended_until;	/* 0: not suspended */
+	TimestampTz suspended_until;	/* NOT_SUSPENDED: none */
 	int32		running;		/* jobs holding it (whether limited or not) */
 	TimestampTz tat;			/* GCRA: theoretical arrival time */
 	bool		parked;			/* jobs may be parked on it */
@@ -234,9 +240,10 @@ find_key(const char *key)
 
 /*
  * read_settings
- *		The settings of keys from chancy_limits: each its own row, else the
- *		longest pattern that begins it, else none.  Allocated in the current
- *		memory context.
+ *		The settings of keys from chancy_limits: each its own row's limits,
+ *		else those of the longest pattern that begins it, else none; a row
+ *		of its own that sets no limit (chancy_suspend_key made it) only
+ *		suspends.  Allocated in the current memory context.
  */
 static Settings *
 read_settings(ChancyCatalog *cat, char **keys, int n)
@@ -251,16 +258,19 @@ read_settings(ChancyCatalog *cat, char **keys, int n)
 		elems[i] = CStringGetTextDatum(keys[i]);
 	arg = PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
 	catalog_sql_begin(cat, true, &sql);
-	if (SPI_execute_with_args(psprintf("SELECT l.key IS NOT NULL, l.concurrency, l.rate,"
-									   " %1$s.chancy_interval_ms(l.per), l.burst,"
-									   " l.suspended_until"
+	if (SPI_execute_with_args(psprintf("WITH s AS (SELECT k.n, o.key IS NOT NULL OR (p.c).key IS NOT NULL"
+									   "  AS limited, CASE WHEN o.concurrency IS NOT NULL"
+									   "  OR o.rate IS NOT NULL THEN o ELSE p.c END AS l,"
+									   "  greatest(o.suspended_until, (p.c).suspended_until) AS until"
 									   " FROM unnest($1) WITH ORDINALITY AS k(key, n)"
-									   " LEFT JOIN LATERAL (SELECT * FROM %1$s.chancy_limits c"
-									   "  WHERE c.key = k.key OR c.key = ANY (ARRAY("
-									   "   SELECT left(k.key, i) || '*'"
+									   " LEFT JOIN %1$s.chancy_limits o ON o.key = k.key"
+									   " LEFT JOIN LATERAL (SELECT c FROM %1$s.chancy_limits c"
+									   "  WHERE c.key = ANY (ARRAY(SELECT left(k.key, i) || '*'"
 									   "   FROM generate_series(0, length(k.key)) i))"
-									   "  ORDER BY c.key = k.key DESC, length(c.key) DESC"
-									   "  LIMIT 1) l ON true ORDER BY k.n",
+									   "  ORDER BY length(c.key) DESC LIMIT 1) p ON true)"
+									   " SELECT limited, (l).concurrency, (l).rate,"
+									   "  %1$s.chancy_interval_ms((l).per), (l).burst, until"
+									   " FROM s ORDER BY n",
 									   cat->nspname),
 							  1, &argtype, &arg, NULL, true, 0) != SPI_OK_SELECT ||
 		SPI_processed != (uint64) n)
@@ -288,25 +298,74 @@ read_settings(ChancyCatalog *cat, char **keys, int n)
 			s[i].burst = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
 		}
 		d = SPI_getbinval(tup, desc, 6, &isnull);
-		s[i].suspended_until = isnull ? 0 : DatumGetTimestampTz(d);
+		s[i].suspended_until = isnull ? NOT_SUSPENDED : DatumGetTimestampTz(d);
 	}
 	catalog_sql_end(&sql);
 	return s;
 }
 
-/* The keys of a job's limit_keys, as C strings. */
+/*
+ * job_keys
+ *		The keys a job holds, as C strings: its limit_keys, and its queue's
+ *		key (qkey) if that has limits (NULL if not).  *n is how many.
+ */
 static char **
-job_keys(ClaimedJob *job, int *n)
+job_keys(ClaimedJob *job, const char *qkey, int *n)
 {
-	Datum	   *elems;
+	Datum	   *elems = NULL;
 	char	  **keys;
 
-	deconstruct_array(DatumGetArrayTypeP(job->limit_keys), TEXTOID, -1, false,
-					  TYPALIGN_INT, &elems, NULL, n);
-	keys = palloc(sizeof(char *) * Max(*n, 1));
+	*n = 0;
+	if (job->limit_keys != (Datum) 0)
+		deconstruct_array(DatumGetArrayTypeP(job->limit_keys), TEXTOID, -1, false,
+						  TYPALIGN_INT, &elems, NULL, n);
+	keys = palloc(sizeof(char *) * (*n + 1));
 	for (int i = 0; i < *n; i++)
 		keys[i] = TextDatumGetCString(elems[i]);
+	if (qkey != NULL)
+		keys[(*n)++] = (char *) qkey;
 	return keys;
+}
+
+/*
+ * queue_key
+ *		The key of queue's own limits ("queue:<name>", see
+ *		chancy_declare_queue), if it has any; else NULL.  Whether it has is
+ *		read again only when chancy_limits changed, so that the claims of a
+ *		queue without limits cost nothing more than a look at a counter.
+ */
+static const char *
+queue_key(ChancyCatalog *cat, const char *queue, uint32 generation)
+{
+	static uint32 known_generation = 0;
+	static char known_queue[NAMEDATALEN];
+	static char key[NAMEDATALEN];
+	static bool limited = false;
+
+	if (known_generation != generation || strcmp(known_queue, queue) != 0)
+	{
+		char	   *k;
+		Settings   *s;
+
+		if (strlen(queue) + strlen(QUEUE_KEY_PREFIX) >= NAMEDATALEN)
+			limited = false;	/* too long a name to have one (see the SQL) */
+		else
+		{
+			k = psprintf(QUEUE_KEY_PREFIX "%s", queue);
+			s = read_settings(cat, &k, 1);
+			limited = s->limited;
+			strlcpy(key, k, NAMEDATALEN);
+			if (limited)
+			{
+				LWLockAcquire(flow_shared->lock, LW_EXCLUSIVE);
+				(void) enter_key(s, generation, GetCurrentTimestamp());
+				LWLockRelease(flow_shared->lock);
+			}
+		}
+		strlcpy(known_queue, queue, NAMEDATALEN);
+		known_generation = generation;
+	}
+	return limited ? key : NULL;
 }
 
 /* Whether job comes after the first job parked on k, in dequeue order. */
@@ -350,33 +409,31 @@ refuses(FlowKey *k, ClaimedJob *job, TimestampTz now)
  *		chancy_limits when a key is new or they changed).
  */
 int
-flow_take(ChancyCatalog *cat, ClaimedJob **jobs, int n, List **parked, List **park_keys)
+flow_take(ChancyCatalog *cat, const char *queue, ClaimedJob **jobs, int n, List **parked,
+		  List **park_keys)
 {
 	char	  **stale = NULL;
 	int			nstale = 0;
 	int			kept = 0;
-	uint32		generation;
+	uint32		generation = pg_atomic_read_u32(&flow_shared->generation);
+	const char *qkey = queue_key(cat, queue, generation);
 	Settings   *settings = NULL;
 	TimestampTz now;
 
 	*parked = *park_keys = NIL;
-	for (int i = 0; i < n; i++)
+	for (int i = 0; i < n && qkey == NULL; i++)
 		if (jobs[i]->limit_keys != (Datum) 0)
 			break;
 		else if (i == n - 1)
 			return n;			/* no job holds a key: nothing to do */
 
 	/* the keys whose settings must be read (new, or changed since) */
-	generation = pg_atomic_read_u32(&flow_shared->generation);
 	LWLockAcquire(flow_shared->lock, LW_SHARED);
 	for (int i = 0; i < n; i++)
 	{
-		char	  **keys;
 		int			nkeys;
+		char	  **keys = job_keys(jobs[i], qkey, &nkeys);
 
-		if (jobs[i]->limit_keys == (Datum) 0)
-			continue;
-		keys = job_keys(jobs[i], &nkeys);
 		for (int j = 0; j < nkeys; j++)
 		{
 			FlowKey    *k = find_key(keys[j]);
@@ -389,7 +446,7 @@ flow_take(ChancyCatalog *cat, ClaimedJob **jobs, int n, List **parked, List **pa
 			if (listed)
 				continue;
 			if (stale == NULL)
-				stale = palloc(sizeof(char *) * n * CHANCY_MAX_LIMIT_KEYS);
+				stale = palloc(sizeof(char *) * n * (CHANCY_MAX_LIMIT_KEYS + 1));
 			stale[nstale++] = keys[j];
 		}
 	}
@@ -407,18 +464,12 @@ flow_take(ChancyCatalog *cat, ClaimedJob **jobs, int n, List **parked, List **pa
 	for (int i = 0; i < n; i++)
 	{
 		ClaimedJob *job = jobs[i];
-		char	  **keys;
 		int			nkeys;
-		FlowKey    *k[CHANCY_MAX_LIMIT_KEYS];
+		char	  **keys = job_keys(job, qkey, &nkeys);
+		FlowKey    *k[CHANCY_MAX_LIMIT_KEYS + 1];
 		int			refused = -1;
 
-		if (job->limit_keys == (Datum) 0)
-		{
-			jobs[kept++] = job;
-			continue;
-		}
-		keys = job_keys(job, &nkeys);
-		for (int j = 0; j < nkeys && j < CHANCY_MAX_LIMIT_KEYS; j++)
+		for (int j = 0; j < nkeys; j++)
 		{
 			k[j] = find_key(keys[j]);
 			for (int s = 0; s < nstale; s++)
@@ -451,8 +502,8 @@ flow_take(ChancyCatalog *cat, ClaimedJob **jobs, int n, List **parked, List **pa
 			k[j]->running++;
 			if (k[j]->limited && k[j]->interval_us > 0)
 				k[j]->tat = Max(k[j]->tat, now) + k[j]->interval_us;
+			job->flow_keys = lappend(job->flow_keys, keys[j]);
 		}
-		job->flow_held = true;
 		jobs[kept++] = job;
 	}
 	LWLockRelease(flow_shared->lock);
@@ -462,8 +513,9 @@ flow_take(ChancyCatalog *cat, ClaimedJob **jobs, int n, List **parked, List **pa
 /*
  * flow_give
  *		Jobs from..to-1 of a batch (up to a NULL) no longer run: the slots
- *		they hold go back.  If a key they held has parked jobs, the supervisor is woken
- *		to release them.  Never fails (it runs on the way out too).
+ *		they hold go back.  If a key they held has parked jobs, the
+ *		supervisor is woken to release them.  Never fails (it runs on the
+ *		way out too).
  */
 void
 flow_give(ClaimedJob **jobs, int from, int to)
@@ -472,33 +524,24 @@ flow_give(ClaimedJob **jobs, int from, int to)
 	bool		any = false;
 
 	for (int i = from; i < to && jobs[i] != NULL && !any; i++)
-		any = jobs[i]->flow_held;
+		any = jobs[i]->flow_keys != NIL;
 	if (!any)
 		return;
 	LWLockAcquire(flow_shared->lock, LW_EXCLUSIVE);
 	for (int i = from; i < to && jobs[i] != NULL; i++)
 	{
-		ArrayType  *a;
-		Datum	   *elems;
-		int			n;
+		ListCell   *lc;
 
-		if (!jobs[i]->flow_held)
-			continue;
-		jobs[i]->flow_held = false;
-		a = DatumGetArrayTypeP(jobs[i]->limit_keys);
-		deconstruct_array(a, TEXTOID, -1, false, TYPALIGN_INT, &elems, NULL, &n);
-		for (int j = 0; j < n; j++)
+		foreach(lc, jobs[i]->flow_keys)
 		{
-			char		key[NAMEDATALEN];
-			FlowKey    *k;
+			FlowKey    *k = find_key(lfirst(lc));
 
-			text_to_cstring_buffer(DatumGetTextPP(elems[j]), key, sizeof(key));
-			k = find_key(key);
 			if (k == NULL || k->running == 0)
 				continue;		/* cannot be: a key that runs is kept */
 			k->running--;
 			wake |= k->parked;
 		}
+		jobs[i]->flow_keys = NIL;
 	}
 	LWLockRelease(flow_shared->lock);
 	if (wake)
@@ -526,6 +569,7 @@ mark_parked(const char *key)
 		memset(&none, 0, sizeof(none));
 		none.key = (char *) key;
 		none.concurrency = -1;
+		none.suspended_until = NOT_SUSPENDED;
 		k = enter_key(&none, 0, GetCurrentTimestamp());
 		if (k == NULL)
 			return false;
@@ -841,9 +885,107 @@ chancy_limit_state(PG_FUNCTION_ARGS)
 		else
 			nulls[3] = nulls[4] = nulls[5] = nulls[6] = nulls[7] = true;
 		values[8] = TimestampTzGetDatum(k->suspended_until);
-		nulls[8] = k->suspended_until == 0;
+		nulls[8] = k->suspended_until == NOT_SUSPENDED;
 		values[9] = Int64GetDatum((int64) k->throttled);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
 	}
 	return (Datum) 0;
+}
+
+/*
+ * chancy_limit_acquire(key text, cost int, timeout interval) RETURNS boolean
+ *		Take cost tokens of key's rate for work that is not a job (the same
+ *		bucket its jobs take theirs from), waiting until they are due, up to
+ *		timeout (NULL: no end); false if it ran out.  A key without a rate
+ *		gives tokens at once, unless it is suspended.  Tokens are not given
+ *		back when the transaction rolls back: what they paid for happened.
+ */
+Datum
+chancy_limit_acquire(PG_FUNCTION_ARGS)
+{
+	ChancyCatalog *cat = chancy_catalog_for(fcinfo);
+	char	   *key;
+	int32		cost = PG_ARGISNULL(1) ? 1 : PG_GETARG_INT32(1);
+	TimestampTz deadline = 0;
+	Datum		keys;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("limit key must not be NULL")));
+	key = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	keys = PointerGetDatum(construct_array(&PG_GETARG_DATUM(0), 1, TEXTOID, -1, false,
+										   TYPALIGN_INT));
+	job_check_attr(JA_LIMIT_KEYS, keys, false);
+	if (cost < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("cost must be at least 1, not %d", cost)));
+	if (!PG_ARGISNULL(2))
+	{
+		int64		ms = interval_ms(PG_GETARG_INTERVAL_P(2));
+
+		if (ms < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("timeout must not be negative"),
+					 errhint("NULL waits as long as needed; 0 does not wait.")));
+		deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), Min(ms, INT64CONST(31622400000)));
+	}
+
+	for (;;)
+	{
+		uint32		generation = pg_atomic_read_u32(&flow_shared->generation);
+		Settings   *settings = NULL;
+		FlowKey    *k;
+		TimestampTz now;
+		TimestampTz due = 0;
+		bool		fresh;
+
+		LWLockAcquire(flow_shared->lock, LW_SHARED);
+		k = find_key(key);
+		fresh = k != NULL && k->generation == generation;
+		LWLockRelease(flow_shared->lock);
+		if (!fresh)
+			settings = read_settings(cat, &key, 1);
+
+		LWLockAcquire(flow_shared->lock, LW_EXCLUSIVE);
+		now = GetCurrentTimestamp();
+		k = find_key(key);
+		if (settings != NULL && (k == NULL || k->generation != generation))
+			k = enter_key(settings, generation, now);
+		if (k == NULL)
+			due = TimestampTzPlusMilliseconds(now, 1000);	/* no room: later */
+		else if (k->limited && k->suspended_until > now)
+			due = k->suspended_until;
+		else if (k->limited && k->interval_us > 0)
+		{
+			if (cost > k->burst)
+			{
+				int32		burst = k->burst;
+
+				LWLockRelease(flow_shared->lock);
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("cost %d is more than the burst of limit key \"%s\" (%d)",
+								cost, key, burst),
+						 errhint("The burst is how many tokens the key gives at once.")));
+			}
+			if (k->tat - now > (int64) (k->burst - cost) * k->interval_us)
+				due = k->tat - (int64) (k->burst - cost) * k->interval_us;
+			else
+				k->tat = Max(k->tat, now) + cost * k->interval_us;
+		}
+		LWLockRelease(flow_shared->lock);
+		if (due == 0)
+			PG_RETURN_BOOL(true);
+		if (deadline != 0 && due > deadline)
+			PG_RETURN_BOOL(false);
+		/* sleep until due, looking again at least every second (a changed limit) */
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Min(TimestampDifferenceMilliseconds(now, due) + 1, 1000),
+						 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
 }

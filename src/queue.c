@@ -783,7 +783,7 @@ queue_claim(ChancyCatalog *cat, const char *queue, int64 claim, int max_jobs,
 		List	   *parked;
 		MemoryContext old = MemoryContextSwitchTo(cxt);
 
-		n = flow_take(cat, jobs, n, &parked, &result->parked_keys);
+		n = flow_take(cat, queue, jobs, n, &parked, &result->parked_keys);
 		MemoryContextSwitchTo(old);
 		if (parked != NIL)
 			park(cat, claim, parked, result->parked_keys);

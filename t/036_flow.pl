@@ -17,7 +17,7 @@ use ChancyTest;
 
 my $node = chancy_node('flow', qq{
 chancy.queues = 'default:8'
-chancy.max_executors = 8
+chancy.max_executors = 10
 max_worker_processes = 16
 chancy.max_limit_keys = 1000
 });
@@ -165,6 +165,27 @@ my ($gap, $window) = split /\|/, sql(q{
 		   (SELECT max((SELECT count(*) FROM s b WHERE b.t >= a.t AND b.t < a.t + interval '10 s')) FROM s a)});
 cmp_ok($gap, '>=', 95, "starts of a 10/s key are at least 95 ms apart (${gap} ms)");
 cmp_ok($window, '<=', 101, "no 10 s window holds more than 101 starts ($window)");
+
+# --- a queue's rate: every job of the queue holds key queue:<name>
+sql(q{SELECT chancy_declare_queue('metered', 2, rate => 10)});
+sql(q{SELECT chancy_push_many(ARRAY(SELECT chancy_with_meta(chancy_with_queue(chancy_job('span'),
+	'metered'), '{"tag": "metered"}') FROM generate_series(1, 15)))});
+drained('metered', 60);
+is(sql(q{WITH s AS (SELECT started_at t FROM chancy_jobs WHERE meta->>'tag' = 'metered')
+	SELECT extract(epoch FROM min(d)) * 1000 >= 95 FROM (SELECT t - lag(t) OVER (ORDER BY t) d FROM s) x}),
+	't', 'a queue of rate 10/s starts its jobs at least 95 ms apart');
+sql(q{SELECT chancy_declare_queue('metered', 0, rate => 0)});
+
+# --- a suspended key: its jobs wait parked, and start once it is resumed
+sql(q{SELECT chancy_suspend_key('S', now() + interval '1 hour')});
+push_spans(3, 0, '{S}', 'susp');
+$node->poll_query_until('postgres', q{SELECT parked = 3 FROM chancy_limit_stats WHERE key = 'S'})
+  or die 'the jobs of a suspended key were not parked';
+my $resumed_at = sql(q{SELECT clock_timestamp() FROM chancy_suspend_key('S', NULL)});
+drained('susp', 30);
+cmp_ok(sql(qq{SELECT extract(epoch FROM max(started_at) - '$resumed_at')
+	FROM chancy_jobs WHERE meta->>'tag' = 'susp'}), '<', 1.0,
+	'jobs of a suspended key start within a second of its resume');
 
 # --- a burst lets that many start at once
 sql(q{SELECT chancy_set_limit('B', rate => 1, per => '1 minute', burst => 20)});
