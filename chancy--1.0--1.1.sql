@@ -93,7 +93,8 @@ ALTER TABLE chancy_job_definitions
 	ADD COLUMN from_extension boolean NOT NULL DEFAULT false,
 	ADD COLUMN function_owner regrole,
 	ADD COLUMN function_catalog bigint,
-	ADD COLUMN function_digest bigint;
+	ADD COLUMN function_digest bigint,
+	ADD COLUMN limit_keys text[];
 UPDATE chancy_job_definitions d
    SET function_oid = p.oid, function_owner = p.proowner
   FROM pg_proc p
@@ -117,6 +118,8 @@ COMMENT ON TABLE chancy_job_definitions IS
 	'Job definitions, the seed''s @job(...) defaults, one namespace per role.  Written only through chancy_define_job() and chancy_undefine_job()';
 COMMENT ON COLUMN chancy_job_definitions.function IS
 	'The job''s function: a schema-qualified signature, or a C symbol ''library:symbol'' (defined by a superuser)';
+COMMENT ON COLUMN chancy_job_definitions.limit_keys IS
+	'The limit keys of the job''s pushes: {name} in one is the value of kwarg name, filled at push (customer:{customer_id})';
 COMMENT ON COLUMN chancy_job_definitions.function_oid IS
 	'The function as it was defined: one dropped and created again is not run in its place';
 COMMENT ON COLUMN chancy_job_definitions.function_owner IS
@@ -274,6 +277,14 @@ COMMENT ON FUNCTION chancy_queues_changed() IS
 -- Functions whose signature or body changed
 --------------------------------------------------------------------------
 
+-- chancy_define_job and chancy_push gain an argument: made anew, with the
+-- privileges the roles had on them (a REVOKE from PUBLIC stays)
+SELECT pg_catalog.set_config('chancy_upgrade.define_acl', coalesce((SELECT p.proacl::text
+	FROM pg_catalog.pg_proc p
+	WHERE p.oid = 'chancy_define_job(text, text, text, int, int, jsonb, interval, bigint)'::pg_catalog.regprocedure), ''), true);
+SELECT pg_catalog.set_config('chancy_upgrade.push_acl', coalesce((SELECT p.proacl::text
+	FROM pg_catalog.pg_proc p
+	WHERE p.oid = 'chancy_push(text, jsonb, text, int, int, timestamptz, text, interval, bigint, jsonb)'::pg_catalog.regprocedure), ''), true);
 DROP FUNCTION chancy_define_job(text, text, text, int, int, jsonb, interval, bigint);
 CREATE FUNCTION chancy_define_job(
 	name text,
@@ -283,9 +294,48 @@ CREATE FUNCTION chancy_define_job(
 	max_attempts int DEFAULT NULL,
 	kwargs jsonb DEFAULT NULL,
 	time_limit interval DEFAULT NULL,
-	memory_limit bigint DEFAULT NULL)
+	memory_limit bigint DEFAULT NULL,
+	limit_keys text[] DEFAULT NULL)
 	RETURNS chancy_job
 	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE;
+
+DROP FUNCTION chancy_push(text, jsonb, text, int, int, timestamptz, text, interval, bigint, jsonb);
+CREATE FUNCTION chancy_push(
+	name text,
+	kwargs jsonb DEFAULT NULL,
+	queue text DEFAULT NULL,
+	priority int DEFAULT NULL,
+	max_attempts int DEFAULT NULL,
+	scheduled_at timestamptz DEFAULT NULL,
+	unique_key text DEFAULT NULL,
+	time_limit interval DEFAULT NULL,
+	memory_limit bigint DEFAULT NULL,
+	meta jsonb DEFAULT NULL,
+	limit_keys text[] DEFAULT NULL)
+	RETURNS bigint
+	AS 'MODULE_PATHNAME', 'chancy_push_named' LANGUAGE C VOLATILE;
+DO $$
+DECLARE
+	f record;
+	g record;
+BEGIN
+	FOR f IN SELECT * FROM (VALUES
+		('chancy_upgrade.define_acl', '@extschema@.chancy_define_job(text, text, text, int, int, jsonb, interval, bigint, text[])'),
+		('chancy_upgrade.push_acl', '@extschema@.chancy_push(text, jsonb, text, int, int, timestamptz, text, interval, bigint, jsonb, text[])'))
+		AS v(setting, fn)
+	LOOP
+		CONTINUE WHEN current_setting(f.setting) = '';	-- the default: PUBLIC may
+		EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f.fn);
+		FOR g IN SELECT a.grantee, a.is_grantable
+				   FROM aclexplode(current_setting(f.setting)::aclitem[]) a
+				  WHERE a.privilege_type = 'EXECUTE'
+		LOOP
+			EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %s%s', f.fn,
+						   CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE g.grantee::regrole::text END,
+						   CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END);
+		END LOOP;
+	END LOOP;
+END $$;
 
 DROP FUNCTION chancy_declare_queue(text, int, interval, float8, interval, interval, text, interval);
 CREATE FUNCTION chancy_executors_left()
@@ -543,8 +593,8 @@ GRANT SELECT ON chancy_queue_stats TO PUBLIC;
 -- Comments on every function and view
 --------------------------------------------------------------------------
 
-COMMENT ON FUNCTION chancy_define_job(text, text, text, int, int, jsonb, interval, bigint) IS
-	'Define (or change) the current role''s defaults of a job; NULL arguments keep what the definition has, a limit of 0 removes it';
+COMMENT ON FUNCTION chancy_define_job(text, text, text, int, int, jsonb, interval, bigint, text[]) IS
+	'Define (or change) the current role''s defaults of a job; NULL arguments keep what the definition has, a limit of 0 (or limit_keys ''{}'') removes it; {name} in a limit key is filled from the kwargs at push';
 COMMENT ON FUNCTION chancy_undefine_job(text) IS
 	'Remove the current role''s definition of a job; jobs already pushed keep running';
 COMMENT ON FUNCTION chancy_job(text) IS
@@ -567,7 +617,7 @@ COMMENT ON FUNCTION chancy_with_limits(chancy_job, interval, bigint) IS
 	'A copy of job with both limits set (NULL: none of its own)';
 COMMENT ON FUNCTION chancy_push(chancy_job) IS
 	'Push a job value; its id (or that of the pushing role''s live job holding its unique key)';
-COMMENT ON FUNCTION chancy_push(text, jsonb, text, int, int, timestamptz, text, interval, bigint, jsonb) IS
+COMMENT ON FUNCTION chancy_push(text, jsonb, text, int, int, timestamptz, text, interval, bigint, jsonb, text[]) IS
 	'Push job name with its defaults; non-NULL arguments override them, kwargs merged over the defaults';
 COMMENT ON FUNCTION chancy_push_many(chancy_job[]) IS
 	'Push many job values in one statement; their ids in input order; a bad element rejects all';

@@ -118,12 +118,15 @@ CREATE TABLE chancy_job_definitions (
 	function_owner regrole,
 	function_catalog bigint,
 	function_digest bigint,
+	limit_keys text[],
 	CONSTRAINT chancy_job_definitions_pkey PRIMARY KEY (name, defined_by)
 );
 COMMENT ON TABLE chancy_job_definitions IS
 	'Job definitions, the seed''s @job(...) defaults, one namespace per role.  Written only through chancy_define_job() and chancy_undefine_job()';
 COMMENT ON COLUMN chancy_job_definitions.function IS
 	'The job''s function: a schema-qualified signature, or a C symbol ''library:symbol'' (defined by a superuser)';
+COMMENT ON COLUMN chancy_job_definitions.limit_keys IS
+	'The limit keys of the job''s pushes: {name} in one is the value of kwarg name, filled at push (customer:{customer_id})';
 COMMENT ON COLUMN chancy_job_definitions.function_oid IS
 	'The function as it was defined: one dropped and created again is not run in its place';
 COMMENT ON COLUMN chancy_job_definitions.function_owner IS
@@ -354,11 +357,12 @@ CREATE FUNCTION chancy_define_job(
 	max_attempts int DEFAULT NULL,
 	kwargs jsonb DEFAULT NULL,
 	time_limit interval DEFAULT NULL,
-	memory_limit bigint DEFAULT NULL)
+	memory_limit bigint DEFAULT NULL,
+	limit_keys text[] DEFAULT NULL)
 	RETURNS chancy_job
 	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION chancy_define_job(text, text, text, int, int, jsonb, interval, bigint) IS
-	'Define (or change) the current role''s defaults of a job; NULL arguments keep what the definition has, a limit of 0 removes it';
+COMMENT ON FUNCTION chancy_define_job(text, text, text, int, int, jsonb, interval, bigint, text[]) IS
+	'Define (or change) the current role''s defaults of a job; NULL arguments keep what the definition has, a limit of 0 (or limit_keys ''{}'') removes it; {name} in a limit key is filled from the kwargs at push';
 
 CREATE FUNCTION chancy_undefine_job(name text)
 	RETURNS void
@@ -446,10 +450,11 @@ CREATE FUNCTION chancy_push(
 	unique_key text DEFAULT NULL,
 	time_limit interval DEFAULT NULL,
 	memory_limit bigint DEFAULT NULL,
-	meta jsonb DEFAULT NULL)
+	meta jsonb DEFAULT NULL,
+	limit_keys text[] DEFAULT NULL)
 	RETURNS bigint
 	AS 'MODULE_PATHNAME', 'chancy_push_named' LANGUAGE C VOLATILE;
-COMMENT ON FUNCTION chancy_push(text, jsonb, text, int, int, timestamptz, text, interval, bigint, jsonb) IS
+COMMENT ON FUNCTION chancy_push(text, jsonb, text, int, int, timestamptz, text, interval, bigint, jsonb, text[]) IS
 	'Push job name with its defaults; non-NULL arguments override them, kwargs merged over the defaults';
 
 CREATE FUNCTION chancy_push_many(jobs chancy_job[])

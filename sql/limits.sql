@@ -131,12 +131,55 @@ SELECT chancy_with_limit_keys(chancy_job('limited'), '{{a},{b}}');
 SELECT chancy_push(jsonb_populate_record(chancy_job('limited'), '{"limit_keys": ["a", "a"]}'));
 \echo :LAST_ERROR_SQLSTATE
 
+-- templates: {name} is filled from the job's kwargs at push
+SELECT (chancy_with_limit_keys(chancy_job('limited'), ARRAY['customer:{id}x'])).limit_keys;
+SELECT chancy_with_limit_keys(chancy_job('limited'), ARRAY['customer:{id']);
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_with_limit_keys(chancy_job('limited'), ARRAY['customer:{}']);
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_with_limit_keys(chancy_job('limited'), ARRAY['customer:}x']);
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_with_limit_keys(chancy_job('limited'), ARRAY['customer:{a-b}']);
+\echo :LAST_ERROR_SQLSTATE
+SELECT (chancy_define_job('limited', limit_keys => ARRAY['stripe', 'customer:{customer_id}', '{region}:{tier}'])).limit_keys;
+SELECT limit_keys FROM chancy_job_definitions WHERE name = 'limited';
+SELECT chancy_push('limited', '{"customer_id": 42, "region": "eu", "tier": true}') AS templated \gset
+SELECT limit_keys FROM chancy_jobs WHERE id = :templated;
+SELECT chancy_push('limited', '{"customer_id": "c-7", "region": "us", "tier": 1.5}') AS templated \gset
+SELECT limit_keys FROM chancy_jobs WHERE id = :templated;
+SELECT chancy_push('limited', '{"region": "eu", "tier": 1}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_push('limited', '{"customer_id": null, "region": "eu", "tier": 1}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_push('limited', '{"customer_id": {"a": 1}, "region": "eu", "tier": 1}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_push('limited', '{"customer_id": "*", "region": "eu", "tier": 1}');
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_push('limited', jsonb_build_object('customer_id', repeat('x', 60), 'region', 'eu', 'tier', 1));
+\echo :LAST_ERROR_SQLSTATE
+SELECT chancy_push('limited', '{"customer_id": "eu:1", "region": "eu", "tier": 1}',
+                   limit_keys => '{a,a}');
+\echo :LAST_ERROR_SQLSTATE
+-- two templates that fill to the same key
+SELECT chancy_push('limited', '{"region": "x", "tier": "x"}', limit_keys => ARRAY['{region}', '{tier}']);
+\echo :LAST_ERROR_SQLSTATE
+-- chancy_push(limit_keys => ...) replaces the definition's; push_many fills too
+SELECT chancy_push('limited', '{}', limit_keys => '{only}') AS templated \gset
+SELECT limit_keys FROM chancy_jobs WHERE id = :templated;
+SELECT (chancy_push_many(ARRAY[chancy_with_kwargs(chancy_job('limited'),
+        '{"customer_id": 9, "region": "ap", "tier": "gold"}')]))[1] AS templated \gset
+SELECT limit_keys FROM chancy_jobs WHERE id = :templated;
+-- '{}' removes the definition's keys
+SELECT (chancy_define_job('limited', limit_keys => '{}')).limit_keys;
+SELECT limit_keys FROM chancy_job_definitions WHERE name = 'limited';
+SELECT chancy_undefine_job('limited');
+
 -- the push records them; jobs without keys have NULL
 SELECT chancy_push(chancy_with_limit_keys(chancy_job('limited'), '{stripe,customer:7}')) AS limited_job \gset
 SELECT chancy_push_many(ARRAY[chancy_with_limit_keys(chancy_job('limited'), '{stripe}'),
                               chancy_job('limited')]) AS many \gset
 SELECT id = :limited_job AS first, limit_keys, parked_on, claim FROM chancy_jobs
- WHERE name = 'limited' ORDER BY id;
+ WHERE name = 'limited' AND id >= :limited_job ORDER BY id;
 
 -- a parked job (claim 0) is outside the ready jobs; a cancel ends it at once
 UPDATE chancy_jobs SET claim = 0, parked_on = 'stripe' WHERE id = :limited_job;

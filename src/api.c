@@ -121,6 +121,7 @@ push_one(ChancyCatalog *cat, JobValue *job)
 	char	   *key = NULL;
 
 	check_can_push();
+	job_fill_limit_keys(job);
 	job_authorize(cat, job);
 	if (!job->nulls[JA_UNIQUE_KEY])
 		key = TextDatumGetCString(job->values[JA_UNIQUE_KEY]);
@@ -427,7 +428,7 @@ chancy_push_job(PG_FUNCTION_ARGS)
 
 /*
  * chancy_push(name, kwargs, queue, priority, max_attempts, scheduled_at,
- *			   unique_key, time_limit, memory_limit, meta) RETURNS bigint
+ *			   unique_key, time_limit, memory_limit, meta, limit_keys) RETURNS bigint
  *		Push job "name" with its defaults; non-NULL arguments override them,
  *		kwargs being merged over the default kwargs.
  */
@@ -436,13 +437,14 @@ chancy_push_named(PG_FUNCTION_ARGS)
 {
 	static const JobAttr args[] = {
 		JA_NAME, JA_KWARGS, JA_QUEUE, JA_PRIORITY, JA_MAX_ATTEMPTS,
-		JA_SCHEDULED_AT, JA_UNIQUE_KEY, JA_TIME_LIMIT, JA_MEMORY_LIMIT, JA_META
+		JA_SCHEDULED_AT, JA_UNIQUE_KEY, JA_TIME_LIMIT, JA_MEMORY_LIMIT, JA_META,
+		JA_LIMIT_KEYS
 	};
 	ChancyCatalog *cat = chancy_catalog_for(fcinfo);
 	JobValue	job;
 
 	job_defaults(cat, arg_text(fcinfo, 0, JA_NAME), &job);
-	for (int i = 1; i < lengthof(args); i++)
+	for (int i = 1; i < lengthof(args) && i < PG_NARGS(); i++)
 	{
 		Datum		value = PG_GETARG_DATUM(i);
 
@@ -518,6 +520,7 @@ chancy_push_many(PG_FUNCTION_ARGS)
 					 errhint("Remove NULL elements, for example with array_remove(jobs, NULL).")));
 		job_deform(cat, DatumGetHeapTupleHeader(elems[i]), job);
 		job_check(job);
+		job_fill_limit_keys(job);
 
 		if (prev != NULL &&
 			text_equal(prev->values[JA_NAME], job->values[JA_NAME]) &&

@@ -380,6 +380,7 @@ extern void job_check(JobValue *job);
 extern void job_defaults(ChancyCatalog *cat, const char *name, JobValue *job);
 extern void job_authorize(ChancyCatalog *cat, JobValue *job);
 extern void job_check_command(ChancyCatalog *cat, JobValue *job);
+extern void job_fill_limit_keys(JobValue *job);
 extern int	job_attr_by_name(const char *name);
 extern void job_deform(ChancyCatalog *cat, HeapTupleHeader tuple, JobValue *job);
 extern Datum job_form(ChancyCatalog *cat, JobValue *job);

@@ -182,13 +182,45 @@ check_time_limit(Datum value)
 }
 
 /*
+ * check_key_template
+ *		A limit key as a job value gives it: "{name}" in it is filled from the
+ *		job's kwargs at push (job_fill_limit_keys), so "{" must open such a
+ *		placeholder and "}" only close one.
+ */
+static void
+check_key_template(const char *key)
+{
+	for (const char *p = key; *p; p++)
+	{
+		const char *name;
+
+		if (*p == '{')
+		{
+			name = ++p;
+			while (isalnum((unsigned char) *p) || *p == '_')
+				p++;
+			if (p > name && *p == '}')
+				continue;
+		}
+		else if (*p != '}')
+			continue;
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid limit key template \"%s\"", key),
+				 errhint("\"{name}\" in a limit key is the kwarg name of the job, for example customer:{customer_id}; a name is letters, digits and _.")));
+	}
+}
+
+/*
  * check_limit_keys
  *		The limit keys of a job (see flow.c): 1 to CHANCY_MAX_LIMIT_KEYS
  *		distinct keys, each 1 to NAMEDATALEN - 1 bytes, without "*" (which
- *		only patterns of chancy_limits use).
+ *		only patterns of chancy_limits use).  With templates, "{name}"
+ *		placeholders are checked too (the keys as given, before the push
+ *		fills them); without, the keys are filled ones.
  */
 static void
-check_limit_keys(ArrayType *keys)
+check_limit_keys(ArrayType *keys, bool templates)
 {
 	Datum	   *elems;
 	bool	   *nulls;
@@ -220,6 +252,8 @@ check_limit_keys(ArrayType *keys)
 					 errmsg("invalid limit key \"%s\"", key),
 					 errhint("A limit key is 1 to %d bytes, without \"*\" (which only patterns of chancy_limits use).",
 							 NAMEDATALEN - 1)));
+		if (templates)
+			check_key_template(key);
 		for (int j = 0; j < i; j++)
 			if (!nulls[j] && strcmp(key, TextDatumGetCString(elems[j])) == 0)
 				ereport(ERROR,
@@ -227,6 +261,81 @@ check_limit_keys(ArrayType *keys)
 						 errmsg("limit key \"%s\" is listed twice", key),
 						 errhint("A job holds each of its keys once.")));
 	}
+}
+
+/*
+ * job_fill_limit_keys
+ *		At push: "{name}" in the job's limit keys becomes the value of kwarg
+ *		name (a string as it is, a number or boolean as JSON writes it); a
+ *		kwarg the job does not have, or that is not a scalar, is an error.
+ *		The filled keys are checked again.
+ */
+void
+job_fill_limit_keys(JobValue *job)
+{
+	Datum	   *elems;
+	int			n;
+	bool		any = false;
+	Jsonb	   *kwargs = DatumGetJsonbP(job->values[JA_KWARGS]);
+
+	if (job->nulls[JA_LIMIT_KEYS])
+		return;
+	deconstruct_array(DatumGetArrayTypeP(job->values[JA_LIMIT_KEYS]), TEXTOID, -1, false,
+					  TYPALIGN_INT, &elems, NULL, &n);
+	for (int i = 0; i < n; i++)
+	{
+		char	   *key = TextDatumGetCString(elems[i]);
+		StringInfoData filled;
+
+		if (strchr(key, '{') == NULL)
+			continue;
+		any = true;
+		initStringInfo(&filled);
+		for (const char *p = key; *p; p++)
+		{
+			const char *name;
+			JsonbValue	k;
+			JsonbValue *v;
+
+			if (*p != '{')
+			{
+				appendStringInfoChar(&filled, *p);
+				continue;
+			}
+			name = ++p;
+			while (*p != '}')
+				p++;
+			k.type = jbvString;
+			k.val.string.val = (char *) name;
+			k.val.string.len = p - name;
+			v = findJsonbValueFromContainer(&kwargs->root, JB_FOBJECT, &k);
+			if (v == NULL || v->type == jbvNull || v->type == jbvBinary)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("limit key \"%s\" of job \"%s\" needs kwarg \"%.*s\"", key,
+								TextDatumGetCString(job->values[JA_NAME]),
+								(int) (p - name), name),
+						 v == NULL ?
+						 errdetail("The job's kwargs do not have it.") :
+						 errdetail("The kwarg is %s; a key is filled from a string, number or boolean.",
+								   v->type == jbvNull ? "null" : "an object or array"),
+						 errhint("Pass the kwarg, or give the job its keys with chancy_with_limit_keys().")));
+			if (v->type == jbvString)
+				appendBinaryStringInfo(&filled, v->val.string.val, v->val.string.len);
+			else if (v->type == jbvNumeric)
+				appendStringInfoString(&filled,
+									   DatumGetCString(DirectFunctionCall1(numeric_out,
+																		   NumericGetDatum(v->val.numeric))));
+			else
+				appendStringInfoString(&filled, v->val.boolean ? "true" : "false");
+		}
+		elems[i] = CStringGetTextDatum(filled.data);
+	}
+	if (!any)
+		return;
+	job->values[JA_LIMIT_KEYS] =
+		PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
+	check_limit_keys(DatumGetArrayTypeP(job->values[JA_LIMIT_KEYS]), false);
 }
 
 /*
@@ -323,7 +432,7 @@ job_check_attr(JobAttr attr, Datum value, bool isnull)
 			break;
 		case JA_LIMIT_KEYS:
 			if (!isnull)
-				check_limit_keys(DatumGetArrayTypeP(value));
+				check_limit_keys(DatumGetArrayTypeP(value), true);
 			break;
 		case JOB_NATTS:
 			elog(ERROR, "invalid job attribute");
@@ -348,7 +457,7 @@ load_definitions(ChancyCatalog *cat, const char *name, Definition **defs)
 {
 	static const JobAttr cols[] = {
 		JA_FUNCTION, JA_QUEUE, JA_KWARGS, JA_PRIORITY, JA_MAX_ATTEMPTS,
-		JA_TIME_LIMIT, JA_MEMORY_LIMIT
+		JA_TIME_LIMIT, JA_MEMORY_LIMIT, JA_LIMIT_KEYS
 	};
 	MemoryContext cxt = CurrentMemoryContext;
 	Oid			argtype = TEXTOID;
@@ -359,8 +468,8 @@ load_definitions(ChancyCatalog *cat, const char *name, Definition **defs)
 	catalog_sql_begin(cat, true, &sql);
 	if (SPI_execute_with_args(psprintf("SELECT defined_by, function_oid, function, queue,"
 									   " kwargs, priority, max_attempts, time_limit,"
-									   " memory_limit, function_owner, function_catalog,"
-									   " function_digest"
+									   " memory_limit, limit_keys, function_owner,"
+									   " function_catalog, function_digest"
 									   " FROM %s.chancy_job_definitions"
 									   " WHERE name = $1",
 									   cat->nspname),
@@ -390,11 +499,11 @@ load_definitions(ChancyCatalog *cat, const char *name, Definition **defs)
 				def->values[cols[i]] = attr_copy(cols[i], d);
 		}
 		MemoryContextSwitchTo(old);
-		def->function_owner = DatumGetObjectId(SPI_getbinval(tup, desc, 10, &isnull));
+		def->function_owner = DatumGetObjectId(SPI_getbinval(tup, desc, 11, &isnull));
 		if (OidIsValid(def->function_oid))
 		{
-			uint64		catalog = (uint64) DatumGetInt64(SPI_getbinval(tup, desc, 11, &isnull));
-			int64		digest = DatumGetInt64(SPI_getbinval(tup, desc, 12, &isnull));
+			uint64		catalog = (uint64) DatumGetInt64(SPI_getbinval(tup, desc, 12, &isnull));
+			int64		digest = DatumGetInt64(SPI_getbinval(tup, desc, 13, &isnull));
 
 			def->function_oid =
 				function_here(TextDatumGetCString(def->values[JA_FUNCTION]),
@@ -696,7 +805,8 @@ job_form(ChancyCatalog *cat, JobValue *job)
 /*
  * given
  *		An argument of chancy_define_job: NULL leaves the attribute as the
- *		definition had it; a limit of zero removes the limit.
+ *		definition had it; a limit of zero removes the limit, and so does an
+ *		empty array of limit keys.
  */
 static void
 given(FunctionCallInfo fcinfo, int argno, JobAttr attr, JobValue *job)
@@ -707,7 +817,9 @@ given(FunctionCallInfo fcinfo, int argno, JobAttr attr, JobValue *job)
 		return;
 	if ((attr == JA_MEMORY_LIMIT && DatumGetInt64(value) == 0) ||
 		(attr == JA_TIME_LIMIT && DatumGetIntervalP(value)->time == 0 &&
-		 DatumGetIntervalP(value)->day == 0 && DatumGetIntervalP(value)->month == 0))
+		 DatumGetIntervalP(value)->day == 0 && DatumGetIntervalP(value)->month == 0) ||
+		(attr == JA_LIMIT_KEYS && ArrayGetNItems(ARR_NDIM(DatumGetArrayTypeP(value)),
+												 ARR_DIMS(DatumGetArrayTypeP(value))) == 0))
 	{
 		job->nulls[attr] = true;
 		return;
@@ -730,13 +842,13 @@ job_define(ChancyCatalog *cat, FunctionCallInfo fcinfo, JobValue *result)
 {
 	static const JobAttr cols[] = {
 		JA_NAME, JA_FUNCTION, JA_QUEUE, JA_PRIORITY, JA_MAX_ATTEMPTS,
-		JA_KWARGS, JA_TIME_LIMIT, JA_MEMORY_LIMIT
+		JA_KWARGS, JA_TIME_LIMIT, JA_MEMORY_LIMIT, JA_LIMIT_KEYS
 	};
-	Oid			argtypes[14] = {TEXTOID, TEXTOID, TEXTOID, INT4OID, INT4OID,
-		JSONBOID, INTERVALOID, INT8OID, OIDOID, REGROLEOID, BOOLOID, OIDOID, INT8OID,
-	INT8OID};
-	Datum		args[14];
-	char		argnulls[14];
+	Oid			argtypes[15] = {TEXTOID, TEXTOID, TEXTOID, INT4OID, INT4OID,
+		JSONBOID, INTERVALOID, INT8OID, TEXTARRAYOID, OIDOID, REGROLEOID, BOOLOID, OIDOID,
+	INT8OID, INT8OID};
+	Datum		args[15];
+	char		argnulls[15];
 	Oid			role = GetUserId();
 	Definition *defs;
 	Definition *mine = NULL;
@@ -776,7 +888,7 @@ job_define(ChancyCatalog *cat, FunctionCallInfo fcinfo, JobValue *result)
 	}
 	job->values[JA_NAME] = PG_GETARG_DATUM(0);
 	job->nulls[JA_NAME] = false;
-	for (int i = 2; i < lengthof(cols); i++)
+	for (int i = 2; i < lengthof(cols) && i < PG_NARGS(); i++)
 		given(fcinfo, i, cols[i], job);
 
 	/* the function: given, or kept, or the function called like the job */
@@ -799,28 +911,28 @@ job_define(ChancyCatalog *cat, FunctionCallInfo fcinfo, JobValue *result)
 		args[i] = job->values[cols[i]];
 		argnulls[i] = job->nulls[cols[i]] ? 'n' : ' ';
 	}
-	args[8] = ObjectIdGetDatum(job->function_oid);
-	argnulls[8] = OidIsValid(job->function_oid) ? ' ' : 'n';
-	args[9] = ObjectIdGetDatum(role);
-	argnulls[9] = ' ';
-	/* one an extension's script writes is not dumped: the script writes it */
-	args[10] = BoolGetDatum(creating_extension);
+	args[9] = ObjectIdGetDatum(job->function_oid);
+	argnulls[9] = OidIsValid(job->function_oid) ? ' ' : 'n';
+	args[10] = ObjectIdGetDatum(role);
 	argnulls[10] = ' ';
+	/* one an extension's script writes is not dumped: the script writes it */
+	args[11] = BoolGetDatum(creating_extension);
+	argnulls[11] = ' ';
 	/* elsewhere, the function is known by its signature and owner */
-	args[11] = ObjectIdGetDatum(OidIsValid(job->function_oid) ?
+	args[12] = ObjectIdGetDatum(OidIsValid(job->function_oid) ?
 								function_owner(job->function_oid) : InvalidOid);
-	args[12] = Int64GetDatum((int64) catalog_identity());
-	args[13] = Int64GetDatum(OidIsValid(job->function_oid) ?
+	args[13] = Int64GetDatum((int64) catalog_identity());
+	args[14] = Int64GetDatum(OidIsValid(job->function_oid) ?
 							 function_digest(job->function_oid) : 0);
-	argnulls[11] = argnulls[12] = argnulls[13] = argnulls[8];
+	argnulls[12] = argnulls[13] = argnulls[14] = argnulls[9];
 
 	sql_text = psprintf("INSERT INTO %s.chancy_job_definitions AS d"
 					  " (name, function, queue, priority, max_attempts,"
-					  " kwargs, time_limit, memory_limit, function_oid,"
+					  " kwargs, time_limit, memory_limit, limit_keys, function_oid,"
 					  " defined_by, from_extension, function_owner,"
 					  " function_catalog, function_digest)"
 					  " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,"
-					  " $12, $13, $14)"
+					  " $12, $13, $14, $15)"
 					  " ON CONFLICT (name, defined_by) DO UPDATE SET"
 					  " function = excluded.function,"
 					  " function_oid = excluded.function_oid,"
@@ -830,6 +942,7 @@ job_define(ChancyCatalog *cat, FunctionCallInfo fcinfo, JobValue *result)
 					  " kwargs = excluded.kwargs,"
 					  " time_limit = excluded.time_limit,"
 					  " memory_limit = excluded.memory_limit,"
+					  " limit_keys = excluded.limit_keys,"
 					  " from_extension = excluded.from_extension,"
 					  " function_owner = excluded.function_owner,"
 					  " function_catalog = excluded.function_catalog,"
@@ -837,7 +950,7 @@ job_define(ChancyCatalog *cat, FunctionCallInfo fcinfo, JobValue *result)
 					  " updated_at = now()",
 					  cat->nspname);
 	catalog_sql_begin(cat, true, &sql);
-	if (catalog_own_write(SPI_prepare(sql_text, 14, argtypes), args, argnulls)
+	if (catalog_own_write(SPI_prepare(sql_text, 15, argtypes), args, argnulls)
 		!= SPI_OK_INSERT)
 		elog(ERROR, "could not write the definition of job \"%s\"", name);
 	catalog_sql_end(&sql);

@@ -273,6 +273,10 @@ INSERT INTO chancy_jobs (name, function, queue, priority, max_attempts, kwargs, 
 	VALUES ('defjob', 'public.upjob(jsonb)', 'work', 5, 1, '{"n": 4001}', 'postgres',
 			'running', 1, now(), 12345);
 });
+# an operator's privileges on the functions 1.1 makes anew stay
+sql('up', q{CREATE ROLE up_pusher;
+	REVOKE EXECUTE ON FUNCTION chancy_push(text, jsonb, text, int, int, timestamptz, text, interval, bigint, jsonb) FROM PUBLIC;
+	GRANT EXECUTE ON FUNCTION chancy_push(text, jsonb, text, int, int, timestamptz, text, interval, bigint, jsonb) TO up_pusher});
 is(sql('up', q{SELECT count(*) FROM ran}), '0', 'nothing runs at 1.0');
 is(sql('up', q{SELECT count(*) FROM pg_stat_activity
 	WHERE datname = 'up' AND application_name LIKE 'chancy executor%'}), '0',
@@ -282,6 +286,11 @@ my $started = sql('up', 'SELECT pg_postmaster_start_time()');
 my (undef, undef, $notices) =
   $node->psql('up', 'ALTER EXTENSION chancy UPDATE', on_error_die => 1);
 my $updated_at = time;
+is(sql('up', q{SELECT has_function_privilege('up_pusher', 'chancy_push(text, jsonb, text, int, int, timestamptz, text, interval, bigint, jsonb, text[])', 'EXECUTE')
+	|| ' ' || has_function_privilege('public', 'chancy_push(text, jsonb, text, int, int, timestamptz, text, interval, bigint, jsonb, text[])', 'EXECUTE')
+	|| ' ' || has_function_privilege('public', 'chancy_define_job(text, text, text, int, int, jsonb, interval, bigint, text[])', 'EXECUTE')}),
+	'true false true', 'chancy_push made anew keeps its grants (PUBLIC revoked, a role granted); chancy_define_job its default');
+sql('up', q{GRANT EXECUTE ON FUNCTION chancy_push(text, jsonb, text, int, int, timestamptz, text, interval, bigint, jsonb, text[]) TO PUBLIC});
 
 # Every pending job runs, promptly: the supervisor was woken by the update
 # (its fallback sleep is a minute) and the server did not restart.
