@@ -490,6 +490,7 @@ extern void flow_parked(List *keys);
 extern List *flow_unpark(ChancyCatalog *cat, long *wait_ms);
 extern void flow_unparked(List *released);
 extern void flow_find_parked(ChancyCatalog *cat);
+extern void flow_forget_database(Oid dboid);
 extern void flow_changed(void);
 
 /* ----------------------------------------------------------------------

@@ -265,6 +265,9 @@ chancy_utility_hook(PlannedStmt *pstmt, const char *queryString,
 	PG_END_TRY();
 	if (created)
 		catalog_warn_unlisted();
+	/* DROP DATABASE (it cannot run in a transaction block): its keys go */
+	if (OidIsValid(blocked) && IsA(stmt, DropdbStmt))
+		flow_forget_database(blocked);
 }
 
 /* Install the utility hook (from _PG_init). */

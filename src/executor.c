@@ -839,6 +839,7 @@ run_batch(long *timeout_ms, bool *paused)
 	MemoryContext old;
 
 	MemoryContextReset(batch_cxt);
+	batch = NULL;
 	/* zeroed: until the claim commits, what holds limit slots ends at a NULL */
 	batch_size = chancy_batch_size;
 	batch = MemoryContextAllocZero(batch_cxt, sizeof(ClaimedJob *) * batch_size);
@@ -953,7 +954,8 @@ recover(void)
 		batch_n = 0;
 	}
 	/* limit slots taken by a claim that failed go back too */
-	flow_give(batch, 0, batch_size);
+	if (batch != NULL)
+		flow_give(batch, 0, batch_size);
 
 	if (gone)
 	{

@@ -797,6 +797,26 @@ flow_find_parked(ChancyCatalog *cat)
 }
 
 /*
+ * flow_forget_database
+ *		Remove the keys of a database from shared memory: its supervisor
+ *		starts (no executor of it runs then; the parked jobs are found in
+ *		the table again), or it was dropped.
+ */
+void
+flow_forget_database(Oid dboid)
+{
+	HASH_SEQ_STATUS seq;
+	FlowKey    *k;
+
+	LWLockAcquire(flow_shared->lock, LW_EXCLUSIVE);
+	hash_seq_init(&seq, flow_keys);
+	while ((k = hash_seq_search(&seq)) != NULL)
+		if (k->tag.dboid == dboid)
+			(void) hash_search(flow_keys, &k->tag, HASH_REMOVE, NULL);
+	LWLockRelease(flow_shared->lock);
+}
+
+/*
  * flow_changed
  *		A change to chancy_limits committed: every key reads its settings
  *		again, and the supervisor looks at the parked jobs.

@@ -658,6 +658,9 @@ chancy_supervisor_main(Datum arg)
 	}
 	(void) slots_db_say_missing(false);
 	MemoryContextSwitchTo(loop_cxt);
+	/* no executor of this database runs: its keys start over (flow.c) */
+	if (!slots_executors_alive())
+		flow_forget_database(MyDatabaseId);
 	recover_jobs(NIL);
 	slots_executors_free_exited();
 	declare_configured_queues();
