@@ -332,9 +332,11 @@ static const struct
 	},
 	[PLAN_PARKED_KEYS] = {
 		"WITH RECURSIVE k(key) AS ("
-		" (SELECT parked_on FROM %1$s.chancy_jobs WHERE claim = 0 ORDER BY parked_on LIMIT 1)"
+		" (SELECT parked_on FROM %1$s.chancy_jobs WHERE claim = 0 AND NOT replicated"
+		"  ORDER BY parked_on LIMIT 1)"
 		" UNION ALL SELECT (SELECT j.parked_on FROM %1$s.chancy_jobs j WHERE j.claim = 0"
-		"  AND j.parked_on > k.key ORDER BY j.parked_on LIMIT 1) FROM k WHERE k.key IS NOT NULL)"
+		"  AND NOT j.replicated AND j.parked_on > k.key ORDER BY j.parked_on LIMIT 1)"
+		" FROM k WHERE k.key IS NOT NULL)"
 		" SELECT key FROM k WHERE key IS NOT NULL",
 		0, {0}
 	},
