@@ -1009,6 +1009,10 @@ CREATE FUNCTION chancy_drop_limit(key text)
 	LANGUAGE plpgsql SECURITY DEFINER
 	SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+	IF key IS NULL THEN
+		RAISE EXCEPTION 'limit key must not be NULL'
+			USING ERRCODE = 'null_value_not_allowed';
+	END IF;
 	DELETE FROM @extschema@.chancy_limits l WHERE l.key = chancy_drop_limit.key;
 	IF NOT FOUND THEN
 		RAISE EXCEPTION 'limit key "%" does not exist', key

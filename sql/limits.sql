@@ -41,6 +41,8 @@ SELECT chancy_set_limit('a*b', concurrency => 1);
 \echo :LAST_ERROR_SQLSTATE
 SELECT chancy_set_limit(repeat('k', 64), concurrency => 1);
 \echo :LAST_ERROR_SQLSTATE
+SELECT chancy_drop_limit(NULL);
+\echo :LAST_ERROR_SQLSTATE
 SELECT chancy_drop_limit('nothing');
 \echo :LAST_ERROR_SQLSTATE
 SELECT chancy_drop_limit('stop');

@@ -226,6 +226,7 @@ chancy_utility_hook(PlannedStmt *pstmt, const char *queryString,
 			 strcmp(((CreateExtensionStmt *) stmt)->extname, "chancy") == 0)
 	{
 		wakeup_launcher_at_commit();
+		wakeup_limits_at_commit();	/* keys of an earlier install: read again */
 		created = true;
 	}
 	else if (IsA(stmt, AlterExtensionStmt) &&
@@ -233,6 +234,7 @@ chancy_utility_hook(PlannedStmt *pstmt, const char *queryString,
 	{
 		wakeup_launcher_at_commit();
 		wakeup_queues_changed_at_commit();
+		wakeup_limits_at_commit();
 	}
 	else if (IsA(stmt, DropStmt) &&
 			 ((DropStmt *) stmt)->removeType == OBJECT_EXTENSION)
@@ -241,11 +243,18 @@ chancy_utility_hook(PlannedStmt *pstmt, const char *queryString,
 
 		foreach(lc, ((DropStmt *) stmt)->objects)
 			if (strcmp(strVal(lfirst(lc)), "chancy") == 0)
+			{
 				wakeup_queues_changed_at_commit();
+				wakeup_limits_at_commit();
+			}
 	}
 	else if (IsA(stmt, TransactionStmt) &&
 			 ((TransactionStmt *) stmt)->kind == TRANS_STMT_COMMIT_PREPARED)
+	{
+		/* what the prepared transaction changed is not known here */
 		wakeup_queues_changed_at_commit();
+		wakeup_limits_at_commit();
+	}
 
 	PG_TRY();
 	{

@@ -47,6 +47,7 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
+#include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
 #include "chancy_internal.h"
@@ -81,8 +82,11 @@ typedef struct FlowKey
 	int64		interval_us;	/* so one token per interval */
 	int32		burst;
 	TimestampTz suspended_until;	/* NOT_SUSPENDED: none */
-	int32		running;		/* jobs holding it (whether limited or not) */
+	int32		running;		/* jobs holding a slot of it */
 	TimestampTz tat;			/* GCRA: theoretical arrival time */
+	uint64		stamp;			/* of the claim using it: not evicted then */
+	int32		released;		/* parked jobs released, not yet claimed */
+	TimestampTz released_at;	/* when (an estimate: forgotten after 1 s) */
 	bool		parked;			/* jobs may be parked on it */
 	int32		park_priority;	/* the first of them, in dequeue order */
 	int64		park_id;
@@ -94,7 +98,8 @@ typedef struct FlowShared
 {
 	LWLock	   *lock;			/* the hash table and every key in it */
 	pg_atomic_uint32 generation;	/* changes of chancy_limits committed */
-	bool		warned_full;
+	uint64		stamp;			/* claims that entered keys, counted */
+	TimestampTz warned_at;		/* last warning that room ran short */
 } FlowShared;
 
 static FlowShared *flow_shared = NULL;
@@ -148,7 +153,8 @@ flow_shmem_init(LWLock *lock)
 	{
 		flow_shared->lock = lock;
 		pg_atomic_init_u32(&flow_shared->generation, 1);
-		flow_shared->warned_full = false;
+		flow_shared->stamp = 0;
+		flow_shared->warned_at = 0;
 	}
 	memset(&info, 0, sizeof(info));
 	info.keysize = sizeof(FlowTag);
@@ -167,21 +173,72 @@ make_tag(FlowTag *tag, const char *key)
 	strlcpy(tag->key, key, NAMEDATALEN);
 }
 
-/* Whether a key may be evicted: nothing in it differs from a fresh one. */
-static bool
-idle_key(FlowKey *k, TimestampTz now)
+/*
+ * evict
+ *		With the lock held exclusively, the table full: make room.  First
+ *		the keys nothing holds whose bucket is full (a fresh key is the
+ *		same); failing that, of the keys nothing holds, those whose bucket
+ *		fills soonest, an eighth of the way from the soonest to the latest
+ *		(they forget tokens they owe: a rate may let a few more starts
+ *		through, said in the log).  Never a key a job holds (running), nor
+ *		one the claim at work uses (stamp).  A key with parked jobs that is
+ *		evicted is marked again by flow_parked or flow_find_parked.
+ */
+static void
+evict(TimestampTz now, uint64 stamp, const char *why)
 {
-	return k->running == 0 && !k->parked && k->tat <= now;
+	HASH_SEQ_STATUS seq;
+	FlowKey    *k;
+	int			removed = 0;
+	TimestampTz soonest = 0;
+	TimestampTz latest = 0;
+	bool		any = false;
+
+	hash_seq_init(&seq, flow_keys);
+	while ((k = hash_seq_search(&seq)) != NULL)
+	{
+		if (k->running > 0 || k->stamp == stamp)
+			continue;
+		if (k->tat <= now && !k->parked)
+		{
+			(void) hash_search(flow_keys, &k->tag, HASH_REMOVE, NULL);
+			removed++;
+			continue;
+		}
+		if (!any || k->tat < soonest)
+			soonest = k->tat;
+		if (!any || k->tat > latest)
+			latest = k->tat;
+		any = true;
+	}
+	if (removed > 0 || !any)
+		return;
+	hash_seq_init(&seq, flow_keys);
+	while ((k = hash_seq_search(&seq)) != NULL)
+		if (k->running == 0 && k->stamp != stamp &&
+			k->tat <= soonest + (latest - soonest) / 8)
+			(void) hash_search(flow_keys, &k->tag, HASH_REMOVE, NULL);
+	if (TimestampDifferenceExceeds(flow_shared->warned_at, now, 60 * 1000))
+	{
+		flow_shared->warned_at = now;
+		ereport(WARNING,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("limit keys were evicted from shared memory before their bucket refilled"),
+				 errdetail("All %d keys of chancy.max_limit_keys were in use when key \"%s\" needed room: the rates of those evicted may let a few more starts through.",
+						   chancy_max_limit_keys, why),
+				 errhint("Raise chancy.max_limit_keys and restart the server.")));
+	}
 }
 
 /*
  * enter_key
  *		The key in shared memory, entered with settings s if it is not there
- *		(evicting idle keys if the table is full); NULL if there is no room.
- *		Called with the lock held exclusively.
+ *		(evicting others if the table is full), with the claim's stamp; NULL
+ *		if there is no room (every key is held by a running job).  Called
+ *		with the lock held exclusively.
  */
 static FlowKey *
-enter_key(const Settings *s, uint32 generation, TimestampTz now)
+enter_key(const Settings *s, uint32 generation, TimestampTz now, uint64 stamp)
 {
 	FlowTag		tag;
 	FlowKey    *k;
@@ -191,32 +248,17 @@ enter_key(const Settings *s, uint32 generation, TimestampTz now)
 	k = hash_search(flow_keys, &tag, HASH_ENTER_NULL, &found);
 	if (k == NULL)
 	{
-		HASH_SEQ_STATUS seq;
-		FlowKey    *old;
-
-		hash_seq_init(&seq, flow_keys);
-		while ((old = hash_seq_search(&seq)) != NULL)
-			if (idle_key(old, now))
-				(void) hash_search(flow_keys, &old->tag, HASH_REMOVE, NULL);
+		evict(now, stamp, s->key);
 		k = hash_search(flow_keys, &tag, HASH_ENTER_NULL, &found);
 		if (k == NULL)
-		{
-			if (!flow_shared->warned_full)
-				ereport(WARNING,
-						(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-						 errmsg("no room for limit key \"%s\" in shared memory", s->key),
-						 errdetail("All %d keys of chancy.max_limit_keys have jobs running or parked.",
-								   chancy_max_limit_keys),
-						 errhint("Raise chancy.max_limit_keys and restart the server; meanwhile jobs holding new keys wait.")));
-			flow_shared->warned_full = true;
 			return NULL;
-		}
 	}
 	if (!found)
 	{
 		memset(((char *) k) + sizeof(FlowTag), 0, sizeof(FlowKey) - sizeof(FlowTag));
 		k->concurrency = -1;
 	}
+	k->stamp = stamp;
 	k->generation = generation;
 	k->limited = s->limited;
 	k->concurrency = s->concurrency;
@@ -243,7 +285,8 @@ find_key(const char *key)
  *		The settings of keys from chancy_limits: each its own row's limits,
  *		else those of the longest pattern that begins it, else none; a row
  *		of its own that sets no limit (chancy_suspend_key made it) only
- *		suspends.  Allocated in the current memory context.
+ *		suspends.  Read with a fresh snapshot: the caller reads the
+ *		generation first.  Allocated in the current memory context.
  */
 static Settings *
 read_settings(ChancyCatalog *cat, char **keys, int n)
@@ -258,6 +301,8 @@ read_settings(ChancyCatalog *cat, char **keys, int n)
 		elems[i] = CStringGetTextDatum(keys[i]);
 	arg = PointerGetDatum(construct_array(elems, n, TEXTOID, -1, false, TYPALIGN_INT));
 	catalog_sql_begin(cat, true, &sql);
+	/* what committed before the caller read the generation, at least */
+	PushActiveSnapshot(GetLatestSnapshot());
 	if (SPI_execute_with_args(psprintf("WITH s AS (SELECT k.n, o.key IS NOT NULL OR (p.c).key IS NOT NULL"
 									   "  AS limited, CASE WHEN o.concurrency IS NOT NULL"
 									   "  OR o.rate IS NOT NULL THEN o ELSE p.c END AS l,"
@@ -294,12 +339,14 @@ read_settings(ChancyCatalog *cat, char **keys, int n)
 
 			s[i].rate = rate;
 			s[i].per_ms = per_ms;
-			s[i].interval_us = Max(per_ms * 1000 / rate, 1);
+			/* rounded up: never faster than the limit */
+			s[i].interval_us = Max((per_ms * 1000 + rate - 1) / rate, 1);
 			s[i].burst = DatumGetInt32(SPI_getbinval(tup, desc, 5, &isnull));
 		}
 		d = SPI_getbinval(tup, desc, 6, &isnull);
 		s[i].suspended_until = isnull ? NOT_SUSPENDED : DatumGetTimestampTz(d);
 	}
+	PopActiveSnapshot();
 	catalog_sql_end(&sql);
 	return s;
 }
@@ -315,13 +362,22 @@ job_keys(ClaimedJob *job, const char *qkey, int *n)
 	Datum	   *elems = NULL;
 	char	  **keys;
 
-	*n = 0;
+	bool	   *nulls = NULL;
+	int			nelems = 0;
+
 	if (job->limit_keys != (Datum) 0)
 		deconstruct_array(DatumGetArrayTypeP(job->limit_keys), TEXTOID, -1, false,
-						  TYPALIGN_INT, &elems, NULL, n);
-	keys = palloc(sizeof(char *) * (*n + 1));
-	for (int i = 0; i < *n; i++)
-		keys[i] = TextDatumGetCString(elems[i]);
+						  TYPALIGN_INT, &elems, &nulls, &nelems);
+	keys = palloc(sizeof(char *) * (CHANCY_MAX_LIMIT_KEYS + 1));
+	*n = 0;
+	/* as pushed, checked; a row written otherwise cannot break the claim */
+	for (int i = 0; i < nelems && *n < CHANCY_MAX_LIMIT_KEYS; i++)
+		if (!nulls[i])
+		{
+			keys[*n] = TextDatumGetCString(elems[i]);
+			keys[*n][strnlen(keys[*n], NAMEDATALEN - 1)] = '\0';
+			(*n)++;
+		}
 	if (qkey != NULL)
 		keys[(*n)++] = (char *) qkey;
 	return keys;
@@ -358,7 +414,7 @@ queue_key(ChancyCatalog *cat, const char *queue, uint32 generation)
 			if (limited)
 			{
 				LWLockAcquire(flow_shared->lock, LW_EXCLUSIVE);
-				(void) enter_key(s, generation, GetCurrentTimestamp());
+				(void) enter_key(s, generation, GetCurrentTimestamp(), ++flow_shared->stamp);
 				LWLockRelease(flow_shared->lock);
 			}
 		}
@@ -399,6 +455,60 @@ refuses(FlowKey *k, ClaimedJob *job, TimestampTz now)
 		k->tat - now > (int64) (k->burst - 1) * k->interval_us;
 }
 
+/* An entry of an executor's cache of keys without limits */
+typedef struct Unlimited
+{
+	char		key[NAMEDATALEN];
+	uint32		generation;
+} Unlimited;
+
+static HTAB *unlimited = NULL;
+
+/*
+ * known_unlimited
+ *		Whether this process read, at the current generation, that key has
+ *		no limit.  Such keys are not kept in shared memory (nothing to count;
+ *		a role pushing jobs with many distinct keys fills no room there).
+ */
+static bool
+known_unlimited(const char *key, uint32 generation)
+{
+	char		k[NAMEDATALEN];
+	Unlimited  *u;
+
+	if (unlimited == NULL)
+		return false;
+	memset(k, 0, sizeof(k));
+	strlcpy(k, key, NAMEDATALEN);
+	u = hash_search(unlimited, k, HASH_FIND, NULL);
+	return u != NULL && u->generation == generation;
+}
+
+/* Remember that key has no limit at this generation (at most 10,000). */
+static void
+remember_unlimited(const char *key, uint32 generation)
+{
+	char		k[NAMEDATALEN];
+	Unlimited  *u;
+
+	if (unlimited == NULL || hash_get_num_entries(unlimited) >= 10000)
+	{
+		HASHCTL		info;
+
+		if (unlimited != NULL)
+			hash_destroy(unlimited);
+		memset(&info, 0, sizeof(info));
+		info.keysize = NAMEDATALEN;
+		info.entrysize = sizeof(Unlimited);
+		unlimited = hash_create("chancy unlimited keys", 1024, &info,
+								HASH_ELEM | HASH_BLOBS);
+	}
+	memset(k, 0, sizeof(k));
+	strlcpy(k, key, NAMEDATALEN);
+	u = hash_search(unlimited, k, HASH_ENTER, NULL);
+	u->generation = generation;
+}
+
 /*
  * flow_take
  *		In the claim's transaction: each claimed job (in dequeue order) that
@@ -419,6 +529,7 @@ flow_take(ChancyCatalog *cat, const char *queue, ClaimedJob **jobs, int n, List 
 	const char *qkey = queue_key(cat, queue, generation);
 	Settings   *settings = NULL;
 	TimestampTz now;
+	uint64		stamp;
 
 	*parked = *park_keys = NIL;
 	for (int i = 0; i < n && qkey == NULL; i++)
@@ -436,9 +547,12 @@ flow_take(ChancyCatalog *cat, const char *queue, ClaimedJob **jobs, int n, List 
 
 		for (int j = 0; j < nkeys; j++)
 		{
-			FlowKey    *k = find_key(keys[j]);
+			FlowKey    *k;
 			bool		listed = false;
 
+			if (known_unlimited(keys[j], generation))
+				continue;
+			k = find_key(keys[j]);
 			if (k != NULL && k->generation == generation)
 				continue;
 			for (int s = 0; s < nstale && !listed; s++)
@@ -455,12 +569,42 @@ flow_take(ChancyCatalog *cat, const char *queue, ClaimedJob **jobs, int n, List 
 		settings = read_settings(cat, stale, nstale);
 
 	/*
-	 * Keys are entered (their settings read above) as each job comes, and
-	 * taken at once: what room needs evicted is never a key of this claim
-	 * that a job already holds.
+	 * Under the lock: the keys that have no limit are remembered here (they
+	 * take no room in shared memory); then every limited key of the claim
+	 * is stamped, so that no room made for another evicts it, and entered
+	 * if it is not there; then each job takes its slots, or is parked.
 	 */
 	LWLockAcquire(flow_shared->lock, LW_EXCLUSIVE);
 	now = GetCurrentTimestamp();
+	stamp = ++flow_shared->stamp;
+	for (int s = 0; s < nstale; s++)
+	{
+		if (!settings[s].limited)
+		{
+			FlowKey    *k = find_key(settings[s].key);
+
+			remember_unlimited(settings[s].key, generation);
+			if (k != NULL)		/* its running jobs still give slots back */
+				(void) enter_key(&settings[s], generation, now, stamp);
+		}
+	}
+	for (int i = 0; i < n; i++)
+	{
+		int			nkeys;
+		char	  **keys = job_keys(jobs[i], qkey, &nkeys);
+
+		for (int j = 0; j < nkeys; j++)
+		{
+			FlowKey    *k = find_key(keys[j]);
+
+			if (k != NULL)
+				k->stamp = stamp;
+		}
+	}
+	for (int s = 0; s < nstale; s++)
+		if (settings[s].limited)
+			(void) enter_key(&settings[s], generation, now, stamp);
+
 	for (int i = 0; i < n; i++)
 	{
 		ClaimedJob *job = jobs[i];
@@ -471,12 +615,10 @@ flow_take(ChancyCatalog *cat, const char *queue, ClaimedJob **jobs, int n, List 
 
 		for (int j = 0; j < nkeys; j++)
 		{
-			k[j] = find_key(keys[j]);
-			for (int s = 0; s < nstale; s++)
-				if ((k[j] == NULL || k[j]->generation != generation) &&
-					strcmp(settings[s].key, keys[j]) == 0)
-					k[j] = enter_key(&settings[s], generation, now);
-			if (refused < 0 && refuses(k[j], job, now))
+			k[j] = known_unlimited(keys[j], generation) ? NULL : find_key(keys[j]);
+			if (k[j] == NULL && !known_unlimited(keys[j], generation))
+				refused = refused < 0 ? j : refused;	/* no room to count it */
+			else if (refused < 0 && k[j] != NULL && refuses(k[j], job, now))
 				refused = j;
 		}
 		if (refused >= 0)
@@ -486,6 +628,8 @@ flow_take(ChancyCatalog *cat, const char *queue, ClaimedJob **jobs, int n, List 
 			if (r != NULL)
 			{
 				r->throttled++;
+				if (r->released > 0)
+					r->released--;	/* one released job came, and goes again */
 				if (!r->parked || !behind_parked(r, job))
 				{
 					r->parked = true;
@@ -499,8 +643,12 @@ flow_take(ChancyCatalog *cat, const char *queue, ClaimedJob **jobs, int n, List 
 		}
 		for (int j = 0; j < nkeys; j++)
 		{
+			if (k[j] == NULL || !k[j]->limited)
+				continue;		/* not counted: nothing to give back */
 			k[j]->running++;
-			if (k[j]->limited && k[j]->interval_us > 0)
+			if (k[j]->released > 0)
+				k[j]->released--;
+			if (k[j]->interval_us > 0)
 				k[j]->tat = Max(k[j]->tat, now) + k[j]->interval_us;
 			job->flow_keys = lappend(job->flow_keys, keys[j]);
 		}
@@ -570,7 +718,7 @@ mark_parked(const char *key)
 		none.key = (char *) key;
 		none.concurrency = -1;
 		none.suspended_until = NOT_SUSPENDED;
-		k = enter_key(&none, 0, GetCurrentTimestamp());
+		k = enter_key(&none, 0, GetCurrentTimestamp(), ++flow_shared->stamp);
 		if (k == NULL)
 			return false;
 	}
@@ -624,6 +772,17 @@ available(FlowKey *k, TimestampTz now, TimestampTz *due)
 		n = Min(n, k->concurrency - k->running);
 	if (n <= 0)
 		return 0;				/* a slot that frees wakes the supervisor */
+	/* jobs released a moment ago take slots and tokens when claimed */
+	if (k->released > 0 && !TimestampDifferenceExceeds(k->released_at, now, 1000))
+	{
+		n -= k->released;
+		if (n <= 0)
+		{
+			/* unless they never come (cancelled, their queue paused) */
+			*due = TimestampTzPlusMilliseconds(k->released_at, 1000);
+			return 0;
+		}
+	}
 	if (k->interval_us > 0)
 	{
 		int64		ahead = k->tat - now;
@@ -719,7 +878,7 @@ flow_unpark(ChancyCatalog *cat, long *wait_ms)
 			{
 				k = find_key(s[i].key);
 				if (k != NULL)
-					(void) enter_key(&s[i], generation, now);
+					(void) enter_key(&s[i], generation, now, ++flow_shared->stamp);
 			}
 			LWLockRelease(flow_shared->lock);
 		}
@@ -735,8 +894,27 @@ flow_unpark(ChancyCatalog *cat, long *wait_ms)
 		got = queue_unpark(cat, want_keys[i], want[i], &r->rest, &r->first_priority,
 						   &r->first_id);
 		released = lappend(released, r);
-		/* the rest of a key released in full: look again at once */
-		if (got == want[i] && r->rest)
+		/*
+		 * Those released may be claimed as soon as this commits, before
+		 * flow_unparked: from now on the jobs that wait are those behind the
+		 * first left (or, with none left, none).
+		 */
+		LWLockAcquire(flow_shared->lock, LW_EXCLUSIVE);
+		k = find_key(r->key);
+		if (k != NULL)
+		{
+			k->park_priority = r->rest ? r->first_priority : PG_INT32_MIN;
+			k->park_id = r->rest ? r->first_id : PG_INT64_MAX;
+			/* counted before their claims can come (each takes one off);
+			 * if this rolls back, they are forgotten a second later */
+			if (TimestampDifferenceExceeds(k->released_at, GetCurrentTimestamp(), 1000))
+				k->released = 0;
+			k->released += got;
+			k->released_at = GetCurrentTimestamp();
+		}
+		LWLockRelease(flow_shared->lock);
+		/* as many as may go at once went, and more are left: again at once */
+		if (got == UNPARK_MAX && r->rest)
 			next = now;
 	}
 	if (next != 0)
@@ -972,8 +1150,13 @@ chancy_limit_acquire(PG_FUNCTION_ARGS)
 		LWLockAcquire(flow_shared->lock, LW_EXCLUSIVE);
 		now = GetCurrentTimestamp();
 		k = find_key(key);
+		if (settings != NULL && !settings->limited && k == NULL)
+		{
+			LWLockRelease(flow_shared->lock);
+			PG_RETURN_BOOL(true);	/* no limit: nothing to take */
+		}
 		if (settings != NULL && (k == NULL || k->generation != generation))
-			k = enter_key(settings, generation, now);
+			k = enter_key(settings, generation, now, ++flow_shared->stamp);
 		if (k == NULL)
 			due = TimestampTzPlusMilliseconds(now, 1000);	/* no room: later */
 		else if (k->limited && k->suspended_until > now)

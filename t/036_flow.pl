@@ -55,6 +55,11 @@ sub drained
 			AND state IN ('pending', 'retrying', 'running')}) == 0;
 		select(undef, undef, undef, 0.1);
 	}
+	diag(sql(q{SELECT string_agg(key || ' running ' || running || ' parked ' || parked, ', ')
+		FROM chancy_limit_stats}));
+	diag(sql(qq{SELECT string_agg(state || ' ' || coalesce(claim::text, '-') || ' '
+		|| coalesce(parked_on, '-'), ', ') FROM chancy_jobs
+		WHERE meta->>'tag' = '$tag' AND state IN ('pending', 'retrying', 'running')}));
 	die "jobs tagged $tag did not end";
 }
 
@@ -207,5 +212,89 @@ is(sql(q{SELECT count(*) FROM chancy_jobs WHERE meta->>'tag' = 'many' AND state 
 cmp_ok(sql(q{SELECT count(*) FROM chancy_limit_state()}), '<=', 1000,
 	'shared memory held at most chancy.max_limit_keys of them');
 
+# --- released jobs are counted until claimed: with the queue paused, a slot
+# that frees releases one parked job, not the whole backlog
+sql(q{SELECT chancy_set_limit('P', concurrency => 1)});
+push_spans(1, 1, '{P}', 'churn1');
+$node->poll_query_until('postgres', q{SELECT count(*) = 1 FROM chancy_jobs
+	WHERE meta->>'tag' = 'churn1' AND state = 'running'}) or die 'no running job of key P';
+push_spans(200, 0, '{P}', 'churn');
+$node->poll_query_until('postgres', q{SELECT parked = 200 FROM chancy_limit_stats WHERE key = 'P'})
+  or die 'the jobs of key P were not parked';
+sql(q{SELECT chancy_pause_queue('default')});
+drained('churn1', 30);
+sleep(2);
+cmp_ok(sql(q{SELECT parked FROM chancy_limit_stats WHERE key = 'P'}), '>=', 198,
+	'a slot that frees while the queue is paused releases one parked job, not all');
+sql(q{SELECT chancy_resume_queue('default')});
+drained('churn', 60);
+cmp_ok(sql(q{SELECT throttled FROM chancy_limit_stats WHERE key = 'P'}), '<=', 260,
+	'and each job of key P was parked about once');
+
 $node->stop;
+
+# --- a small chancy.max_limit_keys: keys without limits take no room; a claim
+# never evicts a key it uses; keys whose bucket owes tokens are evicted when
+# room runs out, with a warning, so that other roles' keys still get room
+my $small = chancy_node('flow_small', qq{
+chancy.queues = 'default:4'
+chancy.max_limit_keys = 100
+});
+sub ssql { return $small->safe_psql('postgres', shift); }
+ssql(q{CREATE EXTENSION chancy;
+	CREATE FUNCTION span(kwargs jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+	DECLARE s timestamptz := clock_timestamp();
+	BEGIN
+		PERFORM pg_sleep(coalesce((kwargs->>'s')::float8, 0));
+		RETURN jsonb_build_object('s', s, 'e', clock_timestamp());
+	END $$;
+	CREATE ROLE eve; CREATE ROLE bob;
+	GRANT EXECUTE ON FUNCTION span(jsonb) TO eve, bob;
+	SELECT chancy_set_limit('fill:*', concurrency => 100);
+	SELECT chancy_set_limit('a', concurrency => 1);});
+sub spush
+{
+	my ($role, $s, $keys, $tag) = @_;
+	return $small->safe_psql('postgres', qq{SET ROLE $role;
+		SELECT chancy_push(chancy_with_meta(chancy_with_limit_keys(chancy_with_kwargs(chancy_job('span'),
+			jsonb_build_object('s', $s)), $keys), '{"tag": "$tag"}'))});
+}
+sub sdrained
+{
+	my $tag = shift;
+	$small->poll_query_until('postgres', qq{SELECT count(*) = 0 FROM chancy_jobs
+		WHERE meta->>'tag' = '$tag' AND state IN ('pending', 'retrying', 'running')})
+	  or die "jobs tagged $tag did not end";
+}
+ssql(q{SELECT chancy_push_many(ARRAY(SELECT chancy_with_meta(chancy_with_limit_keys(chancy_job('span'),
+	ARRAY(SELECT 'fill:' || g || '_' || k FROM generate_series(1, CASE WHEN g = 13 THEN 3 ELSE 8 END) k)),
+	'{"tag": "fill"}') FROM generate_series(1, 13) g))});
+sdrained('fill');
+is(ssql(q{SELECT count(*) FROM chancy_limit_state()}), '99', 'shared memory has room for one more key');
+spush('bob', 1.5, q{'{a,fill:b}'}, 'ev1');
+$small->poll_query_until('postgres', q{SELECT state = 'running' FROM chancy_jobs WHERE meta->>'tag' = 'ev1'})
+  or die 'ev1 never ran';
+spush('bob', 0.5, q{'{a}'}, 'ev2');
+sdrained('ev1');
+sdrained('ev2');
+is(ssql(q{SELECT (j2.result->>'s')::timestamptz >= (j1.result->>'e')::timestamptz
+	FROM chancy_jobs j1, chancy_jobs j2 WHERE j1.meta->>'tag' = 'ev1' AND j2.meta->>'tag' = 'ev2'}),
+	't', 'a key entered by a claim that had to make room is not evicted by it: a (concurrency 1) ran one at a time');
+is(ssql(q{SELECT coalesce(sum(running), 0) FROM chancy_limit_state()}), '0', 'and every count is back to 0');
+
+# a role fills the table with keys whose bucket owes a token for an hour
+ssql(q{SELECT chancy_set_limit('api:*', rate => 1, per => '1 hour')});
+$small->safe_psql('postgres', q{SET ROLE eve;
+	SELECT chancy_push_many(ARRAY(SELECT chancy_with_meta(chancy_with_limit_keys(chancy_job('span'),
+		ARRAY['api:eve' || g]), '{"tag": "evefill"}') FROM generate_series(1, 150) g))});
+sdrained('evefill');
+spush('bob', 0, q{'{bob-unlimited}'}, 'bob1');
+spush('bob', 0, q{'{fill:bob}'}, 'bob2');
+sdrained('bob1');
+sdrained('bob2');
+is(ssql(q{SELECT string_agg(state::text, ',' ORDER BY id) FROM chancy_jobs WHERE meta->>'tag' IN ('bob1', 'bob2')}),
+	'succeeded,succeeded', "another role's jobs, with a key without limits and a new limited key, still run");
+ok($small->log_contains('limit keys were evicted from shared memory before their bucket refilled'),
+	'the log says room ran short');
+$small->stop;
 done_testing();
