@@ -24,13 +24,14 @@ chancy.max_limit_keys = 1000
 sub sql { return $node->safe_psql('postgres', shift); }
 
 # span: sleeps kwargs.s seconds; its result is when it started and ended
-sql(q{CREATE EXTENSION chancy;
+my $span = q{CREATE EXTENSION chancy;
 	CREATE FUNCTION span(kwargs jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
 	DECLARE s timestamptz := clock_timestamp();
 	BEGIN
 		PERFORM pg_sleep(coalesce((kwargs->>'s')::float8, 0));
 		RETURN jsonb_build_object('s', s, 'e', clock_timestamp());
-	END $$;});
+	END $$;};
+sql($span);
 
 # Push $n span jobs sleeping $s seconds, holding keys $keys (a text[]
 # literal; each "%" becomes the job's number), tagged $tag in meta.
@@ -241,13 +242,7 @@ chancy.queues = 'default:4'
 chancy.max_limit_keys = 100
 });
 sub ssql { return $small->safe_psql('postgres', shift); }
-ssql(q{CREATE EXTENSION chancy;
-	CREATE FUNCTION span(kwargs jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
-	DECLARE s timestamptz := clock_timestamp();
-	BEGIN
-		PERFORM pg_sleep(coalesce((kwargs->>'s')::float8, 0));
-		RETURN jsonb_build_object('s', s, 'e', clock_timestamp());
-	END $$;
+ssql($span . q{
 	CREATE ROLE eve; CREATE ROLE bob;
 	GRANT EXECUTE ON FUNCTION span(jsonb) TO eve, bob;
 	SELECT chancy_set_limit('fill:*', concurrency => 100);
