@@ -14,8 +14,8 @@ PG_CPPFLAGS = -I$(srcdir)/include
 # Every test starts its own throwaway instance with chancy preloaded.
 REGRESS = push definitions builders unique privileges queues wait plan cron schedules commands limits
 REGRESS_OPTS = --temp-instance=tmp_check --temp-config=test/chancy.conf
-ISOLATION = unique_push schedule_race limit_race
-ISOLATION_OPTS = --temp-instance=tmp_check_iso --temp-config=test/chancy.conf
+ISOLATION = unique_push schedule_race limit_race limit_claims
+ISOLATION_OPTS = --temp-instance=tmp_check_iso --temp-config=test/chancy_iso.conf
 TAP_TESTS = 1
 
 PG_CONFIG ?= pg_config

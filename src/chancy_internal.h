@@ -417,6 +417,7 @@ typedef struct ClaimedJob
 	bool		command;		/* runs chancy_run_command: see command.c */
 	Datum		limit_keys;		/* text[], or 0: none (see flow.c) */
 	List	   *flow_keys;		/* the keys whose slots it holds */
+	bool		ran;			/* its function was called */
 } ClaimedJob;
 
 /* A queue's settings, as the claim reads them. */

@@ -617,6 +617,7 @@ execute(ChancyCatalog *cat, ClaimedJob *job, Outcome *outcome, Datum *result,
 	running.attempt = job->attempt;
 	running.max_attempts = job->max_attempts;
 	*running_var = &running;
+	job->ran = true;			/* its limit tokens are spent (flow_give) */
 
 	if (job->command)
 		*outcome = run_command(job, started_at, result, result_null);

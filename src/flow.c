@@ -661,7 +661,7 @@ flow_take(ChancyCatalog *cat, const char *queue, ClaimedJob **jobs, int n, List 
 /*
  * flow_give
  *		Jobs from..to-1 of a batch (up to a NULL) no longer run: the slots
- *		they hold go back.  If a key they held has parked jobs, the
+ *		they hold go back, and the tokens of those that never started.  If a key they held has parked jobs, the
  *		supervisor is woken to release them.  Never fails (it runs on the
  *		way out too).
  */
@@ -687,6 +687,11 @@ flow_give(ClaimedJob **jobs, int from, int to)
 			if (k == NULL || k->running == 0)
 				continue;		/* cannot be: a key that runs is kept */
 			k->running--;
+			/* a job that goes back without having started gives its token
+			 * back too (tokens are alike: the bucket is as if it had not
+			 * taken one), or its next claim would wait for the next */
+			if (!jobs[i]->ran && k->interval_us > 0)
+				k->tat = Max(k->tat - k->interval_us, 0);
 			wake |= k->parked;
 		}
 		jobs[i]->flow_keys = NIL;
