@@ -1021,7 +1021,11 @@ CREATE TABLE chancy_limits (
 		CONSTRAINT chancy_limits_burst_check CHECK (burst BETWEEN 1 AND 1000000),
 	suspended_until timestamptz,
 	updated_at timestamptz NOT NULL DEFAULT now(),
-	CONSTRAINT chancy_limits_rate_per_check CHECK ((rate IS NULL) = (per IS NULL))
+	CONSTRAINT chancy_limits_rate_per_check CHECK ((rate IS NULL) = (per IS NULL)),
+	-- what a full bucket spans, at most 1000 years (the arithmetic in
+	-- shared memory is in microseconds)
+	CONSTRAINT chancy_limits_window_check
+		CHECK (chancy_interval_ms(per)::numeric * burst <= 31557600000000)
 );
 COMMENT ON TABLE chancy_limits IS
 	'Limits of the keys jobs hold (chancy_jobs.limit_keys): a job starts only when each of its keys has a free concurrency slot and a token.  A key ending in * is the default of every key it begins; a row that sets neither concurrency nor rate (one chancy_suspend_key() made) only suspends, and the key keeps its pattern''s limits.  Written through chancy_set_limit(), chancy_drop_limit() and chancy_suspend_key()';
@@ -1106,6 +1110,10 @@ EXCEPTION WHEN check_violation THEN
 		RAISE EXCEPTION 'invalid interval % for limit key "%"', per, key
 			USING ERRCODE = 'invalid_parameter_value',
 				  HINT = 'The interval of a rate is from 1 ms to 366 days, without negative parts.';
+	WHEN 'chancy_limits_window_check' THEN
+		RAISE EXCEPTION 'burst % of limit key "%" spans more than 1000 years of its rate', burst, key
+			USING ERRCODE = 'invalid_parameter_value',
+				  HINT = 'burst times per is at most 1000 years.';
 	ELSE
 		RAISE EXCEPTION 'invalid burst % for limit key "%"', burst, key
 			USING ERRCODE = 'invalid_parameter_value',
@@ -1158,6 +1166,10 @@ BEGIN
 	ON CONFLICT ON CONSTRAINT chancy_limits_pkey DO UPDATE
 	   SET suspended_until = excluded.suspended_until, updated_at = now()
 	RETURNING * INTO l;
+	-- a row left with neither a limit nor a suspension goes
+	DELETE FROM @extschema@.chancy_limits c
+	 WHERE c.key = chancy_suspend_key.key AND c.concurrency IS NULL AND c.rate IS NULL
+	   AND c.suspended_until IS NULL;
 	RETURN l;
 EXCEPTION WHEN check_violation THEN
 	RAISE EXCEPTION 'invalid limit key "%"', key

@@ -85,6 +85,23 @@ SELECT key FROM chancy_suspend_key('tenant:*', 'infinity');
 \echo :LAST_ERROR_SQLSTATE
 SELECT key FROM chancy_suspend_key('tenant:*', '2100-01-01 00:00:00+00');
 SELECT chancy_limit_acquire('tenant:10', timeout => '0');
+-- a suspension of a longer pattern does not hide a shorter pattern's limits,
+-- and a row left with neither goes
+SELECT key FROM chancy_set_limit('cu*', rate => 1, per => '1 hour');
+SELECT key FROM chancy_suspend_key('cust:*', '2001-01-01 00:00:00+00');
+SELECT chancy_limit_acquire('cust:1', timeout => '0');
+SELECT chancy_limit_acquire('cust:1', timeout => '0');
+SELECT key FROM chancy_suspend_key('cust:*', NULL);
+SELECT count(*) FROM chancy_limits WHERE key = 'cust:*';
+SELECT chancy_drop_limit('cu*');
+-- a full bucket spans at most 1000 years; a large one is exact
+SELECT key FROM chancy_set_limit('huge', rate => 1, per => '366 days', burst => 1000000);
+\echo :LAST_ERROR_SQLSTATE
+SELECT key FROM chancy_set_limit('huge', rate => 1, per => '366 days', burst => 900);
+SELECT chancy_limit_acquire('huge', 900, '0');
+SELECT chancy_limit_acquire('huge', timeout => '0');
+SELECT tokens FROM chancy_limit_stats WHERE key = 'huge';
+SELECT chancy_drop_limit('huge');
 SELECT chancy_suspend_key('bad*key', NULL);
 \echo :LAST_ERROR_SQLSTATE
 SELECT chancy_suspend_key(NULL, NULL);
@@ -171,6 +188,15 @@ SELECT limit_keys FROM chancy_jobs WHERE id = :templated;
 SELECT (chancy_push_many(ARRAY[chancy_with_kwargs(chancy_job('limited'),
         '{"customer_id": 9, "region": "ap", "tier": "gold"}')]))[1] AS templated \gset
 SELECT limit_keys FROM chancy_jobs WHERE id = :templated;
+-- a schedule's job whose template names a kwarg it does not have is refused
+SELECT chancy_schedule('templated', '@daily', chancy_with_limit_keys(chancy_job('limited'),
+                       ARRAY['customer:{customer_id}']));
+\echo :LAST_ERROR_SQLSTATE
+SELECT name FROM chancy_schedule('templated', '@daily', chancy_with_kwargs(
+       chancy_with_limit_keys(chancy_job('limited'), ARRAY['customer:{customer_id}']),
+       '{"customer_id": 5}'));
+SELECT (job).limit_keys FROM chancy_schedules WHERE name = 'templated';
+SELECT chancy_unschedule('templated');
 -- '{}' removes the definition's keys
 SELECT (chancy_define_job('limited', limit_keys => '{}')).limit_keys;
 SELECT limit_keys FROM chancy_job_definitions WHERE name = 'limited';

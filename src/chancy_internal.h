@@ -230,6 +230,7 @@ extern bool slots_cancel_is_mine(void);
 extern void slots_wake_executors(const char *queue, int njobs);
 extern void slots_nudge_executors(const char *queue);
 extern void slots_wake_supervisor(void);
+extern void slots_wake_all_supervisors(void);
 extern void slots_db_wake_on_finish(void);
 extern void slots_jobs_finished(void);
 extern void slots_cancel_job(int64 claim, int64 job_id);

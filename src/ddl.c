@@ -274,9 +274,10 @@ chancy_utility_hook(PlannedStmt *pstmt, const char *queryString,
 	PG_END_TRY();
 	if (created)
 		catalog_warn_unlisted();
-	/* DROP DATABASE (it cannot run in a transaction block): its keys go */
-	if (OidIsValid(blocked) && IsA(stmt, DropdbStmt))
-		flow_forget_database(blocked);
+	/* DROP DATABASE (it cannot run in a transaction block): its keys go,
+	 * whether it was served or not */
+	if (OidIsValid(target) && IsA(stmt, DropdbStmt))
+		flow_forget_database(target);
 }
 
 /* Install the utility hook (from _PG_init). */

@@ -36,6 +36,7 @@
 
 #include "access/htup_details.h"
 #include "catalog/pg_type.h"
+#include "common/int.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "funcapi.h"
@@ -100,10 +101,13 @@ typedef struct FlowShared
 	pg_atomic_uint32 generation;	/* changes of chancy_limits committed */
 	uint64		stamp;			/* claims that entered keys, counted */
 	TimestampTz warned_at;		/* last warning that room ran short */
+	uint64		lost_parked;	/* keys with parked jobs evicted, counted */
 } FlowShared;
 
 static FlowShared *flow_shared = NULL;
 static HTAB *flow_keys = NULL;
+/* this process evicted a key with parked jobs: wake the supervisors */
+static bool evicted_parked = false;
 
 /* A key's settings, as read from chancy_limits. */
 typedef struct Settings
@@ -182,7 +186,7 @@ make_tag(FlowTag *tag, const char *key)
  *		(they forget tokens they owe: a rate may let a few more starts
  *		through, said in the log).  Never a key a job holds (running), nor
  *		one the claim at work uses (stamp).  A key with parked jobs that is
- *		evicted is marked again by flow_parked or flow_find_parked.
+ *		evicted is marked again by the supervisors, woken for it.
  */
 static void
 evict(TimestampTz now, uint64 stamp, const char *why)
@@ -217,7 +221,15 @@ evict(TimestampTz now, uint64 stamp, const char *why)
 	while ((k = hash_seq_search(&seq)) != NULL)
 		if (k->running == 0 && k->stamp != stamp &&
 			k->tat <= soonest + (latest - soonest) / 8)
+		{
+			/* its supervisor finds its parked jobs again at once */
+			if (k->parked)
+			{
+				flow_shared->lost_parked++;
+				evicted_parked = true;
+			}
 			(void) hash_search(flow_keys, &k->tag, HASH_REMOVE, NULL);
+		}
 	if (TimestampDifferenceExceeds(flow_shared->warned_at, now, 60 * 1000))
 	{
 		flow_shared->warned_at = now;
@@ -283,9 +295,10 @@ find_key(const char *key)
 /*
  * read_settings
  *		The settings of keys from chancy_limits: each its own row's limits,
- *		else those of the longest pattern that begins it, else none; a row
- *		of its own that sets no limit (chancy_suspend_key made it) only
- *		suspends.  Read with a fresh snapshot: the caller reads the
+ *		else those of the longest pattern that begins it and sets a limit,
+ *		else none; a row that sets no limit (chancy_suspend_key made it)
+ *		only suspends, and the latest suspension of the key and of every
+ *		pattern that begins it applies.  Read with a fresh snapshot: the caller reads the
  *		generation first.  Allocated in the current memory context.
  */
 static Settings *
@@ -304,15 +317,21 @@ read_settings(ChancyCatalog *cat, char **keys, int n)
 	/* what committed before the caller read the generation, at least */
 	PushActiveSnapshot(GetLatestSnapshot());
 	if (SPI_execute_with_args(psprintf("WITH s AS (SELECT k.n, o.key IS NOT NULL OR (p.c).key IS NOT NULL"
-									   "  AS limited, CASE WHEN o.concurrency IS NOT NULL"
+									   "  OR u.until IS NOT NULL AS limited,"
+									   "  CASE WHEN o.concurrency IS NOT NULL"
 									   "  OR o.rate IS NOT NULL THEN o ELSE p.c END AS l,"
-									   "  greatest(o.suspended_until, (p.c).suspended_until) AS until"
+									   "  greatest(o.suspended_until, u.until) AS until"
 									   " FROM unnest($1) WITH ORDINALITY AS k(key, n)"
 									   " LEFT JOIN %1$s.chancy_limits o ON o.key = k.key"
 									   " LEFT JOIN LATERAL (SELECT c FROM %1$s.chancy_limits c"
 									   "  WHERE c.key = ANY (ARRAY(SELECT left(k.key, i) || '*'"
 									   "   FROM generate_series(0, length(k.key)) i))"
-									   "  ORDER BY length(c.key) DESC LIMIT 1) p ON true)"
+									   "  AND (c.concurrency IS NOT NULL OR c.rate IS NOT NULL)"
+									   "  ORDER BY length(c.key) DESC LIMIT 1) p ON true"
+									   " LEFT JOIN LATERAL (SELECT max(c.suspended_until) AS until"
+									   "  FROM %1$s.chancy_limits c"
+									   "  WHERE c.key = ANY (ARRAY(SELECT left(k.key, i) || '*'"
+									   "   FROM generate_series(0, length(k.key)) i))) u ON true)"
 									   " SELECT limited, (l).concurrency, (l).rate,"
 									   "  %1$s.chancy_interval_ms((l).per), (l).burst, until"
 									   " FROM s ORDER BY n",
@@ -378,6 +397,9 @@ job_keys(ClaimedJob *job, const char *qkey, int *n)
 			keys[*n][strnlen(keys[*n], NAMEDATALEN - 1)] = '\0';
 			(*n)++;
 		}
+	for (int i = 0; i < *n && qkey != NULL; i++)
+		if (strcmp(keys[i], qkey) == 0)
+			qkey = NULL;		/* it holds its queue's key anyway */
 	if (qkey != NULL)
 		keys[(*n)++] = (char *) qkey;
 	return keys;
@@ -424,6 +446,35 @@ queue_key(ChancyCatalog *cat, const char *queue, uint32 generation)
 	return limited ? key : NULL;
 }
 
+/*
+ * ahead_allowed
+ *		How far ahead of now a key's GCRA time may be for cost more tokens
+ *		to be taken: (burst - cost) intervals, saturated rather than
+ *		overflowing (a burst of a million over a year's interval).
+ */
+static int64
+ahead_allowed(FlowKey *k, int32 cost)
+{
+	int64		allowed;
+
+	if (pg_mul_s64_overflow((int64) (k->burst - cost), k->interval_us, &allowed))
+		return PG_INT64_MAX / 2;
+	return allowed;
+}
+
+/* Take cost tokens of k's rate now: its GCRA time moves on (saturated). */
+static void
+take_tokens(FlowKey *k, int32 cost, TimestampTz now)
+{
+	int64		step;
+	int64		tat;
+
+	if (pg_mul_s64_overflow((int64) cost, k->interval_us, &step) ||
+		pg_add_s64_overflow(Max(k->tat, now), step, &tat))
+		tat = PG_INT64_MAX / 2;
+	k->tat = tat;
+}
+
 /* Whether job comes after the first job parked on k, in dequeue order. */
 static bool
 behind_parked(FlowKey *k, ClaimedJob *job)
@@ -451,8 +502,7 @@ refuses(FlowKey *k, ClaimedJob *job, TimestampTz now)
 		return true;
 	if (k->concurrency >= 0 && k->running >= k->concurrency)
 		return true;
-	return k->interval_us > 0 &&
-		k->tat - now > (int64) (k->burst - 1) * k->interval_us;
+	return k->interval_us > 0 && k->tat - now > ahead_allowed(k, 1);
 }
 
 /* An entry of an executor's cache of keys without limits */
@@ -463,6 +513,7 @@ typedef struct Unlimited
 } Unlimited;
 
 static HTAB *unlimited = NULL;
+#define UNLIMITED_MAX 10000
 
 /*
  * known_unlimited
@@ -484,19 +535,18 @@ known_unlimited(const char *key, uint32 generation)
 	return u != NULL && u->generation == generation;
 }
 
-/* Remember that key has no limit at this generation (at most 10,000). */
+/* Remember that key has no limit at this generation (flow_take keeps the
+ * cache under UNLIMITED_MAX). */
 static void
 remember_unlimited(const char *key, uint32 generation)
 {
 	char		k[NAMEDATALEN];
 	Unlimited  *u;
 
-	if (unlimited == NULL || hash_get_num_entries(unlimited) >= 10000)
+	if (unlimited == NULL)
 	{
 		HASHCTL		info;
 
-		if (unlimited != NULL)
-			hash_destroy(unlimited);
 		memset(&info, 0, sizeof(info));
 		info.keysize = NAMEDATALEN;
 		info.entrysize = sizeof(Unlimited);
@@ -574,6 +624,13 @@ flow_take(ChancyCatalog *cat, const char *queue, ClaimedJob **jobs, int n, List 
 	 * is stamped, so that no room made for another evicts it, and entered
 	 * if it is not there; then each job takes its slots, or is parked.
 	 */
+	/* a cache that would fill up in this claim starts over first, so
+	 * that it keeps what this claim learns */
+	if (unlimited != NULL && hash_get_num_entries(unlimited) + nstale > UNLIMITED_MAX)
+	{
+		hash_destroy(unlimited);
+		unlimited = NULL;
+	}
 	LWLockAcquire(flow_shared->lock, LW_EXCLUSIVE);
 	now = GetCurrentTimestamp();
 	stamp = ++flow_shared->stamp;
@@ -625,11 +682,13 @@ flow_take(ChancyCatalog *cat, const char *queue, ClaimedJob **jobs, int n, List 
 		{
 			FlowKey    *r = k[refused];
 
+			/* if it was a released job, it came, and goes again */
+			for (int j = 0; j < nkeys; j++)
+				if (k[j] != NULL && k[j]->released > 0)
+					k[j]->released--;
 			if (r != NULL)
 			{
 				r->throttled++;
-				if (r->released > 0)
-					r->released--;	/* one released job came, and goes again */
 				if (!r->parked || !behind_parked(r, job))
 				{
 					r->parked = true;
@@ -649,12 +708,17 @@ flow_take(ChancyCatalog *cat, const char *queue, ClaimedJob **jobs, int n, List 
 			if (k[j]->released > 0)
 				k[j]->released--;
 			if (k[j]->interval_us > 0)
-				k[j]->tat = Max(k[j]->tat, now) + k[j]->interval_us;
+				take_tokens(k[j], 1, now);
 			job->flow_keys = lappend(job->flow_keys, keys[j]);
 		}
 		jobs[kept++] = job;
 	}
 	LWLockRelease(flow_shared->lock);
+	if (evicted_parked)
+	{
+		evicted_parked = false;
+		slots_wake_all_supervisors();
+	}
 	return kept;
 }
 
@@ -791,7 +855,7 @@ available(FlowKey *k, TimestampTz now, TimestampTz *due)
 	if (k->interval_us > 0)
 	{
 		int64		ahead = k->tat - now;
-		int64		room = (int64) (k->burst - 1) * k->interval_us - ahead;
+		int64		room = ahead_allowed(k, 1) - ahead;
 
 		if (ahead <= 0)
 			n = Min(n, k->burst);
@@ -799,7 +863,7 @@ available(FlowKey *k, TimestampTz now, TimestampTz *due)
 			n = Min(n, room / k->interval_us + 1);
 		else
 		{
-			*due = k->tat - (int64) (k->burst - 1) * k->interval_us;
+			*due = k->tat - ahead_allowed(k, 1);
 			return 0;
 		}
 	}
@@ -829,8 +893,18 @@ flow_unpark(ChancyCatalog *cat, long *wait_ms)
 	uint32		generation;
 	HASH_SEQ_STATUS seq;
 	FlowKey    *k;
+	static uint64 lost_seen = 0;
+	uint64		lost;
 
 	*wait_ms = -1;
+	LWLockAcquire(flow_shared->lock, LW_SHARED);
+	lost = flow_shared->lost_parked;
+	LWLockRelease(flow_shared->lock);
+	if (lost != lost_seen)
+	{
+		lost_seen = lost;
+		flow_find_parked(cat);
+	}
 	for (int pass = 0; pass < 2; pass++)
 	{
 		generation = pg_atomic_read_u32(&flow_shared->generation);
@@ -848,8 +922,9 @@ flow_unpark(ChancyCatalog *cat, long *wait_ms)
 				continue;
 			if (k->generation != generation)
 			{
+				/* the table never holds more: these fit whatever enters */
 				if (stale == NULL)
-					stale = palloc(sizeof(char *) * (hash_get_num_entries(flow_keys) + 1));
+					stale = palloc(sizeof(char *) * chancy_max_limit_keys);
 				stale[nstale++] = pstrdup(k->tag.key);
 				continue;
 			}
@@ -858,11 +933,9 @@ flow_unpark(ChancyCatalog *cat, long *wait_ms)
 			{
 				if (want == NULL)
 				{
-					long		size = hash_get_num_entries(flow_keys) + 1;
-
-					want = palloc(sizeof(int) * size);
-					want_keys = palloc(sizeof(char *) * size);
-					want_parks = palloc(sizeof(uint64) * size);
+					want = palloc(sizeof(int) * chancy_max_limit_keys);
+					want_keys = palloc(sizeof(char *) * chancy_max_limit_keys);
+					want_parks = palloc(sizeof(uint64) * chancy_max_limit_keys);
 				}
 				want_keys[nwant] = pstrdup(k->tag.key);
 				want_parks[nwant] = k->parks;
@@ -1073,7 +1146,7 @@ chancy_limit_state(PG_FUNCTION_ARGS)
 		{
 			Interval   *per = palloc0(sizeof(Interval));
 			int64		ahead = k->tat - now;
-			int64		room = (int64) (k->burst - 1) * k->interval_us - ahead;
+			int64		room = ahead_allowed(k, 1) - ahead;
 
 			per->time = k->per_ms * 1000;
 			values[3] = Int32GetDatum(k->rate);
@@ -1081,8 +1154,7 @@ chancy_limit_state(PG_FUNCTION_ARGS)
 			values[5] = Int32GetDatum(k->burst);
 			values[6] = Int32GetDatum(ahead <= 0 ? k->burst :
 									  room < 0 ? 0 : (int) (room / k->interval_us) + 1);
-			due = ahead <= 0 ? now : room < 0 ?
-				k->tat - (int64) (k->burst - 1) * k->interval_us : now;
+			due = ahead <= 0 ? now : room < 0 ? k->tat - ahead_allowed(k, 1) : now;
 			values[7] = TimestampTzGetDatum(due);
 		}
 		else
@@ -1179,10 +1251,10 @@ chancy_limit_acquire(PG_FUNCTION_ARGS)
 								cost, key, burst),
 						 errhint("The burst is how many tokens the key gives at once.")));
 			}
-			if (k->tat - now > (int64) (k->burst - cost) * k->interval_us)
-				due = k->tat - (int64) (k->burst - cost) * k->interval_us;
+			if (k->tat - now > ahead_allowed(k, cost))
+				due = k->tat - ahead_allowed(k, cost);
 			else
-				k->tat = Max(k->tat, now) + cost * k->interval_us;
+				take_tokens(k, cost, now);
 		}
 		LWLockRelease(flow_shared->lock);
 		if (due == 0)

@@ -249,7 +249,8 @@ check_limit_keys(ArrayType *keys, bool templates)
 		if (key[0] == '\0' || strlen(key) >= NAMEDATALEN || strchr(key, '*') != NULL)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid limit key \"%s\"", key),
+					 errmsg("invalid limit key \"%.*s%s\"", NAMEDATALEN, key,
+							strlen(key) > NAMEDATALEN ? "..." : ""),
 					 errhint("A limit key is 1 to %d bytes, without \"*\" (which only patterns of chancy_limits use).",
 							 NAMEDATALEN - 1)));
 		if (templates)
@@ -303,8 +304,10 @@ job_fill_limit_keys(JobValue *job)
 				continue;
 			}
 			name = ++p;
-			while (*p != '}')
+			while (*p != '}' && *p != '\0')
 				p++;
+			if (*p == '\0')
+				break;			/* not a template (a row written by hand) */
 			k.type = jbvString;
 			k.val.string.val = (char *) name;
 			k.val.string.len = p - name;

@@ -238,6 +238,13 @@ chancy_schedule(PG_FUNCTION_ARGS)
 				 errdetail("Each fire pushes the job to run at its fire time."),
 				 errhint("Use chancy_with_scheduled_at(job, NULL).")));
 	job_check(&job);
+	/* a template of its limit keys must fill from its kwargs (a copy: the
+	 * template stays, filled at each fire) */
+	{
+		JobValue	filled = job;
+
+		job_fill_limit_keys(&filled);
+	}
 	job_authorize(cat, &job);
 
 	/*

@@ -1183,6 +1183,21 @@ slots_wake_supervisor(void)
 }
 
 /*
+ * slots_wake_all_supervisors
+ *		Set the latch of every database's supervisor (shared memory of
+ *		flow control concerns them all: see flow.c).
+ */
+void
+slots_wake_all_supervisors(void)
+{
+	LOCK_SHARED();
+	for (int i = 0; i < CHANCY_MAX_DATABASES; i++)
+		if (chancy_shared->dbs[i].latch != NULL)
+			SetLatch(chancy_shared->dbs[i].latch);
+	UNLOCK();
+}
+
+/*
  * slots_cancel_job
  *		A cancel of a claimed job committed: the executor holding the claim
  *		interrupts the job if it executes it (SIGUSR2, checked against the
