@@ -618,12 +618,6 @@ flow_take(ChancyCatalog *cat, const char *queue, ClaimedJob **jobs, int n, List 
 	if (nstale > 0)
 		settings = read_settings(cat, stale, nstale);
 
-	/*
-	 * Under the lock: the keys that have no limit are remembered here (they
-	 * take no room in shared memory); then every limited key of the claim
-	 * is stamped, so that no room made for another evicts it, and entered
-	 * if it is not there; then each job takes its slots, or is parked.
-	 */
 	/* a cache that would fill up in this claim starts over first, so
 	 * that it keeps what this claim learns */
 	if (unlimited != NULL && hash_get_num_entries(unlimited) + nstale > UNLIMITED_MAX)
@@ -631,6 +625,15 @@ flow_take(ChancyCatalog *cat, const char *queue, ClaimedJob **jobs, int n, List 
 		hash_destroy(unlimited);
 		unlimited = NULL;
 	}
+
+	/*
+	 * Under the lock: the keys that have no limit are remembered here (they
+	 * take no room in shared memory); then every limited key of the claim
+	 * is stamped, so that no room made for another evicts it, and entered
+	 * if it is not there (one evicted since it was looked at is refused as
+	 * if there were no room: the job parks, and the supervisor sees to it);
+	 * then each job takes its slots, or is parked.
+	 */
 	LWLockAcquire(flow_shared->lock, LW_EXCLUSIVE);
 	now = GetCurrentTimestamp();
 	stamp = ++flow_shared->stamp;
