@@ -126,10 +126,9 @@ typedef struct Settings
 typedef struct Release
 {
 	char		key[NAMEDATALEN];
+	int			want;			/* how many may go */
 	uint64		parks;			/* its parkings when it looked */
 	bool		rest;			/* parked jobs are left */
-	int32		first_priority; /* the first of those */
-	int64		first_id;
 } Release;
 
 /* Size of the keys' shared memory. */
@@ -475,6 +474,25 @@ take_tokens(FlowKey *k, int32 cost, TimestampTz now)
 	k->tat = tat;
 }
 
+/*
+ * tokens_now
+ *		How many tokens k's rate gives now (its burst when the bucket is
+ *		full); with none, *due is when the next one does.
+ */
+static int64
+tokens_now(FlowKey *k, TimestampTz now, TimestampTz *due)
+{
+	int64		ahead = k->tat - now;
+	int64		room = ahead_allowed(k, 1) - ahead;
+
+	if (ahead <= 0)
+		return k->burst;
+	if (room >= 0)
+		return room / k->interval_us + 1;
+	*due = k->tat - ahead_allowed(k, 1);
+	return 0;
+}
+
 /* Whether job comes after the first job parked on k, in dequeue order. */
 static bool
 behind_parked(FlowKey *k, ClaimedJob *job)
@@ -577,6 +595,8 @@ flow_take(ChancyCatalog *cat, const char *queue, ClaimedJob **jobs, int n, List 
 	int			kept = 0;
 	uint32		generation = pg_atomic_read_u32(&flow_shared->generation);
 	const char *qkey = queue_key(cat, queue, generation);
+	char	 ***keysof;
+	int		   *nkeysof;
 	Settings   *settings = NULL;
 	TimestampTz now;
 	uint64		stamp;
@@ -588,12 +608,18 @@ flow_take(ChancyCatalog *cat, const char *queue, ClaimedJob **jobs, int n, List 
 		else if (i == n - 1)
 			return n;			/* no job holds a key: nothing to do */
 
+	/* each job's keys, as C strings */
+	keysof = palloc(sizeof(char **) * n);
+	nkeysof = palloc(sizeof(int) * n);
+	for (int i = 0; i < n; i++)
+		keysof[i] = job_keys(jobs[i], qkey, &nkeysof[i]);
+
 	/* the keys whose settings must be read (new, or changed since) */
 	LWLockAcquire(flow_shared->lock, LW_SHARED);
 	for (int i = 0; i < n; i++)
 	{
-		int			nkeys;
-		char	  **keys = job_keys(jobs[i], qkey, &nkeys);
+		int			nkeys = nkeysof[i];
+		char	  **keys = keysof[i];
 
 		for (int j = 0; j < nkeys; j++)
 		{
@@ -649,18 +675,13 @@ flow_take(ChancyCatalog *cat, const char *queue, ClaimedJob **jobs, int n, List 
 		}
 	}
 	for (int i = 0; i < n; i++)
-	{
-		int			nkeys;
-		char	  **keys = job_keys(jobs[i], qkey, &nkeys);
-
-		for (int j = 0; j < nkeys; j++)
+		for (int j = 0; j < nkeysof[i]; j++)
 		{
-			FlowKey    *k = find_key(keys[j]);
+			FlowKey    *k = find_key(keysof[i][j]);
 
 			if (k != NULL)
 				k->stamp = stamp;
 		}
-	}
 	for (int s = 0; s < nstale; s++)
 		if (settings[s].limited)
 			(void) enter_key(&settings[s], generation, now, stamp);
@@ -668,18 +689,21 @@ flow_take(ChancyCatalog *cat, const char *queue, ClaimedJob **jobs, int n, List 
 	for (int i = 0; i < n; i++)
 	{
 		ClaimedJob *job = jobs[i];
-		int			nkeys;
-		char	  **keys = job_keys(job, qkey, &nkeys);
+		int			nkeys = nkeysof[i];
+		char	  **keys = keysof[i];
 		FlowKey    *k[CHANCY_MAX_LIMIT_KEYS + 1];
 		int			refused = -1;
 
 		for (int j = 0; j < nkeys; j++)
 		{
-			k[j] = known_unlimited(keys[j], generation) ? NULL : find_key(keys[j]);
-			if (k[j] == NULL && !known_unlimited(keys[j], generation))
-				refused = refused < 0 ? j : refused;	/* no room to count it */
-			else if (refused < 0 && k[j] != NULL && refuses(k[j], job, now))
-				refused = j;
+			if (known_unlimited(keys[j], generation))
+			{
+				k[j] = NULL;	/* nothing to count */
+				continue;
+			}
+			k[j] = find_key(keys[j]);
+			if (refused < 0 && (k[j] == NULL || refuses(k[j], job, now)))
+				refused = j;	/* (NULL: no room to count it) */
 		}
 		if (refused >= 0)
 		{
@@ -856,20 +880,7 @@ available(FlowKey *k, TimestampTz now, TimestampTz *due)
 		}
 	}
 	if (k->interval_us > 0)
-	{
-		int64		ahead = k->tat - now;
-		int64		room = ahead_allowed(k, 1) - ahead;
-
-		if (ahead <= 0)
-			n = Min(n, k->burst);
-		else if (room >= 0)
-			n = Min(n, room / k->interval_us + 1);
-		else
-		{
-			*due = k->tat - ahead_allowed(k, 1);
-			return 0;
-		}
-	}
+		n = Min(n, tokens_now(k, now, due));
 	return (int) n;
 }
 
@@ -885,12 +896,7 @@ List *
 flow_unpark(ChancyCatalog *cat, long *wait_ms)
 {
 	List	   *released = NIL;
-	char	  **stale = NULL;
-	int			nstale = 0;
-	int			nwant = 0;
-	char	  **want_keys = NULL;
-	int		   *want = NULL;
-	uint64	   *want_parks = NULL;
+	List	   *stale = NIL;
 	TimestampTz next = 0;
 	TimestampTz now;
 	uint32		generation;
@@ -898,6 +904,7 @@ flow_unpark(ChancyCatalog *cat, long *wait_ms)
 	FlowKey    *k;
 	static uint64 lost_seen = 0;
 	uint64		lost;
+	ListCell   *lc;
 
 	*wait_ms = -1;
 	LWLockAcquire(flow_shared->lock, LW_SHARED);
@@ -911,7 +918,7 @@ flow_unpark(ChancyCatalog *cat, long *wait_ms)
 	for (int pass = 0; pass < 2; pass++)
 	{
 		generation = pg_atomic_read_u32(&flow_shared->generation);
-		nstale = nwant = 0;
+		stale = released = NIL;
 		next = 0;
 		LWLockAcquire(flow_shared->lock, LW_SHARED);
 		now = GetCurrentTimestamp();
@@ -925,35 +932,35 @@ flow_unpark(ChancyCatalog *cat, long *wait_ms)
 				continue;
 			if (k->generation != generation)
 			{
-				/* the table never holds more: these fit whatever enters */
-				if (stale == NULL)
-					stale = palloc(sizeof(char *) * chancy_max_limit_keys);
-				stale[nstale++] = pstrdup(k->tag.key);
+				stale = lappend(stale, pstrdup(k->tag.key));
 				continue;
 			}
 			n = available(k, now, &due);
 			if (n > 0)
 			{
-				if (want == NULL)
-				{
-					want = palloc(sizeof(int) * chancy_max_limit_keys);
-					want_keys = palloc(sizeof(char *) * chancy_max_limit_keys);
-					want_parks = palloc(sizeof(uint64) * chancy_max_limit_keys);
-				}
-				want_keys[nwant] = pstrdup(k->tag.key);
-				want_parks[nwant] = k->parks;
-				want[nwant++] = n;
+				Release    *r = palloc0(sizeof(Release));
+
+				strlcpy(r->key, k->tag.key, NAMEDATALEN);
+				r->want = n;
+				r->parks = k->parks;
+				released = lappend(released, r);
 			}
 			else if (due != 0 && (next == 0 || due < next))
 				next = due;
 		}
 		LWLockRelease(flow_shared->lock);
-		if (nstale == 0)
+		if (stale == NIL)
 			break;
 		/* settings changed: read them again, then look again */
 		{
-			Settings   *s = read_settings(cat, stale, nstale);
+			int			nstale = list_length(stale);
+			char	  **keys = palloc(sizeof(char *) * nstale);
+			Settings   *s;
+			ListCell   *lc;
 
+			foreach(lc, stale)
+				keys[foreach_current_index(lc)] = lfirst(lc);
+			s = read_settings(cat, keys, nstale);
 			LWLockAcquire(flow_shared->lock, LW_EXCLUSIVE);
 			for (int i = 0; i < nstale; i++)
 			{
@@ -965,16 +972,14 @@ flow_unpark(ChancyCatalog *cat, long *wait_ms)
 		}
 	}
 
-	for (int i = 0; i < nwant; i++)
+	foreach(lc, released)
 	{
-		Release    *r = palloc0(sizeof(Release));
+		Release    *r = lfirst(lc);
+		int32		first_priority = 0;
+		int64		first_id = 0;
 		int			got;
 
-		strlcpy(r->key, want_keys[i], NAMEDATALEN);
-		r->parks = want_parks[i];
-		got = queue_unpark(cat, want_keys[i], want[i], &r->rest, &r->first_priority,
-						   &r->first_id);
-		released = lappend(released, r);
+		got = queue_unpark(cat, r->key, r->want, &r->rest, &first_priority, &first_id);
 		/*
 		 * Those released may be claimed as soon as this commits, before
 		 * flow_unparked: from now on the jobs that wait are those behind the
@@ -984,8 +989,8 @@ flow_unpark(ChancyCatalog *cat, long *wait_ms)
 		k = find_key(r->key);
 		if (k != NULL)
 		{
-			k->park_priority = r->rest ? r->first_priority : PG_INT32_MIN;
-			k->park_id = r->rest ? r->first_id : PG_INT64_MAX;
+			k->park_priority = r->rest ? first_priority : PG_INT32_MIN;
+			k->park_id = r->rest ? first_id : PG_INT64_MAX;
 			/* counted before their claims can come (each takes one off);
 			 * if this rolls back, they are forgotten a second later */
 			if (TimestampDifferenceExceeds(k->released_at, GetCurrentTimestamp(), 1000))
@@ -1005,9 +1010,8 @@ flow_unpark(ChancyCatalog *cat, long *wait_ms)
 
 /*
  * flow_unparked
- *		After flow_unpark's commit: each key remembers the first of its
- *		parked jobs that are left; one with none left is no longer marked
- *		parked, unless a job was parked on it meanwhile.
+ *		After flow_unpark's commit: a key with no parked job left is no
+ *		longer marked parked, unless a job was parked on it meanwhile.
  */
 void
 flow_unparked(List *released)
@@ -1022,14 +1026,8 @@ flow_unparked(List *released)
 		Release    *r = lfirst(lc);
 		FlowKey    *k = find_key(r->key);
 
-		if (k == NULL)
-			continue;
-		if (r->rest)
-		{
-			k->park_priority = r->first_priority;
-			k->park_id = r->first_id;
-		}
-		else if (k->parks == r->parks)
+		/* (the first left was set before the commit: see flow_unpark) */
+		if (k != NULL && !r->rest && k->parks == r->parks)
 			k->parked = false;
 	}
 	LWLockRelease(flow_shared->lock);
@@ -1137,7 +1135,7 @@ chancy_limit_state(PG_FUNCTION_ARGS)
 	{
 		Datum		values[10];
 		bool		nulls[10];
-		TimestampTz due = 0;
+		TimestampTz due = now;
 
 		k = lfirst(lc);
 		memset(nulls, 0, sizeof(nulls));
@@ -1148,16 +1146,12 @@ chancy_limit_state(PG_FUNCTION_ARGS)
 		if (k->interval_us > 0)
 		{
 			Interval   *per = palloc0(sizeof(Interval));
-			int64		ahead = k->tat - now;
-			int64		room = ahead_allowed(k, 1) - ahead;
 
 			per->time = k->per_ms * 1000;
 			values[3] = Int32GetDatum(k->rate);
 			values[4] = IntervalPGetDatum(per);
 			values[5] = Int32GetDatum(k->burst);
-			values[6] = Int32GetDatum(ahead <= 0 ? k->burst :
-									  room < 0 ? 0 : (int) (room / k->interval_us) + 1);
-			due = ahead <= 0 ? now : room < 0 ? k->tat - ahead_allowed(k, 1) : now;
+			values[6] = Int32GetDatum((int32) tokens_now(k, now, &due));
 			values[7] = TimestampTzGetDatum(due);
 		}
 		else
