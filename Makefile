@@ -5,7 +5,8 @@ MODULE_big = chancy
 OBJS = src/chancy.o src/slots.o src/ledger.o src/catalog.o src/function.o \
 	src/job.o src/queue.o src/api.o src/control.o src/wakeup.o src/ddl.o \
 	src/launcher.o src/supervisor.o src/executor.o src/limits.o \
-	src/isolated.o src/cron.o src/schedule.o src/command.o src/flow.o
+	src/isolated.o src/cron.o src/schedule.o src/command.o src/flow.o \
+	src/stats.o
 DATA = chancy--1.0.sql chancy--1.1.sql chancy--1.0--1.1.sql
 HEADERS_chancy = include/chancy.h
 PGFILEDESC = "chancy - job queue and worker pool"

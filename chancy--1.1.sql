@@ -168,7 +168,14 @@ CREATE TABLE chancy_jobs (
 	function_catalog bigint,
 	function_digest bigint,
 	limit_keys text[],
-	parked_on text
+	parked_on text,
+	run_us bigint,
+	cpu_user_us bigint,
+	cpu_sys_us bigint,
+	mem_peak_bytes bigint,
+	wal_bytes bigint,
+	blks_hit bigint,
+	blks_read bigint
 );
 COMMENT ON TABLE chancy_jobs IS
 	'The jobs.  Written only by chancy''s functions and workers, which check every value (CHECK constraints would cost every write)';
@@ -184,6 +191,20 @@ COMMENT ON COLUMN chancy_jobs.limit_keys IS
 	'Keys of chancy_limits the job holds while it runs: it starts only when each has a free slot and a token';
 COMMENT ON COLUMN chancy_jobs.parked_on IS
 	'The limit key that was saturated when an executor took the job: it waits, outside the ready jobs, until the supervisor releases it (claim 0)';
+COMMENT ON COLUMN chancy_jobs.run_us IS
+	'What the job''s runs cost, added up over its runs (NULL until one ends; chancy.track_costs): microseconds in its function';
+COMMENT ON COLUMN chancy_jobs.cpu_user_us IS
+	'CPU time in user mode of its runs, microseconds (an isolated job''s child''s too)';
+COMMENT ON COLUMN chancy_jobs.cpu_sys_us IS
+	'CPU time in the kernel of its runs, microseconds';
+COMMENT ON COLUMN chancy_jobs.mem_peak_bytes IS
+	'The most memory a run of it added to its executor (data size), bytes; an isolated job''s child''s peak resident size';
+COMMENT ON COLUMN chancy_jobs.wal_bytes IS
+	'WAL its runs wrote, bytes';
+COMMENT ON COLUMN chancy_jobs.blks_hit IS
+	'Buffer hits of its runs (shared and local blocks)';
+COMMENT ON COLUMN chancy_jobs.blks_read IS
+	'Blocks its runs read into buffers (shared and local)';
 COMMENT ON COLUMN chancy_jobs.crashes IS
 	'How often the job was executing when its executor died of it; at chancy.max_crashes it fails';
 COMMENT ON COLUMN chancy_jobs.function_oid IS
@@ -873,31 +894,6 @@ COMMENT ON VIEW chancy_workers IS
 	'chancy''s processes: launcher, supervisors, executors';
 GRANT SELECT ON chancy_workers TO PUBLIC;
 
-CREATE VIEW chancy_queue_stats WITH (security_invoker = true) AS
-SELECT coalesce(q.name, s.queue) AS queue,
-	   coalesce(s.pending, 0) AS pending, coalesce(s.running, 0) AS running,
-	   coalesce(s.retrying, 0) AS retrying, coalesce(s.succeeded, 0) AS succeeded,
-	   coalesce(s.failed, 0) AS failed, coalesce(s.cancelled, 0) AS cancelled,
-	   q.concurrency,
-	   CASE WHEN q.paused_until > now() THEN q.paused_until END AS paused_until,
-	   coalesce(w.executors, 0) AS executors
-  FROM (SELECT j.queue,
-			   count(*) FILTER (WHERE j.state = 'pending') AS pending,
-			   count(*) FILTER (WHERE j.state = 'running') AS running,
-			   count(*) FILTER (WHERE j.state = 'retrying') AS retrying,
-			   count(*) FILTER (WHERE j.state = 'succeeded') AS succeeded,
-			   count(*) FILTER (WHERE j.state = 'failed') AS failed,
-			   count(*) FILTER (WHERE j.state = 'cancelled') AS cancelled
-		  FROM chancy_jobs j GROUP BY j.queue) s
-  FULL JOIN chancy_queues q ON q.name = s.queue
-  LEFT JOIN (SELECT i.queue, count(*) AS executors
-			   FROM chancy_worker_info() i
-			  WHERE i.kind = 'executor' AND i.database = current_database()
-				AND i.state IN ('starting', 'idle', 'busy', 'running', 'paused')
-			  GROUP BY i.queue) w ON w.queue = coalesce(q.name, s.queue);
-COMMENT ON VIEW chancy_queue_stats IS
-	'Jobs per queue and state (those the caller may see), with the queue''s concurrency, pause, and executors running it';
-GRANT SELECT ON chancy_queue_stats TO PUBLIC;
 
 --------------------------------------------------------------------------
 -- pg_dump: the users' rows, not those chancy (or an extension's script)
@@ -971,6 +967,13 @@ ALTER TABLE chancy_queues ENABLE ALWAYS TRIGGER chancy_queues_changed;
 ALTER TABLE chancy_job_definitions ENABLE ALWAYS TRIGGER chancy_replace_made_definition;
 ALTER TABLE chancy_job_definitions ENABLE ALWAYS TRIGGER chancy_definitions_changed;
 
+CREATE FUNCTION chancy_stats_rebuild()
+	RETURNS void
+	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION chancy_stats_rebuild() IS
+	'Have the supervisor count the jobs per queue and state from chancy_jobs again (after a restore or a change made by hand); chancy_queue_stats counts the table meanwhile';
+REVOKE EXECUTE ON FUNCTION chancy_stats_rebuild() FROM PUBLIC;
+
 CREATE FUNCTION chancy_adopt_jobs()
 	RETURNS bigint
 	LANGUAGE sql SECURITY DEFINER
@@ -984,6 +987,8 @@ CREATE FUNCTION chancy_adopt_jobs()
 	  FROM @extschema@.chancy_jobs;
 	-- and its schedules fire here from now on
 	UPDATE @extschema@.chancy_schedules SET replicated = false WHERE replicated;
+	-- the jobs per queue and state are counted again, with these
+	SELECT @extschema@.chancy_stats_rebuild();
 	WITH adopted AS (
 		UPDATE @extschema@.chancy_jobs SET replicated = false, claim = NULL, parked_on = NULL,
 			state = CASE WHEN state = 'running' THEN 'retrying' ELSE state END
@@ -1218,3 +1223,199 @@ COMMENT ON VIEW chancy_limit_stats IS
 REVOKE ALL ON chancy_limit_stats FROM PUBLIC;
 
 SELECT pg_catalog.pg_extension_config_dump('chancy_limits', '');
+
+--------------------------------------------------------------------------
+-- Observability: what each job cost, counters in shared memory, metrics,
+-- health, and a per-minute history (src/stats.c)
+--------------------------------------------------------------------------
+
+CREATE FUNCTION chancy_stats(
+	OUT database text, OUT role regrole, OUT queue text, OUT job text,
+	OUT pushed bigint, OUT started bigint, OUT succeeded bigint, OUT failed bigint,
+	OUT retried bigint, OUT cancelled bigint, OUT crashed bigint,
+	OUT wait_p50_ms float8, OUT wait_p95_ms float8, OUT wait_p99_ms float8,
+	OUT run_p50_ms float8, OUT run_p95_ms float8, OUT run_p99_ms float8,
+	OUT run_time_ms float8, OUT cpu_time_ms float8, OUT stats_since timestamptz)
+	RETURNS SETOF record
+	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION chancy_stats() IS
+	'Counters and percentiles per database, role, queue and job name since the server started (or chancy_stats_reset()): the caller''s own roles, every role for members of pg_read_all_stats';
+
+CREATE VIEW chancy_stats WITH (security_invoker = true) AS
+	SELECT * FROM chancy_stats();
+COMMENT ON VIEW chancy_stats IS
+	'Jobs pushed, started, succeeded, failed (for good), retried, cancelled and crashed, with percentiles of wait (due to start) and run time in ms, per database, role, queue and job name; a role sees its own, members of pg_read_all_stats all';
+GRANT SELECT ON chancy_stats TO PUBLIC;
+
+CREATE FUNCTION chancy_stats_reset()
+	RETURNS void
+	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION chancy_stats_reset() IS
+	'Zero this database''s counters and histograms; the jobs per state, which follow the table, stay';
+REVOKE EXECUTE ON FUNCTION chancy_stats_reset() FROM PUBLIC;
+
+CREATE FUNCTION chancy_queue_counts(
+	OUT queue text, OUT pending bigint, OUT running bigint, OUT retrying bigint,
+	OUT succeeded bigint, OUT failed bigint, OUT cancelled bigint,
+	OUT scheduled bigint, OUT oldest_due timestamptz, OUT from_gauges boolean)
+	RETURNS SETOF record
+	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION chancy_queue_counts() IS
+	'The caller''s jobs per queue and state, from the gauges in shared memory (whatever the table''s size) while they are valid; with the scheduled ones and the due time of the oldest waiting one';
+
+CREATE VIEW chancy_queue_stats WITH (security_invoker = true) AS
+SELECT coalesce(q.name, s.queue) AS queue,
+	   coalesce(s.pending, 0) AS pending, coalesce(s.running, 0) AS running,
+	   coalesce(s.retrying, 0) AS retrying, coalesce(s.succeeded, 0) AS succeeded,
+	   coalesce(s.failed, 0) AS failed, coalesce(s.cancelled, 0) AS cancelled,
+	   q.concurrency,
+	   CASE WHEN q.paused_until > now() THEN q.paused_until END AS paused_until,
+	   coalesce(w.executors, 0) AS executors,
+	   coalesce(s.scheduled, 0) AS scheduled,
+	   greatest(now() - s.oldest_due, interval '0') AS oldest_pending_age
+  FROM chancy_queue_counts() s
+  FULL JOIN chancy_queues q ON q.name = s.queue
+  LEFT JOIN (SELECT i.queue, count(*) AS executors
+			   FROM chancy_worker_info() i
+			  WHERE i.kind = 'executor' AND i.database = current_database()
+				AND i.state IN ('starting', 'idle', 'busy', 'running', 'paused')
+			  GROUP BY i.queue) w ON w.queue = coalesce(q.name, s.queue);
+COMMENT ON VIEW chancy_queue_stats IS
+	'Jobs per queue and state (those the caller may see; pending and retrying include scheduled ones), with the queue''s concurrency, pause, executors running it, jobs scheduled for later and how long the oldest due job has waited';
+GRANT SELECT ON chancy_queue_stats TO PUBLIC;
+
+CREATE FUNCTION chancy_metrics(OUT name text, OUT type text, OUT labels jsonb,
+							   OUT value float8)
+	RETURNS SETOF record
+	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION chancy_metrics() IS
+	'chancy''s metrics as rows: what chancy_metrics_prometheus() prints';
+
+CREATE FUNCTION chancy_metrics_prometheus()
+	RETURNS text
+	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION chancy_metrics_prometheus() IS
+	'chancy''s metrics in Prometheus'' text exposition format: chancy_jobs_total{outcome}, chancy_job_wait_seconds, chancy_job_run_seconds, chancy_queue_jobs{state}, ...';
+
+CREATE FUNCTION chancy_health(pending_warn interval DEFAULT '5 minutes',
+							  pending_fail interval DEFAULT '1 hour',
+							  OUT "check" text, OUT status text, OUT message text)
+	RETURNS SETOF record
+	LANGUAGE sql STABLE
+	SET search_path = pg_catalog, pg_temp AS $$
+	-- chancy's processes
+	SELECT 'launcher',
+		   CASE WHEN count(*) > 0 THEN 'ok' ELSE 'fail' END,
+		   CASE WHEN count(*) > 0 THEN 'the launcher runs'
+				ELSE 'no launcher: is chancy in shared_preload_libraries?' END
+	  FROM @extschema@.chancy_worker_info() WHERE kind = 'launcher'
+	UNION ALL
+	SELECT 'supervisor',
+		   CASE WHEN count(*) > 0 THEN 'ok' ELSE 'fail' END,
+		   CASE WHEN count(*) > 0 THEN 'the supervisor of this database runs'
+				ELSE 'no supervisor runs here: is this database in chancy.database?' END
+	  FROM @extschema@.chancy_worker_info()
+	 WHERE kind = 'supervisor' AND database = current_database()
+	UNION ALL
+	-- each queue: executors as configured, its oldest due job
+	(SELECT 'queue ' || s.queue,
+		   CASE WHEN s.oldest_pending_age >= pending_fail THEN 'fail'
+				WHEN s.oldest_pending_age >= pending_warn THEN 'warn'
+				WHEN s.paused_until IS NULL AND s.executors < s.concurrency THEN 'warn'
+				ELSE 'ok' END,
+		   concat_ws('; ',
+					 CASE WHEN s.oldest_pending_age >= pending_warn THEN
+						  format('its oldest due job has waited %s', date_trunc('second', s.oldest_pending_age)) END,
+					 CASE WHEN s.paused_until IS NOT NULL THEN format('paused until %s', s.paused_until) END,
+					 CASE WHEN s.paused_until IS NULL AND s.executors < s.concurrency THEN
+						  format('%s of %s executors run', s.executors, s.concurrency) END,
+					 format('%s pending, %s running', s.pending + s.retrying, s.running))
+	  FROM @extschema@.chancy_queue_stats s
+	 ORDER BY s.queue)
+	UNION ALL
+	-- jobs past their time limit (stopped within a second: more is a fault)
+	SELECT 'time limits',
+		   CASE WHEN count(*) = 0 THEN 'ok' ELSE 'warn' END,
+		   CASE WHEN count(*) = 0 THEN 'no running job is past its time limit'
+				ELSE format('%s running jobs are past their time limit (job %s first)', count(*), min(j.id)) END
+	  FROM @extschema@.chancy_jobs j
+	  LEFT JOIN @extschema@.chancy_queues q ON q.name = j.queue
+	 WHERE j.claim IS NOT NULL AND j.claim <> 0 AND j.state = 'running'
+	   AND j.started_at + coalesce(j.time_limit, q.time_limit,
+								   (SELECT nullif(setting::int, 0) * interval '1 ms' FROM pg_settings
+									 WHERE name = 'chancy.time_limit'))
+		   + interval '5 seconds' < now()
+	UNION ALL
+	-- schedules that should have fired
+	SELECT 'schedules',
+		   CASE WHEN count(*) = 0 THEN 'ok' ELSE 'warn' END,
+		   CASE WHEN count(*) = 0 THEN 'no schedule is overdue'
+				ELSE format('%s schedules are overdue by more than a minute (%s first)', count(*), min(s.name)) END
+	  FROM @extschema@.chancy_schedules s
+	 WHERE s.enabled AND NOT s.replicated AND s.next_fire_at < now() - interval '1 minute'
+	UNION ALL
+	-- the library and the SQL objects
+	SELECT 'version',
+		   CASE WHEN e.extversion = @extschema@.chancy_library_version() THEN 'ok' ELSE 'fail' END,
+		   format('library %s, SQL objects %s', @extschema@.chancy_library_version(), e.extversion)
+	  FROM pg_extension e WHERE e.extname = 'chancy'
+	UNION ALL
+	SELECT 'statistics',
+		   CASE WHEN bool_and(from_gauges) IS NOT FALSE THEN 'ok' ELSE 'warn' END,
+		   CASE WHEN bool_and(from_gauges) IS NOT FALSE
+				THEN 'jobs per queue and state come from shared memory'
+				ELSE 'jobs per queue and state are counted from the table until the supervisor has counted them (chancy_stats_rebuild())' END
+	  FROM @extschema@.chancy_queue_counts();
+$$;
+COMMENT ON FUNCTION chancy_health(interval, interval) IS
+	'One row per check (launcher, supervisor, each queue, time limits, schedules, version, statistics) with status ok, warn or fail and a message; a queue warns once its oldest due job waited pending_warn, fails at pending_fail';
+
+CREATE FUNCTION chancy_library_version()
+	RETURNS text
+	AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE PARALLEL SAFE;
+COMMENT ON FUNCTION chancy_library_version() IS
+	'The version of chancy''s SQL objects the loaded library was built for';
+
+-- One row per minute, role, queue and job name, written by the supervisor;
+-- a partition per day (of 8, used in turn), emptied whole by TRUNCATE once
+-- past chancy.stats_retention: no dead rows.
+CREATE TABLE chancy_stats_history (
+	minute timestamptz NOT NULL,
+	day smallint NOT NULL,
+	role regrole NOT NULL,
+	queue text NOT NULL,
+	job text NOT NULL,
+	pushed bigint NOT NULL,
+	started bigint NOT NULL,
+	succeeded bigint NOT NULL,
+	failed bigint NOT NULL,
+	retried bigint NOT NULL,
+	cancelled bigint NOT NULL,
+	crashed bigint NOT NULL,
+	wait_p50_ms float8,
+	wait_p95_ms float8,
+	wait_p99_ms float8,
+	run_p50_ms float8,
+	run_p95_ms float8,
+	run_p99_ms float8,
+	cpu_ms float8 NOT NULL
+) PARTITION BY LIST (day);
+COMMENT ON TABLE chancy_stats_history IS
+	'Per minute, role, queue and job name: jobs pushed, started and how they ended, percentiles of wait and run time (ms) and CPU time (ms); kept for chancy.stats_retention';
+COMMENT ON COLUMN chancy_stats_history.day IS
+	'Days since 2000-01-01 modulo 8: the partition';
+DO $$
+BEGIN
+	FOR d IN 0..7 LOOP
+		EXECUTE format('CREATE TABLE @extschema@.%I PARTITION OF @extschema@.chancy_stats_history'
+					   ' FOR VALUES IN (%s)', 'chancy_stats_history_' || d, d);
+		EXECUTE format('CREATE INDEX ON @extschema@.%I (minute)', 'chancy_stats_history_' || d);
+	END LOOP;
+END $$;
+REVOKE ALL ON chancy_stats_history FROM PUBLIC;
+GRANT SELECT ON chancy_stats_history TO PUBLIC;
+ALTER TABLE chancy_stats_history ENABLE ROW LEVEL SECURITY;
+CREATE POLICY chancy_stats_history_own ON chancy_stats_history FOR SELECT
+	USING (pg_has_role(role, 'MEMBER') OR pg_has_role('pg_read_all_stats', 'MEMBER'));
+COMMENT ON POLICY chancy_stats_history_own ON chancy_stats_history IS
+	'A role sees the history of its own jobs (and those of the roles it is a member of); members of pg_read_all_stats see all';

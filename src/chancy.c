@@ -27,6 +27,9 @@ int			chancy_max_executors = 4;
 int			chancy_time_limit = 0;
 int			chancy_memory_limit = 0;
 int			chancy_max_limit_keys = 100000;
+bool		chancy_track_costs = true;
+int			chancy_max_stats_entries = 5000;
+int			chancy_stats_retention = 7 * 24 * 60;
 int			chancy_max_crashes = 2;
 int			chancy_executor_max_growth = 256 * 1024;
 int			chancy_batch_size = 64;
@@ -233,6 +236,27 @@ _PG_init(void)
 							&chancy_max_limit_keys,
 							100000, 100, 10000000,
 							PGC_POSTMASTER, 0,
+							NULL, NULL, NULL);
+	DefineCustomBoolVariable("chancy.track_costs",
+							 "Whether executors measure what each job run cost.",
+							 "Run time, CPU time, memory peak, WAL and buffer use, in the columns of chancy_jobs of those names.",
+							 &chancy_track_costs,
+							 true,
+							 PGC_SIGHUP, 0,
+							 NULL, NULL, NULL);
+	DefineCustomIntVariable("chancy.max_stats_entries",
+							"Maximum number of entries (database, role, queue and job name) of chancy's statistics.",
+							"What finds no room is counted as \"(other)\", and chancy_queue_stats counts the table instead of its gauges.",
+							&chancy_max_stats_entries,
+							5000, 100, 1000000,
+							PGC_POSTMASTER, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("chancy.stats_retention",
+							"How long the supervisor keeps the rows of chancy_stats_history.",
+							"A day's rows go together, once all of them are older than this; at most 7 days.",
+							&chancy_stats_retention,
+							7 * 24 * 60, 60, 7 * 24 * 60,
+							PGC_SIGHUP, GUC_UNIT_MIN,
 							NULL, NULL, NULL);
 	/* read only by the filter pg_dump applies to chancy_jobs */
 	DefineCustomBoolVariable("chancy.dump_finished_jobs",

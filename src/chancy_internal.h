@@ -52,6 +52,9 @@ extern int	chancy_executor_max_growth; /* kB */
 extern int	chancy_batch_size;
 extern int	chancy_prune_after;		/* s, -1: never */
 extern int	chancy_max_limit_keys;
+extern bool chancy_track_costs;
+extern int	chancy_max_stats_entries;
+extern int	chancy_stats_retention;	/* minutes */
 extern bool parse_queues(const char *value, List **names, List **concurrencies,
 						 const char **why);
 extern bool chancy_queue_configured(const char *queue);
@@ -390,6 +393,83 @@ extern void job_undefine(ChancyCatalog *cat, const char *name);
 extern void job_forget_definitions(void);
 
 /* ----------------------------------------------------------------------
+ * stats.c: what each job cost, counters, histograms and gauges
+ * ----------------------------------------------------------------------
+ */
+#define STATS_NAME_LEN 128		/* of a job name in the counters' key */
+
+/* What is counted per database, role, queue and job name. */
+typedef enum StatsCounter
+{
+	STATS_NONE = -1,
+	STATS_PUSHED,
+	STATS_STARTED,
+	STATS_SUCCEEDED,
+	STATS_FAILED,				/* for good */
+	STATS_RETRIED,				/* failed, to run again */
+	STATS_CANCELLED,
+	STATS_CRASHED,				/* its executor died running it */
+	STATS_NCOUNTERS
+} StatsCounter;
+
+/* chancy_state, in its order */
+typedef enum JobState
+{
+	JS_NONE = -1,
+	JS_PENDING,
+	JS_RUNNING,
+	JS_RETRYING,
+	JS_SUCCEEDED,
+	JS_FAILED,
+	JS_CANCELLED,
+	JS_NSTATES
+} JobState;
+
+/* What a job run cost (the columns of chancy_jobs of the same names). */
+typedef struct JobCost
+{
+	bool		valid;			/* measured */
+	int64		run_us;
+	int64		cpu_user_us;
+	int64		cpu_sys_us;
+	int64		mem_peak_bytes;
+	int64		wal_bytes;
+	int64		blks_hit;
+	int64		blks_read;
+} JobCost;
+
+/* A change to the counters of one entry, made at commit (wakeup.c). */
+typedef struct StatsChange
+{
+	Oid			role;
+	char		queue[NAMEDATALEN];
+	char		name[STATS_NAME_LEN];
+	int64		counts[STATS_NCOUNTERS];
+	int64		states[JS_NSTATES];
+} StatsChange;
+
+struct ClaimedJob;
+struct rusage;
+extern Size stats_shmem_size(void);
+extern void stats_shmem_init(LWLock *lock);
+extern JobState stats_state(const char *state);
+extern JobState stats_waiting_state(int32 attempts);
+extern void stats_apply(const StatsChange *c);
+extern void stats_at_commit(Oid role, const char *queue, const char *name,
+							StatsCounter counter, JobState from, JobState to, int64 n);
+extern void stats_job_done(struct ClaimedJob *job);
+extern void stats_cost_begin(void);
+extern void stats_cost_end(JobCost *cost);
+extern void stats_cost_child(const struct rusage *ru);
+extern void stats_cost_forget(void);
+extern Datum stats_cost_array(const JobCost *cost, bool *isnull);
+extern void stats_invalidate_gauges(Oid dboid);
+extern bool stats_gauges_valid(void);
+extern bool stats_rebuild_gauges(ChancyCatalog *cat);
+extern void stats_forget_database(Oid dboid);
+extern long stats_history_if_due(ChancyCatalog *cat);
+
+/* ----------------------------------------------------------------------
  * queue.c: the statements chancy runs on chancy_jobs
  * ----------------------------------------------------------------------
  */
@@ -419,6 +499,11 @@ typedef struct ClaimedJob
 	Datum		limit_keys;		/* text[], or 0: none (see flow.c) */
 	List	   *flow_keys;		/* the keys whose slots it holds */
 	bool		ran;			/* its function was called */
+	TimestampTz due;			/* its scheduled_at when claimed */
+	TimestampTz started_at;		/* when its run started */
+	TimestampTz ended_at;		/* ... and ended */
+	JobCost		cost;			/* what its run cost (stats.c) */
+	StatsCounter ended;			/* how its run ended, STATS_NONE: not yet */
 } ClaimedJob;
 
 /* A queue's settings, as the claim reads them. */
@@ -459,7 +544,7 @@ extern void queue_claim(ChancyCatalog *cat, const char *queue, int64 claim,
 extern List *queue_claim_plan(ChancyCatalog *cat, const char *queue);
 extern int	queue_succeeded(ChancyCatalog *cat, int64 claim, int n, Datum *ids,
 							Datum *results, bool *result_nulls, Datum *started_at,
-							Datum *completed_at);
+							Datum *completed_at, JobCost *costs);
 extern const char *queue_failed(ChancyCatalog *cat, ClaimedJob *job,
 								ErrorData *edata, double backoff,
 								TimestampTz started_at);
@@ -507,6 +592,7 @@ extern void wakeup_launcher_at_commit(void);
 extern void wakeup_cancel_at_commit(int64 job_id, int64 claim);
 extern void wakeup_done_at_commit(int64 job_id);
 extern void wakeup_self_cancel(int64 job_id, Oid role);
+extern void wakeup_stats_at_commit(const StatsChange *change);
 extern Oid	wakeup_take_self_cancel(int64 job_id);
 
 /* ----------------------------------------------------------------------
@@ -538,6 +624,7 @@ extern void limits_explain(ErrorData *edata, JobStop why, int64 time_limit_ms,
 						   int64 memory_limit);
 extern void limits_time_error(int64 time_limit_ms) pg_attribute_noreturn();
 extern int64 limits_data_size(void);
+extern int64 limits_peak_data_size(void);
 
 /* ----------------------------------------------------------------------
  * isolated.c: C jobs run in a forked child

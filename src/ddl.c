@@ -189,7 +189,8 @@ exclusive_target(Node *stmt, LOCKMODE *lockmode, bool *force)
  * chancy_utility_hook
  *		Move chancy's workers out of the way of the commands that need a
  *		database alone; tell chancy's processes about CREATE, ALTER and DROP
- *		EXTENSION chancy, and about COMMIT PREPARED; warn when chancy is
+ *		EXTENSION chancy, TRUNCATE and COPY FROM of chancy_jobs, and COMMIT
+ *		PREPARED; warn when chancy is
  *		created in a database that chancy.database does not list.
  */
 static void
@@ -203,6 +204,7 @@ chancy_utility_hook(PlannedStmt *pstmt, const char *queryString,
 	LOCKMODE	lockmode;
 	bool		force;
 	bool		created = false;
+	bool		recount = false;
 	Oid			target = exclusive_target(stmt, &lockmode, &force);
 
 	if (OidIsValid(target))
@@ -227,6 +229,7 @@ chancy_utility_hook(PlannedStmt *pstmt, const char *queryString,
 	{
 		wakeup_launcher_at_commit();
 		wakeup_limits_at_commit();	/* keys of an earlier install: read again */
+		stats_invalidate_gauges(MyDatabaseId);	/* counted again from the table */
 		created = true;
 	}
 	else if (IsA(stmt, AlterExtensionStmt) &&
@@ -235,6 +238,7 @@ chancy_utility_hook(PlannedStmt *pstmt, const char *queryString,
 		wakeup_launcher_at_commit();
 		wakeup_queues_changed_at_commit();
 		wakeup_limits_at_commit();
+		stats_invalidate_gauges(MyDatabaseId);
 	}
 	else if (IsA(stmt, DropStmt) &&
 			 ((DropStmt *) stmt)->removeType == OBJECT_EXTENSION)
@@ -246,14 +250,28 @@ chancy_utility_hook(PlannedStmt *pstmt, const char *queryString,
 			{
 				wakeup_queues_changed_at_commit();
 				wakeup_limits_at_commit();
+				stats_invalidate_gauges(MyDatabaseId);
 			}
 	}
+	else if (IsA(stmt, TruncateStmt))
+	{
+		ListCell   *lc;
+
+		foreach(lc, ((TruncateStmt *) stmt)->relations)
+			if (strcmp(((RangeVar *) lfirst(lc))->relname, "chancy_jobs") == 0)
+				recount = true;
+	}
+	else if (IsA(stmt, CopyStmt) && ((CopyStmt *) stmt)->is_from &&
+			 ((CopyStmt *) stmt)->relation != NULL &&
+			 strcmp(((CopyStmt *) stmt)->relation->relname, "chancy_jobs") == 0)
+		recount = true;			/* a restore */
 	else if (IsA(stmt, TransactionStmt) &&
 			 ((TransactionStmt *) stmt)->kind == TRANS_STMT_COMMIT_PREPARED)
 	{
 		/* what the prepared transaction changed is not known here */
 		wakeup_queues_changed_at_commit();
 		wakeup_limits_at_commit();
+		recount = true;
 	}
 
 	PG_TRY();
@@ -274,10 +292,22 @@ chancy_utility_hook(PlannedStmt *pstmt, const char *queryString,
 	PG_END_TRY();
 	if (created)
 		catalog_warn_unlisted();
+
+	/*
+	 * Jobs written or removed behind chancy's back (TRUNCATE, COPY FROM: a
+	 * restore), or by a prepared transaction: the gauges are counted again
+	 * (stats.c).  Only now, so that the supervisor cannot count the table
+	 * before the statement took its lock, which it holds until it commits.
+	 */
+	if (recount)
+		stats_invalidate_gauges(MyDatabaseId);
 	/* DROP DATABASE (it cannot run in a transaction block): its keys go,
 	 * whether it was served or not */
 	if (OidIsValid(target) && IsA(stmt, DropdbStmt))
+	{
 		flow_forget_database(target);
+		stats_forget_database(target);
+	}
 }
 
 /* Install the utility hook (from _PG_init). */

@@ -404,7 +404,10 @@ record_failure(ChancyCatalog *cat, ClaimedJob *job, ErrorData *edata, JobStop wh
 	/* recording the outcome must not be cancelled by a late interrupt */
 	HOLD_CANCEL_INTERRUPTS();
 	if (OidIsValid(self_cancel) || why == STOP_CANCEL)
+	{
 		held = queue_cancelled(cat, job, true, self_cancel, started_at);
+		job->ended = held ? STATS_CANCELLED : STATS_NONE;
+	}
 	else if ((why == STOP_SHUTDOWN || shutdown_requested) && !job->command)
 		outcome = OUTCOME_PUT_BACK;
 	else
@@ -421,6 +424,9 @@ record_failure(ChancyCatalog *cat, ClaimedJob *job, ErrorData *edata, JobStop wh
 		limits_explain(edata, why, job->time_limit_ms, job->memory_limit);
 		state = queue_failed(cat, job, edata, retry_backoff(job->attempt), started_at);
 		held = state != NULL;
+		job->ended = !held ? STATS_NONE :
+			strcmp(state, "failed") == 0 ? STATS_FAILED :
+			strcmp(state, "cancelled") == 0 ? STATS_CANCELLED : STATS_RETRIED;
 		if (held)
 			ereport(LOG,
 					(errcode(edata->sqlerrcode),
@@ -461,7 +467,11 @@ run_job(ChancyCatalog *cat, ClaimedJob *job, TimestampTz started_at,
 	PG_TRY();
 	{
 		limits_job_begin(job->time_limit_ms, job->memory_limit);
+		if (chancy_track_costs)
+			stats_cost_begin();
 		*result = call_job(job, result_null);
+		if (chancy_track_costs)
+			stats_cost_end(&job->cost);
 		why = limits_job_end();
 		if (why != STOP_NONE)
 			stopped_error(why, job);
@@ -483,6 +493,8 @@ run_job(ChancyCatalog *cat, ClaimedJob *job, TimestampTz started_at,
 	}
 	PG_CATCH();
 	{
+		if (chancy_track_costs && !job->cost.valid)
+			stats_cost_end(&job->cost);
 		edata = take_job_error(&why);
 		RollbackAndReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(oldcxt);
@@ -548,15 +560,21 @@ run_command(ClaimedJob *job, TimestampTz started_at, Datum *result, bool *result
 		CommitTransactionCommand();
 		MemoryContextSwitchTo(batch_cxt);
 		limits_job_begin(job->time_limit_ms, job->memory_limit);
+		if (chancy_track_costs)
+			stats_cost_begin();
 		become_pusher(job, save_sec_context);
 		*result = command_run(job->kwargs);
 		*result_null = false;
+		if (chancy_track_costs)
+			stats_cost_end(&job->cost);
 		SetUserIdAndSecContext(save_userid, save_sec_context);
 		(void) limits_job_end();
 	}
 	PG_CATCH();
 	{
 		debug_query_string = NULL;
+		if (chancy_track_costs && !job->cost.valid)
+			stats_cost_end(&job->cost);
 		edata = take_job_error(&why);
 		AbortOutOfAnyTransaction();
 		SetUserIdAndSecContext(save_userid, save_sec_context);
@@ -618,12 +636,16 @@ execute(ChancyCatalog *cat, ClaimedJob *job, Outcome *outcome, Datum *result,
 	running.max_attempts = job->max_attempts;
 	*running_var = &running;
 	job->ran = true;			/* its limit tokens are spent (flow_give) */
+	job->started_at = started_at;
+	job->cost.valid = false;
+	job->ended = STATS_NONE;
 
 	if (job->command)
 		*outcome = run_command(job, started_at, result, result_null);
 	else
 		*outcome = run_job(cat, job, started_at, result, result_null);
 
+	job->ended_at = GetCurrentTimestamp();
 	*running_var = NULL;
 	current_job = NULL;
 	ledger_done();
@@ -735,6 +757,7 @@ run_group(void)
 	bool	   *result_nulls = MemoryContextAlloc(batch_cxt, sizeof(bool) * batch_n);
 	Datum	   *started = MemoryContextAlloc(batch_cxt, sizeof(Datum) * batch_n);
 	Datum	   *done_at = MemoryContextAlloc(batch_cxt, sizeof(Datum) * batch_n);
+	JobCost    *costs = MemoryContextAlloc(batch_cxt, sizeof(JobCost) * batch_n);
 	bool		go_on = true;
 	int			held;
 	Oid			group_role;
@@ -769,6 +792,8 @@ run_group(void)
 		end = GetCurrentTimestamp();
 		if (outcome == OUTCOME_SUCCEEDED)
 		{
+			job->ended = STATS_SUCCEEDED;
+			costs[nsucceeded] = job->cost;
 			ids[nsucceeded] = Int64GetDatum(job->id);
 			started[nsucceeded] = TimestampTzGetDatum(start);
 			done_at[nsucceeded++] = TimestampTzGetDatum(end);
@@ -797,7 +822,7 @@ run_group(void)
 	HOLD_CANCEL_INTERRUPTS();
 	held = nsucceeded == 0 ? 0 :
 		queue_succeeded(cat, batch_claim, nsucceeded, ids, results, result_nulls,
-						started, done_at);
+						started, done_at, costs);
 	PopActiveSnapshot();
 	if (held == nsucceeded)
 		CommitTransactionCommand();
@@ -814,10 +839,14 @@ run_group(void)
 	}
 	QueryCancelPending = false;
 	RESUME_CANCEL_INTERRUPTS();
+	stats_cost_forget();
 	flow_give(batch, first, batch_next);
 	pgstat_report_stat(false);
 	for (int i = first; i < batch_next; i++)
+	{
+		stats_job_done(batch[i]);
 		slots_job_done(batch[i]->id);
+	}
 	if (batch_next > first)
 		slots_jobs_finished();
 	jobs_run += batch_next - first;

@@ -251,10 +251,13 @@ static void
 kill_child(pid_t pid)
 {
 	int			status;
+	struct rusage ru;
 
 	(void) kill(pid, SIGKILL);
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-		;
+	while (wait4(pid, &status, 0, &ru) < 0)
+		if (errno != EINTR)
+			return;
+	stats_cost_child(&ru);
 }
 
 /*
@@ -322,6 +325,7 @@ isolated_call(JobFunction *fn, Datum kwargs, bool *isnull, int64 time_limit_ms,
 	pid_t		pid;
 	StringInfoData report;
 	int			status;
+	struct rusage ru;
 	Datum		value;
 
 	if (pipe(fds) < 0)
@@ -349,13 +353,15 @@ isolated_call(JobFunction *fn, Datum kwargs, bool *isnull, int64 time_limit_ms,
 	initStringInfo(&report);
 	read_report(pid, fds[0], &report);
 	close(fds[0]);
-	while (waitpid(pid, &status, 0) < 0)
+	while (wait4(pid, &status, 0, &ru) < 0)
 	{
 		if (errno != EINTR)
 			ereport(ERROR,
 					(errcode(ERRCODE_SYSTEM_ERROR),
 					 errmsg("could not wait for an isolated job: %m")));
 	}
+	/* its CPU time and peak size are the job's (stats.c) */
+	stats_cost_child(&ru);
 
 	if (report.len >= 1 && report.data[0] == 'D')
 		ereport(ERROR,

@@ -55,6 +55,7 @@ static volatile sig_atomic_t stop_reason = STOP_NONE;
 static volatile TimestampTz stop_at = 0;	/* when it was told to stop */
 static volatile TimestampTz shutdown_at = 0;	/* when the executor was */
 static volatile int64 data_limit = 0;	/* bytes of data the job may reach */
+static volatile int64 peak_size = 0;	/* the largest data size seen in the job */
 static struct rlimit saved_rlimit;
 static bool rlimit_lowered = false;
 
@@ -91,6 +92,13 @@ limits_data_size(void)
 			pages = pages * 10 + (*p - '0');
 	}
 	return pages * (int64) sysconf(_SC_PAGESIZE);
+}
+
+/* The largest data size the watchdog saw during the current (or last) job. */
+int64
+limits_peak_data_size(void)
+{
+	return peak_size;
 }
 
 /*
@@ -134,8 +142,9 @@ time_limit_reached(void)
 
 /*
  * watchdog
- *		Every WATCHDOG_MS while the executor works: a job over its memory
- *		limit is stopped, and one that goes on GRACE_MS after it was told to
+ *		Every WATCHDOG_MS while the executor works: the job's data size is
+ *		sampled (its peak, for what it cost), a job over its memory limit is
+ *		stopped, and one that goes on GRACE_MS after it was told to
  *		stop is ended for good; so is an executor still busy GRACE_MS after
  *		a shutdown was asked (waiting for a lock, say).
  */
@@ -144,8 +153,15 @@ watchdog(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
 
-	if (in_job && data_limit > 0 && limits_data_size() > data_limit)
-		limits_stop(STOP_MEMORY_LIMIT);
+	if (in_job)
+	{
+		int64		size = limits_data_size();
+
+		if (size > peak_size)
+			peak_size = size;
+		if (data_limit > 0 && size > data_limit)
+			limits_stop(STOP_MEMORY_LIMIT);
+	}
 	if ((in_job && stop_at != 0 && now - stop_at >= (TimestampTz) GRACE_MS * 1000) ||
 		(shutdown_at != 0 && now - shutdown_at >= (TimestampTz) GRACE_MS * 1000))
 	{
@@ -193,6 +209,7 @@ limits_job_begin(int64 time_limit_ms, int64 memory_limit)
 {
 	stop_reason = STOP_NONE;
 	stop_at = 0;
+	peak_size = 0;
 	in_job = true;
 	if (time_limit_ms > 0)
 		enable_timeout_at(time_timeout,

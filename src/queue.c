@@ -23,6 +23,7 @@
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 
@@ -76,6 +77,19 @@ typedef enum PlanId
 /* a job to charge a crash: listed in $3, or, with no list, any started one */
 #define GUILTY "(id = ANY ($3) OR ($3::int8[] IS NULL AND " STARTED "))"
 
+/*
+ * A run's cost, the int8[7] of stats_cost_array() whose elements are a[1]
+ * to a[7] (NULL when not measured), adds to the job's: times, WAL and blocks
+ * add up over its runs, the memory peak is the largest.
+ */
+#define COST_SUM(col, a, i) \
+	" " col " = CASE WHEN " a i "] IS NULL THEN " col " ELSE coalesce(" col ", 0) + " a i "] END,"
+#define ADD_COST(a) \
+	COST_SUM("run_us", a, "1") COST_SUM("cpu_user_us", a, "2") \
+	COST_SUM("cpu_sys_us", a, "3") \
+	" mem_peak_bytes = greatest(mem_peak_bytes, " a "4])," \
+	COST_SUM("wal_bytes", a, "5") COST_SUM("blks_hit", a, "6") COST_SUM("blks_read", a, "7")
+
 #define INSERT_JOBS \
 	"INSERT INTO %1$s.chancy_jobs (name, function, function_oid, queue, kwargs," \
 	" priority, max_attempts, scheduled_at, unique_key, time_limit, memory_limit," \
@@ -93,7 +107,7 @@ static const struct
 {
 	const char *sql;			/* %1$s is the schema */
 	int			nargs;
-	Oid			argtypes[9];
+	Oid			argtypes[10];
 }			plan_defs[NPLANS] =
 {
 	[PLAN_INSERT] = {
@@ -145,7 +159,8 @@ static const struct
 		"  j.state = 'running', (SELECT count(*) FROM c), q.time_limit, q.memory_limit,"
 		"  extract(epoch FROM q.backoff_base)::float8, q.backoff_factor,"
 		"  extract(epoch FROM q.backoff_max)::float8, q.executor = 'isolated', j.priority,"
-		"  j.function_owner, j.function_catalog, j.function_digest, j.limit_keys",
+		"  j.function_owner, j.function_catalog, j.function_digest, j.limit_keys,"
+		"  j.scheduled_at",
 		5, {TEXTOID, INT8OID, INT4OID, TEXTARRAYOID, INT8OID}
 	},
 	[PLAN_IDLE] = {
@@ -156,15 +171,18 @@ static const struct
 		" FROM (SELECT) x LEFT JOIN %1$s.chancy_queues q ON q.name = $1",
 		1, {TEXTOID}
 	},
+	/* $6 holds the jobs' costs one after the other, 7 each */
 	[PLAN_SUCCEEDED] = {
 		"UPDATE %1$s.chancy_jobs j SET state = 'succeeded', result = r.result,"
 		" attempts = j.attempts + (j.state <> 'running')::int,"
 		" started_at = CASE WHEN j.state = 'running' THEN j.started_at ELSE r.started_at END,"
+		ADD_COST("$6[(r.n - 1) * 7 + ")
 		" completed_at = r.completed_at, claim = NULL"
 		" FROM unnest($1::int8[], $3::jsonb[], $4::timestamptz[], $5::timestamptz[])"
-		"  AS r(id, result, started_at, completed_at)"
+		"  WITH ORDINALITY AS r(id, result, started_at, completed_at, n)"
 		" WHERE j.id = r.id AND j.claim = $2",
-		5, {INT8ARRAYOID, INT8OID, JSONBARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID}
+		6, {INT8ARRAYOID, INT8OID, JSONBARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
+		INT8ARRAYOID}
 	},
 	[PLAN_FAILED] = {
 		"UPDATE %1$s.chancy_jobs SET"
@@ -181,10 +199,11 @@ static const struct
 		" errors = errors || jsonb_build_object('attempt', attempts + (state <> 'running')::int,"
 		"  'message', $4, 'sqlstate', $5, 'detail', $6, 'hint', $7, 'context', $8,"
 		"  'at', clock_timestamp()),"
+		ADD_COST("$10[")
 		" claim = NULL"
 		" WHERE id = $1 AND claim = $2 RETURNING state::text",
-		9, {INT8OID, INT8OID, FLOAT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
-		TIMESTAMPTZOID}
+		10, {INT8OID, INT8OID, FLOAT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
+		TIMESTAMPTZOID, INT8ARRAYOID}
 	},
 	[PLAN_CANCELLED] = {
 		"UPDATE %1$s.chancy_jobs SET state = 'cancelled', completed_at = clock_timestamp(),"
@@ -195,9 +214,10 @@ static const struct
 		"  attempts + ($3 AND state <> 'running')::int,"
 		"  'message', 'cancelled by ' || coalesce(cancelled_by, $4)::text,"
 		"  'sqlstate', '57014', 'at', clock_timestamp()),"
+		ADD_COST("$6[")
 		" claim = NULL"
 		" WHERE id = $1 AND claim = $2",
-		5, {INT8OID, INT8OID, BOOLOID, REGROLEOID, TIMESTAMPTZOID}
+		6, {INT8OID, INT8OID, BOOLOID, REGROLEOID, TIMESTAMPTZOID, INT8ARRAYOID}
 	},
 
 	/*
@@ -205,7 +225,7 @@ static const struct
 	 * the claim counted is not counted; a cancel asked meanwhile is done;
 	 * a job that was executing when its executor died ($3) is charged a
 	 * crash, and fails at chancy.max_crashes ($4).  $5 notes why a started
-	 * job went back.
+	 * job went back.  The state each had is returned too (for the gauges).
 	 */
 	[PLAN_RELEASE] = {
 		"UPDATE %1$s.chancy_jobs SET"
@@ -231,8 +251,13 @@ static const struct
 		"   attempts, 'message', $5::text, 'at', clock_timestamp())"
 		"  ELSE '[]'::jsonb END,"
 		" claim = NULL"
-		" WHERE claim = ANY ($1) AND NOT replicated AND ($2::int8[] IS NULL OR id = ANY ($2))"
-		" RETURNING id, state::text",
+		" FROM (SELECT id AS old_id, state AS old_state FROM %1$s.chancy_jobs"
+		"  WHERE claim = ANY ($1) AND NOT replicated AND ($2::int8[] IS NULL OR id = ANY ($2))"
+		"  FOR UPDATE) o"
+		" WHERE id = o.old_id"
+		" RETURNING id, state::text, o.old_state::text,"
+		"  (id = ANY ($3) OR ($3::int8[] IS NULL AND o.old_state = 'running')),"
+		"  pushed_by, queue, name",
 		5, {INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT4OID, TEXTOID}
 	},
 	[PLAN_CLAIMS] = {
@@ -262,7 +287,8 @@ static const struct
 		" claim = nullif(old.claim, 0),"
 		" parked_on = CASE WHEN old.claim = 0 THEN NULL ELSE j.parked_on END"
 		" FROM old WHERE j.id = old.id AND old." LIVE
-		" RETURNING old.claim", 2, {INT8OID, REGROLEOID}
+		" RETURNING old.claim, old.state::text, j.pushed_by, j.queue, j.name",
+		2, {INT8OID, REGROLEOID}
 	},
 	[PLAN_PRUNE_QUEUES] = {
 		"WITH RECURSIVE f(queue) AS ("
@@ -274,9 +300,11 @@ static const struct
 		1, {INTERVALOID}
 	},
 	[PLAN_PRUNE] = {
-		"DELETE FROM %1$s.chancy_jobs WHERE id = ANY (ARRAY("
+		"WITH d AS (DELETE FROM %1$s.chancy_jobs WHERE id = ANY (ARRAY("
 		" SELECT id FROM %1$s.chancy_jobs WHERE queue = $1 AND " FINAL
-		" AND completed_at < now() - $2 ORDER BY completed_at LIMIT $3))",
+		" AND completed_at < now() - $2 ORDER BY completed_at LIMIT $3))"
+		" RETURNING pushed_by, name, state)"
+		" SELECT pushed_by, name, state::text, count(*) FROM d GROUP BY 1, 2, 3",
 		3, {TEXTOID, INTERVALOID, INT4OID}
 	},
 	[PLAN_PRUNE_NEXT] = {
@@ -295,7 +323,7 @@ static const struct
 		"  jsonb_build_array(jsonb_strip_nulls(jsonb_build_object('attempt', 0,"
 		"   'message', $2, 'sqlstate', $3, 'detail', $4, 'hint', $5, 'at', now()))),"
 		"  $6, now()"
-		" FROM unnest($1) AS j RETURNING id",
+		" FROM unnest($1) AS j RETURNING id, queue, name",
 		6, {JOBARRAY, TEXTOID, TEXTOID, TEXTOID, TEXTOID, REGROLEOID}
 	},
 
@@ -471,6 +499,35 @@ find_live_jobs(ChancyCatalog *cat, KeyRef *conflicts, int nconflicts, Oid pusher
 }
 
 /*
+ * count_pushed
+ *		Count the jobs todo[k] that were inserted (inserted[k]) as pushed, at
+ *		commit: a run of jobs of one queue and name as one change.
+ */
+static void
+count_pushed(JobValue *jobs, int *todo, bool *inserted, int ntodo, Oid pusher)
+{
+	int			k = 0;
+
+	while (k < ntodo)
+	{
+		JobValue   *first = &jobs[todo[k]];
+		int			n = 0;
+		int			end = k;
+
+		while (end < ntodo &&
+			   datumIsEqual(jobs[todo[end]].values[JA_QUEUE], first->values[JA_QUEUE],
+							false, -1) &&
+			   datumIsEqual(jobs[todo[end]].values[JA_NAME], first->values[JA_NAME],
+							false, -1))
+			n += inserted[end++];
+		stats_at_commit(pusher, TextDatumGetCString(first->values[JA_QUEUE]),
+						TextDatumGetCString(first->values[JA_NAME]),
+						STATS_PUSHED, JS_NONE, JS_PENDING, n);
+		k = end;
+	}
+}
+
+/*
  * insert_batch
  *		Insert the jobs todo[0..ntodo) of the batch and set their ids.  Jobs
  *		whose unique key is live are collected in conflicts instead.
@@ -491,6 +548,7 @@ insert_batch(ChancyCatalog *cat, JobValue *jobs, char **keys, int *todo, int nto
 	Datum		args[6];
 	uint64		row = 0;
 	int			nconflicts = 0;
+	bool	   *inserted = palloc0(sizeof(bool) * ntodo);
 
 	for (int k = 0; k < ntodo; k++)
 	{
@@ -538,9 +596,11 @@ insert_batch(ChancyCatalog *cat, JobValue *jobs, char **keys, int *todo, int nto
 		ids[i] = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[row],
 											 SPI_tuptable->tupdesc, 1, &isnull));
 		row++;
+		inserted[k] = true;
 	}
 	if (row != SPI_processed)
 		elog(ERROR, "inserted jobs do not match the batch pushed");
+	count_pushed(jobs, todo, inserted, ntodo, pusher);
 	return nconflicts;
 }
 
@@ -671,8 +731,13 @@ park(ChancyCatalog *cat, int64 claim, List *jobs, List *keys)
 
 	forboth(lj, jobs, lk, keys)
 	{
-		ids[i] = Int64GetDatum(((ClaimedJob *) lfirst(lj))->id);
+		ClaimedJob *job = lfirst(lj);
+
+		ids[i] = Int64GetDatum(job->id);
 		texts[i++] = CStringGetTextDatum(lfirst(lk));
+		if (job->started)
+			stats_at_commit(job->pushed_by, job->queue, job->name, STATS_NONE,
+							JS_RUNNING, stats_waiting_state(job->attempt - 1), 1);
 	}
 	args[0] = Int64GetDatum(claim);
 	args[1] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL,
@@ -754,8 +819,13 @@ queue_claim(ChancyCatalog *cat, const char *queue, int64 claim, int max_jobs,
 		job->limit_keys = SPI_getbinval(tup, desc, 24, &isnull);
 		job->limit_keys = isnull ? (Datum) 0 :
 			PointerGetDatum(DatumGetArrayTypePCopy(job->limit_keys));
+		job->due = DatumGetTimestampTz(SPI_getbinval(tup, desc, 25, &isnull));
+		job->ended = STATS_NONE;
 		if (!job->started)
 			job->attempt++;		/* counted by its outcome */
+		else
+			stats_at_commit(job->pushed_by, job->queue, job->name, STATS_NONE,
+							stats_waiting_state(job->attempt - 1), JS_RUNNING, 1);
 		job->claim = claim;
 		q_time = SPI_getbinval(tup, desc, 14, &q_time_null);
 		q_memory = SPI_getbinval(tup, desc, 15, &q_memory_null);
@@ -944,13 +1014,32 @@ queue_claim_plan(ChancyCatalog *cat, const char *queue)
 int
 queue_succeeded(ChancyCatalog *cat, int64 claim, int n, Datum *ids,
 				Datum *results, bool *result_nulls, Datum *started_at,
-				Datum *completed_at)
+				Datum *completed_at, JobCost *costs)
 {
-	Datum		args[5];
+	Datum		args[6];
 	int			dims[1] = {n};
 	int			lbs[1] = {1};
+	int			cost_dims[1] = {n * 7};
+	Datum	   *cost_values = palloc(sizeof(Datum) * n * 7);
+	bool	   *cost_nulls = palloc(sizeof(bool) * n * 7);
 	CatalogSql	sql;
 	int			updated;
+
+	for (int i = 0; i < n; i++)
+	{
+		const JobCost *c = &costs[i];
+		int64		v[7] = {c->run_us, c->cpu_user_us, c->cpu_sys_us, c->mem_peak_bytes,
+		c->wal_bytes, c->blks_hit, c->blks_read};
+
+		for (int k = 0; k < 7; k++)
+		{
+			cost_values[i * 7 + k] = Int64GetDatum(v[k]);
+			cost_nulls[i * 7 + k] = !c->valid;
+		}
+	}
+	args[5] = PointerGetDatum(construct_md_array(cost_values, cost_nulls, 1, cost_dims, lbs,
+												 INT8OID, 8, FLOAT8PASSBYVAL,
+												 TYPALIGN_DOUBLE));
 
 	args[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL,
 											  TYPALIGN_DOUBLE));
@@ -988,10 +1077,11 @@ const char *
 queue_failed(ChancyCatalog *cat, ClaimedJob *job, ErrorData *edata, double backoff,
 			 TimestampTz started_at)
 {
-	Datum		args[9];
-	char		nulls[9] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
+	Datum		args[10];
+	char		nulls[10] = {' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	const char *state = NULL;
 	CatalogSql	sql;
+	bool		isnull;
 
 	args[0] = Int64GetDatum(job->id);
 	args[1] = Int64GetDatum(job->claim);
@@ -1002,6 +1092,8 @@ queue_failed(ChancyCatalog *cat, ClaimedJob *job, ErrorData *edata, double backo
 	args[6] = text_or_null(edata->hint, &nulls[6]);
 	args[7] = text_or_null(edata->context, &nulls[7]);
 	args[8] = TimestampTzGetDatum(started_at);
+	args[9] = stats_cost_array(&job->cost, &isnull);
+	nulls[9] = isnull ? 'n' : ' ';
 	catalog_sql_begin(cat, true, &sql);
 	if (execute(cat, PLAN_FAILED, args, nulls, false) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not record the failure of job " INT64_FORMAT, job->id);
@@ -1027,10 +1119,11 @@ bool
 queue_cancelled(ChancyCatalog *cat, ClaimedJob *job, bool ran, Oid by,
 				TimestampTz started_at)
 {
-	Datum		args[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	Datum		args[6];
+	char		nulls[6] = {' ', ' ', ' ', ' ', ' ', ' '};
 	CatalogSql	sql;
 	bool		held;
+	bool		isnull;
 
 	args[0] = Int64GetDatum(job->id);
 	args[1] = Int64GetDatum(job->claim);
@@ -1038,6 +1131,8 @@ queue_cancelled(ChancyCatalog *cat, ClaimedJob *job, bool ran, Oid by,
 	args[3] = ObjectIdGetDatum(by);
 	nulls[3] = OidIsValid(by) ? ' ' : 'n';
 	args[4] = TimestampTzGetDatum(started_at);
+	args[5] = stats_cost_array(&job->cost, &isnull);
+	nulls[5] = isnull ? 'n' : ' ';
 	catalog_sql_begin(cat, true, &sql);
 	if (execute(cat, PLAN_CANCELLED, args, nulls, false) != SPI_OK_UPDATE)
 		elog(ERROR, "could not record the cancel of job " INT64_FORMAT, job->id);
@@ -1074,8 +1169,26 @@ queue_release(ChancyCatalog *cat, ArrayType *claims, ArrayType *ids,
 	result->released = (int) SPI_processed;
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
-		char	   *state = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2);
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		char	   *state = SPI_getvalue(tup, desc, 2);
 		bool		isnull;
+		bool		charged = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
+		Oid			role = DatumGetObjectId(SPI_getbinval(tup, desc, 5, &isnull));
+		char	   *queue = SPI_getvalue(tup, desc, 6);
+		char	   *name = SPI_getvalue(tup, desc, 7);
+		JobState	from = stats_state(SPI_getvalue(tup, desc, 3));
+		JobState	to = stats_state(state);
+
+		/* a crash is a run that started and ended; a cancel ends one */
+		if (charged)
+			stats_at_commit(role, queue, name, STATS_STARTED, JS_NONE, JS_NONE, 1);
+		stats_at_commit(role, queue, name,
+						charged ? STATS_CRASHED :
+						to == JS_CANCELLED ? STATS_CANCELLED : STATS_NONE,
+						from, to, 1);
+		if (charged && to == JS_FAILED)
+			stats_at_commit(role, queue, name, STATS_FAILED, JS_NONE, JS_NONE, 1);
 
 		if (strcmp(state, "cancelled") == 0 || strcmp(state, "failed") == 0)
 		{
@@ -1167,10 +1280,16 @@ queue_cancel(ChancyCatalog *cat, int64 id, Oid role, int64 *claim)
 	live = SPI_processed == 1;
 	if (live)
 	{
-		Datum		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
-									  &isnull);
+		HeapTuple	tup = SPI_tuptable->vals[0];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		Datum		d = SPI_getbinval(tup, desc, 1, &isnull);
 
 		*claim = isnull ? 0 : DatumGetInt64(d);
+		if (*claim == 0)
+			stats_at_commit(DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull)),
+							SPI_getvalue(tup, desc, 4), SPI_getvalue(tup, desc, 5),
+							STATS_CANCELLED, stats_state(SPI_getvalue(tup, desc, 2)),
+							JS_CANCELLED, 1);
 	}
 	catalog_sql_end(&sql);
 	return live;
@@ -1228,9 +1347,21 @@ queue_prune(ChancyCatalog *cat, TimestampTz *next_due)
 		args[2] = Int32GetDatum(PRUNE_BATCH);
 		for (int round = 0; round < PRUNE_MAX_BATCHES && n == PRUNE_BATCH; round++)
 		{
-			if (execute(cat, PLAN_PRUNE, args, NULL, false) != SPI_OK_DELETE)
+			if (execute(cat, PLAN_PRUNE, args, NULL, false) != SPI_OK_SELECT)
 				elog(ERROR, "could not prune finished jobs");
-			n = (int) SPI_processed;
+			n = 0;
+			for (uint64 r = 0; r < SPI_processed; r++)
+			{
+				HeapTuple	tup = SPI_tuptable->vals[r];
+				TupleDesc	desc = SPI_tuptable->tupdesc;
+				bool		isnull;
+				int64		count = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
+
+				stats_at_commit(DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull)),
+								(char *) lfirst(lq), SPI_getvalue(tup, desc, 2), STATS_NONE,
+								stats_state(SPI_getvalue(tup, desc, 3)), JS_NONE, count);
+				n += (int) count;
+			}
 			total += n;
 		}
 		if (execute(cat, PLAN_PRUNE_NEXT, args, NULL, true) == SPI_OK_SELECT &&
@@ -1295,6 +1426,9 @@ queue_push_refused(ChancyCatalog *cat, Datum job, Oid pushed_by, ErrorData *edat
 	args[5] = ObjectIdGetDatum(pushed_by);
 	if (execute(cat, PLAN_PUSH_REFUSED, args, nulls, false) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not record a refused push");
+	stats_at_commit(pushed_by, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2),
+					SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3),
+					STATS_NONE, JS_NONE, JS_FAILED, 1);
 	return DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
 									   1, &isnull));
 }

@@ -75,10 +75,12 @@ slots_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 #endif
-	RequestAddinShmemSpace(add_size(add_size(slots_shmem_size(), ledger_shmem_size()),
-									flow_shmem_size()));
-	/* the slots', and flow control's (flow.c) */
-	RequestNamedLWLockTranche("chancy", 2);
+	RequestAddinShmemSpace(add_size(add_size(add_size(slots_shmem_size(),
+													  ledger_shmem_size()),
+											 flow_shmem_size()),
+									stats_shmem_size()));
+	/* the slots', flow control's (flow.c) and the statistics' (stats.c) */
+	RequestNamedLWLockTranche("chancy", 3);
 }
 
 /*
@@ -113,6 +115,7 @@ slots_shmem_startup(void)
 	}
 	ledger_startup();
 	flow_shmem_init(&(GetNamedLWLockTranche("chancy"))[1].lock);
+	stats_shmem_init(&(GetNamedLWLockTranche("chancy"))[2].lock);
 	LWLockRelease(AddinShmemInitLock);
 }
 

@@ -52,6 +52,9 @@
 /* batches of due schedules fired before the rest of the loop has its turn */
 #define FIRE_BATCHES_PER_TURN 10
 
+/* while chancy_jobs is busy, the gauges are counted again this often */
+#define STATS_RETRY_MS 1000
+
 /* A row of chancy_queues, as the supervisor needs it. */
 typedef struct QueueRow
 {
@@ -605,6 +608,25 @@ release_parked(void)
 }
 
 /*
+ * keep_stats
+ *		Count this database's gauges from the table if they are not valid
+ *		(stats.c), and write the history of the minute that ended.  Returns
+ *		when to look again, in ms.
+ */
+static long
+keep_stats(void)
+{
+	bool		built = stats_rebuild_gauges(begin());
+	long		wait_ms;
+
+	end();
+	wait_ms = stats_history_if_due(begin());
+	end();
+	/* chancy_jobs was busy: soon again */
+	return built ? wait_ms : Min(wait_ms, STATS_RETRY_MS);
+}
+
+/*
  * chancy_supervisor_main
  *		Entry point of a supervisor; arg is its database slot.
  */
@@ -664,6 +686,17 @@ chancy_supervisor_main(Datum arg)
 	recover_jobs(NIL);
 	slots_executors_free_exited();
 	declare_configured_queues();
+	/* the gauges are counted best before executors start (stats.c) */
+	for (int tries = 0; tries < 100; tries++)
+	{
+		bool		built = stats_rebuild_gauges(begin());
+
+		end();
+		if (built)
+			break;
+		(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 10, PG_WAIT_EXTENSION);
+		CHECK_FOR_INTERRUPTS();
+	}
 
 	for (;;)
 	{
@@ -708,6 +741,7 @@ chancy_supervisor_main(Datum arg)
 			flow_ms = release_parked();
 			if (flow_ms >= 0)
 				wait_ms = Min(wait_ms, flow_ms);
+			wait_ms = Min(wait_ms, keep_stats());
 			if (fire_ms >= 0)
 				wait_ms = Min(wait_ms, fire_ms);
 			if (!all_started)

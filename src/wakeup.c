@@ -6,8 +6,9 @@
  *	  job it cancelled, wake the waiters of jobs it finished, wake the
  *	  supervisor and executors after a change to the queues, wake the
  *	  launcher after CREATE EXTENSION, make the limit keys read their
- *	  settings again after a change to chancy_limits; and, in an executor, note that the
- *	  running job cancelled itself.
+ *	  settings again after a change to chancy_limits, count what it did to
+ *	  jobs (stats.c); and, in an executor, note that the running job
+ *	  cancelled itself.
  *
  * Nothing happens before commit, and nothing for work that was rolled back:
  * each request remembers the subtransaction that made it, and is forgotten
@@ -34,7 +35,8 @@ typedef enum RequestKind
 	REQ_SUPERVISOR,				/* the supervisor must look again */
 	REQ_LIMITS,					/* chancy_limits changed */
 	REQ_LAUNCHER,				/* the launcher must look again */
-	REQ_SELF_CANCEL				/* the running job cancelled itself */
+	REQ_SELF_CANCEL,			/* the running job cancelled itself */
+	REQ_STATS					/* counters and gauges change */
 } RequestKind;
 
 typedef struct Request
@@ -46,10 +48,20 @@ typedef struct Request
 	int64		job_id;
 	int64		claim;
 	Oid			role;
+	StatsChange *stats;			/* REQ_STATS */
 } Request;
 
 static List *requests = NIL;	/* in TopMemoryContext */
 static bool callbacks_registered = false;
+
+/* Free a request. */
+static void
+forget(Request *r)
+{
+	if (r->stats)
+		pfree(r->stats);
+	pfree(r);
+}
 
 /*
  * forget_all
@@ -75,7 +87,7 @@ forget_all(bool committed)
 			continue;
 		}
 		requests = foreach_delete_current(requests, lc);
-		pfree(r);
+		forget(r);
 	}
 }
 
@@ -117,6 +129,9 @@ carry_out(void)
 				break;
 			case REQ_SELF_CANCEL:
 				break;			/* the executor took it when the job returned */
+			case REQ_STATS:
+				stats_apply(r->stats);
+				break;
 		}
 	}
 	if (supervisor)
@@ -172,7 +187,7 @@ subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 			if (r->level >= level)
 			{
 				requests = foreach_delete_current(requests, lc);
-				pfree(r);
+				forget(r);
 			}
 		}
 	}
@@ -335,4 +350,30 @@ wakeup_take_self_cancel(int64 job_id)
 		}
 	}
 	return role;
+}
+
+/*
+ * wakeup_stats_at_commit
+ *		Apply a change to the counters and gauges (stats.c) when the current
+ *		transaction commits.  A change to the same entry as the request
+ *		before it, at the same level, is added to that one.
+ */
+void
+wakeup_stats_at_commit(const StatsChange *change)
+{
+	Request    *r = requests != NIL ? llast(requests) : NULL;
+
+	if (r == NULL || r->kind != REQ_STATS || r->level != GetCurrentTransactionNestLevel() ||
+		r->stats->role != change->role || strcmp(r->stats->queue, change->queue) != 0 ||
+		strcmp(r->stats->name, change->name) != 0)
+	{
+		r = add_request(REQ_STATS);
+		r->stats = MemoryContextAllocZero(TopMemoryContext, sizeof(StatsChange));
+		*r->stats = *change;
+		return;
+	}
+	for (int i = 0; i < STATS_NCOUNTERS; i++)
+		r->stats->counts[i] += change->counts[i];
+	for (int i = 0; i < JS_NSTATES; i++)
+		r->stats->states[i] += change->states[i];
 }

@@ -1,0 +1,1681 @@
+/*-------------------------------------------------------------------------
+ *
+ * stats.c
+ *	  Observability: what each job cost, and counters, histograms and gauges
+ *	  in shared memory per database, role, queue and job name, with the SQL
+ *	  functions that show them (chancy_stats, chancy_queue_counts,
+ *	  chancy_metrics, chancy_metrics_prometheus) and the per-minute history
+ *	  the supervisor writes.
+ *
+ * Cost.  Around each job function the executor reads its own CPU time
+ * (getrusage), its data size (the memory limit's reading, limits.c), and
+ * PostgreSQL's WAL and buffer usage counters; the watchdog's samples during
+ * the job give the peak.  The figures go into the statement that records
+ * the job's outcome: no write of their own.  To keep it cheap the reading
+ * after one job is the reading before the next one of its group.  An
+ * isolated child's CPU time and peak resident size come from wait4().
+ *
+ * Counters.  An entry per (database, role, queue, job name) counts pushes,
+ * starts and outcomes, with log-scale histograms of wait (due to start) and
+ * run time, and gauges: how many of its jobs the table holds in each
+ * state.  Everything but the executor's own outcomes is counted when the
+ * transaction that did it commits (wakeup.c); the executor counts its
+ * group's jobs after the group commits.  Entries are pg_atomic counters: an
+ * executor adds without a lock, through a cache of entry pointers.
+ *
+ * Gauges are exact only while every change to chancy_jobs goes through
+ * chancy.  So a database's gauges are valid only once built from the table
+ * (by its supervisor, under a SHARE lock, so that no change is in flight),
+ * and are made invalid by what changes the table behind chancy's back as far
+ * as chancy can tell: CREATE/ALTER/DROP EXTENSION, TRUNCATE, COMMIT
+ * PREPARED, chancy_adopt_jobs(), chancy_stats_rebuild(), a full table.  The
+ * supervisor counts them at its start, before its executors start, and
+ * after an invalidation once chancy_jobs is free for a moment.  While they
+ * are invalid, chancy_queue_counts() counts the table instead.
+ *
+ * Counters live as long as shared memory (a restart starts them at zero),
+ * like PostgreSQL's own statistics; chancy_stats_reset() zeroes them.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <sys/resource.h>
+#include <sys/time.h>
+
+#include "access/xact.h"
+#include "catalog/pg_authid.h"
+#include "catalog/pg_type.h"
+#include "commands/dbcommands.h"
+#include "common/hashfn.h"
+#include "executor/instrument.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/lmgr.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "chancy_internal.h"
+
+PG_FUNCTION_INFO_V1(chancy_stats);
+PG_FUNCTION_INFO_V1(chancy_stats_reset);
+PG_FUNCTION_INFO_V1(chancy_stats_rebuild);
+PG_FUNCTION_INFO_V1(chancy_queue_counts);
+PG_FUNCTION_INFO_V1(chancy_metrics);
+PG_FUNCTION_INFO_V1(chancy_metrics_prometheus);
+PG_FUNCTION_INFO_V1(chancy_library_version);
+
+/*
+ * Histogram bucket bounds in microseconds: ten a decade (steps of at most
+ * 25%, so that percentiles come within about 12%), from 10 us to 5000 s;
+ * Prometheus is shown those of 1, 2 and 5 (exported()).
+ */
+static const int steps[10] = {10, 12, 15, 20, 25, 30, 40, 50, 60, 80};
+#define NBOUNDS 88
+#define NBUCKETS (NBOUNDS + 1)	/* the last is +Inf */
+static int64 bounds_us[NBOUNDS];
+
+/* a memory reading this much above the one before a job: its memory goes
+ * when its subtransaction ends, so the next job reads afresh */
+#define COST_BASE_DRIFT (1024 * 1024)
+
+/* the entry of a database itself (its gauges' validity): no role */
+#define DATABASE_ENTRY_ROLE InvalidOid
+
+static const char *const counter_names[STATS_NCOUNTERS] = {
+	"pushed", "started", "succeeded", "failed", "retried", "cancelled", "crashed"
+};
+static const char *const state_names[JS_NSTATES] = {
+	"pending", "running", "retrying", "succeeded", "failed", "cancelled"
+};
+
+/* What the hash table is keyed by. */
+typedef struct StatsTag
+{
+	Oid			dboid;
+	Oid			role;
+	char		queue[NAMEDATALEN];
+	char		name[STATS_NAME_LEN];
+} StatsTag;
+
+typedef struct Histogram
+{
+	pg_atomic_uint64 bucket[NBUCKETS];	/* not cumulative */
+	pg_atomic_uint64 sum_us;
+} Histogram;
+
+/* An entry in shared memory. */
+typedef struct StatsEntry
+{
+	StatsTag	tag;			/* hash key: first */
+	pg_atomic_uint64 counts[STATS_NCOUNTERS];
+	pg_atomic_uint64 states[JS_NSTATES];	/* gauges, signed */
+	pg_atomic_uint64 cpu_us;
+	Histogram	wait;
+	Histogram	run;
+	pg_atomic_uint32 gauges_valid;	/* the database's entry only */
+	TimestampTz since;			/* made or reset */
+} StatsEntry;
+
+typedef struct StatsShared
+{
+	LWLock	   *lock;			/* the hash table's */
+	pg_atomic_uint64 generation;	/* bumped when entries go */
+	TimestampTz warned_at;		/* the last "full" warning */
+	StatsEntry	overflow;		/* what found no room */
+} StatsShared;
+
+static StatsShared *stats_shared = NULL;
+static HTAB *stats_entries = NULL;
+
+/* this process's cache of entry pointers, valid for one generation */
+typedef struct CachedEntry
+{
+	StatsTag	tag;
+	StatsEntry *entry;
+} CachedEntry;
+static HTAB *cache = NULL;
+static uint64 cache_generation = 0;
+
+/* the cost readings (executors) */
+static bool base_valid = false;
+static struct rusage base_ru;
+static int64 base_size;
+static TimestampTz cost_started;
+static WalUsage base_wal;
+static BufferUsage base_buf;
+static bool child_valid = false;
+static struct rusage child_ru;
+
+/*
+ * stats_shmem_size, stats_shmem_init
+ *		chancy's shared memory (slots.c) asks for and creates ours.
+ */
+Size
+stats_shmem_size(void)
+{
+	return add_size(MAXALIGN(sizeof(StatsShared)),
+					hash_estimate_size(chancy_max_stats_entries, sizeof(StatsEntry)));
+}
+
+/* Zero a counter: a new one is initialized, one in use written. */
+static inline void
+zero(pg_atomic_uint64 *counter, bool init)
+{
+	if (init)
+		pg_atomic_init_u64(counter, 0);
+	else
+		pg_atomic_write_u64(counter, 0);
+}
+
+/* Zero an entry's counters and histograms (not its gauges), since now. */
+static void
+zero_counters(StatsEntry *e, bool init)
+{
+	for (int i = 0; i < STATS_NCOUNTERS; i++)
+		zero(&e->counts[i], init);
+	zero(&e->cpu_us, init);
+	for (int i = 0; i < NBUCKETS; i++)
+	{
+		zero(&e->wait.bucket[i], init);
+		zero(&e->run.bucket[i], init);
+	}
+	zero(&e->wait.sum_us, init);
+	zero(&e->run.sum_us, init);
+	e->since = GetCurrentTimestamp();
+}
+
+/* A new entry: all zero, its gauges (if it is a database's) invalid. */
+static void
+init_entry(StatsEntry *e)
+{
+	zero_counters(e, true);
+	for (int i = 0; i < JS_NSTATES; i++)
+		zero(&e->states[i], true);
+	pg_atomic_init_u32(&e->gauges_valid, 0);
+}
+
+void
+stats_shmem_init(LWLock *lock)
+{
+	HASHCTL		info;
+	bool		found;
+
+	stats_shared = ShmemInitStruct("chancy stats", sizeof(StatsShared), &found);
+	if (!found)
+	{
+		memset(stats_shared, 0, sizeof(StatsShared));
+		stats_shared->lock = lock;
+		pg_atomic_init_u64(&stats_shared->generation, 1);
+		init_entry(&stats_shared->overflow);
+		strlcpy(stats_shared->overflow.tag.name, "(other)", STATS_NAME_LEN);
+	}
+	memset(&info, 0, sizeof(info));
+	info.keysize = sizeof(StatsTag);
+	info.entrysize = sizeof(StatsEntry);
+	stats_entries = ShmemInitHash("chancy stats entries", chancy_max_stats_entries,
+								  chancy_max_stats_entries, &info,
+								  HASH_ELEM | HASH_BLOBS | HASH_FIXED_SIZE);
+}
+
+/*
+ * make_tag
+ *		The tag of (database, role, queue, name).  A name longer than the
+ *		tag holds is cut, with a hash of the whole so that two such names
+ *		stay apart.
+ */
+static void
+make_tag(StatsTag *tag, Oid dboid, Oid role, const char *queue, const char *name)
+{
+	size_t		len = strlen(name);
+
+	memset(tag, 0, sizeof(StatsTag));
+	tag->dboid = dboid;
+	tag->role = role;
+	strlcpy(tag->queue, queue, NAMEDATALEN);
+	if (len < STATS_NAME_LEN)
+		memcpy(tag->name, name, len);
+	else
+		snprintf(tag->name, STATS_NAME_LEN, "%.*s~%08x", STATS_NAME_LEN - 10, name,
+				 hash_bytes((const unsigned char *) name, (int) len));
+}
+
+/*
+ * find_entry
+ *		The entry of tag, made if need be; the overflow entry if the table is
+ *		full (then the database's gauges are no longer right: invalid).
+ */
+static StatsEntry *
+find_entry(const StatsTag *tag)
+{
+	StatsEntry *e;
+	bool		found;
+
+	LWLockAcquire(stats_shared->lock, LW_SHARED);
+	e = hash_search(stats_entries, tag, HASH_FIND, NULL);
+	LWLockRelease(stats_shared->lock);
+	if (e != NULL)
+		return e;
+
+	LWLockAcquire(stats_shared->lock, LW_EXCLUSIVE);
+	e = hash_search(stats_entries, tag, HASH_ENTER_NULL, &found);
+	if (e != NULL && !found)
+		init_entry(e);
+	LWLockRelease(stats_shared->lock);
+	if (e != NULL)
+		return e;
+
+	stats_invalidate_gauges(tag->dboid);
+	if (GetCurrentTimestamp() - stats_shared->warned_at > USECS_PER_MINUTE)
+	{
+		stats_shared->warned_at = GetCurrentTimestamp();
+		ereport(WARNING,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("chancy's statistics are full: jobs of queue \"%s\" named \"%s\" are counted as \"(other)\"",
+						tag->queue, tag->name),
+				 errdetail("chancy.max_stats_entries (%d) entries of database, role, queue and job name are in use; chancy_queue_stats counts the table meanwhile.",
+						   chancy_max_stats_entries),
+				 errhint("Raise chancy.max_stats_entries, or call chancy_stats_reset() to drop the entries of jobs no longer in the table.")));
+	}
+	return &stats_shared->overflow;
+}
+
+/*
+ * cached_entry
+ *		find_entry() through this process's cache.  Entries only go when
+ *		their database is dropped or chancy_stats_reset() drops idle ones,
+ *		which bumps the generation: the cache then starts over.
+ */
+static StatsEntry *
+cached_entry(Oid role, const char *queue, const char *name)
+{
+	StatsTag	tag;
+	CachedEntry *c;
+	bool		found;
+	uint64		generation = pg_atomic_read_u64(&stats_shared->generation);
+
+	if (cache == NULL || generation != cache_generation)
+	{
+		HASHCTL		info;
+
+		if (cache != NULL)
+			hash_destroy(cache);
+		memset(&info, 0, sizeof(info));
+		info.keysize = sizeof(StatsTag);
+		info.entrysize = sizeof(CachedEntry);
+		info.hcxt = TopMemoryContext;
+		cache = hash_create("chancy stats cache", 64, &info,
+							HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		cache_generation = generation;
+	}
+	make_tag(&tag, MyDatabaseId, role, queue, name);
+	c = hash_search(cache, &tag, HASH_ENTER, &found);
+	if (!found)
+		c->entry = NULL;
+	if (c->entry == NULL)
+		c->entry = find_entry(&tag);
+	/* the overflow is not kept: room may come back */
+	if (c->entry == &stats_shared->overflow)
+	{
+		(void) hash_search(cache, &tag, HASH_REMOVE, NULL);
+		return &stats_shared->overflow;
+	}
+	return c->entry;
+}
+
+/* Add delta (signed) to a counter. */
+static inline void
+add(pg_atomic_uint64 *counter, int64 delta)
+{
+	if (delta != 0)
+		(void) pg_atomic_fetch_add_u64(counter, (uint64) delta);
+}
+
+/* Fill bounds_us (once per process). */
+static void
+make_bounds(void)
+{
+	int64		decade = 1;
+
+	if (bounds_us[0] != 0)
+		return;
+	for (int i = 0; i < NBOUNDS; i++)
+	{
+		bounds_us[i] = steps[i % 10] * decade;
+		if (i % 10 == 9)
+			decade *= 10;
+	}
+}
+
+/* Is bound b one Prometheus is shown (1, 2 or 5 times a power of ten)? */
+static bool
+exported(int b)
+{
+	return steps[b % 10] == 10 || steps[b % 10] == 20 || steps[b % 10] == 50;
+}
+
+/* Observe a duration of us microseconds in h. */
+static void
+observe(Histogram *h, int64 us)
+{
+	int			lo = 0;
+	int			hi = NBOUNDS;
+
+	make_bounds();
+	us = Max(us, 0);
+	/* the first bound at or above us (NBOUNDS: +Inf) */
+	while (lo < hi)
+	{
+		int			mid = (lo + hi) / 2;
+
+		if (us > bounds_us[mid])
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	add(&h->bucket[lo], 1);
+	add(&h->sum_us, us);
+}
+
+/* The index of a chancy_state by its name; -1 if none. */
+JobState
+stats_state(const char *state)
+{
+	for (int i = 0; i < JS_NSTATES; i++)
+		if (strcmp(state, state_names[i]) == 0)
+			return (JobState) i;
+	return JS_NONE;
+}
+
+/* The state a waiting job is in: retrying once a run of it counted. */
+JobState
+stats_waiting_state(int32 attempts)
+{
+	return attempts > 0 ? JS_RETRYING : JS_PENDING;
+}
+
+/*
+ * stats_apply
+ *		Apply a committed change (wakeup.c calls it at commit; nothing here
+ *		can fail but a full table, which only invalidates the gauges).
+ */
+void
+stats_apply(const StatsChange *c)
+{
+	StatsEntry *e;
+
+	if (stats_shared == NULL)
+		return;
+	e = cached_entry(c->role, c->queue, c->name);
+	for (int i = 0; i < STATS_NCOUNTERS; i++)
+		add(&e->counts[i], c->counts[i]);
+	for (int i = 0; i < JS_NSTATES; i++)
+		add(&e->states[i], c->states[i]);
+}
+
+/*
+ * stats_at_commit
+ *		n jobs of (role, queue, name) were counted as counter (or
+ *		STATS_NONE) and moved from state from to state to (either JS_NONE):
+ *		count it when the current transaction commits.
+ */
+void
+stats_at_commit(Oid role, const char *queue, const char *name, StatsCounter counter,
+				JobState from, JobState to, int64 n)
+{
+	StatsChange c;
+
+	if (n == 0 || (counter == STATS_NONE && from == to))
+		return;
+	memset(&c, 0, sizeof(c));
+	c.role = role;
+	strlcpy(c.queue, queue, NAMEDATALEN);
+	strlcpy(c.name, name, STATS_NAME_LEN);
+	if (counter != STATS_NONE)
+		c.counts[counter] = n;
+	if (from != JS_NONE)
+		c.states[from] -= n;
+	if (to != JS_NONE)
+		c.states[to] += n;
+	wakeup_stats_at_commit(&c);
+}
+
+/*
+ * stats_job_done
+ *		In the executor, after the group of job committed: count its start
+ *		and outcome (job->ended), its wait and run time, its CPU time, and
+ *		its move to the state it ended in.
+ */
+void
+stats_job_done(ClaimedJob *job)
+{
+	StatsEntry *e;
+	JobState	from;
+	JobState	to;
+
+	if (stats_shared == NULL || job->ended == STATS_NONE)
+		return;
+	e = cached_entry(job->pushed_by, job->queue, job->name);
+	add(&e->counts[STATS_STARTED], 1);
+	add(&e->counts[job->ended], 1);
+	observe(&e->wait, job->started_at - job->due);
+	observe(&e->run, job->cost.valid ? job->cost.run_us :
+			job->ended_at - job->started_at);
+	if (job->cost.valid)
+		add(&e->cpu_us, job->cost.cpu_user_us + job->cost.cpu_sys_us);
+
+	from = job->started ? JS_RUNNING : stats_waiting_state(job->attempt - 1);
+	switch (job->ended)
+	{
+		case STATS_SUCCEEDED:
+			to = JS_SUCCEEDED;
+			break;
+		case STATS_FAILED:
+			to = JS_FAILED;
+			break;
+		case STATS_RETRIED:
+			to = JS_RETRYING;
+			break;
+		default:
+			to = JS_CANCELLED;
+			break;
+	}
+	if (from != to)
+	{
+		add(&e->states[from], -1);
+		add(&e->states[to], 1);
+	}
+}
+
+/* ----------------------------------------------------------------------
+ * What a job cost
+ * ----------------------------------------------------------------------
+ */
+
+static int64
+tv_us(const struct timeval *tv)
+{
+	return (int64) tv->tv_sec * 1000000 + tv->tv_usec;
+}
+
+/*
+ * stats_cost_begin
+ *		Just before a job function is called: take the readings its cost is
+ *		measured from (reusing those taken after the job before it).
+ */
+void
+stats_cost_begin(void)
+{
+	if (!base_valid)
+	{
+		(void) getrusage(RUSAGE_SELF, &base_ru);
+		base_size = limits_data_size();
+		base_valid = true;
+	}
+	base_wal = pgWalUsage;
+	base_buf = pgBufferUsage;
+	child_valid = false;
+	cost_started = GetCurrentTimestamp();
+}
+
+/*
+ * stats_cost_child
+ *		An isolated job's child was reaped with this usage: it is the job's.
+ */
+void
+stats_cost_child(const struct rusage *ru)
+{
+	child_ru = *ru;
+	child_valid = true;
+}
+
+/*
+ * stats_cost_end
+ *		Just after a job function returned or raised (before its
+ *		subtransaction ends): what it cost since stats_cost_begin().  Safe
+ *		after any error: it allocates nothing.
+ */
+void
+stats_cost_end(JobCost *cost)
+{
+	struct rusage ru;
+	int64		size;
+
+	cost->valid = true;
+	cost->run_us = Max(GetCurrentTimestamp() - cost_started, 0);
+	(void) getrusage(RUSAGE_SELF, &ru);
+	size = limits_data_size();
+	cost->cpu_user_us = Max(tv_us(&ru.ru_utime) - tv_us(&base_ru.ru_utime), 0);
+	cost->cpu_sys_us = Max(tv_us(&ru.ru_stime) - tv_us(&base_ru.ru_stime), 0);
+	cost->mem_peak_bytes = Max(Max(size, limits_peak_data_size()) - base_size, 0);
+	cost->wal_bytes = (int64) (pgWalUsage.wal_bytes - base_wal.wal_bytes);
+	cost->blks_hit = (pgBufferUsage.shared_blks_hit - base_buf.shared_blks_hit) +
+		(pgBufferUsage.local_blks_hit - base_buf.local_blks_hit);
+	cost->blks_read = (pgBufferUsage.shared_blks_read - base_buf.shared_blks_read) +
+		(pgBufferUsage.local_blks_read - base_buf.local_blks_read);
+	if (child_valid)
+	{
+		cost->cpu_user_us += tv_us(&child_ru.ru_utime);
+		cost->cpu_sys_us += tv_us(&child_ru.ru_stime);
+		cost->mem_peak_bytes = Max(cost->mem_peak_bytes, (int64) child_ru.ru_maxrss * 1024);
+		child_valid = false;
+	}
+	base_ru = ru;
+	if (size - base_size > COST_BASE_DRIFT)
+		base_valid = false;
+	else
+		base_size = size;
+}
+
+/*
+ * stats_cost_forget
+ *		The executor did other work (a commit, a claim) since the last job:
+ *		the next one reads afresh.
+ */
+void
+stats_cost_forget(void)
+{
+	base_valid = false;
+}
+
+/*
+ * stats_cost_array
+ *		A job's cost as the int8[7] the outcome statements take (run_us,
+ *		cpu_user_us, cpu_sys_us, mem_peak_bytes, wal_bytes, blks_hit,
+ *		blks_read), or NULL when it was not measured.
+ */
+Datum
+stats_cost_array(const JobCost *cost, bool *isnull)
+{
+	Datum		d[7];
+
+	*isnull = !cost->valid;
+	if (!cost->valid)
+		return (Datum) 0;
+	d[0] = Int64GetDatum(cost->run_us);
+	d[1] = Int64GetDatum(cost->cpu_user_us);
+	d[2] = Int64GetDatum(cost->cpu_sys_us);
+	d[3] = Int64GetDatum(cost->mem_peak_bytes);
+	d[4] = Int64GetDatum(cost->wal_bytes);
+	d[5] = Int64GetDatum(cost->blks_hit);
+	d[6] = Int64GetDatum(cost->blks_read);
+	return PointerGetDatum(construct_array(d, 7, INT8OID, 8, FLOAT8PASSBYVAL,
+										   TYPALIGN_DOUBLE));
+}
+
+/* ----------------------------------------------------------------------
+ * Gauges: valid, invalid, rebuilt
+ * ----------------------------------------------------------------------
+ */
+
+/* The entry of database dboid itself; NULL if the table is full. */
+static StatsEntry *
+database_entry(Oid dboid)
+{
+	StatsTag	tag;
+	StatsEntry *e;
+
+	make_tag(&tag, dboid, DATABASE_ENTRY_ROLE, "", "");
+	e = find_entry(&tag);
+	return e == &stats_shared->overflow ? NULL : e;
+}
+
+/*
+ * stats_invalidate_gauges
+ *		The gauges of database dboid may no longer match its table: its
+ *		supervisor builds them again (woken for it if dboid is ours).
+ */
+void
+stats_invalidate_gauges(Oid dboid)
+{
+	StatsTag	tag;
+	StatsEntry *e;
+
+	if (stats_shared == NULL)
+		return;
+	make_tag(&tag, dboid, DATABASE_ENTRY_ROLE, "", "");
+	LWLockAcquire(stats_shared->lock, LW_SHARED);
+	e = hash_search(stats_entries, &tag, HASH_FIND, NULL);
+	if (e != NULL)
+		pg_atomic_write_u32(&e->gauges_valid, 0);
+	LWLockRelease(stats_shared->lock);
+	if (dboid == MyDatabaseId)
+		slots_wake_supervisor();
+}
+
+/* Are this database's gauges valid? */
+bool
+stats_gauges_valid(void)
+{
+	StatsTag	tag;
+	StatsEntry *e;
+	bool		valid = false;
+
+	make_tag(&tag, MyDatabaseId, DATABASE_ENTRY_ROLE, "", "");
+	LWLockAcquire(stats_shared->lock, LW_SHARED);
+	e = hash_search(stats_entries, &tag, HASH_FIND, NULL);
+	if (e != NULL)
+		valid = pg_atomic_read_u32(&e->gauges_valid) != 0;
+	LWLockRelease(stats_shared->lock);
+	return valid;
+}
+
+/*
+ * stats_rebuild_gauges
+ *		The supervisor: if this database's gauges are invalid, count the
+ *		table into them.  Under a SHARE lock on chancy_jobs, taken only if
+ *		free (no transaction that changed jobs is in flight, so each has
+ *		counted its changes, and none starts); false if it was not, to try
+ *		again soon.  The caller's transaction is open.
+ */
+bool
+stats_rebuild_gauges(ChancyCatalog *cat)
+{
+	StatsEntry *db = database_entry(MyDatabaseId);
+	HASH_SEQ_STATUS seq;
+	StatsEntry *e;
+	CatalogSql	sql;
+	char	   *query;
+
+	if (db == NULL)
+		return true;			/* full: counted from the table meanwhile */
+	if (pg_atomic_read_u32(&db->gauges_valid) != 0)
+		return true;
+	if (!ConditionalLockRelationOid(cat->jobs_relid, ShareLock))
+		return false;
+
+	/* zero the gauges, then add what the table holds */
+	LWLockAcquire(stats_shared->lock, LW_SHARED);
+	hash_seq_init(&seq, stats_entries);
+	while ((e = hash_seq_search(&seq)) != NULL)
+		if (e->tag.dboid == MyDatabaseId)
+			for (int i = 0; i < JS_NSTATES; i++)
+				pg_atomic_write_u64(&e->states[i], 0);
+	LWLockRelease(stats_shared->lock);
+
+	query = psprintf("SELECT pushed_by, queue, name, state::text, count(*)"
+					 " FROM %s.chancy_jobs WHERE NOT replicated GROUP BY 1, 2, 3, 4",
+					 cat->nspname);
+	catalog_sql_begin(cat, true, &sql);
+	/* a fresh snapshot: the lock was taken after the transaction's */
+	PushActiveSnapshot(GetLatestSnapshot());
+	if (SPI_execute(query, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not count chancy_jobs");
+	PopActiveSnapshot();
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	row = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		Oid			role = DatumGetObjectId(SPI_getbinval(row, desc, 1, &isnull));
+		JobState	state = stats_state(SPI_getvalue(row, desc, 4));
+		int64		n = DatumGetInt64(SPI_getbinval(row, desc, 5, &isnull));
+
+		e = cached_entry(role, SPI_getvalue(row, desc, 2), SPI_getvalue(row, desc, 3));
+		if (e == &stats_shared->overflow)
+		{
+			catalog_sql_end(&sql);
+			return true;		/* full: stays invalid */
+		}
+		if (state != JS_NONE)
+			add(&e->states[state], n);
+	}
+	catalog_sql_end(&sql);
+	pg_atomic_write_u32(&db->gauges_valid, 1);
+	return true;
+}
+
+/*
+ * stats_forget_database
+ *		DROP DATABASE: its entries go (none of its processes is left).
+ */
+void
+stats_forget_database(Oid dboid)
+{
+	HASH_SEQ_STATUS seq;
+	StatsEntry *e;
+
+	if (stats_shared == NULL)
+		return;
+	LWLockAcquire(stats_shared->lock, LW_EXCLUSIVE);
+	hash_seq_init(&seq, stats_entries);
+	while ((e = hash_seq_search(&seq)) != NULL)
+		if (e->tag.dboid == dboid)
+			(void) hash_search(stats_entries, &e->tag, HASH_REMOVE, NULL);
+	pg_atomic_fetch_add_u64(&stats_shared->generation, 1);
+	LWLockRelease(stats_shared->lock);
+}
+
+/* ----------------------------------------------------------------------
+ * What a role may see, and copies of the entries
+ * ----------------------------------------------------------------------
+ */
+
+/* Does the caller see every role's figures (pg_read_all_stats, as
+ * PostgreSQL's statistics views)? */
+static bool
+sees_all(void)
+{
+	return has_privs_of_role(GetUserId(), ROLE_PG_READ_ALL_STATS);
+}
+
+/* A copy of an entry, its atomics read. */
+typedef struct EntryCopy
+{
+	StatsTag	tag;
+	int64		counts[STATS_NCOUNTERS];
+	int64		states[JS_NSTATES];
+	int64		cpu_us;
+	int64		wait[NBUCKETS];
+	int64		wait_sum_us;
+	int64		run[NBUCKETS];
+	int64		run_sum_us;
+	TimestampTz since;
+} EntryCopy;
+
+static void
+copy_entry(StatsEntry *e, EntryCopy *c)
+{
+	c->tag = e->tag;
+	for (int i = 0; i < STATS_NCOUNTERS; i++)
+		c->counts[i] = (int64) pg_atomic_read_u64(&e->counts[i]);
+	for (int i = 0; i < JS_NSTATES; i++)
+		c->states[i] = (int64) pg_atomic_read_u64(&e->states[i]);
+	c->cpu_us = (int64) pg_atomic_read_u64(&e->cpu_us);
+	for (int i = 0; i < NBUCKETS; i++)
+	{
+		c->wait[i] = (int64) pg_atomic_read_u64(&e->wait.bucket[i]);
+		c->run[i] = (int64) pg_atomic_read_u64(&e->run.bucket[i]);
+	}
+	c->wait_sum_us = (int64) pg_atomic_read_u64(&e->wait.sum_us);
+	c->run_sum_us = (int64) pg_atomic_read_u64(&e->run.sum_us);
+	c->since = e->since;
+}
+
+/*
+ * visible_entries
+ *		Copies of the job entries the caller may see: of database dboid
+ *		(InvalidOid: all databases, for those who see all), of its own roles
+ *		unless it sees all.  With the overflow entry to those who see all.
+ */
+static List *
+visible_entries(Oid dboid)
+{
+	bool		all = sees_all();
+	Oid			me = GetUserId();
+	HASH_SEQ_STATUS seq;
+	StatsEntry *e;
+	List	   *copies = NIL;
+	List	   *roles = NIL;
+	ListCell   *lc;
+
+	if (!all)
+		dboid = MyDatabaseId;
+	LWLockAcquire(stats_shared->lock, LW_SHARED);
+	hash_seq_init(&seq, stats_entries);
+	while ((e = hash_seq_search(&seq)) != NULL)
+	{
+		EntryCopy  *c;
+
+		if (e->tag.role == DATABASE_ENTRY_ROLE ||
+			(OidIsValid(dboid) && e->tag.dboid != dboid))
+			continue;
+		c = palloc(sizeof(EntryCopy));
+		copy_entry(e, c);
+		copies = lappend(copies, c);
+	}
+	LWLockRelease(stats_shared->lock);
+	if (all)
+	{
+		EntryCopy  *c = palloc(sizeof(EntryCopy));
+
+		copy_entry(&stats_shared->overflow, c);
+		if (c->counts[STATS_PUSHED] != 0 || c->counts[STATS_STARTED] != 0)
+			copies = lappend(copies, c);
+		return copies;
+	}
+
+	/* membership is looked up outside the lock */
+	foreach(lc, copies)
+	{
+		EntryCopy  *c = lfirst(lc);
+
+		if (!list_member_oid(roles, c->tag.role))
+		{
+			if (!is_member_of_role(me, c->tag.role))
+			{
+				copies = foreach_delete_current(copies, lc);
+				continue;
+			}
+			roles = lappend_oid(roles, c->tag.role);
+		}
+	}
+	return copies;
+}
+
+/*
+ * percentile_ms
+ *		The q-quantile of a histogram, in milliseconds, interpolated within
+ *		its bucket (as Prometheus' histogram_quantile does); NULL if empty.
+ */
+static Datum
+percentile_ms(const int64 *buckets, double q, bool *isnull)
+{
+	int64		total = 0;
+	double		rank;
+	int64		seen = 0;
+
+	make_bounds();
+	for (int i = 0; i < NBUCKETS; i++)
+		total += buckets[i];
+	*isnull = total == 0;
+	if (total == 0)
+		return (Datum) 0;
+	rank = q * total;
+	for (int i = 0; i < NBUCKETS; i++)
+	{
+		double		lo = i == 0 ? 0 : bounds_us[i - 1];
+		double		hi;
+
+		if (buckets[i] == 0 || seen + buckets[i] < rank)
+		{
+			seen += buckets[i];
+			continue;
+		}
+		if (i == NBOUNDS)
+			return Float8GetDatum(bounds_us[NBOUNDS - 1] / 1000.0);
+		hi = bounds_us[i];
+		return Float8GetDatum((lo + (hi - lo) * (rank - seen) / buckets[i]) / 1000.0);
+	}
+	return Float8GetDatum(bounds_us[NBOUNDS - 1] / 1000.0);
+}
+
+/* A database's name, or its OID if it is gone; "" for none. */
+static char *
+database_name(Oid dboid)
+{
+	char	   *name;
+
+	if (!OidIsValid(dboid))
+		return pstrdup("");
+	name = get_database_name(dboid);
+	return name ? name : psprintf("%u", dboid);
+}
+
+/*
+ * chancy_stats() RETURNS SETOF record
+ *		One row per database, role, queue and job name the caller may see:
+ *		the counters, percentiles of wait and run time, totals.
+ */
+Datum
+chancy_stats(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	ListCell   *lc;
+
+	InitMaterializedSRF(fcinfo, 0);
+	foreach(lc, visible_entries(InvalidOid))
+	{
+		EntryCopy  *c = lfirst(lc);
+		Datum		values[20];
+		bool		nulls[20];
+		int			col = 0;
+		bool		counted = false;
+
+		for (int i = 0; i < STATS_NCOUNTERS; i++)
+			counted |= c->counts[i] != 0;
+		if (!counted)
+			continue;			/* kept for its gauges only */
+
+		memset(nulls, 0, sizeof(nulls));
+		values[col++] = CStringGetTextDatum(database_name(c->tag.dboid));
+		values[col] = ObjectIdGetDatum(c->tag.role);
+		nulls[col++] = !OidIsValid(c->tag.role);
+		values[col++] = CStringGetTextDatum(c->tag.queue);
+		values[col++] = CStringGetTextDatum(c->tag.name);
+		for (int i = 0; i < STATS_NCOUNTERS; i++)
+			values[col++] = Int64GetDatum(c->counts[i]);
+		values[col] = percentile_ms(c->wait, 0.50, &nulls[col]);
+		col++;
+		values[col] = percentile_ms(c->wait, 0.95, &nulls[col]);
+		col++;
+		values[col] = percentile_ms(c->wait, 0.99, &nulls[col]);
+		col++;
+		values[col] = percentile_ms(c->run, 0.50, &nulls[col]);
+		col++;
+		values[col] = percentile_ms(c->run, 0.95, &nulls[col]);
+		col++;
+		values[col] = percentile_ms(c->run, 0.99, &nulls[col]);
+		col++;
+		values[col++] = Float8GetDatum(c->run_sum_us / 1000.0);
+		values[col++] = Float8GetDatum(c->cpu_us / 1000.0);
+		values[col++] = TimestampTzGetDatum(c->since);
+		Assert(col == 20);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/*
+ * chancy_stats_reset() RETURNS void
+ *		Zero the counters and histograms of this database, and drop the
+ *		entries of jobs the table no longer holds (the gauges, which follow
+ *		the table, stay).  Revoked from PUBLIC.
+ */
+Datum
+chancy_stats_reset(PG_FUNCTION_ARGS)
+{
+	HASH_SEQ_STATUS seq;
+	StatsEntry *e;
+
+	LWLockAcquire(stats_shared->lock, LW_EXCLUSIVE);
+	hash_seq_init(&seq, stats_entries);
+	while ((e = hash_seq_search(&seq)) != NULL)
+	{
+		bool		live = false;
+
+		if (e->tag.dboid != MyDatabaseId || e->tag.role == DATABASE_ENTRY_ROLE)
+			continue;
+		for (int i = 0; i < JS_NSTATES; i++)
+			live |= pg_atomic_read_u64(&e->states[i]) != 0;
+		if (!live)
+		{
+			(void) hash_search(stats_entries, &e->tag, HASH_REMOVE, NULL);
+			continue;
+		}
+		zero_counters(e, false);
+	}
+	pg_atomic_fetch_add_u64(&stats_shared->generation, 1);
+	LWLockRelease(stats_shared->lock);
+	PG_RETURN_VOID();
+}
+
+/*
+ * chancy_stats_rebuild() RETURNS void
+ *		Have the supervisor count this database's gauges from the table again
+ *		(after a restore, or a change to chancy_jobs made by hand).  Revoked
+ *		from PUBLIC.
+ */
+Datum
+chancy_stats_rebuild(PG_FUNCTION_ARGS)
+{
+	stats_invalidate_gauges(MyDatabaseId);
+	PG_RETURN_VOID();
+}
+
+/* ----------------------------------------------------------------------
+ * Jobs per queue and state: from the gauges, else from the table
+ * ----------------------------------------------------------------------
+ */
+
+/* A queue's counts, by state. */
+typedef struct QueueCounts
+{
+	char		queue[NAMEDATALEN];
+	int64		states[JS_NSTATES];
+} QueueCounts;
+
+/* The QueueCounts of queue in list *all, added if new. */
+static QueueCounts *
+queue_counts_of(List **all, const char *queue)
+{
+	ListCell   *lc;
+	QueueCounts *q;
+
+	foreach(lc, *all)
+	{
+		q = lfirst(lc);
+		if (strcmp(q->queue, queue) == 0)
+			return q;
+	}
+	q = palloc0(sizeof(QueueCounts));
+	strlcpy(q->queue, queue, NAMEDATALEN);
+	*all = lappend(*all, q);
+	return q;
+}
+
+/*
+ * count_table
+ *		The caller's visible jobs per queue and state, counted in the table
+ *		(while the gauges are not valid).
+ */
+static List *
+count_table(ChancyCatalog *cat, bool all)
+{
+	CatalogSql	sql;
+	List	   *counts = NIL;
+	Datum		args[2];
+	Oid			types[2] = {BOOLOID, OIDOID};
+	char	   *query;
+
+	query = psprintf("SELECT queue, state::text, count(*) FROM %s.chancy_jobs"
+					 " WHERE NOT replicated AND ($1 OR pg_catalog.pg_has_role($2, pushed_by, 'MEMBER'))"
+					 " GROUP BY 1, 2", cat->nspname);
+	args[0] = BoolGetDatum(all);
+	args[1] = ObjectIdGetDatum(GetUserId());
+	catalog_sql_begin(cat, true, &sql);
+	if (SPI_execute_with_args(query, 2, types, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not count chancy_jobs");
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	row = SPI_tuptable->vals[r];
+		bool		isnull;
+		MemoryContext old = MemoryContextSwitchTo(sql.caller);
+		QueueCounts *q = queue_counts_of(&counts, SPI_getvalue(row, SPI_tuptable->tupdesc, 1));
+		JobState	state = stats_state(SPI_getvalue(row, SPI_tuptable->tupdesc, 2));
+
+		MemoryContextSwitchTo(old);
+		if (state != JS_NONE)
+			q->states[state] += DatumGetInt64(SPI_getbinval(row, SPI_tuptable->tupdesc, 3,
+															&isnull));
+	}
+	catalog_sql_end(&sql);
+	return counts;
+}
+
+/*
+ * queue_counts
+ *		The caller's visible jobs of this database per queue and state: from
+ *		the gauges while they are valid (whatever the table's size), else
+ *		counted in the table.
+ */
+static List *
+queue_counts(ChancyCatalog *cat)
+{
+	List	   *counts = NIL;
+	ListCell   *lc;
+
+	if (!stats_gauges_valid())
+		return count_table(cat, sees_all());
+	foreach(lc, visible_entries(MyDatabaseId))
+	{
+		EntryCopy  *c = lfirst(lc);
+		QueueCounts *q = queue_counts_of(&counts, c->tag.queue);
+
+		for (int i = 0; i < JS_NSTATES; i++)
+			q->states[i] += c->states[i];
+	}
+	return counts;
+}
+
+/*
+ * The jobs of a queue ($1) the caller may see ($2: all, else those of
+ * roles $3 is a member of) that wait for their time, and the due time of
+ * the oldest due one: through the scheduled index, and the ready index a
+ * priority at a time (the first job of each in dequeue order is its
+ * oldest), so that neither grows with finished jobs.
+ */
+#define VISIBLE(j) "($2 OR pg_catalog.pg_has_role($3, " j ".pushed_by, 'MEMBER'))"
+#define WAITING(j) \
+	j ".queue = $1 AND " j ".state IN ('pending', 'retrying') AND NOT " j ".replicated"
+#define READY(j) WAITING(j) " AND " j ".claim IS NULL"
+static const char *const waiting_sql =
+"WITH RECURSIVE p(priority) AS ("
+" (SELECT j.priority FROM %1$s.chancy_jobs j WHERE " READY("j")
+"  ORDER BY j.priority DESC LIMIT 1)"
+" UNION ALL SELECT (SELECT j.priority FROM %1$s.chancy_jobs j WHERE " READY("j")
+"  AND j.priority < p.priority ORDER BY j.priority DESC LIMIT 1)"
+" FROM p WHERE p.priority IS NOT NULL)"
+"SELECT (SELECT count(*) FROM %1$s.chancy_jobs j WHERE " WAITING("j")
+"  AND j.scheduled_at > j.created_at AND j.scheduled_at > now() AND " VISIBLE("j") "),"
+" least((SELECT min(f.due) FROM p, LATERAL (SELECT j.scheduled_at AS due"
+"   FROM %1$s.chancy_jobs j WHERE " READY("j") " AND j.priority = p.priority"
+"   AND j.scheduled_at <= now() AND " VISIBLE("j")
+"   ORDER BY j.priority DESC, j.id LIMIT 1) f WHERE p.priority IS NOT NULL),"
+"  (SELECT j.scheduled_at FROM %1$s.chancy_jobs j WHERE " WAITING("j")
+"   AND j.scheduled_at > j.created_at AND j.scheduled_at <= now() AND " VISIBLE("j")
+"   ORDER BY j.scheduled_at LIMIT 1))";
+
+/*
+ * chancy_queue_counts() RETURNS SETOF record
+ *		(queue, pending, running, retrying, succeeded, failed, cancelled,
+ *		scheduled, oldest_due, from_gauges): what chancy_queue_stats shows.
+ */
+Datum
+chancy_queue_counts(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	ChancyCatalog *cat = chancy_catalog_for(fcinfo);
+	bool		valid = stats_gauges_valid();
+	bool		all = sees_all();
+	char	   *query = psprintf(waiting_sql, cat->nspname);
+	Oid			types[3] = {TEXTOID, BOOLOID, OIDOID};
+	ListCell   *lc;
+
+	InitMaterializedSRF(fcinfo, 0);
+	foreach(lc, queue_counts(cat))
+	{
+		QueueCounts *q = lfirst(lc);
+		Datum		values[JS_NSTATES + 4];
+		bool		nulls[JS_NSTATES + 4];
+		bool		any = false;
+		int			col = JS_NSTATES + 1;
+
+		memset(nulls, 0, sizeof(nulls));
+		values[0] = CStringGetTextDatum(q->queue);
+		for (int i = 0; i < JS_NSTATES; i++)
+		{
+			values[i + 1] = Int64GetDatum(Max(q->states[i], 0));
+			any |= q->states[i] != 0;
+		}
+		if (!any)
+			continue;
+		values[col] = Int64GetDatum(0);
+		nulls[col + 1] = true;
+		if (q->states[JS_PENDING] > 0 || q->states[JS_RETRYING] > 0)
+		{
+			CatalogSql	sql;
+			Datum		args[3];
+
+			args[0] = values[0];
+			args[1] = BoolGetDatum(all);
+			args[2] = ObjectIdGetDatum(GetUserId());
+			catalog_sql_begin(cat, true, &sql);
+			if (SPI_execute_with_args(query, 3, types, args, NULL, true, 1) != SPI_OK_SELECT ||
+				SPI_processed != 1)
+				elog(ERROR, "could not look at the waiting jobs of queue \"%s\"", q->queue);
+			values[col] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+										&nulls[col]);
+			values[col + 1] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2,
+											&nulls[col + 1]);
+			catalog_sql_end(&sql);
+		}
+		values[col + 2] = BoolGetDatum(valid);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/*
+ * chancy_library_version() RETURNS text
+ *		The version of the SQL objects this library was built for
+ *		(chancy_health() compares it with the installed one).
+ */
+Datum
+chancy_library_version(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_TEXT_P(cstring_to_text(CHANCY_SQL_VERSION));
+}
+
+/* ----------------------------------------------------------------------
+ * Metrics: rows, and Prometheus' text format
+ * ----------------------------------------------------------------------
+ */
+
+typedef struct Metric
+{
+	const char *name;			/* with its _bucket, _sum, _count suffix */
+	const char *family;			/* the name its HELP and TYPE are under */
+	const char *type;			/* counter, gauge, histogram */
+	const char *help;
+	List	   *labels;			/* label name, value, name, value... */
+	double		value;
+} Metric;
+
+static void
+add_metric(List **metrics, const char *name, const char *family, const char *type,
+		   const char *help, List *labels, double value)
+{
+	Metric	   *m = palloc(sizeof(Metric));
+
+	m->name = name;
+	m->family = family;
+	m->type = type;
+	m->help = help;
+	m->labels = labels;
+	m->value = value;
+	*metrics = lappend(*metrics, m);
+}
+
+/* A histogram's series, cumulative as Prometheus wants. */
+static void
+add_histogram(List **metrics, const char *family, const char *help, List *labels,
+			  const int64 *buckets, int64 sum_us)
+{
+	int64		cumulative = 0;
+
+	make_bounds();
+	for (int i = 0; i < NBUCKETS; i++)
+	{
+		cumulative += buckets[i];
+		if (i < NBOUNDS && !exported(i))
+			continue;
+		add_metric(metrics, psprintf("%s_bucket", family), family, "histogram", help,
+				   lappend(lappend(list_copy(labels), "le"),
+						   i < NBOUNDS ? psprintf("%g", bounds_us[i] / 1e6) : "+Inf"),
+				   (double) cumulative);
+	}
+	add_metric(metrics, psprintf("%s_sum", family), family, "histogram", help, labels,
+			   sum_us / 1e6);
+	add_metric(metrics, psprintf("%s_count", family), family, "histogram", help, labels,
+			   (double) cumulative);
+}
+
+/*
+ * collect_metrics
+ *		Every metric the caller may see: counters and histograms summed over
+ *		the roles it sees (per database, queue and job), and this database's
+ *		jobs per queue and state.
+ */
+static List *
+collect_metrics(ChancyCatalog *cat)
+{
+	List	   *metrics = NIL;
+	List	   *merged = NIL;
+	ListCell   *lc;
+	char	   *dbname = database_name(MyDatabaseId);
+
+	/* one series per database, queue and job: roles summed */
+	foreach(lc, visible_entries(InvalidOid))
+	{
+		EntryCopy  *c = lfirst(lc);
+		EntryCopy  *into = NULL;
+		ListCell   *lm;
+
+		foreach(lm, merged)
+		{
+			EntryCopy  *m = lfirst(lm);
+
+			if (m->tag.dboid == c->tag.dboid && strcmp(m->tag.queue, c->tag.queue) == 0 &&
+				strcmp(m->tag.name, c->tag.name) == 0)
+			{
+				into = m;
+				break;
+			}
+		}
+		if (into == NULL)
+		{
+			merged = lappend(merged, c);
+			continue;
+		}
+		for (int i = 0; i < STATS_NCOUNTERS; i++)
+			into->counts[i] += c->counts[i];
+		for (int i = 0; i < NBUCKETS; i++)
+		{
+			into->wait[i] += c->wait[i];
+			into->run[i] += c->run[i];
+		}
+		into->wait_sum_us += c->wait_sum_us;
+		into->run_sum_us += c->run_sum_us;
+		into->cpu_us += c->cpu_us;
+	}
+
+	foreach(lc, merged)
+	{
+		EntryCopy  *c = lfirst(lc);
+		List	   *labels = list_make4("database", database_name(c->tag.dboid),
+										"queue", pstrdup(c->tag.queue));
+
+		labels = lappend(lappend(labels, "job"), pstrdup(c->tag.name));
+		add_metric(&metrics, "chancy_jobs_pushed_total", "chancy_jobs_pushed_total",
+				   "counter", "Jobs pushed.", labels, (double) c->counts[STATS_PUSHED]);
+		add_metric(&metrics, "chancy_jobs_started_total", "chancy_jobs_started_total",
+				   "counter", "Job runs started.", labels,
+				   (double) c->counts[STATS_STARTED]);
+		for (int i = STATS_SUCCEEDED; i < STATS_NCOUNTERS; i++)
+			add_metric(&metrics, "chancy_jobs_total", "chancy_jobs_total", "counter",
+					   "Job runs by how they ended: succeeded, failed (for good), retried, cancelled, crashed (their executor died).",
+					   lappend(lappend(list_copy(labels), "outcome"),
+							   (char *) counter_names[i]),
+					   (double) c->counts[i]);
+		add_metric(&metrics, "chancy_job_cpu_seconds_total", "chancy_job_cpu_seconds_total",
+				   "counter", "CPU time (user and system) of job runs.", labels,
+				   c->cpu_us / 1e6);
+		add_histogram(&metrics, "chancy_job_wait_seconds",
+					  "Time from when a job was due to when its run started.",
+					  labels, c->wait, c->wait_sum_us);
+		add_histogram(&metrics, "chancy_job_run_seconds",
+					  "Time a job run spent in its function.",
+					  labels, c->run, c->run_sum_us);
+	}
+
+	foreach(lc, queue_counts(cat))
+	{
+		QueueCounts *q = lfirst(lc);
+
+		for (int i = 0; i < JS_NSTATES; i++)
+			add_metric(&metrics, "chancy_queue_jobs", "chancy_queue_jobs", "gauge",
+					   "Jobs in the table by queue and state.",
+					   lappend(lappend(list_make4("database", dbname,
+												  "queue", pstrdup(q->queue)),
+									   "state"), (char *) state_names[i]),
+					   (double) Max(q->states[i], 0));
+	}
+	return metrics;
+}
+
+/*
+ * chancy_metrics() RETURNS TABLE (name text, type text, labels jsonb,
+ * value float8)
+ *		The metrics as rows.
+ */
+Datum
+chancy_metrics(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	ChancyCatalog *cat = chancy_catalog_for(fcinfo);
+	ListCell   *lc;
+
+	InitMaterializedSRF(fcinfo, 0);
+	foreach(lc, collect_metrics(cat))
+	{
+		Metric	   *m = lfirst(lc);
+		Datum		values[4];
+		bool		nulls[4] = {false, false, false, false};
+		StringInfoData labels;
+
+		initStringInfo(&labels);
+		appendStringInfoChar(&labels, '{');
+		for (int i = 0; i < list_length(m->labels); i += 2)
+		{
+			if (i > 0)
+				appendStringInfoString(&labels, ", ");
+			escape_json(&labels, list_nth(m->labels, i));
+			appendStringInfoString(&labels, ": ");
+			escape_json(&labels, list_nth(m->labels, i + 1));
+		}
+		appendStringInfoChar(&labels, '}');
+		values[0] = CStringGetTextDatum(m->name);
+		values[1] = CStringGetTextDatum(m->type);
+		values[2] = DirectFunctionCall1(jsonb_in, CStringGetDatum(labels.data));
+		values[3] = Float8GetDatum(m->value);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);
+	}
+	return (Datum) 0;
+}
+
+/* A label value as Prometheus' text format escapes it. */
+static void
+append_label_value(StringInfo out, const char *value)
+{
+	appendStringInfoChar(out, '"');
+	for (const char *p = value; *p; p++)
+	{
+		if (*p == '\\' || *p == '"')
+		{
+			appendStringInfoChar(out, '\\');
+			appendStringInfoChar(out, *p);
+		}
+		else if (*p == '\n')
+			appendStringInfoString(out, "\\n");
+		else
+			appendStringInfoChar(out, *p);
+	}
+	appendStringInfoChar(out, '"');
+}
+
+/*
+ * chancy_metrics_prometheus() RETURNS text
+ *		The metrics in Prometheus' text exposition format (version 0.0.4):
+ *		one HELP and TYPE per family, its series together.
+ */
+Datum
+chancy_metrics_prometheus(PG_FUNCTION_ARGS)
+{
+	ChancyCatalog *cat = chancy_catalog_for(fcinfo);
+	List	   *metrics = collect_metrics(cat);
+	List	   *families = NIL;
+	StringInfoData out;
+	ListCell   *lf;
+
+	foreach(lf, metrics)
+	{
+		Metric	   *m = lfirst(lf);
+		ListCell   *lc;
+		bool		seen = false;
+
+		foreach(lc, families)
+			if (strcmp((char *) lfirst(lc), m->family) == 0)
+				seen = true;
+		if (!seen)
+			families = lappend(families, (char *) m->family);
+	}
+
+	initStringInfo(&out);
+	foreach(lf, families)
+	{
+		const char *family = lfirst(lf);
+		bool		header = false;
+		ListCell   *lc;
+
+		foreach(lc, metrics)
+		{
+			Metric	   *m = lfirst(lc);
+
+			if (strcmp(m->family, family) != 0)
+				continue;
+			if (!header)
+			{
+				appendStringInfo(&out, "# HELP %s %s\n# TYPE %s %s\n",
+								 family, m->help, family, m->type);
+				header = true;
+			}
+			appendStringInfoString(&out, m->name);
+			if (m->labels != NIL)
+			{
+				appendStringInfoChar(&out, '{');
+				for (int i = 0; i < list_length(m->labels); i += 2)
+				{
+					appendStringInfo(&out, "%s%s=", i > 0 ? "," : "",
+									 (char *) list_nth(m->labels, i));
+					append_label_value(&out, list_nth(m->labels, i + 1));
+				}
+				appendStringInfoChar(&out, '}');
+			}
+			appendStringInfo(&out, " %.17g\n", m->value);
+		}
+	}
+	PG_RETURN_TEXT_P(cstring_to_text_with_len(out.data, out.len));
+}
+
+/* ----------------------------------------------------------------------
+ * History: one row per minute per role, queue and job name
+ * ----------------------------------------------------------------------
+ */
+
+/* the last minute's copy of an entry, by tag (the supervisor's) */
+static HTAB *last_minute = NULL;
+static TimestampTz history_minute = 0;	/* the minute the copies are of */
+
+/* the day partitions of chancy_stats_history (chancy--1.1.sql) */
+#define HISTORY_DAYS 8
+
+/*
+ * history_rows
+ *		The rows of the minute that ended: for each entry of this database
+ *		whose counters moved since the last copy, the difference.  The
+ *		copies are replaced.  An entry that was reset starts over.
+ */
+static List *
+history_rows(void)
+{
+	HASH_SEQ_STATUS seq;
+	StatsEntry *e;
+	List	   *now_copies = NIL;
+	List	   *rows = NIL;
+	ListCell   *lc;
+
+	LWLockAcquire(stats_shared->lock, LW_SHARED);
+	hash_seq_init(&seq, stats_entries);
+	while ((e = hash_seq_search(&seq)) != NULL)
+	{
+		EntryCopy  *c;
+
+		if (e->tag.dboid != MyDatabaseId || e->tag.role == DATABASE_ENTRY_ROLE)
+			continue;
+		c = palloc(sizeof(EntryCopy));
+		copy_entry(e, c);
+		now_copies = lappend(now_copies, c);
+	}
+	LWLockRelease(stats_shared->lock);
+
+	foreach(lc, now_copies)
+	{
+		EntryCopy  *c = lfirst(lc);
+		bool		found;
+		EntryCopy  *last = hash_search(last_minute, &c->tag, HASH_ENTER, &found);
+		EntryCopy  *d;
+		bool		moved = false;
+
+		if (!found || last->since != c->since)
+		{
+			/* new, or reset: counted from zero */
+			memset(last, 0, sizeof(EntryCopy));
+			last->tag = c->tag;
+		}
+		d = palloc(sizeof(EntryCopy));
+		*d = *c;
+		for (int i = 0; i < STATS_NCOUNTERS; i++)
+		{
+			d->counts[i] = Max(c->counts[i] - last->counts[i], 0);
+			moved |= d->counts[i] != 0;
+		}
+		for (int i = 0; i < NBUCKETS; i++)
+		{
+			d->wait[i] = Max(c->wait[i] - last->wait[i], 0);
+			d->run[i] = Max(c->run[i] - last->run[i], 0);
+		}
+		d->cpu_us = Max(c->cpu_us - last->cpu_us, 0);
+		*last = *c;
+		/* the first turn after a start only takes the copies */
+		if (history_minute != 0 && moved)
+			rows = lappend(rows, d);
+	}
+	return rows;
+}
+
+/* The partition of chancy_stats_history that holds day (days since 2000). */
+static int
+day_partition(int64 day)
+{
+	return (int) (((day % HISTORY_DAYS) + HISTORY_DAYS) % HISTORY_DAYS);
+}
+
+/*
+ * empty_old_partitions
+ *		Once a day: each day partition holds the latest day of its number
+ *		(a partition is used again HISTORY_DAYS days later).  One whose day
+ *		is wholly past chancy.stats_retention is emptied by TRUNCATE (no dead
+ *		rows); rows of an earlier cycle that a stopped supervisor left in a
+ *		partition in use are deleted.
+ */
+static void
+empty_old_partitions(ChancyCatalog *cat, TimestampTz now)
+{
+	int64		today = now / USECS_PER_DAY;
+	int64		oldest_kept = (now - (int64) chancy_stats_retention * USECS_PER_MINUTE) /
+		USECS_PER_DAY;
+
+	for (int64 day = today - HISTORY_DAYS + 1; day <= today; day++)
+	{
+		char	   *part = psprintf("%s.chancy_stats_history_%d", cat->nspname,
+									day_partition(day));
+		Datum		arg = TimestampTzGetDatum(day * USECS_PER_DAY);
+		Oid			type = TIMESTAMPTZOID;
+
+		if (day < oldest_kept)
+		{
+			if (SPI_execute(psprintf("SELECT FROM %s LIMIT 1", part), true, 1) != SPI_OK_SELECT)
+				elog(ERROR, "could not read %s", part);
+			if (SPI_processed > 0 &&
+				SPI_execute(psprintf("TRUNCATE %s", part), false, 0) != SPI_OK_UTILITY)
+				elog(ERROR, "could not empty %s", part);
+		}
+		else if (SPI_execute_with_args(psprintf("DELETE FROM %s WHERE minute < $1", part),
+									   1, &type, &arg, NULL, false, 0) != SPI_OK_DELETE)
+			elog(ERROR, "could not prune %s", part);
+	}
+}
+
+/*
+ * stats_history_if_due
+ *		The supervisor, every turn: when a minute has passed, write the rows
+ *		of the minute that ended into chancy_stats_history, and once a day
+ *		empty what is past chancy.stats_retention.  Returns how long until
+ *		the next minute, in ms.  The first minute after a start only takes
+ *		copies (what came before is not known).
+ */
+long
+stats_history_if_due(ChancyCatalog *cat)
+{
+	static int64 maintained_day = -1;
+	TimestampTz now = GetCurrentTimestamp();
+	TimestampTz minute = now - now % USECS_PER_MINUTE;
+	long		next_ms = (long) ((minute + USECS_PER_MINUTE - now) / 1000) + 1;
+	TimestampTz of;
+	List	   *rows;
+	ListCell   *lc;
+	CatalogSql	sql;
+	char	   *insert;
+	Oid			types[19] = {TIMESTAMPTZOID, INT2OID, OIDOID, TEXTOID, TEXTOID,
+		INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID, INT8OID,
+	FLOAT8OID, FLOAT8OID, FLOAT8OID, FLOAT8OID, FLOAT8OID, FLOAT8OID, FLOAT8OID};
+
+	if (last_minute == NULL)
+	{
+		HASHCTL		info;
+
+		memset(&info, 0, sizeof(info));
+		info.keysize = sizeof(StatsTag);
+		info.entrysize = sizeof(EntryCopy);
+		info.hcxt = TopMemoryContext;
+		last_minute = hash_create("chancy stats history", 64, &info,
+								  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	}
+	if (minute == history_minute)
+		return next_ms;
+
+	/* the rows are of the minute that ended (the last one seen) */
+	of = history_minute != 0 ? history_minute : minute - USECS_PER_MINUTE;
+	rows = history_rows();
+	insert = psprintf("INSERT INTO %s.chancy_stats_history (minute, day, role, queue, job,"
+					  " pushed, started, succeeded, failed, retried, cancelled, crashed,"
+					  " wait_p50_ms, wait_p95_ms, wait_p99_ms, run_p50_ms, run_p95_ms,"
+					  " run_p99_ms, cpu_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
+					  " $11, $12, $13, $14, $15, $16, $17, $18, $19)", cat->nspname);
+	catalog_sql_begin(cat, true, &sql);
+	if (minute / USECS_PER_DAY != maintained_day)
+	{
+		empty_old_partitions(cat, now);
+		maintained_day = minute / USECS_PER_DAY;
+	}
+	foreach(lc, rows)
+	{
+		EntryCopy  *d = lfirst(lc);
+		Datum		args[19];
+		char		nulls[19];
+		bool		isnull;
+		static const double q[3] = {0.50, 0.95, 0.99};
+
+		memset(nulls, ' ', sizeof(nulls));
+		args[0] = TimestampTzGetDatum(of);
+		args[1] = Int16GetDatum((int16) day_partition(of / USECS_PER_DAY));
+		args[2] = ObjectIdGetDatum(d->tag.role);
+		args[3] = CStringGetTextDatum(d->tag.queue);
+		args[4] = CStringGetTextDatum(d->tag.name);
+		for (int i = 0; i < STATS_NCOUNTERS; i++)
+			args[5 + i] = Int64GetDatum(d->counts[i]);
+		for (int i = 0; i < 3; i++)
+		{
+			args[12 + i] = percentile_ms(d->wait, q[i], &isnull);
+			nulls[12 + i] = isnull ? 'n' : ' ';
+			args[15 + i] = percentile_ms(d->run, q[i], &isnull);
+			nulls[15 + i] = isnull ? 'n' : ' ';
+		}
+		args[18] = Float8GetDatum(d->cpu_us / 1000.0);
+		if (SPI_execute_with_args(insert, 19, types, args, nulls, false, 0) != SPI_OK_INSERT)
+			elog(ERROR, "could not write chancy_stats_history");
+	}
+	catalog_sql_end(&sql);
+	history_minute = minute;
+	return next_ms;
+}
