@@ -179,7 +179,7 @@ cmp_ok(time - $t_stats, '<', 10, '... within a few seconds');
 my $pages = sql(q{SELECT pg_relation_size('chancy_jobs') / 8192});
 my @prunes = grep {
 	$_->[0] eq 'chancy supervisor'
-	  && $_->[1] =~ /Query Text: DELETE FROM \S+\.chancy_jobs WHERE id = ANY \(ARRAY\(/
+	  && $_->[1] =~ /Query Text: WITH d AS \(DELETE FROM \S+\.chancy_jobs WHERE id = ANY \(ARRAY\(/
 } log_entries($prune_offset);
 my @deleting = grep { $_->[1] =~ /chancy_jobs_finished[^\n]*\(actual rows=([1-9]\d*) loops=1\)/ } @prunes;
 my @keeping = grep { $_->[1] =~ /chancy_jobs_finished[^\n]*\(actual rows=0 loops=1\)/ } @prunes;

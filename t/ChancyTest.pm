@@ -32,8 +32,8 @@ sub create_test_jobs
 	die "$lib is missing: make test-module" unless -f $lib;
 	$node->safe_psql($db // 'postgres', join('', (map {
 		"CREATE FUNCTION $_(kwargs jsonb) RETURNS void AS '$lib', '$_' LANGUAGE C;\n"
-	} qw(sleep_checking busy_loop palloc_hog malloc_hog segfault abort_job fatal_job
-		 exit_job)), (map {
+	} qw(sleep_checking busy_loop palloc_hog palloc_mb malloc_hog segfault abort_job
+		 fatal_job exit_job)), (map {
 		"CREATE FUNCTION $_(kwargs jsonb) RETURNS jsonb AS '$lib', '$_' LANGUAGE C;\n"
 	} qw(whoami spi_count subxids))));
 }

@@ -27,6 +27,7 @@ PG_MODULE_MAGIC;
 PG_FUNCTION_INFO_V1(sleep_checking);
 PG_FUNCTION_INFO_V1(busy_loop);
 PG_FUNCTION_INFO_V1(palloc_hog);
+PG_FUNCTION_INFO_V1(palloc_mb);
 PG_FUNCTION_INFO_V1(malloc_hog);
 PG_FUNCTION_INFO_V1(segfault);
 PG_FUNCTION_INFO_V1(abort_job);
@@ -69,6 +70,23 @@ Datum
 palloc_hog(PG_FUNCTION_ARGS)
 {
 	for (;;)
+	{
+		char	   *p = MemoryContextAllocHuge(CurrentMemoryContext, 1024 * 1024);
+
+		memset(p, 1, 1024 * 1024);
+		CHECK_FOR_INTERRUPTS();
+	}
+	PG_RETURN_VOID();
+}
+
+/* palloc (and touch) kwargs.mb megabytes, 1 MB at a time, and return:
+ * the memory goes with the job's subtransaction. */
+Datum
+palloc_mb(PG_FUNCTION_ARGS)
+{
+	int			mb = (int) chancy_kwarg_float(PG_GETARG_JSONB_P(0), "mb", 1);
+
+	for (int i = 0; i < mb; i++)
 	{
 		char	   *p = MemoryContextAllocHuge(CurrentMemoryContext, 1024 * 1024);
 
