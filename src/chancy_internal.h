@@ -457,6 +457,7 @@ extern JobState stats_waiting_state(int32 attempts);
 extern void stats_apply(const StatsChange *c);
 extern void stats_at_commit(Oid role, const char *queue, const char *name,
 							StatsCounter counter, JobState from, JobState to, int64 n);
+extern void stats_job_moved(struct ClaimedJob *job);
 extern void stats_job_done(struct ClaimedJob *job);
 extern void stats_cost_begin(void);
 extern void stats_cost_end(JobCost *cost);

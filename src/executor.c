@@ -820,6 +820,8 @@ run_group(void)
 
 	/* the group's successes, in one statement, commit with their effects */
 	HOLD_CANCEL_INTERRUPTS();
+	for (int i = first; i < batch_next; i++)
+		stats_job_moved(batch[i]);
 	held = nsucceeded == 0 ? 0 :
 		queue_succeeded(cat, batch_claim, nsucceeded, ids, results, result_nulls,
 						started, done_at, costs);

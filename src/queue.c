@@ -78,17 +78,20 @@ typedef enum PlanId
 #define GUILTY "(id = ANY ($3) OR ($3::int8[] IS NULL AND " STARTED "))"
 
 /*
- * A run's cost, the int8[7] of stats_cost_array() whose elements are a[1]
- * to a[7] (NULL when not measured), adds to the job's: times, WAL and blocks
- * add up over its runs, the memory peak is the largest.
+ * A run's cost adds to the job's: times, WAL and blocks add up over its
+ * runs, the memory peak is the largest.  Its seven figures (run_us,
+ * cpu_user_us, cpu_sys_us, mem_peak_bytes, wal_bytes, blks_hit, blks_read;
+ * NULL when not measured) are a1z to a7z: the elements $n[1] to $n[7] of
+ * the int8[7] of stats_cost_array(), or columns r.c1 to r.c7.
  */
-#define COST_SUM(col, a, i) \
-	" " col " = CASE WHEN " a i "] IS NULL THEN " col " ELSE coalesce(" col ", 0) + " a i "] END,"
-#define ADD_COST(a) \
-	COST_SUM("run_us", a, "1") COST_SUM("cpu_user_us", a, "2") \
-	COST_SUM("cpu_sys_us", a, "3") \
-	" mem_peak_bytes = greatest(mem_peak_bytes, " a "4])," \
-	COST_SUM("wal_bytes", a, "5") COST_SUM("blks_hit", a, "6") COST_SUM("blks_read", a, "7")
+#define COST_SUM(col, a, i, z) \
+	" " col " = CASE WHEN " a i z " IS NULL THEN " col " ELSE coalesce(" col ", 0) + " a i z " END,"
+#define ADD_COST(a, z) \
+	COST_SUM("run_us", a, "1", z) COST_SUM("cpu_user_us", a, "2", z) \
+	COST_SUM("cpu_sys_us", a, "3", z) \
+	" mem_peak_bytes = greatest(mem_peak_bytes, " a "4" z ")," \
+	COST_SUM("wal_bytes", a, "5", z) COST_SUM("blks_hit", a, "6", z) \
+	COST_SUM("blks_read", a, "7", z)
 
 #define INSERT_JOBS \
 	"INSERT INTO %1$s.chancy_jobs (name, function, function_oid, queue, kwargs," \
@@ -107,7 +110,7 @@ static const struct
 {
 	const char *sql;			/* %1$s is the schema */
 	int			nargs;
-	Oid			argtypes[10];
+	Oid			argtypes[12];
 }			plan_defs[NPLANS] =
 {
 	[PLAN_INSERT] = {
@@ -171,17 +174,20 @@ static const struct
 		" FROM (SELECT) x LEFT JOIN %1$s.chancy_queues q ON q.name = $1",
 		1, {TEXTOID}
 	},
-	/* $6 holds the jobs' costs one after the other, 7 each */
+	/* $6 to $12: the jobs' costs, a figure each (NULL: none measured) */
 	[PLAN_SUCCEEDED] = {
 		"UPDATE %1$s.chancy_jobs j SET state = 'succeeded', result = r.result,"
 		" attempts = j.attempts + (j.state <> 'running')::int,"
 		" started_at = CASE WHEN j.state = 'running' THEN j.started_at ELSE r.started_at END,"
-		ADD_COST("$6[(r.n - 1) * 7 + ")
+		ADD_COST("r.c", "")
 		" completed_at = r.completed_at, claim = NULL"
-		" FROM unnest($1::int8[], $3::jsonb[], $4::timestamptz[], $5::timestamptz[])"
-		"  WITH ORDINALITY AS r(id, result, started_at, completed_at, n)"
+		" FROM unnest($1::int8[], $3::jsonb[], $4::timestamptz[], $5::timestamptz[],"
+		"  $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[], $11::int8[],"
+		"  $12::int8[])"
+		"  AS r(id, result, started_at, completed_at, c1, c2, c3, c4, c5, c6, c7)"
 		" WHERE j.id = r.id AND j.claim = $2",
-		6, {INT8ARRAYOID, INT8OID, JSONBARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
+		12, {INT8ARRAYOID, INT8OID, JSONBARRAYOID, TIMESTAMPTZARRAYOID, TIMESTAMPTZARRAYOID,
+		INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID,
 		INT8ARRAYOID}
 	},
 	[PLAN_FAILED] = {
@@ -199,7 +205,7 @@ static const struct
 		" errors = errors || jsonb_build_object('attempt', attempts + (state <> 'running')::int,"
 		"  'message', $4, 'sqlstate', $5, 'detail', $6, 'hint', $7, 'context', $8,"
 		"  'at', clock_timestamp()),"
-		ADD_COST("$10[")
+		ADD_COST("$10[", "]")
 		" claim = NULL"
 		" WHERE id = $1 AND claim = $2 RETURNING state::text",
 		10, {INT8OID, INT8OID, FLOAT8OID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID,
@@ -214,7 +220,7 @@ static const struct
 		"  attempts + ($3 AND state <> 'running')::int,"
 		"  'message', 'cancelled by ' || coalesce(cancelled_by, $4)::text,"
 		"  'sqlstate', '57014', 'at', clock_timestamp()),"
-		ADD_COST("$6[")
+		ADD_COST("$6[", "]")
 		" claim = NULL"
 		" WHERE id = $1 AND claim = $2",
 		6, {INT8OID, INT8OID, BOOLOID, REGROLEOID, TIMESTAMPTZOID, INT8ARRAYOID}
@@ -395,7 +401,7 @@ typedef struct KeyRef
 static SPIPlanPtr
 get_plan(ChancyCatalog *cat, PlanId id)
 {
-	Oid			argtypes[9];
+	Oid			argtypes[lengthof(plan_defs[0].argtypes)];
 	SPIPlanPtr	plan;
 
 	if (plans_generation != cat->generation)
@@ -1016,30 +1022,40 @@ queue_succeeded(ChancyCatalog *cat, int64 claim, int n, Datum *ids,
 				Datum *results, bool *result_nulls, Datum *started_at,
 				Datum *completed_at, JobCost *costs)
 {
-	Datum		args[6];
+	Datum		args[12];
+	char		nulls[12];
 	int			dims[1] = {n};
 	int			lbs[1] = {1};
-	int			cost_dims[1] = {n * 7};
-	Datum	   *cost_values = palloc(sizeof(Datum) * n * 7);
-	bool	   *cost_nulls = palloc(sizeof(bool) * n * 7);
+	bool		measured = false;
 	CatalogSql	sql;
 	int			updated;
 
+	/* the costs, a figure an array; none when nothing was measured */
+	memset(nulls, ' ', sizeof(nulls));
 	for (int i = 0; i < n; i++)
+		measured |= costs[i].valid;
+	for (int k = 0; k < 7; k++)
 	{
-		const JobCost *c = &costs[i];
-		int64		v[7] = {c->run_us, c->cpu_user_us, c->cpu_sys_us, c->mem_peak_bytes,
-		c->wal_bytes, c->blks_hit, c->blks_read};
+		Datum	   *values;
+		bool	   *none;
 
-		for (int k = 0; k < 7; k++)
+		nulls[5 + k] = measured ? ' ' : 'n';
+		if (!measured)
+			continue;
+		values = palloc(sizeof(Datum) * n);
+		none = palloc(sizeof(bool) * n);
+		for (int i = 0; i < n; i++)
 		{
-			cost_values[i * 7 + k] = Int64GetDatum(v[k]);
-			cost_nulls[i * 7 + k] = !c->valid;
+			const JobCost *c = &costs[i];
+			int64		v[7] = {c->run_us, c->cpu_user_us, c->cpu_sys_us, c->mem_peak_bytes,
+			c->wal_bytes, c->blks_hit, c->blks_read};
+
+			values[i] = Int64GetDatum(v[k]);
+			none[i] = !c->valid;
 		}
+		args[5 + k] = PointerGetDatum(construct_md_array(values, none, 1, dims, lbs, INT8OID,
+														 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	}
-	args[5] = PointerGetDatum(construct_md_array(cost_values, cost_nulls, 1, cost_dims, lbs,
-												 INT8OID, 8, FLOAT8PASSBYVAL,
-												 TYPALIGN_DOUBLE));
 
 	args[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL,
 											  TYPALIGN_DOUBLE));
@@ -1051,7 +1067,7 @@ queue_succeeded(ChancyCatalog *cat, int64 claim, int n, Datum *ids,
 	args[4] = PointerGetDatum(construct_array(completed_at, n, TIMESTAMPTZOID, 8,
 											  FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 	catalog_sql_begin(cat, true, &sql);
-	if (execute(cat, PLAN_SUCCEEDED, args, NULL, false) != SPI_OK_UPDATE)
+	if (execute(cat, PLAN_SUCCEEDED, args, nulls, false) != SPI_OK_UPDATE)
 		elog(ERROR, "could not record the success of jobs");
 	updated = (int) SPI_processed;
 	catalog_sql_end(&sql);

@@ -8,12 +8,15 @@
  *	  the supervisor writes.
  *
  * Cost.  Around each job function the executor reads its own CPU time
- * (getrusage), its data size (the memory limit's reading, limits.c), and
- * PostgreSQL's WAL and buffer usage counters; the watchdog's samples during
- * the job give the peak.  The figures go into the statement that records
- * the job's outcome: no write of their own.  To keep it cheap the reading
- * after one job is the reading before the next one of its group.  An
- * isolated child's CPU time and peak resident size come from wait4().
+ * (getrusage), its memory, and PostgreSQL's WAL and buffer usage counters.
+ * Memory is the data size (the memory limit's reading, limits.c), sampled
+ * by the watchdog during the job; as the job returns, what malloc holds
+ * from the system (mallinfo2, a tenth of the cost of reading /proc) tells
+ * how it moved since the last reading.  The figures go into the statement
+ * that records the job's outcome: no write of their own.  To keep it cheap
+ * the reading after one job is the reading before the next one of its
+ * group.  An isolated child's CPU time and peak resident size come from
+ * wait4().
  *
  * Counters.  An entry per (database, role, queue, job name) counts pushes,
  * starts and outcomes, with log-scale histograms of wait (due to start) and
@@ -42,6 +45,9 @@
 
 #include <sys/resource.h>
 #include <sys/time.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include "access/xact.h"
 #include "catalog/pg_authid.h"
@@ -149,7 +155,8 @@ static uint64 cache_generation = 0;
 /* the cost readings (executors) */
 static bool base_valid = false;
 static struct rusage base_ru;
-static int64 base_size;
+static int64 base_size;			/* data size */
+static int64 base_malloc;		/* malloc_footprint() */
 static TimestampTz cost_started;
 static WalUsage base_wal;
 static BufferUsage base_buf;
@@ -450,32 +457,22 @@ stats_at_commit(Oid role, const char *queue, const char *name, StatsCounter coun
 }
 
 /*
- * stats_job_done
- *		In the executor, after the group of job committed: count its start
- *		and outcome (job->ended), its wait and run time, its CPU time, and
- *		its move to the state it ended in.
+ * stats_job_moved
+ *		In the executor, in the transaction that records how job's run ended
+ *		(job->ended): its move from the state it had to the one it ends in,
+ *		for the gauges at commit.  (At commit, not after: the supervisor's
+ *		count of the table must never see a change whose move is still to
+ *		come.)
  */
 void
-stats_job_done(ClaimedJob *job)
+stats_job_moved(ClaimedJob *job)
 {
-	StatsEntry *e;
-	JobState	from;
 	JobState	to;
 
-	if (stats_shared == NULL || job->ended == STATS_NONE)
-		return;
-	e = cached_entry(job->pushed_by, job->queue, job->name);
-	add(&e->counts[STATS_STARTED], 1);
-	add(&e->counts[job->ended], 1);
-	observe(&e->wait, job->started_at - job->due);
-	observe(&e->run, job->cost.valid ? job->cost.run_us :
-			job->ended_at - job->started_at);
-	if (job->cost.valid)
-		add(&e->cpu_us, job->cost.cpu_user_us + job->cost.cpu_sys_us);
-
-	from = job->started ? JS_RUNNING : stats_waiting_state(job->attempt - 1);
 	switch (job->ended)
 	{
+		case STATS_NONE:
+			return;
 		case STATS_SUCCEEDED:
 			to = JS_SUCCEEDED;
 			break;
@@ -489,11 +486,31 @@ stats_job_done(ClaimedJob *job)
 			to = JS_CANCELLED;
 			break;
 	}
-	if (from != to)
-	{
-		add(&e->states[from], -1);
-		add(&e->states[to], 1);
-	}
+	stats_at_commit(job->pushed_by, job->queue, job->name, STATS_NONE,
+					job->started ? JS_RUNNING : stats_waiting_state(job->attempt - 1),
+					to, 1);
+}
+
+/*
+ * stats_job_done
+ *		In the executor, after the group of job committed: count its start
+ *		and outcome (job->ended), its wait and run time, and its CPU time.
+ */
+void
+stats_job_done(ClaimedJob *job)
+{
+	StatsEntry *e;
+
+	if (stats_shared == NULL || job->ended == STATS_NONE)
+		return;
+	e = cached_entry(job->pushed_by, job->queue, job->name);
+	add(&e->counts[STATS_STARTED], 1);
+	add(&e->counts[job->ended], 1);
+	observe(&e->wait, job->started_at - job->due);
+	observe(&e->run, job->cost.valid ? job->cost.run_us :
+			job->ended_at - job->started_at);
+	if (job->cost.valid)
+		add(&e->cpu_us, job->cost.cpu_user_us + job->cost.cpu_sys_us);
 }
 
 /* ----------------------------------------------------------------------
@@ -508,6 +525,24 @@ tv_us(const struct timeval *tv)
 }
 
 /*
+ * malloc_footprint
+ *		The bytes malloc holds from the system (its heap and its own
+ *		mappings): how the data size moves, unless a job maps memory itself
+ *		(the watchdog's samples see that).  -1 where glibc cannot tell.
+ */
+static int64
+malloc_footprint(void)
+{
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+	struct mallinfo2 m = mallinfo2();
+
+	return (int64) (m.arena + m.hblkhd);
+#else
+	return -1;
+#endif
+}
+
+/*
  * stats_cost_begin
  *		Just before a job function is called: take the readings its cost is
  *		measured from (reusing those taken after the job before it).
@@ -519,6 +554,7 @@ stats_cost_begin(void)
 	{
 		(void) getrusage(RUSAGE_SELF, &base_ru);
 		base_size = limits_data_size();
+		base_malloc = malloc_footprint();
 		base_valid = true;
 	}
 	base_wal = pgWalUsage;
@@ -542,18 +578,21 @@ stats_cost_child(const struct rusage *ru)
  * stats_cost_end
  *		Just after a job function returned or raised (before its
  *		subtransaction ends): what it cost since stats_cost_begin().  Safe
- *		after any error: it allocates nothing.
+ *		after any error: it allocates nothing (mallinfo2 takes malloc's lock,
+ *		which no job holds as it returns).
  */
 void
 stats_cost_end(JobCost *cost)
 {
 	struct rusage ru;
 	int64		size;
+	int64		footprint = malloc_footprint();
 
 	cost->valid = true;
 	cost->run_us = Max(GetCurrentTimestamp() - cost_started, 0);
 	(void) getrusage(RUSAGE_SELF, &ru);
-	size = limits_data_size();
+	size = footprint < 0 || base_malloc < 0 ? limits_data_size() :
+		base_size + (footprint - base_malloc);
 	cost->cpu_user_us = Max(tv_us(&ru.ru_utime) - tv_us(&base_ru.ru_utime), 0);
 	cost->cpu_sys_us = Max(tv_us(&ru.ru_stime) - tv_us(&base_ru.ru_stime), 0);
 	cost->mem_peak_bytes = Max(Max(size, limits_peak_data_size()) - base_size, 0);
@@ -573,7 +612,10 @@ stats_cost_end(JobCost *cost)
 	if (size - base_size > COST_BASE_DRIFT)
 		base_valid = false;
 	else
+	{
 		base_size = size;
+		base_malloc = footprint;
+	}
 }
 
 /*
