@@ -682,6 +682,8 @@ BEGIN
 		   AND j.state <> 'running';
 		DELETE FROM @extschema@.chancy_jobs j
 		 WHERE j.queue = chancy_delete_queue.name AND j.claim IS NULL;
+		-- the jobs per queue and state are counted again, without them
+		PERFORM @extschema@.chancy_stats_rebuild();
 	ELSE
 		SELECT count(*) INTO live FROM @extschema@.chancy_jobs j
 		 WHERE j.queue = chancy_delete_queue.name

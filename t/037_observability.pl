@@ -173,6 +173,9 @@ is(sql(q{SELECT string_agg(status, ',' ORDER BY "check") FROM chancy_health()
 	WHERE "check" IN ('launcher', 'supervisor', 'version', 'statistics', 'schedules', 'time limits')}),
 	'ok,ok,ok,ok,ok,ok', 'the other checks are ok');
 
+sql(q{SELECT chancy_delete_queue('paused', purge_jobs => true)});
+ok(poll($gauges_match, 30), 'a queue deleted with its jobs: the gauges are counted again');
+
 # --- what a role may see
 sql(q{CREATE ROLE alice LOGIN; CREATE ROLE bob LOGIN; CREATE ROLE carol LOGIN;
 	GRANT pg_read_all_stats TO carol;});
