@@ -1274,7 +1274,8 @@ SELECT coalesce(q.name, s.queue) AS queue,
 	   CASE WHEN q.paused_until > now() THEN q.paused_until END AS paused_until,
 	   coalesce(w.executors, 0) AS executors,
 	   coalesce(s.scheduled, 0) AS scheduled,
-	   greatest(now() - s.oldest_due, interval '0') AS oldest_pending_age
+	   CASE WHEN s.oldest_due IS NOT NULL THEN greatest(now() - s.oldest_due, interval '0')
+	   END AS oldest_pending_age
   FROM chancy_queue_counts() s
   FULL JOIN chancy_queues q ON q.name = s.queue
   LEFT JOIN (SELECT i.queue, count(*) AS executors
@@ -1379,8 +1380,9 @@ COMMENT ON FUNCTION chancy_library_version() IS
 	'The version of chancy''s SQL objects the loaded library was built for';
 
 -- One row per minute, role, queue and job name, written by the supervisor;
--- a partition per day (of 8, used in turn), emptied whole by TRUNCATE once
--- past chancy.stats_retention: no dead rows.
+-- a partition per day (of 9, used in turn: the 7 days retention keeps at
+-- most, today, and tomorrow's, emptied ahead), emptied whole by TRUNCATE
+-- once past chancy.stats_retention: no dead rows.
 CREATE TABLE chancy_stats_history (
 	minute timestamptz NOT NULL,
 	day smallint NOT NULL,
@@ -1405,10 +1407,10 @@ CREATE TABLE chancy_stats_history (
 COMMENT ON TABLE chancy_stats_history IS
 	'Per minute, role, queue and job name: jobs pushed, started and how they ended, percentiles of wait and run time (ms) and CPU time (ms); kept for chancy.stats_retention';
 COMMENT ON COLUMN chancy_stats_history.day IS
-	'Days since 2000-01-01 modulo 8: the partition';
+	'Days since 2000-01-01 modulo 9: the partition';
 DO $$
 BEGIN
-	FOR d IN 0..7 LOOP
+	FOR d IN 0..8 LOOP
 		EXECUTE format('CREATE TABLE @extschema@.%I PARTITION OF @extschema@.chancy_stats_history'
 					   ' FOR VALUES IN (%s)', 'chancy_stats_history_' || d, d);
 		EXECUTE format('CREATE INDEX ON @extschema@.%I (minute)', 'chancy_stats_history_' || d);
@@ -1418,6 +1420,6 @@ REVOKE ALL ON chancy_stats_history FROM PUBLIC;
 GRANT SELECT ON chancy_stats_history TO PUBLIC;
 ALTER TABLE chancy_stats_history ENABLE ROW LEVEL SECURITY;
 CREATE POLICY chancy_stats_history_own ON chancy_stats_history FOR SELECT
-	USING (pg_has_role(role, 'MEMBER') OR pg_has_role('pg_read_all_stats', 'MEMBER'));
+	USING (pg_has_role(role, 'MEMBER') OR pg_has_role('pg_read_all_stats', 'USAGE'));
 COMMENT ON POLICY chancy_stats_history_own ON chancy_stats_history IS
 	'A role sees the history of its own jobs (and those of the roles it is a member of); members of pg_read_all_stats see all';

@@ -446,6 +446,8 @@ typedef struct StatsChange
 	char		name[STATS_NAME_LEN];
 	int64		counts[STATS_NCOUNTERS];
 	int64		states[JS_NSTATES];
+	void	   *entry;			/* its entry, found when it was made... */
+	uint64		generation;		/* ... good while the entries' generation is */
 } StatsChange;
 
 struct ClaimedJob;
@@ -454,7 +456,7 @@ extern Size stats_shmem_size(void);
 extern void stats_shmem_init(LWLock *lock);
 extern JobState stats_state(const char *state);
 extern JobState stats_waiting_state(int32 attempts);
-extern void stats_apply(const StatsChange *c);
+extern void stats_apply(const StatsChange *c, TransactionId xid);
 extern void stats_at_commit(Oid role, const char *queue, const char *name,
 							StatsCounter counter, JobState from, JobState to, int64 n);
 extern void stats_job_moved(struct ClaimedJob *job);
@@ -466,7 +468,7 @@ extern void stats_cost_forget(void);
 extern Datum stats_cost_array(const JobCost *cost, bool *isnull);
 extern void stats_invalidate_gauges(Oid dboid);
 extern bool stats_gauges_valid(void);
-extern bool stats_rebuild_gauges(ChancyCatalog *cat);
+extern bool stats_count_gauges(ChancyCatalog *cat);
 extern void stats_forget_database(Oid dboid);
 extern long stats_history_if_due(ChancyCatalog *cat);
 

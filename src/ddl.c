@@ -42,6 +42,7 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/lsyscache.h"
 #include "utils/syscache.h"
 
 #include "chancy_internal.h"
@@ -186,6 +187,27 @@ exclusive_target(Node *stmt, LOCKMODE *lockmode, bool *force)
 }
 
 /*
+ * writes_jobs
+ *		Is chancy's chancy_jobs among tables (RangeVars a statement named and
+ *		holds locked)?  By OID: another table of that name is not it.
+ */
+static bool
+writes_jobs(List *tables)
+{
+	Oid			nsp;
+	Oid			jobs;
+	ListCell   *lc;
+
+	if (tables == NIL || chancy_extension(&nsp, NULL) != EXTENSION_READY)
+		return false;
+	jobs = get_relname_relid("chancy_jobs", nsp);
+	foreach(lc, tables)
+		if (OidIsValid(jobs) && RangeVarGetRelid(lfirst(lc), NoLock, true) == jobs)
+			return true;
+	return false;
+}
+
+/*
  * chancy_utility_hook
  *		Move chancy's workers out of the way of the commands that need a
  *		database alone; tell chancy's processes about CREATE, ALTER and DROP
@@ -205,6 +227,7 @@ chancy_utility_hook(PlannedStmt *pstmt, const char *queryString,
 	bool		force;
 	bool		created = false;
 	bool		recount = false;
+	List	   *written = NIL;	/* tables emptied or filled wholesale */
 	Oid			target = exclusive_target(stmt, &lockmode, &force);
 
 	if (OidIsValid(target))
@@ -254,17 +277,10 @@ chancy_utility_hook(PlannedStmt *pstmt, const char *queryString,
 			}
 	}
 	else if (IsA(stmt, TruncateStmt))
-	{
-		ListCell   *lc;
-
-		foreach(lc, ((TruncateStmt *) stmt)->relations)
-			if (strcmp(((RangeVar *) lfirst(lc))->relname, "chancy_jobs") == 0)
-				recount = true;
-	}
+		written = ((TruncateStmt *) stmt)->relations;
 	else if (IsA(stmt, CopyStmt) && ((CopyStmt *) stmt)->is_from &&
-			 ((CopyStmt *) stmt)->relation != NULL &&
-			 strcmp(((CopyStmt *) stmt)->relation->relname, "chancy_jobs") == 0)
-		recount = true;			/* a restore */
+			 ((CopyStmt *) stmt)->relation != NULL)
+		written = list_make1(((CopyStmt *) stmt)->relation);	/* a restore */
 	else if (IsA(stmt, TransactionStmt) &&
 			 ((TransactionStmt *) stmt)->kind == TRANS_STMT_COMMIT_PREPARED)
 	{
@@ -299,7 +315,7 @@ chancy_utility_hook(PlannedStmt *pstmt, const char *queryString,
 	 * (stats.c).  Only now, so that the supervisor cannot count the table
 	 * before the statement took its lock, which it holds until it commits.
 	 */
-	if (recount)
+	if (recount || writes_jobs(written))
 		stats_invalidate_gauges(MyDatabaseId);
 	/* DROP DATABASE (it cannot run in a transaction block): its keys go,
 	 * whether it was served or not */

@@ -1203,8 +1203,6 @@ queue_release(ChancyCatalog *cat, ArrayType *claims, ArrayType *ids,
 						charged ? STATS_CRASHED :
 						to == JS_CANCELLED ? STATS_CANCELLED : STATS_NONE,
 						from, to, 1);
-		if (charged && to == JS_FAILED)
-			stats_at_commit(role, queue, name, STATS_FAILED, JS_NONE, JS_NONE, 1);
 
 		if (strcmp(state, "cancelled") == 0 || strcmp(state, "failed") == 0)
 		{

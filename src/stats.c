@@ -27,14 +27,23 @@
  * executor adds without a lock, through a cache of entry pointers.
  *
  * Gauges are exact only while every change to chancy_jobs goes through
- * chancy.  So a database's gauges are valid only once built from the table
- * (by its supervisor, under a SHARE lock, so that no change is in flight),
- * and are made invalid by what changes the table behind chancy's back as far
- * as chancy can tell: CREATE/ALTER/DROP EXTENSION, TRUNCATE, COMMIT
- * PREPARED, chancy_adopt_jobs(), chancy_stats_rebuild(), a full table.  The
- * supervisor counts them at its start, before its executors start, and
- * after an invalidation once chancy_jobs is free for a moment.  While they
- * are invalid, chancy_queue_counts() counts the table instead.
+ * chancy.  So a database's gauges are valid only once its supervisor has
+ * counted the table into them, and are made invalid by what changes the
+ * table behind chancy's back as far as chancy can tell: CREATE/ALTER/DROP
+ * EXTENSION, TRUNCATE or COPY FROM of chancy_jobs, COMMIT PREPARED,
+ * chancy_adopt_jobs(), chancy_delete_queue(purge_jobs), chancy_stats_rebuild(),
+ * a full table.  While they are invalid, chancy_queue_counts() counts the
+ * table instead.
+ *
+ * The count takes no lock on chancy_jobs, so it neither waits for a long job
+ * nor holds pushes up.  Under the statistics' lock it takes a snapshot,
+ * publishes it, and zeroes the gauges; it counts under that snapshot; then
+ * it adds the count.  Meanwhile every transaction that commits a change
+ * skips its gauges' part if the published snapshot sees it (the count has
+ * it) and applies it otherwise: what the snapshot missed is added exactly
+ * once.  A transaction's changes reach the gauges in its commit callback,
+ * under the same lock (shared), after it became visible and before the
+ * count can start; every change to chancy_jobs assigns an XID.
  *
  * Counters live as long as shared memory (a restart starts them at zero),
  * like PostgreSQL's own statistics; chancy_stats_reset() zeroes them.
@@ -49,6 +58,7 @@
 #include <malloc.h>
 #endif
 
+#include "access/twophase.h"
 #include "access/xact.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_type.h"
@@ -57,7 +67,10 @@
 #include "executor/instrument.h"
 #include "executor/spi.h"
 #include "funcapi.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "postmaster/autovacuum.h"
+#include "replication/walsender.h"
 #include "storage/lmgr.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
@@ -66,6 +79,7 @@
 #include "utils/hsearch.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -81,9 +95,9 @@ PG_FUNCTION_INFO_V1(chancy_metrics_prometheus);
 PG_FUNCTION_INFO_V1(chancy_library_version);
 
 /*
- * Histogram bucket bounds in microseconds: ten a decade (steps of at most
- * 25%, so that percentiles come within about 12%), from 10 us to 5000 s;
- * Prometheus is shown those of 1, 2 and 5 (exported()).
+ * Histogram bucket bounds in microseconds: ten a decade (a bucket spans at
+ * most a third of its lower bound), from 10 us to 5000 s; Prometheus is
+ * shown those of 1, 2 and 5 (exported()).
  */
 static const int steps[10] = {10, 12, 15, 20, 25, 30, 40, 50, 60, 80};
 #define NBOUNDS 88
@@ -128,20 +142,38 @@ typedef struct StatsEntry
 	pg_atomic_uint64 cpu_us;
 	Histogram	wait;
 	Histogram	run;
-	pg_atomic_uint32 gauges_valid;	/* the database's entry only */
+	pg_atomic_uint32 gauges_valid;	/* the database's entry only: counted */
+	pg_atomic_uint32 count_wanted;	/* ... and to be counted */
 	TimestampTz since;			/* made or reset */
 } StatsEntry;
 
 typedef struct StatsShared
 {
-	LWLock	   *lock;			/* the hash table's */
+	LWLock	   *lock;			/* the hash table's, and the count's */
 	pg_atomic_uint64 generation;	/* bumped when entries go */
 	TimestampTz warned_at;		/* the last "full" warning */
 	StatsEntry	overflow;		/* what found no room */
+	/* the count in progress, if any: its database and snapshot's XIDs */
+	Oid			counting_db;	/* InvalidOid: none */
+	TransactionId xmin;
+	TransactionId xmax;
+	int			xcnt;
+	int			xip_room;		/* MAX_XIP */
+	TransactionId xip[FLEXIBLE_ARRAY_MEMBER];
 } StatsShared;
+
+/*
+ * Room for a snapshot's running XIDs (GetMaxSnapshotXidCount()'s), known
+ * when shared memory is sized (before 15, in _PG_init, from the settings).
+ */
+#define MAX_XIP (MaxBackends > 0 ? MaxBackends + max_prepared_xacts : \
+				 MaxConnections + autovacuum_max_workers + 1 + max_worker_processes + \
+				 max_wal_senders + max_prepared_xacts)
 
 static StatsShared *stats_shared = NULL;
 static HTAB *stats_entries = NULL;
+
+static void invalidate(Oid dboid, bool recount);
 
 /* this process's cache of entry pointers, valid for one generation */
 typedef struct CachedEntry
@@ -153,6 +185,7 @@ static HTAB *cache = NULL;
 static uint64 cache_generation = 0;
 
 /* the cost readings (executors) */
+static bool measuring = false;	/* between stats_cost_begin and _end */
 static bool base_valid = false;
 static struct rusage base_ru;
 static int64 base_size;			/* data size */
@@ -170,7 +203,8 @@ static struct rusage child_ru;
 Size
 stats_shmem_size(void)
 {
-	return add_size(MAXALIGN(sizeof(StatsShared)),
+	return add_size(MAXALIGN(add_size(offsetof(StatsShared, xip),
+									  mul_size(sizeof(TransactionId), MAX_XIP))),
 					hash_estimate_size(chancy_max_stats_entries, sizeof(StatsEntry)));
 }
 
@@ -209,6 +243,7 @@ init_entry(StatsEntry *e)
 	for (int i = 0; i < JS_NSTATES; i++)
 		zero(&e->states[i], true);
 	pg_atomic_init_u32(&e->gauges_valid, 0);
+	pg_atomic_init_u32(&e->count_wanted, 1);
 }
 
 void
@@ -217,10 +252,13 @@ stats_shmem_init(LWLock *lock)
 	HASHCTL		info;
 	bool		found;
 
-	stats_shared = ShmemInitStruct("chancy stats", sizeof(StatsShared), &found);
+	stats_shared = ShmemInitStruct("chancy stats",
+								   offsetof(StatsShared, xip) + sizeof(TransactionId) * MAX_XIP,
+								   &found);
 	if (!found)
 	{
-		memset(stats_shared, 0, sizeof(StatsShared));
+		memset(stats_shared, 0, offsetof(StatsShared, xip));
+		stats_shared->xip_room = MAX_XIP;
 		stats_shared->lock = lock;
 		pg_atomic_init_u64(&stats_shared->generation, 1);
 		init_entry(&stats_shared->overflow);
@@ -235,31 +273,40 @@ stats_shmem_init(LWLock *lock)
 }
 
 /*
- * make_tag
- *		The tag of (database, role, queue, name).  A name longer than the
- *		tag holds is cut, with a hash of the whole so that two such names
- *		stay apart.
+ * tag_name
+ *		The name a tag holds (dst, STATS_NAME_LEN bytes): the whole, or for a
+ *		longer one its first characters and a hash of the whole, so that two
+ *		such names stay apart.  As it is, for a name tag_name() made.
  */
+static void
+tag_name(char *dst, const char *name)
+{
+	int			len = strlen(name);
+
+	if (len < STATS_NAME_LEN)
+		memcpy(dst, name, len + 1);
+	else
+		snprintf(dst, STATS_NAME_LEN, "%.*s~%08x",
+				 pg_mbcliplen(name, len, STATS_NAME_LEN - 10), name,
+				 hash_bytes((const unsigned char *) name, len));
+}
+
+/* The tag of (database, role, queue, name). */
 static void
 make_tag(StatsTag *tag, Oid dboid, Oid role, const char *queue, const char *name)
 {
-	size_t		len = strlen(name);
-
 	memset(tag, 0, sizeof(StatsTag));
 	tag->dboid = dboid;
 	tag->role = role;
 	strlcpy(tag->queue, queue, NAMEDATALEN);
-	if (len < STATS_NAME_LEN)
-		memcpy(tag->name, name, len);
-	else
-		snprintf(tag->name, STATS_NAME_LEN, "%.*s~%08x", STATS_NAME_LEN - 10, name,
-				 hash_bytes((const unsigned char *) name, (int) len));
+	tag_name(tag->name, name);
 }
 
 /*
  * find_entry
  *		The entry of tag, made if need be; the overflow entry if the table is
  *		full (then the database's gauges are no longer right: invalid).
+ *		Allocates nothing, fails on nothing: commit callbacks use it.
  */
 static StatsEntry *
 find_entry(const StatsTag *tag)
@@ -281,7 +328,8 @@ find_entry(const StatsTag *tag)
 	if (e != NULL)
 		return e;
 
-	stats_invalidate_gauges(tag->dboid);
+	/* not counted again: the table would not hold the count either */
+	invalidate(tag->dboid, false);
 	if (GetCurrentTimestamp() - stats_shared->warned_at > USECS_PER_MINUTE)
 	{
 		stats_shared->warned_at = GetCurrentTimestamp();
@@ -298,19 +346,20 @@ find_entry(const StatsTag *tag)
 
 /*
  * cached_entry
- *		find_entry() through this process's cache.  Entries only go when
- *		their database is dropped or chancy_stats_reset() drops idle ones,
- *		which bumps the generation: the cache then starts over.
+ *		find_entry() through this process's cache (not in a commit callback:
+ *		the cache allocates), with the generation it is good for.  Entries
+ *		go only when their database is dropped or chancy_stats_reset() drops
+ *		idle ones, which bumps the generation: the cache then starts over.
  */
 static StatsEntry *
-cached_entry(Oid role, const char *queue, const char *name)
+cached_entry(Oid role, const char *queue, const char *name, uint64 *generation)
 {
 	StatsTag	tag;
 	CachedEntry *c;
 	bool		found;
-	uint64		generation = pg_atomic_read_u64(&stats_shared->generation);
 
-	if (cache == NULL || generation != cache_generation)
+	*generation = pg_atomic_read_u64(&stats_shared->generation);
+	if (cache == NULL || *generation != cache_generation)
 	{
 		HASHCTL		info;
 
@@ -322,7 +371,7 @@ cached_entry(Oid role, const char *queue, const char *name)
 		info.hcxt = TopMemoryContext;
 		cache = hash_create("chancy stats cache", 64, &info,
 							HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-		cache_generation = generation;
+		cache_generation = *generation;
 	}
 	make_tag(&tag, MyDatabaseId, role, queue, name);
 	c = hash_search(cache, &tag, HASH_ENTER, &found);
@@ -337,6 +386,29 @@ cached_entry(Oid role, const char *queue, const char *name)
 		return &stats_shared->overflow;
 	}
 	return c->entry;
+}
+
+/*
+ * lock_entry
+ *		The entry of tag, with the lock held shared so that it cannot go:
+ *		e if it is still good (taken at generation), else found again.
+ */
+static StatsEntry *
+lock_entry(const StatsTag *tag, StatsEntry *e, uint64 generation)
+{
+	for (;;)
+	{
+		if (e == NULL)
+		{
+			generation = pg_atomic_read_u64(&stats_shared->generation);
+			e = find_entry(tag);
+		}
+		LWLockAcquire(stats_shared->lock, LW_SHARED);
+		if (pg_atomic_read_u64(&stats_shared->generation) == generation)
+			return e;
+		LWLockRelease(stats_shared->lock);
+		e = NULL;
+	}
 }
 
 /* Add delta (signed) to a counter. */
@@ -411,22 +483,49 @@ stats_waiting_state(int32 attempts)
 }
 
 /*
+ * counted
+ *		Does the count in progress see (committed) transaction xid?  With the
+ *		lock held.
+ */
+static bool
+counted(TransactionId xid)
+{
+	if (!TransactionIdIsValid(xid))
+		return false;
+	if (TransactionIdPrecedes(xid, stats_shared->xmin))
+		return true;
+	if (!TransactionIdPrecedes(xid, stats_shared->xmax))
+		return false;
+	for (int i = 0; i < stats_shared->xcnt; i++)
+		if (TransactionIdEquals(stats_shared->xip[i], xid))
+			return false;
+	return true;
+}
+
+/*
  * stats_apply
- *		Apply a committed change (wakeup.c calls it at commit; nothing here
- *		can fail but a full table, which only invalidates the gauges).
+ *		Apply the change of transaction xid, which just committed (wakeup.c
+ *		calls it in the commit callback: it allocates nothing and fails on
+ *		nothing).  Its gauges' part is skipped if the count in progress saw
+ *		the transaction, and never goes to the overflow entry.
  */
 void
-stats_apply(const StatsChange *c)
+stats_apply(const StatsChange *c, TransactionId xid)
 {
+	StatsTag	tag;
 	StatsEntry *e;
 
 	if (stats_shared == NULL)
 		return;
-	e = cached_entry(c->role, c->queue, c->name);
+	make_tag(&tag, MyDatabaseId, c->role, c->queue, c->name);
+	e = lock_entry(&tag, c->entry, c->generation);
 	for (int i = 0; i < STATS_NCOUNTERS; i++)
 		add(&e->counts[i], c->counts[i]);
-	for (int i = 0; i < JS_NSTATES; i++)
-		add(&e->states[i], c->states[i]);
+	if (e != &stats_shared->overflow &&
+		!(stats_shared->counting_db == MyDatabaseId && counted(xid)))
+		for (int i = 0; i < JS_NSTATES; i++)
+			add(&e->states[i], c->states[i]);
+	LWLockRelease(stats_shared->lock);
 }
 
 /*
@@ -446,7 +545,9 @@ stats_at_commit(Oid role, const char *queue, const char *name, StatsCounter coun
 	memset(&c, 0, sizeof(c));
 	c.role = role;
 	strlcpy(c.queue, queue, NAMEDATALEN);
-	strlcpy(c.name, name, STATS_NAME_LEN);
+	tag_name(c.name, name);
+	/* the entry is found now, where finding may allocate */
+	c.entry = cached_entry(role, queue, name, &c.generation);
 	if (counter != STATS_NONE)
 		c.counts[counter] = n;
 	if (from != JS_NONE)
@@ -500,10 +601,14 @@ void
 stats_job_done(ClaimedJob *job)
 {
 	StatsEntry *e;
+	StatsTag	tag;
+	uint64		generation;
 
 	if (stats_shared == NULL || job->ended == STATS_NONE)
 		return;
-	e = cached_entry(job->pushed_by, job->queue, job->name);
+	e = cached_entry(job->pushed_by, job->queue, job->name, &generation);
+	make_tag(&tag, MyDatabaseId, job->pushed_by, job->queue, job->name);
+	e = lock_entry(&tag, e, generation);
 	add(&e->counts[STATS_STARTED], 1);
 	add(&e->counts[job->ended], 1);
 	observe(&e->wait, job->started_at - job->due);
@@ -511,6 +616,7 @@ stats_job_done(ClaimedJob *job)
 			job->ended_at - job->started_at);
 	if (job->cost.valid)
 		add(&e->cpu_us, job->cost.cpu_user_us + job->cost.cpu_sys_us);
+	LWLockRelease(stats_shared->lock);
 }
 
 /* ----------------------------------------------------------------------
@@ -561,6 +667,7 @@ stats_cost_begin(void)
 	base_buf = pgBufferUsage;
 	child_valid = false;
 	cost_started = GetCurrentTimestamp();
+	measuring = true;
 }
 
 /*
@@ -579,14 +686,20 @@ stats_cost_child(const struct rusage *ru)
  *		Just after a job function returned or raised (before its
  *		subtransaction ends): what it cost since stats_cost_begin().  Safe
  *		after any error: it allocates nothing (mallinfo2 takes malloc's lock,
- *		which no job holds as it returns).
+ *		which no job holds as it returns).  Nothing is measured, and cost
+ *		stays as it was, if stats_cost_begin() was not reached.
  */
 void
 stats_cost_end(JobCost *cost)
 {
 	struct rusage ru;
 	int64		size;
-	int64		footprint = malloc_footprint();
+	int64		footprint;
+
+	if (!measuring)
+		return;
+	measuring = false;
+	footprint = malloc_footprint();
 
 	cost->valid = true;
 	cost->run_us = Max(GetCurrentTimestamp() - cost_started, 0);
@@ -655,7 +768,7 @@ stats_cost_array(const JobCost *cost, bool *isnull)
 }
 
 /* ----------------------------------------------------------------------
- * Gauges: valid, invalid, rebuilt
+ * Gauges: valid, invalid, counted again
  * ----------------------------------------------------------------------
  */
 
@@ -672,26 +785,42 @@ database_entry(Oid dboid)
 }
 
 /*
- * stats_invalidate_gauges
- *		The gauges of database dboid may no longer match its table: its
- *		supervisor builds them again (woken for it if dboid is ours).
+ * invalidate
+ *		The gauges of database dboid no longer match its table.  With
+ *		recount, its supervisor counts them again (woken for it if dboid is
+ *		ours); without (the statistics are full), not until asked.
+ *		Allocates nothing.
  */
-void
-stats_invalidate_gauges(Oid dboid)
+static void
+invalidate(Oid dboid, bool recount)
 {
 	StatsTag	tag;
 	StatsEntry *e;
 
-	if (stats_shared == NULL)
-		return;
 	make_tag(&tag, dboid, DATABASE_ENTRY_ROLE, "", "");
 	LWLockAcquire(stats_shared->lock, LW_SHARED);
 	e = hash_search(stats_entries, &tag, HASH_FIND, NULL);
 	if (e != NULL)
+	{
 		pg_atomic_write_u32(&e->gauges_valid, 0);
+		if (recount)
+			pg_atomic_write_u32(&e->count_wanted, 1);
+	}
 	LWLockRelease(stats_shared->lock);
-	if (dboid == MyDatabaseId)
+	if (recount && dboid == MyDatabaseId)
 		slots_wake_supervisor();
+}
+
+/*
+ * stats_invalidate_gauges
+ *		Jobs of database dboid changed behind chancy's back (ddl.c): its
+ *		supervisor counts its gauges again.
+ */
+void
+stats_invalidate_gauges(Oid dboid)
+{
+	if (stats_shared != NULL)
+		invalidate(dboid, true);
 }
 
 /* Are this database's gauges valid? */
@@ -711,32 +840,106 @@ stats_gauges_valid(void)
 	return valid;
 }
 
+/* A row of the count: what it adds to which entry. */
+typedef struct CountRow
+{
+	StatsEntry *entry;
+	JobState	state;
+	int64		n;
+} CountRow;
+
 /*
- * stats_rebuild_gauges
- *		The supervisor: if this database's gauges are invalid, count the
- *		table into them.  Under a SHARE lock on chancy_jobs, taken only if
- *		free (no transaction that changed jobs is in flight, so each has
- *		counted its changes, and none starts); false if it was not, to try
- *		again soon.  The caller's transaction is open.
+ * count_for_gauges
+ *		The jobs of this database per role, queue, name and state, under
+ *		snapshot snap, with their entries, found since *generation.  NIL
+ *		with *full if an entry found no room.
+ */
+static List *
+count_for_gauges(ChancyCatalog *cat, Snapshot snap, uint64 *generation, bool *full)
+{
+	CatalogSql	sql;
+	List	   *rows = NIL;
+	uint64		ignored;
+	char	   *query = psprintf("SELECT pushed_by, queue, name, state::text, count(*)"
+								 " FROM %s.chancy_jobs WHERE NOT replicated"
+								 " GROUP BY 1, 2, 3, 4", cat->nspname);
+
+	*full = false;
+	*generation = pg_atomic_read_u64(&stats_shared->generation);
+	catalog_sql_begin(cat, true, &sql);
+	PushActiveSnapshot(snap);
+	if (SPI_execute(query, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not count chancy_jobs");
+	PopActiveSnapshot();
+	for (uint64 r = 0; r < SPI_processed && !*full; r++)
+	{
+		HeapTuple	row = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		MemoryContext old = MemoryContextSwitchTo(sql.caller);
+		CountRow   *c = palloc(sizeof(CountRow));
+
+		c->entry = cached_entry(DatumGetObjectId(SPI_getbinval(row, desc, 1, &isnull)),
+								SPI_getvalue(row, desc, 2), SPI_getvalue(row, desc, 3),
+								&ignored);
+		c->state = stats_state(SPI_getvalue(row, desc, 4));
+		c->n = DatumGetInt64(SPI_getbinval(row, desc, 5, &isnull));
+		*full = c->entry == &stats_shared->overflow;
+		rows = lappend(rows, c);
+		MemoryContextSwitchTo(old);
+	}
+	catalog_sql_end(&sql);
+	return *full ? NIL : rows;
+}
+
+/* The count in progress ends (with the lock held exclusively). */
+static void
+end_count(StatsEntry *db, bool valid)
+{
+	stats_shared->counting_db = InvalidOid;
+	pg_atomic_write_u32(&db->gauges_valid, valid ? 1 : 0);
+}
+
+/*
+ * stats_count_gauges
+ *		The supervisor: if this database's gauges are to be counted, count
+ *		the table into them (see the top of this file), without a lock on
+ *		chancy_jobs.  False if another database's count is in progress, to
+ *		try again soon.  The caller's transaction is open.
  */
 bool
-stats_rebuild_gauges(ChancyCatalog *cat)
+stats_count_gauges(ChancyCatalog *cat)
 {
 	StatsEntry *db = database_entry(MyDatabaseId);
 	HASH_SEQ_STATUS seq;
 	StatsEntry *e;
-	CatalogSql	sql;
-	char	   *query;
+	Snapshot	snap;
+	List	   *rows = NIL;
+	uint64		generation;
+	bool		full = false;
+	ListCell   *lc;
 
-	if (db == NULL)
-		return true;			/* full: counted from the table meanwhile */
-	if (pg_atomic_read_u32(&db->gauges_valid) != 0)
-		return true;
-	if (!ConditionalLockRelationOid(cat->jobs_relid, ShareLock))
+	if (db == NULL || pg_atomic_exchange_u32(&db->count_wanted, 0) == 0)
+		return true;			/* nothing asked, or full: counted from the table */
+
+	/* publish the snapshot and zero the gauges, no change applying meanwhile */
+	LWLockAcquire(stats_shared->lock, LW_EXCLUSIVE);
+	if (OidIsValid(stats_shared->counting_db))
+	{
+		LWLockRelease(stats_shared->lock);
+		pg_atomic_write_u32(&db->count_wanted, 1);
 		return false;
-
-	/* zero the gauges, then add what the table holds */
-	LWLockAcquire(stats_shared->lock, LW_SHARED);
+	}
+	snap = RegisterSnapshot(GetLatestSnapshot());
+	if (snap->xcnt > stats_shared->xip_room)
+		elog(ERROR, "snapshot has %u running transactions, room for %d",
+			 snap->xcnt, stats_shared->xip_room);
+	stats_shared->counting_db = MyDatabaseId;
+	stats_shared->xmin = snap->xmin;
+	stats_shared->xmax = snap->xmax;
+	stats_shared->xcnt = snap->xcnt;
+	memcpy(stats_shared->xip, snap->xip, sizeof(TransactionId) * stats_shared->xcnt);
+	pg_atomic_write_u32(&db->gauges_valid, 0);
 	hash_seq_init(&seq, stats_entries);
 	while ((e = hash_seq_search(&seq)) != NULL)
 		if (e->tag.dboid == MyDatabaseId)
@@ -744,35 +947,40 @@ stats_rebuild_gauges(ChancyCatalog *cat)
 				pg_atomic_write_u64(&e->states[i], 0);
 	LWLockRelease(stats_shared->lock);
 
-	query = psprintf("SELECT pushed_by, queue, name, state::text, count(*)"
-					 " FROM %s.chancy_jobs WHERE NOT replicated GROUP BY 1, 2, 3, 4",
-					 cat->nspname);
-	catalog_sql_begin(cat, true, &sql);
-	/* a fresh snapshot: the lock was taken after the transaction's */
-	PushActiveSnapshot(GetLatestSnapshot());
-	if (SPI_execute(query, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "could not count chancy_jobs");
-	PopActiveSnapshot();
-	for (uint64 r = 0; r < SPI_processed; r++)
+	PG_TRY();
 	{
-		HeapTuple	row = SPI_tuptable->vals[r];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		bool		isnull;
-		Oid			role = DatumGetObjectId(SPI_getbinval(row, desc, 1, &isnull));
-		JobState	state = stats_state(SPI_getvalue(row, desc, 4));
-		int64		n = DatumGetInt64(SPI_getbinval(row, desc, 5, &isnull));
-
-		e = cached_entry(role, SPI_getvalue(row, desc, 2), SPI_getvalue(row, desc, 3));
-		if (e == &stats_shared->overflow)
-		{
-			catalog_sql_end(&sql);
-			return true;		/* full: stays invalid */
-		}
-		if (state != JS_NONE)
-			add(&e->states[state], n);
+		rows = count_for_gauges(cat, snap, &generation, &full);
 	}
-	catalog_sql_end(&sql);
-	pg_atomic_write_u32(&db->gauges_valid, 1);
+	PG_CATCH();
+	{
+		LWLockAcquire(stats_shared->lock, LW_EXCLUSIVE);
+		end_count(db, false);
+		LWLockRelease(stats_shared->lock);
+		pg_atomic_write_u32(&db->count_wanted, 1);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	UnregisterSnapshot(snap);
+
+	/* add the count; entries dropped meanwhile (a reset): count again */
+	LWLockAcquire(stats_shared->lock, LW_EXCLUSIVE);
+	if (!full && pg_atomic_read_u64(&stats_shared->generation) != generation)
+	{
+		end_count(db, false);
+		LWLockRelease(stats_shared->lock);
+		pg_atomic_write_u32(&db->count_wanted, 1);
+		return false;
+	}
+	foreach(lc, rows)
+	{
+		CountRow   *c = lfirst(lc);
+
+		if (c->state != JS_NONE)
+			add(&c->entry->states[c->state], c->n);
+	}
+	/* full: invalid until asked again (chancy_stats_reset, _rebuild) */
+	end_count(db, !full);
+	LWLockRelease(stats_shared->lock);
 	return true;
 }
 
@@ -876,15 +1084,16 @@ visible_entries(Oid dboid)
 		copies = lappend(copies, c);
 	}
 	LWLockRelease(stats_shared->lock);
-	if (all)
+	if (all && !OidIsValid(dboid))
 	{
 		EntryCopy  *c = palloc(sizeof(EntryCopy));
 
 		copy_entry(&stats_shared->overflow, c);
 		if (c->counts[STATS_PUSHED] != 0 || c->counts[STATS_STARTED] != 0)
 			copies = lappend(copies, c);
-		return copies;
 	}
+	if (all)
+		return copies;
 
 	/* membership is looked up outside the lock */
 	foreach(lc, copies)
@@ -1038,6 +1247,9 @@ chancy_stats_reset(PG_FUNCTION_ARGS)
 	}
 	pg_atomic_fetch_add_u64(&stats_shared->generation, 1);
 	LWLockRelease(stats_shared->lock);
+	/* room was made: gauges that did not fit are counted again */
+	if (!stats_gauges_valid())
+		invalidate(MyDatabaseId, true);
 	PG_RETURN_VOID();
 }
 
@@ -1528,8 +1740,11 @@ chancy_metrics_prometheus(PG_FUNCTION_ARGS)
 static HTAB *last_minute = NULL;
 static TimestampTz history_minute = 0;	/* the minute the copies are of */
 
-/* the day partitions of chancy_stats_history (chancy--1.1.sql) */
-#define HISTORY_DAYS 8
+/*
+ * The day partitions of chancy_stats_history (chancy--1.1.sql): the seven
+ * days the longest retention keeps, today, and tomorrow's, emptied ahead.
+ */
+#define HISTORY_DAYS 9
 
 /*
  * history_rows
@@ -1607,20 +1822,23 @@ day_partition(int64 day)
  *		Once a day: each day partition holds the latest day of its number
  *		(a partition is used again HISTORY_DAYS days later).  One whose day
  *		is wholly past chancy.stats_retention is emptied by TRUNCATE (no dead
- *		rows); rows of an earlier cycle that a stopped supervisor left in a
- *		partition in use are deleted.
+ *		rows), tomorrow's among them; rows of an earlier cycle that a
+ *		stopped supervisor left in a partition in use are deleted.  The
+ *		TRUNCATE's lock is taken only if free (a reader of the history may
+ *		hold it): false if one was not, to try again.
  */
-static void
+static bool
 empty_old_partitions(ChancyCatalog *cat, TimestampTz now)
 {
 	int64		today = now / USECS_PER_DAY;
 	int64		oldest_kept = (now - (int64) chancy_stats_retention * USECS_PER_MINUTE) /
 		USECS_PER_DAY;
+	bool		done = true;
 
 	for (int64 day = today - HISTORY_DAYS + 1; day <= today; day++)
 	{
-		char	   *part = psprintf("%s.chancy_stats_history_%d", cat->nspname,
-									day_partition(day));
+		char	   *name = psprintf("chancy_stats_history_%d", day_partition(day));
+		char	   *part = psprintf("%s.%s", cat->nspname, name);
 		Datum		arg = TimestampTzGetDatum(day * USECS_PER_DAY);
 		Oid			type = TIMESTAMPTZOID;
 
@@ -1628,14 +1846,22 @@ empty_old_partitions(ChancyCatalog *cat, TimestampTz now)
 		{
 			if (SPI_execute(psprintf("SELECT FROM %s LIMIT 1", part), true, 1) != SPI_OK_SELECT)
 				elog(ERROR, "could not read %s", part);
-			if (SPI_processed > 0 &&
-				SPI_execute(psprintf("TRUNCATE %s", part), false, 0) != SPI_OK_UTILITY)
+			if (SPI_processed == 0)
+				continue;
+			if (!ConditionalLockRelationOid(get_relname_relid(name, cat->nsp),
+											AccessExclusiveLock))
+			{
+				done = false;
+				continue;
+			}
+			if (SPI_execute(psprintf("TRUNCATE %s", part), false, 0) != SPI_OK_UTILITY)
 				elog(ERROR, "could not empty %s", part);
 		}
 		else if (SPI_execute_with_args(psprintf("DELETE FROM %s WHERE minute < $1", part),
 									   1, &type, &arg, NULL, false, 0) != SPI_OK_DELETE)
 			elog(ERROR, "could not prune %s", part);
 	}
+	return done;
 }
 
 /*
@@ -1685,11 +1911,8 @@ stats_history_if_due(ChancyCatalog *cat)
 					  " run_p99_ms, cpu_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
 					  " $11, $12, $13, $14, $15, $16, $17, $18, $19)", cat->nspname);
 	catalog_sql_begin(cat, true, &sql);
-	if (minute / USECS_PER_DAY != maintained_day)
-	{
-		empty_old_partitions(cat, now);
+	if (minute / USECS_PER_DAY != maintained_day && empty_old_partitions(cat, now))
 		maintained_day = minute / USECS_PER_DAY;
-	}
 	foreach(lc, rows)
 	{
 		EntryCopy  *d = lfirst(lc);

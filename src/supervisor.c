@@ -52,7 +52,7 @@
 /* batches of due schedules fired before the rest of the loop has its turn */
 #define FIRE_BATCHES_PER_TURN 10
 
-/* while chancy_jobs is busy, the gauges are counted again this often */
+/* while another database's gauges are counted, ours wait this long */
 #define STATS_RETRY_MS 1000
 
 /* A row of chancy_queues, as the supervisor needs it. */
@@ -609,21 +609,21 @@ release_parked(void)
 
 /*
  * keep_stats
- *		Count this database's gauges from the table if they are not valid
+ *		Count this database's gauges from the table if that is asked
  *		(stats.c), and write the history of the minute that ended.  Returns
  *		when to look again, in ms.
  */
 static long
 keep_stats(void)
 {
-	bool		built = stats_rebuild_gauges(begin());
+	bool		counted = stats_count_gauges(begin());
 	long		wait_ms;
 
 	end();
 	wait_ms = stats_history_if_due(begin());
 	end();
-	/* chancy_jobs was busy: soon again */
-	return built ? wait_ms : Min(wait_ms, STATS_RETRY_MS);
+	/* another database's count was in progress: soon again */
+	return counted ? wait_ms : Min(wait_ms, STATS_RETRY_MS);
 }
 
 /*
@@ -686,17 +686,6 @@ chancy_supervisor_main(Datum arg)
 	recover_jobs(NIL);
 	slots_executors_free_exited();
 	declare_configured_queues();
-	/* the gauges are counted best before executors start (stats.c) */
-	for (int tries = 0; tries < 100; tries++)
-	{
-		bool		built = stats_rebuild_gauges(begin());
-
-		end();
-		if (built)
-			break;
-		(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 10, PG_WAIT_EXTENSION);
-		CHECK_FOR_INTERRUPTS();
-	}
 
 	for (;;)
 	{

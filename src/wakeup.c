@@ -130,7 +130,7 @@ carry_out(void)
 			case REQ_SELF_CANCEL:
 				break;			/* the executor took it when the job returned */
 			case REQ_STATS:
-				stats_apply(r->stats);
+				stats_apply(r->stats, GetTopTransactionIdIfAny());
 				break;
 		}
 	}
