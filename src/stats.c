@@ -52,6 +52,7 @@
  */
 #include "postgres.h"
 
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/time.h>
 #ifdef __GLIBC__
@@ -153,8 +154,9 @@ typedef struct StatsShared
 	pg_atomic_uint64 generation;	/* bumped when entries go */
 	TimestampTz warned_at;		/* the last "full" warning */
 	StatsEntry	overflow;		/* what found no room */
-	/* the count in progress, if any: its database and snapshot's XIDs */
+	/* the count in progress, if any: its database, process, snapshot's XIDs */
 	Oid			counting_db;	/* InvalidOid: none */
+	pid_t		counting_pid;
 	TransactionId xmin;
 	TransactionId xmax;
 	int			xcnt;
@@ -924,7 +926,9 @@ stats_count_gauges(ChancyCatalog *cat)
 
 	/* publish the snapshot and zero the gauges, no change applying meanwhile */
 	LWLockAcquire(stats_shared->lock, LW_EXCLUSIVE);
-	if (OidIsValid(stats_shared->counting_db))
+	/* another's, unless its supervisor died counting (then it is over) */
+	if (OidIsValid(stats_shared->counting_db) && stats_shared->counting_pid != MyProcPid &&
+		kill(stats_shared->counting_pid, 0) == 0)
 	{
 		LWLockRelease(stats_shared->lock);
 		pg_atomic_write_u32(&db->count_wanted, 1);
@@ -935,6 +939,7 @@ stats_count_gauges(ChancyCatalog *cat)
 		elog(ERROR, "snapshot has %u running transactions, room for %d",
 			 snap->xcnt, stats_shared->xip_room);
 	stats_shared->counting_db = MyDatabaseId;
+	stats_shared->counting_pid = MyProcPid;
 	stats_shared->xmin = snap->xmin;
 	stats_shared->xmax = snap->xmax;
 	stats_shared->xcnt = snap->xcnt;

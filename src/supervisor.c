@@ -686,6 +686,9 @@ chancy_supervisor_main(Datum arg)
 	recover_jobs(NIL);
 	slots_executors_free_exited();
 	declare_configured_queues();
+	/* gauges a previous supervisor left uncounted (it died counting) */
+	if (!stats_gauges_valid())
+		stats_invalidate_gauges(MyDatabaseId);
 
 	for (;;)
 	{
