@@ -18,7 +18,9 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/pg_extension.h"
 #include "catalog/pg_type.h"
+#include "commands/extension.h"
 #include "commands/dbcommands.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -27,6 +29,7 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lmgr.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
@@ -77,16 +80,29 @@ static MemoryContext loop_cxt = NULL;	/* reset at every turn of the loop */
 
 /*
  * begin
- *		Begin one of the supervisor's transactions; chancy's catalog.  What
+ *		Begin one of the supervisor's transactions, the extension locked
+ *		against DROP and ALTER; chancy's catalog.  What
  *		it allocates, results included, lives in loop_cxt: the results of a
  *		transaction are often used after its commit (waiters woken).
  */
 static ChancyCatalog *
 begin(void)
 {
+	Oid			extension;
+
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	MemoryContextSwitchTo(loop_cxt);
+
+	/*
+	 * DROP and ALTER EXTENSION lock the extension before any of its tables
+	 * (and their indexes and partitions), which they then take in their own
+	 * order: holding it first, a transaction that reads several of them
+	 * never deadlocks with those commands.
+	 */
+	extension = get_extension_oid("chancy", true);
+	if (OidIsValid(extension))
+		LockDatabaseObject(ExtensionRelationId, extension, 0, AccessShareLock);
 	PushActiveSnapshot(GetTransactionSnapshot());
 	return chancy_catalog(chancy_nsp);
 }
