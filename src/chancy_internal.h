@@ -457,6 +457,8 @@ extern void stats_shmem_init(LWLock *lock);
 extern JobState stats_state(const char *state);
 extern JobState stats_waiting_state(int32 attempts);
 extern void stats_apply(const StatsChange *c, TransactionId xid);
+extern void stats_committing(TransactionId xid);
+extern void stats_committed(void);
 extern void stats_at_commit(Oid role, const char *queue, const char *name,
 							StatsCounter counter, JobState from, JobState to, int64 n);
 extern void stats_job_moved(struct ClaimedJob *job);
@@ -596,6 +598,7 @@ extern void wakeup_cancel_at_commit(int64 job_id, int64 claim);
 extern void wakeup_done_at_commit(int64 job_id);
 extern void wakeup_self_cancel(int64 job_id, Oid role);
 extern void wakeup_stats_at_commit(const StatsChange *change);
+extern void wakeup_recount_at_commit(void);
 extern Oid	wakeup_take_self_cancel(int64 job_id);
 
 /* ----------------------------------------------------------------------

@@ -305,7 +305,10 @@ chancy_cancel(PG_FUNCTION_ARGS)
 	else
 		wakeup_cancel_at_commit(id, claim);
 
+	/* the row as it is now; gone if a prune or a purge deleted it meanwhile */
 	read_job(cat, id, admin, &job);
+	if (!job.found)
+		job_not_found(id);
 	PG_RETURN_DATUM(job.row);
 }
 

@@ -31,6 +31,8 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_authid.h"
 #include "catalog/pg_database.h"
+#include "catalog/pg_extension.h"
+#include "commands/extension.h"
 #include "commands/dbcommands.h"
 #include "commands/defrem.h"
 #include "executor/spi.h"
@@ -252,16 +254,25 @@ chancy_utility_hook(PlannedStmt *pstmt, const char *queryString,
 	{
 		wakeup_launcher_at_commit();
 		wakeup_limits_at_commit();	/* keys of an earlier install: read again */
-		stats_invalidate_gauges(MyDatabaseId);	/* counted again from the table */
+		recount = true;
 		created = true;
 	}
 	else if (IsA(stmt, AlterExtensionStmt) &&
 			 strcmp(((AlterExtensionStmt *) stmt)->extname, "chancy") == 0)
 	{
+		Oid			extension = get_extension_oid("chancy", true);
+
+		/*
+		 * As DROP EXTENSION does (ALTER does not): the supervisor's
+		 * transactions, which take the extension first, finish before the
+		 * update script takes chancy's tables in its own order.
+		 */
+		if (OidIsValid(extension))
+			LockDatabaseObject(ExtensionRelationId, extension, 0, AccessExclusiveLock);
 		wakeup_launcher_at_commit();
 		wakeup_queues_changed_at_commit();
 		wakeup_limits_at_commit();
-		stats_invalidate_gauges(MyDatabaseId);
+		recount = true;
 	}
 	else if (IsA(stmt, DropStmt) &&
 			 ((DropStmt *) stmt)->removeType == OBJECT_EXTENSION)
@@ -273,7 +284,7 @@ chancy_utility_hook(PlannedStmt *pstmt, const char *queryString,
 			{
 				wakeup_queues_changed_at_commit();
 				wakeup_limits_at_commit();
-				stats_invalidate_gauges(MyDatabaseId);
+				recount = true;
 			}
 	}
 	else if (IsA(stmt, TruncateStmt))
@@ -311,12 +322,12 @@ chancy_utility_hook(PlannedStmt *pstmt, const char *queryString,
 
 	/*
 	 * Jobs written or removed behind chancy's back (TRUNCATE, COPY FROM: a
-	 * restore), or by a prepared transaction: the gauges are counted again
-	 * (stats.c).  Only now, so that the supervisor cannot count the table
-	 * before the statement took its lock, which it holds until it commits.
+	 * restore), by a prepared transaction, or a new install: the gauges are
+	 * counted again (stats.c), once this transaction commits and its
+	 * changes can be seen.
 	 */
 	if (recount || writes_jobs(written))
-		stats_invalidate_gauges(MyDatabaseId);
+		wakeup_recount_at_commit();
 	/* DROP DATABASE (it cannot run in a transaction block): its keys go,
 	 * whether it was served or not */
 	if (OidIsValid(target) && IsA(stmt, DropdbStmt))

@@ -386,6 +386,17 @@ take_job_error(volatile JobStop *why)
 	return edata;
 }
 
+/* How a run that failed ended, by the state queue_failed() returned. */
+static StatsCounter
+ended_as(const char *state)
+{
+	if (state == NULL)
+		return STATS_NONE;		/* no longer ours */
+	if (strcmp(state, "failed") == 0)
+		return STATS_FAILED;
+	return strcmp(state, "cancelled") == 0 ? STATS_CANCELLED : STATS_RETRIED;
+}
+
 /*
  * record_failure
  *		In the group's transaction: record how a job that raised edata
@@ -424,9 +435,7 @@ record_failure(ChancyCatalog *cat, ClaimedJob *job, ErrorData *edata, JobStop wh
 		limits_explain(edata, why, job->time_limit_ms, job->memory_limit);
 		state = queue_failed(cat, job, edata, retry_backoff(job->attempt), started_at);
 		held = state != NULL;
-		job->ended = !held ? STATS_NONE :
-			strcmp(state, "failed") == 0 ? STATS_FAILED :
-			strcmp(state, "cancelled") == 0 ? STATS_CANCELLED : STATS_RETRIED;
+		job->ended = ended_as(state);
 		if (held)
 			ereport(LOG,
 					(errcode(edata->sqlerrcode),
@@ -1047,11 +1056,14 @@ executor_give_back(int code, Datum arg)
 		memset(&edata, 0, sizeof(edata));
 		edata.message = "the job went on after it was told to stop, and its executor was ended";
 		limits_explain(&edata, why, job->time_limit_ms, job->memory_limit);
-		(void) queue_failed(cat, job, &edata, retry_backoff(job->attempt),
-							GetCurrentTimestamp());
+		job->ended = ended_as(queue_failed(cat, job, &edata, retry_backoff(job->attempt),
+										   GetCurrentTimestamp()));
 	}
 	else if (job != NULL && why == STOP_CANCEL)
-		(void) queue_cancelled(cat, job, true, InvalidOid, GetCurrentTimestamp());
+		job->ended = queue_cancelled(cat, job, true, InvalidOid, GetCurrentTimestamp()) ?
+			STATS_CANCELLED : STATS_NONE;
+	if (job != NULL)
+		stats_job_moved(job);
 	if (job != NULL && why != STOP_NONE && why != STOP_SHUTDOWN)
 		ereport(LOG,
 				(errcode(ERRCODE_QUERY_CANCELED),
@@ -1079,7 +1091,10 @@ executor_give_back(int code, Datum arg)
 	batch_n = 0;
 	/* the job that ended its executor may have finished (failed, cancelled) */
 	if (job != NULL)
+	{
+		stats_job_done(job);
 		slots_job_done(job->id);
+	}
 	foreach(lc, list_concat(finished, released.finished))
 		slots_job_done(*(int64 *) lfirst(lc));
 	slots_wake_executors(me->queue, INT_MAX);

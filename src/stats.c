@@ -42,8 +42,12 @@
  * skips its gauges' part if the published snapshot sees it (the count has
  * it) and applies it otherwise: what the snapshot missed is added exactly
  * once.  A transaction's changes reach the gauges in its commit callback,
- * under the same lock (shared), after it became visible and before the
- * count can start; every change to chancy_jobs assigns an XID.
+ * under the same lock (shared); every change to chancy_jobs assigns an XID.
+ * A commit becomes visible before its callbacks run: so a transaction with
+ * changes publishes its XID before it commits (stats_committing), and a
+ * count does not end while a commit its snapshot sees is yet to apply its
+ * changes (they must find the count in progress and be skipped).  An
+ * invalidation during a count leaves the gauges invalid.
  *
  * Counters live as long as shared memory (a restart starts them at zero),
  * like PostgreSQL's own statistics; chancy_stats_reset() zeroes them.
@@ -70,9 +74,12 @@
 #include "funcapi.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
+#include "pgstat.h"
 #include "postmaster/autovacuum.h"
 #include "replication/walsender.h"
+#include "storage/ipc.h"
 #include "storage/lmgr.h"
+#include "storage/proc.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "utils/acl.h"
@@ -145,6 +152,7 @@ typedef struct StatsEntry
 	Histogram	run;
 	pg_atomic_uint32 gauges_valid;	/* the database's entry only: counted */
 	pg_atomic_uint32 count_wanted;	/* ... and to be counted */
+	pg_atomic_uint32 invalidations; /* ... and how often it was invalid */
 	TimestampTz since;			/* made or reset */
 } StatsEntry;
 
@@ -162,6 +170,7 @@ typedef struct StatsShared
 	int			xcnt;
 	int			xip_room;		/* MAX_XIP */
 	TransactionId xip[FLEXIBLE_ARRAY_MEMBER];
+	/* then, per PGPROC, the XID of a commit whose gauge changes are to come */
 } StatsShared;
 
 /*
@@ -171,6 +180,15 @@ typedef struct StatsShared
 #define MAX_XIP (MaxBackends > 0 ? MaxBackends + max_prepared_xacts : \
 				 MaxConnections + autovacuum_max_workers + 1 + max_worker_processes + \
 				 max_wal_senders + max_prepared_xacts)
+/* PGPROCs (ProcGlobal->allProcCount) */
+#define NPROCS (MAX_XIP + NUM_AUXILIARY_PROCS)
+/* the committing XIDs, after the xip array */
+#define COMMITTING(s) \
+	((pg_atomic_uint32 *) MAXALIGN((char *) (s)->xip + sizeof(TransactionId) * (s)->xip_room))
+#define STATS_SHARED_SIZE \
+	add_size(MAXALIGN(add_size(offsetof(StatsShared, xip), \
+							   mul_size(sizeof(TransactionId), MAX_XIP))), \
+			 mul_size(sizeof(pg_atomic_uint32), NPROCS))
 
 static StatsShared *stats_shared = NULL;
 static HTAB *stats_entries = NULL;
@@ -205,8 +223,7 @@ static struct rusage child_ru;
 Size
 stats_shmem_size(void)
 {
-	return add_size(MAXALIGN(add_size(offsetof(StatsShared, xip),
-									  mul_size(sizeof(TransactionId), MAX_XIP))),
+	return add_size(MAXALIGN(STATS_SHARED_SIZE),
 					hash_estimate_size(chancy_max_stats_entries, sizeof(StatsEntry)));
 }
 
@@ -246,6 +263,7 @@ init_entry(StatsEntry *e)
 		zero(&e->states[i], true);
 	pg_atomic_init_u32(&e->gauges_valid, 0);
 	pg_atomic_init_u32(&e->count_wanted, 1);
+	pg_atomic_init_u32(&e->invalidations, 0);
 }
 
 void
@@ -254,13 +272,13 @@ stats_shmem_init(LWLock *lock)
 	HASHCTL		info;
 	bool		found;
 
-	stats_shared = ShmemInitStruct("chancy stats",
-								   offsetof(StatsShared, xip) + sizeof(TransactionId) * MAX_XIP,
-								   &found);
+	stats_shared = ShmemInitStruct("chancy stats", STATS_SHARED_SIZE, &found);
 	if (!found)
 	{
 		memset(stats_shared, 0, offsetof(StatsShared, xip));
 		stats_shared->xip_room = MAX_XIP;
+		for (int i = 0; i < NPROCS; i++)
+			pg_atomic_init_u32(&COMMITTING(stats_shared)[i], InvalidTransactionId);
 		stats_shared->lock = lock;
 		pg_atomic_init_u64(&stats_shared->generation, 1);
 		init_entry(&stats_shared->overflow);
@@ -516,6 +534,7 @@ stats_apply(const StatsChange *c, TransactionId xid)
 {
 	StatsTag	tag;
 	StatsEntry *e;
+	bool		lost = false;
 
 	if (stats_shared == NULL)
 		return;
@@ -523,11 +542,61 @@ stats_apply(const StatsChange *c, TransactionId xid)
 	e = lock_entry(&tag, c->entry, c->generation);
 	for (int i = 0; i < STATS_NCOUNTERS; i++)
 		add(&e->counts[i], c->counts[i]);
-	if (e != &stats_shared->overflow &&
-		!(stats_shared->counting_db == MyDatabaseId && counted(xid)))
+	if (!(stats_shared->counting_db == MyDatabaseId && counted(xid)))
+	{
 		for (int i = 0; i < JS_NSTATES; i++)
-			add(&e->states[i], c->states[i]);
+		{
+			if (c->states[i] == 0)
+				continue;
+			if (e == &stats_shared->overflow)
+				lost = true;	/* the gauges miss it */
+			else
+				add(&e->states[i], c->states[i]);
+		}
+	}
 	LWLockRelease(stats_shared->lock);
+	if (lost)
+		invalidate(MyDatabaseId, false);
+}
+
+/*
+ * stats_committing, stats_committed
+ *		A transaction with changes for the gauges is about to commit (xid),
+ *		or has applied them (or aborted).  Until then a count that sees it
+ *		does not end: its changes must find the count in progress, to be
+ *		skipped, not added after it (wakeup.c; a commit becomes visible
+ *		before its callbacks run).
+ */
+void
+stats_committing(TransactionId xid)
+{
+	if (stats_shared != NULL && MyProc != NULL)
+		pg_atomic_write_u32(&COMMITTING(stats_shared)[MyProc->pgprocno], xid);
+}
+
+void
+stats_committed(void)
+{
+	if (stats_shared != NULL && MyProc != NULL)
+		pg_atomic_write_u32(&COMMITTING(stats_shared)[MyProc->pgprocno],
+							InvalidTransactionId);
+}
+
+/* Is a commit the count in progress sees still to apply its changes? */
+static bool
+seen_commit_pending(void)
+{
+	bool		pending = false;
+
+	LWLockAcquire(stats_shared->lock, LW_SHARED);
+	for (int i = 0; i < NPROCS && !pending; i++)
+	{
+		TransactionId xid = pg_atomic_read_u32(&COMMITTING(stats_shared)[i]);
+
+		pending = TransactionIdIsValid(xid) && counted(xid);
+	}
+	LWLockRelease(stats_shared->lock);
+	return pending;
 }
 
 /*
@@ -804,6 +873,8 @@ invalidate(Oid dboid, bool recount)
 	e = hash_search(stats_entries, &tag, HASH_FIND, NULL);
 	if (e != NULL)
 	{
+		/* a count in progress does not make them valid (stats_count_gauges) */
+		pg_atomic_fetch_add_u32(&e->invalidations, 1);
 		pg_atomic_write_u32(&e->gauges_valid, 0);
 		if (recount)
 			pg_atomic_write_u32(&e->count_wanted, 1);
@@ -903,6 +974,28 @@ end_count(StatsEntry *db, bool valid)
 }
 
 /*
+ * end_count_at_exit
+ *		A supervisor leaving (FATAL skips its PG_CATCH) ends the count it
+ *		had in progress: its database's gauges are counted again by the
+ *		next one.
+ */
+static void
+end_count_at_exit(int code, Datum arg)
+{
+	bool		held;
+
+	if (stats_shared == NULL)
+		return;
+	held = LWLockHeldByMe(stats_shared->lock);
+	if (!held)
+		LWLockAcquire(stats_shared->lock, LW_EXCLUSIVE);
+	if (OidIsValid(stats_shared->counting_db) && stats_shared->counting_pid == MyProcPid)
+		stats_shared->counting_db = InvalidOid;
+	if (!held)
+		LWLockRelease(stats_shared->lock);
+}
+
+/*
  * stats_count_gauges
  *		The supervisor: if this database's gauges are to be counted, count
  *		the table into them (see the top of this file), without a lock on
@@ -918,17 +1011,24 @@ stats_count_gauges(ChancyCatalog *cat)
 	Snapshot	snap;
 	List	   *rows = NIL;
 	uint64		generation;
+	uint32		invalidations;
 	bool		full = false;
 	ListCell   *lc;
+	static bool exit_registered = false;
 
 	if (db == NULL || pg_atomic_exchange_u32(&db->count_wanted, 0) == 0)
 		return true;			/* nothing asked, or full: counted from the table */
+	if (!exit_registered)
+	{
+		/* a count this process leaves (FATAL) ends with it */
+		before_shmem_exit(end_count_at_exit, (Datum) 0);
+		exit_registered = true;
+	}
 
 	/* publish the snapshot and zero the gauges, no change applying meanwhile */
 	LWLockAcquire(stats_shared->lock, LW_EXCLUSIVE);
-	/* another's, unless its supervisor died counting (then it is over) */
-	if (OidIsValid(stats_shared->counting_db) && stats_shared->counting_pid != MyProcPid &&
-		kill(stats_shared->counting_pid, 0) == 0)
+	/* another's (one whose supervisor left ended at its exit) */
+	if (OidIsValid(stats_shared->counting_db))
 	{
 		LWLockRelease(stats_shared->lock);
 		pg_atomic_write_u32(&db->count_wanted, 1);
@@ -936,8 +1036,12 @@ stats_count_gauges(ChancyCatalog *cat)
 	}
 	snap = RegisterSnapshot(GetLatestSnapshot());
 	if (snap->xcnt > stats_shared->xip_room)
-		elog(ERROR, "snapshot has %u running transactions, room for %d",
-			 snap->xcnt, stats_shared->xip_room);
+	{
+		/* cannot be (room for every PGPROC's): counted from the table */
+		LWLockRelease(stats_shared->lock);
+		UnregisterSnapshot(snap);
+		return true;
+	}
 	stats_shared->counting_db = MyDatabaseId;
 	stats_shared->counting_pid = MyProcPid;
 	stats_shared->xmin = snap->xmin;
@@ -945,6 +1049,7 @@ stats_count_gauges(ChancyCatalog *cat)
 	stats_shared->xcnt = snap->xcnt;
 	memcpy(stats_shared->xip, snap->xip, sizeof(TransactionId) * stats_shared->xcnt);
 	pg_atomic_write_u32(&db->gauges_valid, 0);
+	invalidations = pg_atomic_read_u32(&db->invalidations);
 	hash_seq_init(&seq, stats_entries);
 	while ((e = hash_seq_search(&seq)) != NULL)
 		if (e->tag.dboid == MyDatabaseId)
@@ -967,6 +1072,13 @@ stats_count_gauges(ChancyCatalog *cat)
 	PG_END_TRY();
 	UnregisterSnapshot(snap);
 
+	/* commits the snapshot saw whose changes are still to come come first */
+	while (seen_commit_pending())
+	{
+		(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1, PG_WAIT_EXTENSION);
+		CHECK_FOR_INTERRUPTS();
+	}
+
 	/* add the count; entries dropped meanwhile (a reset): count again */
 	LWLockAcquire(stats_shared->lock, LW_EXCLUSIVE);
 	if (!full && pg_atomic_read_u64(&stats_shared->generation) != generation)
@@ -983,8 +1095,11 @@ stats_count_gauges(ChancyCatalog *cat)
 		if (c->state != JS_NONE)
 			add(&c->entry->states[c->state], c->n);
 	}
-	/* full: invalid until asked again (chancy_stats_reset, _rebuild) */
-	end_count(db, !full);
+	/*
+	 * Full: invalid until asked again (chancy_stats_reset, _rebuild); so is
+	 * a count that an invalidation came during (a change the gauges missed).
+	 */
+	end_count(db, !full && pg_atomic_read_u32(&db->invalidations) == invalidations);
 	LWLockRelease(stats_shared->lock);
 	return true;
 }

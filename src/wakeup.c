@@ -36,7 +36,8 @@ typedef enum RequestKind
 	REQ_LIMITS,					/* chancy_limits changed */
 	REQ_LAUNCHER,				/* the launcher must look again */
 	REQ_SELF_CANCEL,			/* the running job cancelled itself */
-	REQ_STATS					/* counters and gauges change */
+	REQ_STATS,					/* counters and gauges change */
+	REQ_RECOUNT					/* the gauges are to be counted again */
 } RequestKind;
 
 typedef struct Request
@@ -132,6 +133,9 @@ carry_out(void)
 			case REQ_STATS:
 				stats_apply(r->stats, GetTopTransactionIdIfAny());
 				break;
+			case REQ_RECOUNT:
+				stats_invalidate_gauges(MyDatabaseId);
+				break;
 		}
 	}
 	if (supervisor)
@@ -148,18 +152,31 @@ carry_out(void)
 static void
 xact_callback(XactEvent event, void *arg)
 {
+	ListCell   *lc;
+
 	switch (event)
 	{
+		case XACT_EVENT_PRE_COMMIT:
+			/* a count of the gauges must wait for these changes (stats.c) */
+			foreach(lc, requests)
+				if (((Request *) lfirst(lc))->kind == REQ_STATS)
+				{
+					stats_committing(GetTopTransactionIdIfAny());
+					break;
+				}
+			break;
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 			/* nothing here can fail: latches, signals, shared memory */
 			carry_out();
 			forget_all(true);
+			stats_committed();
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
 			forget_all(false);
+			stats_committed();
 			break;
 		default:
 			break;
@@ -350,6 +367,13 @@ wakeup_take_self_cancel(int64 job_id)
 		}
 	}
 	return role;
+}
+
+/* Jobs changed behind chancy's back: their gauges are counted at commit. */
+void
+wakeup_recount_at_commit(void)
+{
+	(void) add_request(REQ_RECOUNT);
 }
 
 /*

@@ -237,6 +237,22 @@ is(sql(q{SELECT count(*) || ' ' || sum(pushed) || ' ' || sum(started) || ' ' || 
 	FROM chancy_stats WHERE job LIKE 'éé%'}), '1 1 1 true',
 	'a long job name is counted in one entry, cut at a character');
 
+# a job deleted while chancy_cancel waits for its row: an error, not a crash
+$id = sql(q{SELECT chancy_push(chancy_with_scheduled_at(chancy_job('noop'), now() + interval '1 hour'))});
+my ($din, $dout, $derr) = ('', '', '');
+my $deleter = IPC::Run::start([ 'psql', '-XAtq', '-d', $node->connstr('postgres'), '-c',
+	"BEGIN; DELETE FROM chancy_jobs WHERE id = $id; SELECT pg_sleep(1); COMMIT;" ],
+	\$din, \$dout, \$derr);
+ok(poll(q{SELECT count(*) = 1 FROM pg_stat_activity WHERE query LIKE 'BEGIN; DELETE%'
+	AND wait_event = 'PgSleep'}, 10), 'a session deletes a job and holds its row');
+my ($crc, $cout, $cerr) = $node->psql('postgres', "SELECT chancy_cancel($id)");
+$deleter->finish;
+like($cerr, qr/job $id does not exist/, 'chancy_cancel then says the job does not exist');
+is(sql('SELECT 1'), '1', 'and the server is up');
+# the job was deleted by hand, behind the gauges' back: counted again
+sql(q{SELECT chancy_stats_rebuild()});
+ok(poll($gauges_match, 30), 'after a delete by hand, chancy_stats_rebuild() makes the gauges right');
+
 # --- Prometheus' text format
 my $text = sql(q{SELECT chancy_metrics_prometheus()});
 my (%type, %seen_family, $bad, $last_family);
