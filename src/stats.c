@@ -1072,9 +1072,22 @@ stats_count_gauges(ChancyCatalog *cat)
 	PG_END_TRY();
 	UnregisterSnapshot(snap);
 
-	/* commits the snapshot saw whose changes are still to come come first */
-	while (seen_commit_pending())
+	/*
+	 * Commits the snapshot saw whose changes are still to come come first:
+	 * a matter of microseconds (between a commit's becoming visible and its
+	 * callbacks).  A second is more than enough; past it the count is given
+	 * up and tried again later, so that the supervisor never hangs on it.
+	 */
+	for (int waited = 0; seen_commit_pending(); waited++)
 	{
+		if (waited >= 1000)
+		{
+			LWLockAcquire(stats_shared->lock, LW_EXCLUSIVE);
+			end_count(db, false);
+			LWLockRelease(stats_shared->lock);
+			pg_atomic_write_u32(&db->count_wanted, 1);
+			return false;
+		}
 		(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, 1, PG_WAIT_EXTENSION);
 		CHECK_FOR_INTERRUPTS();
 	}
@@ -1376,13 +1389,15 @@ chancy_stats_reset(PG_FUNCTION_ARGS)
 /*
  * chancy_stats_rebuild() RETURNS void
  *		Have the supervisor count this database's gauges from the table again
- *		(after a restore, or a change to chancy_jobs made by hand).  Revoked
- *		from PUBLIC.
+ *		(after a restore, or a change to chancy_jobs made by hand), once the
+ *		calling transaction commits: a count before would miss what it did
+ *		(chancy_delete_queue(purge_jobs), chancy_adopt_jobs() call it).
+ *		Revoked from PUBLIC.
  */
 Datum
 chancy_stats_rebuild(PG_FUNCTION_ARGS)
 {
-	stats_invalidate_gauges(MyDatabaseId);
+	wakeup_recount_at_commit();
 	PG_RETURN_VOID();
 }
 
