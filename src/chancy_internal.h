@@ -426,6 +426,7 @@ typedef enum JobState
 } JobState;
 
 /* What a job run cost (the columns of chancy_jobs of the same names). */
+#define JOB_COST_FIGURES 7
 typedef struct JobCost
 {
 	bool		valid;			/* measured */
@@ -467,6 +468,7 @@ extern void stats_cost_begin(void);
 extern void stats_cost_end(JobCost *cost);
 extern void stats_cost_child(const struct rusage *ru);
 extern void stats_cost_forget(void);
+extern void stats_cost_figures(const JobCost *cost, int64 figures[JOB_COST_FIGURES]);
 extern Datum stats_cost_array(const JobCost *cost, bool *isnull);
 extern void stats_invalidate_gauges(Oid dboid);
 extern bool stats_gauges_valid(void);

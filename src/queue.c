@@ -1034,27 +1034,28 @@ queue_succeeded(ChancyCatalog *cat, int64 claim, int n, Datum *ids,
 	memset(nulls, ' ', sizeof(nulls));
 	for (int i = 0; i < n; i++)
 		measured |= costs[i].valid;
-	for (int k = 0; k < 7; k++)
-	{
-		Datum	   *values;
-		bool	   *none;
-
+	for (int k = 0; k < JOB_COST_FIGURES; k++)
 		nulls[5 + k] = measured ? ' ' : 'n';
-		if (!measured)
-			continue;
-		values = palloc(sizeof(Datum) * n);
-		none = palloc(sizeof(bool) * n);
+	if (measured)
+	{
+		Datum	   *values[JOB_COST_FIGURES];
+		bool	   *none = palloc(sizeof(bool) * n);
+
+		for (int k = 0; k < JOB_COST_FIGURES; k++)
+			values[k] = palloc(sizeof(Datum) * n);
 		for (int i = 0; i < n; i++)
 		{
-			const JobCost *c = &costs[i];
-			int64		v[7] = {c->run_us, c->cpu_user_us, c->cpu_sys_us, c->mem_peak_bytes,
-			c->wal_bytes, c->blks_hit, c->blks_read};
+			int64		figures[JOB_COST_FIGURES];
 
-			values[i] = Int64GetDatum(v[k]);
-			none[i] = !c->valid;
+			stats_cost_figures(&costs[i], figures);
+			for (int k = 0; k < JOB_COST_FIGURES; k++)
+				values[k][i] = Int64GetDatum(figures[k]);
+			none[i] = !costs[i].valid;
 		}
-		args[5 + k] = PointerGetDatum(construct_md_array(values, none, 1, dims, lbs, INT8OID,
-														 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+		for (int k = 0; k < JOB_COST_FIGURES; k++)
+			args[5 + k] = PointerGetDatum(construct_md_array(values[k], none, 1, dims, lbs,
+															 INT8OID, 8, FLOAT8PASSBYVAL,
+															 TYPALIGN_DOUBLE));
 	}
 
 	args[0] = PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL,

@@ -364,6 +364,19 @@ find_entry(const StatsTag *tag)
 	return &stats_shared->overflow;
 }
 
+/* A hash table of this process keyed by StatsTag, entries of entrysize. */
+static HTAB *
+tag_hash_create(const char *name, Size entrysize)
+{
+	HASHCTL		info;
+
+	memset(&info, 0, sizeof(info));
+	info.keysize = sizeof(StatsTag);
+	info.entrysize = entrysize;
+	info.hcxt = TopMemoryContext;
+	return hash_create(name, 64, &info, HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+}
+
 /*
  * cached_entry
  *		find_entry() through this process's cache (not in a commit callback:
@@ -381,16 +394,9 @@ cached_entry(Oid role, const char *queue, const char *name, uint64 *generation)
 	*generation = pg_atomic_read_u64(&stats_shared->generation);
 	if (cache == NULL || *generation != cache_generation)
 	{
-		HASHCTL		info;
-
 		if (cache != NULL)
 			hash_destroy(cache);
-		memset(&info, 0, sizeof(info));
-		info.keysize = sizeof(StatsTag);
-		info.entrysize = sizeof(CachedEntry);
-		info.hcxt = TopMemoryContext;
-		cache = hash_create("chancy stats cache", 64, &info,
-							HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+		cache = tag_hash_create("chancy stats cache", sizeof(CachedEntry));
 		cache_generation = *generation;
 	}
 	make_tag(&tag, MyDatabaseId, role, queue, name);
@@ -814,28 +820,42 @@ stats_cost_forget(void)
 }
 
 /*
+ * stats_cost_figures
+ *		A job's cost as the figures the outcome statements take, in their
+ *		order: run_us, cpu_user_us, cpu_sys_us, mem_peak_bytes, wal_bytes,
+ *		blks_hit, blks_read.
+ */
+void
+stats_cost_figures(const JobCost *cost, int64 figures[JOB_COST_FIGURES])
+{
+	figures[0] = cost->run_us;
+	figures[1] = cost->cpu_user_us;
+	figures[2] = cost->cpu_sys_us;
+	figures[3] = cost->mem_peak_bytes;
+	figures[4] = cost->wal_bytes;
+	figures[5] = cost->blks_hit;
+	figures[6] = cost->blks_read;
+}
+
+/*
  * stats_cost_array
- *		A job's cost as the int8[7] the outcome statements take (run_us,
- *		cpu_user_us, cpu_sys_us, mem_peak_bytes, wal_bytes, blks_hit,
- *		blks_read), or NULL when it was not measured.
+ *		A job's cost as the int8[7] of its figures (stats_cost_figures),
+ *		or NULL when it was not measured.
  */
 Datum
 stats_cost_array(const JobCost *cost, bool *isnull)
 {
-	Datum		d[7];
+	int64		figures[JOB_COST_FIGURES];
+	Datum		d[JOB_COST_FIGURES];
 
 	*isnull = !cost->valid;
 	if (!cost->valid)
 		return (Datum) 0;
-	d[0] = Int64GetDatum(cost->run_us);
-	d[1] = Int64GetDatum(cost->cpu_user_us);
-	d[2] = Int64GetDatum(cost->cpu_sys_us);
-	d[3] = Int64GetDatum(cost->mem_peak_bytes);
-	d[4] = Int64GetDatum(cost->wal_bytes);
-	d[5] = Int64GetDatum(cost->blks_hit);
-	d[6] = Int64GetDatum(cost->blks_read);
-	return PointerGetDatum(construct_array(d, 7, INT8OID, 8, FLOAT8PASSBYVAL,
-										   TYPALIGN_DOUBLE));
+	stats_cost_figures(cost, figures);
+	for (int k = 0; k < JOB_COST_FIGURES; k++)
+		d[k] = Int64GetDatum(figures[k]);
+	return PointerGetDatum(construct_array(d, JOB_COST_FIGURES, INT8OID, 8,
+										   FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 }
 
 /* ----------------------------------------------------------------------
@@ -1185,24 +1205,17 @@ copy_entry(StatsEntry *e, EntryCopy *c)
 }
 
 /*
- * visible_entries
- *		Copies of the job entries the caller may see: of database dboid
- *		(InvalidOid: all databases, for those who see all), of its own roles
- *		unless it sees all.  With the overflow entry to those who see all.
+ * copy_entries
+ *		Copies of the job entries (not databases' own) of database dboid,
+ *		InvalidOid for every database.
  */
 static List *
-visible_entries(Oid dboid)
+copy_entries(Oid dboid)
 {
-	bool		all = sees_all();
-	Oid			me = GetUserId();
 	HASH_SEQ_STATUS seq;
 	StatsEntry *e;
 	List	   *copies = NIL;
-	List	   *roles = NIL;
-	ListCell   *lc;
 
-	if (!all)
-		dboid = MyDatabaseId;
 	LWLockAcquire(stats_shared->lock, LW_SHARED);
 	hash_seq_init(&seq, stats_entries);
 	while ((e = hash_seq_search(&seq)) != NULL)
@@ -1217,6 +1230,27 @@ visible_entries(Oid dboid)
 		copies = lappend(copies, c);
 	}
 	LWLockRelease(stats_shared->lock);
+	return copies;
+}
+
+/*
+ * visible_entries
+ *		Copies of the job entries the caller may see: of database dboid
+ *		(InvalidOid: all databases, for those who see all), of its own roles
+ *		unless it sees all.  With the overflow entry to those who see all.
+ */
+static List *
+visible_entries(Oid dboid)
+{
+	bool		all = sees_all();
+	Oid			me = GetUserId();
+	List	   *copies;
+	List	   *roles = NIL;
+	ListCell   *lc;
+
+	if (!all)
+		dboid = MyDatabaseId;
+	copies = copy_entries(dboid);
 	if (all && !OidIsValid(dboid))
 	{
 		EntryCopy  *c = palloc(sizeof(EntryCopy));
@@ -1890,27 +1924,10 @@ static TimestampTz history_minute = 0;	/* the minute the copies are of */
 static List *
 history_rows(void)
 {
-	HASH_SEQ_STATUS seq;
-	StatsEntry *e;
-	List	   *now_copies = NIL;
 	List	   *rows = NIL;
 	ListCell   *lc;
 
-	LWLockAcquire(stats_shared->lock, LW_SHARED);
-	hash_seq_init(&seq, stats_entries);
-	while ((e = hash_seq_search(&seq)) != NULL)
-	{
-		EntryCopy  *c;
-
-		if (e->tag.dboid != MyDatabaseId || e->tag.role == DATABASE_ENTRY_ROLE)
-			continue;
-		c = palloc(sizeof(EntryCopy));
-		copy_entry(e, c);
-		now_copies = lappend(now_copies, c);
-	}
-	LWLockRelease(stats_shared->lock);
-
-	foreach(lc, now_copies)
+	foreach(lc, copy_entries(MyDatabaseId))
 	{
 		EntryCopy  *c = lfirst(lc);
 		bool		found;
@@ -2024,16 +2041,7 @@ stats_history_if_due(ChancyCatalog *cat)
 	FLOAT8OID, FLOAT8OID, FLOAT8OID, FLOAT8OID, FLOAT8OID, FLOAT8OID, FLOAT8OID};
 
 	if (last_minute == NULL)
-	{
-		HASHCTL		info;
-
-		memset(&info, 0, sizeof(info));
-		info.keysize = sizeof(StatsTag);
-		info.entrysize = sizeof(EntryCopy);
-		info.hcxt = TopMemoryContext;
-		last_minute = hash_create("chancy stats history", 64, &info,
-								  HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
-	}
+		last_minute = tag_hash_create("chancy stats history", sizeof(EntryCopy));
 	if (minute == history_minute)
 		return next_ms;
 
