@@ -567,14 +567,21 @@ prune_if_due(void)
 		pruned_at_jobs = done;
 		worked = false;
 	}
-	if (worked)
-		wait_ms = PRUNE_EVERY_MS;
-	else
+	if (!worked)
 	{
 		/* idle: the next jobs that finish wake us (and one that just did) */
 		slots_db_wake_on_finish();
-		wait_ms = slots_jobs_done() != pruned_at_jobs ? PRUNE_EVERY_MS : FALLBACK_SLEEP_MS;
+		worked = slots_jobs_done() != pruned_at_jobs;
 	}
+	/*
+	 * Counted from the last prune, not from now: a wakeup meanwhile (a push,
+	 * a finish) must not put the prune off again.
+	 */
+	if (worked)
+		wait_ms = PRUNE_EVERY_MS - Min(PRUNE_EVERY_MS,
+									   TimestampDifferenceMilliseconds(pruned_at, now));
+	else
+		wait_ms = FALLBACK_SLEEP_MS;
 	if (prune_due != 0)
 		wait_ms = Min(wait_ms, TimestampDifferenceMilliseconds(now, prune_due) + 1);
 	return Max(wait_ms, 1);
