@@ -6,16 +6,16 @@ OBJS = src/chancy.o src/slots.o src/ledger.o src/catalog.o src/function.o \
 	src/job.o src/queue.o src/api.o src/control.o src/wakeup.o src/ddl.o \
 	src/launcher.o src/supervisor.o src/executor.o src/limits.o \
 	src/isolated.o src/cron.o src/schedule.o src/command.o src/flow.o \
-	src/stats.o
+	src/stats.o src/workflow.o
 DATA = chancy--1.0.sql chancy--1.1.sql chancy--1.0--1.1.sql
 HEADERS_chancy = include/chancy.h
 PGFILEDESC = "chancy - job queue and worker pool"
 PG_CPPFLAGS = -I$(srcdir)/include
 
 # Every test starts its own throwaway instance with chancy preloaded.
-REGRESS = push definitions builders unique privileges queues wait plan cron schedules commands limits
+REGRESS = push definitions builders unique privileges queues wait plan cron schedules commands limits workflows
 REGRESS_OPTS = --temp-instance=tmp_check --temp-config=test/chancy.conf
-ISOLATION = unique_push schedule_race limit_race limit_claims
+ISOLATION = unique_push schedule_race limit_race limit_claims workflow_fan_in
 ISOLATION_OPTS = --temp-instance=tmp_check_iso --temp-config=test/chancy_iso.conf
 TAP_TESTS = 1
 

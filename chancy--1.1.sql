@@ -1423,3 +1423,210 @@ CREATE POLICY chancy_stats_history_own ON chancy_stats_history FOR SELECT
 	USING (pg_has_role(role, 'MEMBER') OR pg_has_role('pg_read_all_stats', 'USAGE'));
 COMMENT ON POLICY chancy_stats_history_own ON chancy_stats_history IS
 	'A role sees the history of its own jobs (and those of the roles it is a member of); members of pg_read_all_stats see all';
+
+--------------------------------------------------------------------------
+-- Workflows: jobs that depend on jobs (src/workflow.c)
+--------------------------------------------------------------------------
+
+CREATE TYPE chancy_step AS (
+	step text,
+	job chancy_job,
+	depends_on text[],
+	on_dep_failure text
+);
+COMMENT ON TYPE chancy_step IS
+	'A step of a workflow: its name, its job, the steps it depends on, and what it does when one of them fails (cancel, run or wait)';
+
+CREATE FUNCTION chancy_step(step text, job chancy_job, depends_on text[] DEFAULT '{}',
+							on_dep_failure text DEFAULT 'cancel')
+	RETURNS chancy_step
+	LANGUAGE sql IMMUTABLE PARALLEL SAFE
+	SET search_path = pg_catalog, pg_temp
+	RETURN ROW(step, job, depends_on, on_dep_failure)::@extschema@.chancy_step;
+COMMENT ON FUNCTION chancy_step(text, chancy_job, text[], text) IS
+	'A workflow step, for chancy_push_workflow(); on_dep_failure: cancel (the step is cancelled when a dependency fails), run (it runs anyway) or wait (it waits for a retry of the workflow)';
+
+CREATE TABLE chancy_workflows (
+	id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+	name text NOT NULL,
+	state text NOT NULL DEFAULT 'running',
+	pushed_by regrole NOT NULL,
+	steps_total int NOT NULL,
+	steps_done int NOT NULL DEFAULT 0,
+	steps_failed int NOT NULL DEFAULT 0,
+	steps_waiting int NOT NULL DEFAULT 0,
+	cancelled_by regrole,
+	created_at timestamptz NOT NULL DEFAULT now(),
+	completed_at timestamptz
+);
+COMMENT ON TABLE chancy_workflows IS
+	'Workflows: their state and step counters, kept by the transactions that end their steps.  Written only by chancy''s functions and workers';
+COMMENT ON COLUMN chancy_workflows.state IS
+	'running; then succeeded (every step succeeded), failed (a step failed, or steps wait on a failed one) or cancelled (chancy_cancel_workflow)';
+COMMENT ON COLUMN chancy_workflows.steps_done IS
+	'Steps succeeded, failed or cancelled';
+COMMENT ON COLUMN chancy_workflows.steps_failed IS
+	'Steps failed or cancelled';
+COMMENT ON COLUMN chancy_workflows.steps_waiting IS
+	'Steps waiting for their dependencies: the workflow has finished when every step is done or waiting';
+CREATE INDEX chancy_workflows_finished ON chancy_workflows (completed_at)
+	WHERE completed_at IS NOT NULL;
+COMMENT ON INDEX chancy_workflows_finished IS 'What pruning deletes, oldest first';
+
+-- An edge: job child waits for job parent.
+CREATE TABLE chancy_workflow_deps (
+	parent bigint NOT NULL,
+	child bigint NOT NULL,
+	workflow_id bigint NOT NULL,
+	PRIMARY KEY (parent, child)
+);
+COMMENT ON TABLE chancy_workflow_deps IS
+	'The dependencies of workflow steps: job child starts when job parent has succeeded (or failed, for a child that runs anyway)';
+CREATE INDEX chancy_workflow_deps_child ON chancy_workflow_deps (child);
+COMMENT ON INDEX chancy_workflow_deps_child IS 'A step''s dependencies (its parents'' results)';
+
+ALTER TABLE chancy_jobs
+	ADD COLUMN workflow_id bigint,
+	ADD COLUMN step text,
+	ADD COLUMN deps_left int,
+	ADD COLUMN on_dep_failure text;
+COMMENT ON COLUMN chancy_jobs.workflow_id IS
+	'The workflow the job is a step of (NULL: none)';
+COMMENT ON COLUMN chancy_jobs.step IS
+	'Its step name, unique in its workflow';
+COMMENT ON COLUMN chancy_jobs.deps_left IS
+	'Dependencies not yet met: while above 0 the step waits outside the ready jobs (claim 0)';
+COMMENT ON COLUMN chancy_jobs.on_dep_failure IS
+	'What the step does when a dependency fails: cancel, run or wait';
+CREATE UNIQUE INDEX chancy_jobs_workflow_step ON chancy_jobs (workflow_id, step)
+	WHERE workflow_id IS NOT NULL;
+COMMENT ON INDEX chancy_jobs_workflow_step IS 'A workflow''s steps, by name';
+
+REVOKE ALL ON chancy_workflows, chancy_workflow_deps FROM PUBLIC;
+GRANT SELECT ON chancy_workflows, chancy_workflow_deps TO PUBLIC;
+ALTER TABLE chancy_workflows ENABLE ROW LEVEL SECURITY;
+CREATE POLICY chancy_workflows_own ON chancy_workflows FOR SELECT
+	USING (pg_has_role(pushed_by, 'MEMBER'));
+COMMENT ON POLICY chancy_workflows_own ON chancy_workflows IS
+	'A role sees its own workflows, and those of the roles it is a member of';
+ALTER TABLE chancy_workflow_deps ENABLE ROW LEVEL SECURITY;
+CREATE POLICY chancy_workflow_deps_own ON chancy_workflow_deps FOR SELECT
+	USING (EXISTS (SELECT FROM @extschema@.chancy_workflows w WHERE w.id = workflow_id));
+COMMENT ON POLICY chancy_workflow_deps_own ON chancy_workflow_deps IS
+	'A role sees the dependencies of the workflows it sees';
+
+CREATE FUNCTION chancy_push_workflow(name text, steps chancy_step[])
+	RETURNS bigint
+	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION chancy_push_workflow(text, chancy_step[]) IS
+	'Push a workflow: every step becomes a job now, and starts when the steps it depends on have succeeded; returns the workflow id';
+
+CREATE FUNCTION chancy_push_sequence(name text, jobs chancy_job[])
+	RETURNS bigint
+	LANGUAGE sql VOLATILE
+	SET search_path = pg_catalog, pg_temp
+	RETURN @extschema@.chancy_push_workflow(name,
+		(SELECT array_agg(@extschema@.chancy_step(i::text, jobs[i],
+						  CASE WHEN i > 1 THEN ARRAY[(i - 1)::text] ELSE '{}' END)
+						  ORDER BY i)
+		   FROM generate_subscripts(jobs, 1) AS i));
+COMMENT ON FUNCTION chancy_push_sequence(text, chancy_job[]) IS
+	'Push jobs that run one after the other, each once the one before has succeeded: a workflow of steps named 1, 2, ...';
+
+CREATE FUNCTION chancy_wait_workflow(workflow_id bigint, timeout interval DEFAULT NULL)
+	RETURNS chancy_workflows
+	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION chancy_wait_workflow(bigint, interval) IS
+	'Wait for a workflow to finish and return it; a time-out is SQLSTATE CH001';
+
+CREATE FUNCTION chancy_cancel_workflow(workflow_id bigint)
+	RETURNS chancy_workflows
+	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION chancy_cancel_workflow(bigint) IS
+	'Cancel a workflow: its waiting and ready steps at once, its running ones by their executors once this transaction commits';
+
+CREATE FUNCTION chancy_retry_workflow(workflow_id bigint)
+	RETURNS chancy_workflows
+	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION chancy_retry_workflow(bigint) IS
+	'Run a finished workflow''s failed and cancelled steps again, with the steps that depend on them; succeeded steps keep their results';
+
+CREATE FUNCTION chancy_parent_results()
+	RETURNS jsonb
+	LANGUAGE sql STABLE SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp
+	BEGIN ATOMIC
+	SELECT coalesce(jsonb_object_agg(p.step, p.result), '{}')
+	  FROM @extschema@.chancy_workflow_deps d
+	  JOIN @extschema@.chancy_jobs p ON p.id = d.parent
+	 WHERE d.child = (SELECT c.id FROM @extschema@.chancy_current_job() c)
+	   AND p.state = 'succeeded';
+	END;
+COMMENT ON FUNCTION chancy_parent_results() IS
+	'Inside a workflow step: {step: result} of the steps it depends on that succeeded';
+
+CREATE FUNCTION chancy_step_result(step text)
+	RETURNS jsonb
+	LANGUAGE plpgsql STABLE SECURITY DEFINER
+	SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	me bigint := (SELECT c.id FROM @extschema@.chancy_current_job() c);
+	dependency boolean;
+	result jsonb;
+BEGIN
+	SELECT true, CASE WHEN p.state = 'succeeded' THEN p.result END
+	  INTO dependency, result
+	  FROM @extschema@.chancy_workflow_deps d
+	  JOIN @extschema@.chancy_jobs p ON p.id = d.parent
+	 WHERE d.child = me AND p.step = chancy_step_result.step;
+	IF dependency IS NULL THEN
+		RAISE EXCEPTION USING
+			ERRCODE = 'invalid_parameter_value',
+			MESSAGE = CASE WHEN me IS NULL
+				THEN 'chancy_step_result() must be called by a running workflow step'
+				ELSE format('step "%s" is not a dependency of the running step', step) END,
+			HINT = 'It reads the result of one of the steps the running step depends on; chancy_parent_results() returns them all.';
+	END IF;
+	RETURN result;
+END $$;
+COMMENT ON FUNCTION chancy_step_result(text) IS
+	'Inside a workflow step: the result of the step of that name it depends on (NULL if that step did not succeed)';
+
+CREATE VIEW chancy_workflow_steps WITH (security_invoker = true) AS
+	SELECT j.workflow_id, j.step, j.id AS job_id, j.name, j.queue, j.state,
+		   j.deps_left, j.on_dep_failure, j.attempts, j.max_attempts,
+		   ARRAY(SELECT p.step FROM @extschema@.chancy_workflow_deps d
+				   JOIN @extschema@.chancy_jobs p ON p.id = d.parent
+				  WHERE d.child = j.id ORDER BY p.step) AS depends_on,
+		   j.created_at, j.started_at, j.completed_at, j.result, j.errors
+	  FROM @extschema@.chancy_jobs j
+	 WHERE j.workflow_id IS NOT NULL;
+COMMENT ON VIEW chancy_workflow_steps IS
+	'The steps of the workflows the caller can see, with their dependencies';
+GRANT SELECT ON chancy_workflow_steps TO PUBLIC;
+
+CREATE FUNCTION chancy_workflow_dot(workflow_id bigint)
+	RETURNS text
+	LANGUAGE sql STABLE
+	SET search_path = pg_catalog, pg_temp
+	BEGIN ATOMIC
+	SELECT 'digraph workflow_' || workflow_id || ' {' || chr(10)
+		   || coalesce((SELECT string_agg(format('  "%s" [label="%s\n%s" style=filled fillcolor=%s];',
+				 replace(replace(s.step, '\', '\\'), '"', '\"'),
+				 replace(replace(s.step, '\', '\\'), '"', '\"'), s.state,
+				 CASE s.state WHEN 'succeeded' THEN 'palegreen' WHEN 'failed' THEN 'salmon'
+				   WHEN 'cancelled' THEN 'lightgrey' WHEN 'running' THEN 'lightblue'
+				   ELSE 'white' END), chr(10) ORDER BY s.job_id)
+				 FROM @extschema@.chancy_workflow_steps s
+				WHERE s.workflow_id = chancy_workflow_dot.workflow_id), '') || chr(10)
+		   || coalesce((SELECT string_agg(format('  "%s" -> "%s";',
+				 replace(replace(p.step, '\', '\\'), '"', '\"'),
+				 replace(replace(c.step, '\', '\\'), '"', '\"')), chr(10) ORDER BY c.id, p.id)
+				 FROM @extschema@.chancy_workflow_deps d
+				 JOIN @extschema@.chancy_jobs p ON p.id = d.parent
+				 JOIN @extschema@.chancy_jobs c ON c.id = d.child
+				WHERE d.workflow_id = chancy_workflow_dot.workflow_id), '') || chr(10)
+		   || '}';
+	END;
+COMMENT ON FUNCTION chancy_workflow_dot(bigint) IS
+	'A workflow as Graphviz text (dot): a node per step, coloured by state, an edge per dependency';

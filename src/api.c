@@ -470,44 +470,27 @@ text_equal(Datum a, Datum b)
 }
 
 /*
- * chancy_push_many(jobs chancy_job[]) RETURNS bigint[]
- *		Push many job values in one statement; their ids in input order.
+ * api_prepare_jobs
+ *		Check and authorize n job values (chancy_job datums) for a push by
+ *		the current user, and have their queues' executors woken at commit.
+ *		*keys is set to their unique keys (NULL: none has one).  what names
+ *		the array in errors.
  *
  * Every element is checked and authorized before anything is inserted, so
  * a bad element leaves nothing behind.  Consecutive jobs of the same name,
  * function and queue (the usual batch) are authorized once.
  */
-Datum
-chancy_push_many(PG_FUNCTION_ARGS)
+JobValue *
+api_prepare_jobs(ChancyCatalog *cat, Datum *elems, bool *elemnulls, int n, char ***keys,
+				 const char *what)
 {
-	ChancyCatalog *cat = chancy_catalog_for(fcinfo);
-	ArrayType  *array;
-	Datum	   *elems;
-	bool	   *elemnulls;
-	int			n;
 	JobValue   *jobs;
-	char	  **keys = NULL;
 	JobValue   *prev = NULL;
 	Datum		prev_spec = (Datum) 0;	/* prev's function, as given */
 	int			queue_jobs = 0;
-	Datum	   *ids;
-	int64	   *pushed;
 
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("jobs must not be NULL"),
-				 errhint("Pass an array of chancy_job values, for example ARRAY[chancy_job('greet')].")));
 	check_can_push();
-	array = PG_GETARG_ARRAYTYPE_P(0);
-	if (ARR_NDIM(array) > 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
-				 errmsg("jobs must be a one-dimensional array, not %d-dimensional",
-						ARR_NDIM(array))));
-	deconstruct_array(array, cat->job_typid, -1, false, TYPALIGN_DOUBLE,
-					  &elems, &elemnulls, &n);
-
+	*keys = NULL;
 	jobs = palloc(sizeof(JobValue) * Max(n, 1));
 	for (int i = 0; i < n; i++)
 	{
@@ -516,7 +499,7 @@ chancy_push_many(PG_FUNCTION_ARGS)
 		if (elemnulls[i])
 			ereport(ERROR,
 					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-					 errmsg("element %d of jobs is NULL", i + 1),
+					 errmsg("element %d of %s is NULL", i + 1, what),
 					 errhint("Remove NULL elements, for example with array_remove(jobs, NULL).")));
 		job_deform(cat, DatumGetHeapTupleHeader(elems[i]), job);
 		job_check(job);
@@ -547,14 +530,47 @@ chancy_push_many(PG_FUNCTION_ARGS)
 		}
 		if (!job->nulls[JA_UNIQUE_KEY])
 		{
-			if (keys == NULL)
-				keys = palloc0(sizeof(char *) * n);
-			keys[i] = TextDatumGetCString(job->values[JA_UNIQUE_KEY]);
+			if (*keys == NULL)
+				*keys = palloc0(sizeof(char *) * n);
+			(*keys)[i] = TextDatumGetCString(job->values[JA_UNIQUE_KEY]);
 		}
 	}
 	if (prev != NULL)
 		wakeup_queue_at_commit(TextDatumGetCString(prev->values[JA_QUEUE]), queue_jobs);
+	return jobs;
+}
 
+/*
+ * chancy_push_many(jobs chancy_job[]) RETURNS bigint[]
+ *		Push many job values in one statement; their ids in input order.
+ */
+Datum
+chancy_push_many(PG_FUNCTION_ARGS)
+{
+	ChancyCatalog *cat = chancy_catalog_for(fcinfo);
+	ArrayType  *array;
+	Datum	   *elems;
+	bool	   *elemnulls;
+	int			n;
+	JobValue   *jobs;
+	char	  **keys;
+	Datum	   *ids;
+	int64	   *pushed;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("jobs must not be NULL"),
+				 errhint("Pass an array of chancy_job values, for example ARRAY[chancy_job('greet')].")));
+	array = PG_GETARG_ARRAYTYPE_P(0);
+	if (ARR_NDIM(array) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("jobs must be a one-dimensional array, not %d-dimensional",
+						ARR_NDIM(array))));
+	deconstruct_array(array, cat->job_typid, -1, false, TYPALIGN_DOUBLE,
+					  &elems, &elemnulls, &n);
+	jobs = api_prepare_jobs(cat, elems, elemnulls, n, &keys, "jobs");
 	pushed = queue_push(cat, jobs, n, keys);
 	ids = palloc(sizeof(Datum) * Max(n, 1));
 	for (int i = 0; i < n; i++)

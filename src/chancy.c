@@ -29,6 +29,7 @@ int			chancy_memory_limit = 0;
 int			chancy_max_limit_keys = 100000;
 bool		chancy_track_costs = true;
 int			chancy_max_stats_entries = 5000;
+int			chancy_max_workflow_steps = 10000;
 int			chancy_stats_retention = 7 * 24 * 60;
 int			chancy_max_crashes = 2;
 int			chancy_executor_max_growth = 256 * 1024;
@@ -257,6 +258,13 @@ _PG_init(void)
 							&chancy_stats_retention,
 							7 * 24 * 60, 60, 7 * 24 * 60,
 							PGC_SIGHUP, GUC_UNIT_MIN,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("chancy.max_workflow_steps",
+							"Maximum number of steps of a workflow that chancy_push_workflow() accepts.",
+							NULL,
+							&chancy_max_workflow_steps,
+							10000, 1, 1000000,
+							PGC_SUSET, 0,
 							NULL, NULL, NULL);
 	/* read only by the filter pg_dump applies to chancy_jobs */
 	DefineCustomBoolVariable("chancy.dump_finished_jobs",

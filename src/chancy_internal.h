@@ -387,6 +387,9 @@ extern void job_check_command(ChancyCatalog *cat, JobValue *job);
 extern void job_fill_limit_keys(JobValue *job);
 extern int	job_attr_by_name(const char *name);
 extern void job_deform(ChancyCatalog *cat, HeapTupleHeader tuple, JobValue *job);
+extern JobValue *api_prepare_jobs(ChancyCatalog *cat, Datum *elems, bool *elemnulls, int n,
+								  char ***keys, const char *what);
+extern int	chancy_max_workflow_steps;
 extern Datum job_form(ChancyCatalog *cat, JobValue *job);
 extern void job_define(ChancyCatalog *cat, FunctionCallInfo fcinfo, JobValue *result);
 extern void job_undefine(ChancyCatalog *cat, const char *name);
@@ -511,6 +514,7 @@ typedef struct ClaimedJob
 	TimestampTz ended_at;		/* ... and ended */
 	JobCost		cost;			/* what its run cost (stats.c) */
 	StatsCounter ended;			/* how its run ended, STATS_NONE: not yet */
+	int64		workflow_id;	/* the workflow it is a step of, 0: none */
 } ClaimedJob;
 
 /* A queue's settings, as the claim reads them. */
@@ -545,6 +549,36 @@ typedef struct ReleaseResult
 } ReleaseResult;
 
 extern int64 *queue_push(ChancyCatalog *cat, JobValue *jobs, int n, char **keys);
+
+/* The workflow columns of the steps a push inserts (arrays of n). */
+typedef struct StepColumns
+{
+	int			n;
+	int64		workflow_id;
+	Datum		names;			/* text[] */
+	Datum		deps_left;		/* int4[] */
+	Datum		policies;		/* text[]: on_dep_failure */
+} StepColumns;
+
+/* A workflow step that ended (succeeded, failed for good, or cancelled). */
+typedef struct StepEnd
+{
+	int64		job_id;
+	int64		workflow_id;
+	bool		failed;			/* failed or cancelled */
+	bool		was_waiting;	/* it was cancelled while it waited */
+} StepEnd;
+
+extern int64 *queue_push_steps(ChancyCatalog *cat, JobValue *jobs, int n, char **keys,
+							   const StepColumns *steps);
+extern void queue_steps_ended(ChancyCatalog *cat, const StepEnd *ends, int n);
+extern int64 queue_workflow_push(ChancyCatalog *cat, const char *name, int total,
+								 int waiting);
+extern void queue_workflow_edges(ChancyCatalog *cat, int64 workflow_id, Datum *parents,
+								 Datum *children, int n);
+extern List *queue_workflow_held(ChancyCatalog *cat, int64 id);
+extern bool queue_workflow_cancel(ChancyCatalog *cat, int64 id, Oid role);
+extern int	queue_workflow_retry(ChancyCatalog *cat, int64 id);
 extern void queue_claim(ChancyCatalog *cat, const char *queue, int64 claim,
 						int max_jobs, ArrayType *short_functions,
 						ClaimedJob **jobs, ClaimResult *result);

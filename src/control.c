@@ -3,7 +3,8 @@
  * control.c
  *	  The SQL-callable functions that follow and steer pushed jobs:
  *	  chancy_wait, chancy_cancel, chancy_current_job, chancy_worker_info,
- *	  chancy_explain_claim.
+ *	  chancy_explain_claim, and those of workflows: chancy_wait_workflow,
+ *	  chancy_cancel_workflow, chancy_retry_workflow.
  *
  *-------------------------------------------------------------------------
  */
@@ -33,11 +34,14 @@ PG_FUNCTION_INFO_V1(chancy_cancel);
 PG_FUNCTION_INFO_V1(chancy_current_job);
 PG_FUNCTION_INFO_V1(chancy_worker_info);
 PG_FUNCTION_INFO_V1(chancy_explain_claim);
+PG_FUNCTION_INFO_V1(chancy_wait_workflow);
+PG_FUNCTION_INFO_V1(chancy_cancel_workflow);
+PG_FUNCTION_INFO_V1(chancy_retry_workflow);
 
 /* blocking chains longer than this are not followed */
 #define MAX_BLOCKERS 64
 
-/* A job's row, as a role may see it. */
+/* A job's row (or a workflow's), as a role may see it. */
 typedef struct JobRow
 {
 	bool		found;
@@ -49,17 +53,19 @@ typedef struct JobRow
 } JobRow;
 
 /*
- * arg_job_id
- *		The job id first argument of chancy_wait and chancy_cancel.
+ * arg_id
+ *		The id first argument of chancy_wait and chancy_cancel (a job's), or
+ *		of the workflow functions.
  */
 static int64
-arg_job_id(FunctionCallInfo fcinfo)
+arg_id(FunctionCallInfo fcinfo, bool workflow)
 {
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("job id must not be NULL"),
-				 errhint("Pass the id chancy_push() returned.")));
+				 errmsg("%s id must not be NULL", workflow ? "workflow" : "job"),
+				 errhint("Pass the id %s returned.",
+						 workflow ? "chancy_push_workflow()" : "chancy_push()")));
 	return PG_GETARG_INT64(0);
 }
 
@@ -75,14 +81,26 @@ job_not_found(int64 id)
 			 errhint("It might have been pruned, or pushed by a role whose jobs you cannot see.")));
 }
 
+static void workflow_not_found(int64 id) pg_attribute_noreturn();
+
+/* The error for a workflow the caller cannot see: pruned, or not its. */
+static void
+workflow_not_found(int64 id)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_OBJECT),
+			 errmsg("workflow " INT64_FORMAT " does not exist", id),
+			 errhint("It might have been pruned, or pushed by a role whose workflows you cannot see.")));
+}
+
 /*
- * read_job
- *		Read job id: as the caller (row level security shows a role its own
- *		jobs), or as_owner.  The row is copied out of SPI into the caller's
- *		memory context.
+ * read_row
+ *		Read job id (or with workflow, workflow id): as the caller (row level
+ *		security shows a role its own), or as_owner.  The row is copied out
+ *		of SPI into the caller's memory context.
  */
 static void
-read_job(ChancyCatalog *cat, int64 id, bool as_owner, JobRow *job)
+read_row(ChancyCatalog *cat, int64 id, bool as_owner, bool workflow, JobRow *job)
 {
 	Oid			argtype = INT8OID;
 	Datum		arg = Int64GetDatum(id);
@@ -91,11 +109,14 @@ read_job(ChancyCatalog *cat, int64 id, bool as_owner, JobRow *job)
 
 	memset(job, 0, sizeof(JobRow));
 	catalog_sql_begin(cat, as_owner, &sql);
-	if (SPI_execute_with_args(psprintf("SELECT j, j.state::text, j.pushed_by, j.claim, j.xmin"
+	if (SPI_execute_with_args(psprintf(workflow ?
+									   "SELECT j, j.state, j.pushed_by, NULL::int8, j.xmin"
+									   " FROM %s.chancy_workflows j WHERE j.id = $1" :
+									   "SELECT j, j.state::text, j.pushed_by, j.claim, j.xmin"
 									   " FROM %s.chancy_jobs j WHERE j.id = $1",
 									   cat->nspname),
 							  1, &argtype, &arg, NULL, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "could not read job " INT64_FORMAT, id);
+		elog(ERROR, "could not read %s " INT64_FORMAT, workflow ? "workflow" : "job", id);
 	job->found = SPI_processed == 1;
 	if (job->found)
 	{
@@ -112,6 +133,13 @@ read_job(ChancyCatalog *cat, int64 id, bool as_owner, JobRow *job)
 		job->xmin = DatumGetTransactionId(SPI_getbinval(tup, desc, 5, &isnull));
 	}
 	catalog_sql_end(&sql);
+}
+
+/* Read job id: see read_row(). */
+static void
+read_job(ChancyCatalog *cat, int64 id, bool as_owner, JobRow *job)
+{
+	read_row(cat, id, as_owner, false, job);
 }
 
 /* Is a job state final? */
@@ -159,23 +187,15 @@ blocked_by_me(pid_t pid)
 }
 
 /*
- * chancy_wait(job_id, timeout) RETURNS chancy_jobs
- *		Wait until a job is succeeded, failed or cancelled, and return its
- *		row.  Sleeps on the condition variable that is broadcast when a job
- *		of its group finishes; NULL timeout waits as long as it takes.  Every
- *		deadlock_timeout it checks that the job is not waiting for a lock
- *		this session holds, which would make both wait for ever.
+ * wait_deadline
+ *		The deadline of a wait (function fn, for a what) whose second
+ *		argument is its timeout (0: none); and the wait must see commits as
+ *		they happen.
  */
-Datum
-chancy_wait(PG_FUNCTION_ARGS)
+static TimestampTz
+wait_deadline(FunctionCallInfo fcinfo, const char *fn, const char *what)
 {
-	ChancyCatalog *cat = chancy_catalog_for(fcinfo);
-	int64		id = arg_job_id(fcinfo);
 	TimestampTz deadline = 0;
-	TimestampTz next_deadlock_check;
-	ConditionVariable *cv = slots_job_cv(id);
-	MemoryContext caller_cxt = CurrentMemoryContext;
-	MemoryContext loop_cxt;
 
 	if (!PG_ARGISNULL(1))
 	{
@@ -193,9 +213,36 @@ chancy_wait(PG_FUNCTION_ARGS)
 	if (IsolationUsesXactSnapshot())
 		ereport(ERROR,
 				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-				 errmsg("chancy_wait() cannot run in a REPEATABLE READ or SERIALIZABLE transaction"),
-				 errdetail("Its snapshot would never show the job finishing."),
+				 errmsg("%s cannot run in a REPEATABLE READ or SERIALIZABLE transaction", fn),
+				 errdetail("Its snapshot would never show the %s finishing.", what),
 				 errhint("Wait in a READ COMMITTED transaction.")));
+	return deadline;
+}
+
+/*
+ * wait_until_done
+ *		Wait until a job is succeeded, failed or cancelled (with workflow: a
+ *		workflow has finished), and return its row.  Sleeps on the condition
+ *		variable that is broadcast when a job of its group finishes (for a
+ *		workflow, that of its negated id); NULL timeout waits as long as it
+ *		takes.  Every deadlock_timeout it checks that a claimed job is not
+ *		waiting for a lock this session holds, which would make both wait for
+ *		ever.
+ */
+static Datum
+wait_until_done(FunctionCallInfo fcinfo, bool workflow)
+{
+	ChancyCatalog *cat = chancy_catalog_for(fcinfo);
+	int64		id = arg_id(fcinfo, workflow);
+	const char *what = workflow ? "workflow" : "job";
+	TimestampTz deadline;
+	TimestampTz next_deadlock_check;
+	ConditionVariable *cv = slots_job_cv(workflow ? -id : id);
+	MemoryContext caller_cxt = CurrentMemoryContext;
+	MemoryContext loop_cxt;
+
+	deadline = wait_deadline(fcinfo, workflow ? "chancy_wait_workflow()" : "chancy_wait()",
+							 what);
 
 	next_deadlock_check = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													  DeadlockTimeout);
@@ -210,10 +257,12 @@ chancy_wait(PG_FUNCTION_ARGS)
 		MemoryContextReset(loop_cxt);
 		MemoryContextSwitchTo(loop_cxt);
 		ConditionVariablePrepareToSleep(cv);
-		read_job(cat, id, false, &job);
+		read_row(cat, id, false, workflow, &job);
+		if (!job.found && workflow)
+			workflow_not_found(id);
 		if (!job.found)
 			job_not_found(id);
-		if (state_is_final(job.state))
+		if (workflow ? strcmp(job.state, "running") != 0 : state_is_final(job.state))
 		{
 			Datum		row;
 
@@ -226,9 +275,10 @@ chancy_wait(PG_FUNCTION_ARGS)
 		if (TransactionIdIsCurrentTransactionId(job.xmin))
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("job " INT64_FORMAT " was pushed by the current transaction", id),
+					 errmsg("%s " INT64_FORMAT " was pushed by the current transaction", what, id),
 					 errdetail("No executor can see it before that transaction commits."),
-					 errhint("Commit the transaction that pushed the job, then wait for it.")));
+					 errhint("Commit the transaction that pushed the %s, then wait for it.",
+							 what)));
 
 		now = GetCurrentTimestamp();
 		if (deadline != 0)
@@ -236,8 +286,10 @@ chancy_wait(PG_FUNCTION_ARGS)
 			if (now >= deadline)
 				ereport(ERROR,
 						(errcode(MAKE_SQLSTATE('C', 'H', '0', '0', '1')),
-						 errmsg("timed out waiting for job " INT64_FORMAT, id),
-						 errdetail("The job is %s.", job.state),
+						 errmsg("timed out waiting for %s " INT64_FORMAT, what, id),
+						 errdetail("The %s is %s.", what, job.state),
+						 workflow ?
+						 errhint("Wait longer, or look at its steps in chancy_workflow_steps.") :
 						 errhint("Wait longer, or check chancy_workers for executors of its queue.")));
 			sleep_ms = Min(sleep_ms, TimestampDifferenceMilliseconds(now, deadline) + 1);
 		}
@@ -257,10 +309,37 @@ chancy_wait(PG_FUNCTION_ARGS)
 			}
 			sleep_ms = Min(sleep_ms, TimestampDifferenceMilliseconds(now, next_deadlock_check) + 1);
 		}
-		/* a safety net only: the job's end broadcasts the condition variable */
+		/* a safety net only: the end broadcasts the condition variable */
 		(void) ConditionVariableTimedSleep(cv, Max(sleep_ms, 1), PG_WAIT_EXTENSION);
 		CHECK_FOR_INTERRUPTS();
 	}
+}
+
+/* chancy_wait(job_id, timeout) RETURNS chancy_jobs: see wait_until_done() */
+Datum
+chancy_wait(PG_FUNCTION_ARGS)
+{
+	return wait_until_done(fcinfo, false);
+}
+
+/*
+ * cancel_at_commit
+ *		Job id, live, was cancelled by role (queue_cancel()): wake its
+ *		waiters if that was at once (claim 0), else have the executor that
+ *		holds it (claim) stop it at commit, or the job itself if it is the
+ *		one running here.
+ */
+static void
+cancel_at_commit(int64 id, int64 claim, Oid role)
+{
+	const ChancyJobInfo *running = chancy_sdk_current_job();
+
+	if (claim == 0)
+		wakeup_done_at_commit(id);
+	else if (running != NULL && running->id == id)
+		wakeup_self_cancel(id, role);	/* a job cancelling itself */
+	else
+		wakeup_cancel_at_commit(id, claim);
 }
 
 /*
@@ -276,10 +355,9 @@ Datum
 chancy_cancel(PG_FUNCTION_ARGS)
 {
 	ChancyCatalog *cat = chancy_catalog_for(fcinfo);
-	int64		id = arg_job_id(fcinfo);
+	int64		id = arg_id(fcinfo, false);
 	Oid			role = GetUserId();
 	bool		admin = pg_class_aclcheck(cat->jobs_relid, role, ACL_UPDATE) == ACLCHECK_OK;
-	const ChancyJobInfo *running = chancy_sdk_current_job();
 	JobRow		job;
 	int64		claim;
 
@@ -298,12 +376,8 @@ chancy_cancel(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("job " INT64_FORMAT " has already finished", id),
 				 errdetail("Its state is %s; the cancel changes nothing.", job.state)));
-	else if (claim == 0)
-		wakeup_done_at_commit(id);
-	else if (running != NULL && running->id == id)
-		wakeup_self_cancel(id, role);	/* a job cancelling itself */
 	else
-		wakeup_cancel_at_commit(id, claim);
+		cancel_at_commit(id, claim, role);
 
 	/* the row as it is now; gone if a prune or a purge deleted it meanwhile */
 	read_job(cat, id, admin, &job);
@@ -410,4 +484,103 @@ chancy_explain_claim(PG_FUNCTION_ARGS)
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, &value, &null);
 	}
 	return (Datum) 0;
+}
+
+/*
+ * chancy_wait_workflow(workflow_id, timeout) RETURNS chancy_workflows
+ *		Wait until a workflow has finished (succeeded, failed or cancelled)
+ *		and return its row, as chancy_wait() does for a job.
+ */
+Datum
+chancy_wait_workflow(PG_FUNCTION_ARGS)
+{
+	return wait_until_done(fcinfo, true);
+}
+
+/*
+ * workflow_for_control
+ *		Read workflow id for a cancel or a retry by the current user: the
+ *		role that pushed it (or a member), superusers and roles with UPDATE
+ *		on chancy_jobs, as for chancy_cancel().
+ */
+static void
+workflow_for_control(ChancyCatalog *cat, int64 id, const char *what, JobRow *wf)
+{
+	Oid			role = GetUserId();
+	bool		admin = pg_class_aclcheck(cat->jobs_relid, role, ACL_UPDATE) == ACLCHECK_OK;
+
+	read_row(cat, id, admin, true, wf);
+	if (!wf->found)
+		workflow_not_found(id);
+	if (!admin && !has_privs_of_role(role, wf->pushed_by))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to %s workflow " INT64_FORMAT, what, id),
+				 errhint("Only the role that pushed a workflow (or a member of it), superusers and roles with UPDATE on chancy_jobs may %s it.", what)));
+}
+
+/*
+ * chancy_cancel_workflow(workflow_id) RETURNS chancy_workflows
+ *		Cancel a running workflow: the steps executors hold are cancelled as
+ *		chancy_cancel() cancels a job, the others at once.  A finished
+ *		workflow is left as it is.
+ */
+Datum
+chancy_cancel_workflow(PG_FUNCTION_ARGS)
+{
+	ChancyCatalog *cat = chancy_catalog_for(fcinfo);
+	int64		id = arg_id(fcinfo, true);
+	Oid			role = GetUserId();
+	JobRow		wf;
+	List	   *held;
+	ListCell   *lc;
+
+	workflow_for_control(cat, id, "cancel", &wf);
+	/* the held steps' rows first: the order of locks (queue.c) */
+	held = queue_workflow_held(cat, id);
+	foreach(lc, held)
+	{
+		int64		job_id = *(int64 *) lfirst(lc);
+		int64		claim;
+
+		lc = lnext(held, lc);
+		if (queue_cancel(cat, job_id, role, &claim))
+			cancel_at_commit(job_id, claim, role);
+	}
+	if (!queue_workflow_cancel(cat, id, role))
+		ereport(NOTICE,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("workflow " INT64_FORMAT " has already finished", id),
+				 errdetail("Its state is %s; the cancel changes nothing.", wf.state)));
+	read_row(cat, id, true, true, &wf);
+	PG_RETURN_DATUM(wf.row);
+}
+
+/*
+ * chancy_retry_workflow(workflow_id) RETURNS chancy_workflows
+ *		Run a finished workflow's failed and cancelled steps again, with the
+ *		steps after them (queue_workflow_retry()).
+ */
+Datum
+chancy_retry_workflow(PG_FUNCTION_ARGS)
+{
+	ChancyCatalog *cat = chancy_catalog_for(fcinfo);
+	int64		id = arg_id(fcinfo, true);
+	JobRow		wf;
+	int			n;
+
+	workflow_for_control(cat, id, "retry", &wf);
+	n = queue_workflow_retry(cat, id);
+	if (n < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("workflow " INT64_FORMAT " is still running", id),
+				 errhint("Retry it once it has finished (chancy_wait_workflow()), or cancel it first.")));
+	if (n == 0)
+		ereport(NOTICE,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("workflow " INT64_FORMAT " has no failed or cancelled step", id),
+				 errdetail("Its state is %s; the retry changes nothing.", wf.state)));
+	read_row(cat, id, true, true, &wf);
+	PG_RETURN_DATUM(wf.row);
 }

@@ -748,6 +748,34 @@ give_back(int from, int64 guilty, const char *why)
 }
 
 /*
+ * steps_ended
+ *		In the transaction that recorded them, go on with the workflows of
+ *		the jobs[0..njobs) that are steps and ended (queue.c).
+ */
+static void
+steps_ended(ChancyCatalog *cat, ClaimedJob **jobs, int njobs)
+{
+	StepEnd    *ends = palloc(sizeof(StepEnd) * Max(njobs, 1));
+	int			n = 0;
+
+	for (int i = 0; i < njobs; i++)
+	{
+		ClaimedJob *job = jobs[i];
+
+		if (job->workflow_id == 0 ||
+			(job->ended != STATS_SUCCEEDED && job->ended != STATS_FAILED &&
+			 job->ended != STATS_CANCELLED))
+			continue;
+		ends[n].job_id = job->id;
+		ends[n].workflow_id = job->workflow_id;
+		ends[n].failed = job->ended != STATS_SUCCEEDED;
+		ends[n++].was_waiting = false;
+	}
+	queue_steps_ended(cat, ends, n);
+	pfree(ends);
+}
+
+/*
  * run_group
  *		Run jobs of the batch from batch_next on in one transaction, and
  *		commit their outcomes together.  Returns false if the executor must
@@ -834,6 +862,8 @@ run_group(void)
 	held = nsucceeded == 0 ? 0 :
 		queue_succeeded(cat, batch_claim, nsucceeded, ids, results, result_nulls,
 						started, done_at, costs);
+	if (held == nsucceeded)
+		steps_ended(cat, &batch[first], batch_next - first);
 	PopActiveSnapshot();
 	if (held == nsucceeded)
 		CommitTransactionCommand();
@@ -1063,7 +1093,10 @@ executor_give_back(int code, Datum arg)
 		job->ended = queue_cancelled(cat, job, true, InvalidOid, GetCurrentTimestamp()) ?
 			STATS_CANCELLED : STATS_NONE;
 	if (job != NULL)
+	{
 		stats_job_moved(job);
+		steps_ended(cat, &job, 1);
+	}
 	if (job != NULL && why != STOP_NONE && why != STOP_SHUTDOWN)
 		ereport(LOG,
 				(errcode(ERRCODE_QUERY_CANCELED),

@@ -38,6 +38,8 @@
 /* finished jobs deleted per statement, and statements per queue and round */
 #define PRUNE_BATCH 5000
 #define PRUNE_MAX_BATCHES 20
+/* finished workflows deleted per statement */
+#define WF_PRUNE_BATCH 100
 
 /* The statements, by what they do.  See src/README.md for the drawing. */
 typedef enum PlanId
@@ -63,6 +65,22 @@ typedef enum PlanId
 	PLAN_PARK,					/* claimed jobs wait for their limit keys */
 	PLAN_UNPARK,				/* parked jobs of a key go back to be claimed */
 	PLAN_PARKED_KEYS,			/* the keys jobs are parked on */
+	PLAN_INSERT_STEPS,			/* push a workflow's steps */
+	PLAN_WF_INSERT,				/* a workflow's row */
+	PLAN_WF_EDGES,				/* its dependencies */
+	PLAN_WF_OF_JOB,				/* the workflow of a step to cancel */
+	PLAN_WF_LOCK,				/* lock workflows whose steps ended */
+	PLAN_WF_CANCEL_STEPS,		/* cancel the unheld live steps of workflows */
+	PLAN_WF_CASCADE,			/* cancel the steps a failed one cancels */
+	PLAN_WF_RELEASE,			/* count met dependencies, release steps */
+	PLAN_WF_COUNT,				/* the workflows' counters and state */
+	PLAN_WF_PRUNE,				/* finished workflows past their time */
+	PLAN_WF_PRUNE_NEXT,			/* when the next one is */
+	PLAN_WF_HELD,				/* the steps of a workflow executors hold */
+	PLAN_WF_MARK_CANCELLED,		/* a workflow is being cancelled */
+	PLAN_WF_RETRY,				/* failed steps and what follows them again */
+	PLAN_WF_REWAIT,				/* steps count their dependencies again */
+	PLAN_WF_RECOUNT,			/* a workflow's counters, counted */
 	NPLANS
 } PlanId;
 
@@ -93,18 +111,31 @@ typedef enum PlanId
 	COST_SUM("wal_bytes", a, "5", z) COST_SUM("blks_hit", a, "6", z) \
 	COST_SUM("blks_read", a, "7", z)
 
-#define INSERT_JOBS \
+/*
+ * The push's INSERT; INSERT_JOBS_WITH adds columns (cols), their values
+ * (vals), the arrays they come from (srfs) and their names there (names).
+ */
+#define INSERT_JOBS_WITH(cols, vals, srfs, names) \
 	"INSERT INTO %1$s.chancy_jobs (name, function, function_oid, queue, kwargs," \
 	" priority, max_attempts, scheduled_at, unique_key, time_limit, memory_limit," \
-	" meta, pushed_by, function_owner, function_catalog, function_digest, limit_keys)" \
-	" SELECT j.name, j.function, j.function_oid, j.queue, j.kwargs, j.priority," \
+	" meta, pushed_by, function_owner, function_catalog, function_digest, limit_keys" \
+	cols ") SELECT j.name, j.function, j.function_oid, j.queue, j.kwargs, j.priority," \
 	" j.max_attempts, coalesce(j.scheduled_at, now()), j.unique_key, j.time_limit," \
 	" j.memory_limit, j.meta, $2, j.function_owner," \
 	" CASE WHEN j.function_oid IS NOT NULL THEN $5 END, j.function_digest, j.limit_keys" \
-	" FROM ROWS FROM (unnest($1), unnest($3), unnest($4), unnest($6))" \
+	vals " FROM ROWS FROM (unnest($1), unnest($3), unnest($4), unnest($6)" srfs ")" \
 	" AS j(name, function, queue, kwargs, priority, max_attempts, scheduled_at," \
 	" unique_key, time_limit, memory_limit, meta, limit_keys, function_oid," \
-	" function_owner, function_digest) "
+	" function_owner, function_digest" names ") "
+#define INSERT_JOBS INSERT_JOBS_WITH("", "", "", "")
+
+/* a workflow step that ended (its id in e) made these (in c) wait no more */
+#define WF_STEP_CANCELLED(why) \
+	" state = 'cancelled', completed_at = clock_timestamp(), claim = NULL," \
+	" parked_on = NULL, errors = j.errors || jsonb_build_object('attempt', j.attempts," \
+	" 'message', " why ", 'sqlstate', '57014', 'at', clock_timestamp())"
+/* c, a step, waits for its dependencies */
+#define WF_WAITING "c.state = 'pending' AND c.deps_left > 0"
 
 static const struct
 {
@@ -133,7 +164,9 @@ static const struct
 	 * jobs: always the first, which starts at once (marked running, its run
 	 * counted); then, as a batch, the following ones while their functions
 	 * are known to be short ($4) and their kwargs add up to at most $5
-	 * bytes.  A batch member stays pending (or retrying) with the claim
+	 * bytes, and, when it saw every ready job, no more than its share among
+	 * the queue's executors (the two steps a workflow step released run at
+	 * once in two executors, not one after the other in one).  A batch member stays pending (or retrying) with the claim
 	 * token until it runs: it is not running, and its outcome counts its
 	 * run.  The queue's settings come with every row.
 	 */
@@ -148,7 +181,10 @@ static const struct
 		" o AS (SELECT id, row_number() OVER w AS n, sum(size) OVER w AS total,"
 		"  count(*) FILTER (WHERE NOT function = ANY ($4)) OVER w AS unknown"
 		"  FROM c WINDOW w AS (ORDER BY priority DESC, id ROWS UNBOUNDED PRECEDING)),"
-		" k AS (SELECT id, n FROM o WHERE n = 1 OR (total <= $5 AND unknown = 0))"
+		" k AS (SELECT id, n FROM o WHERE n = 1 OR (total <= $5 AND unknown = 0"
+		"  AND n <= (SELECT CASE WHEN count(*) >= $3 THEN $3"
+		"   ELSE ceil(count(*)::float8 / greatest(max(p.concurrency), 1)) END"
+		"   FROM c, %1$s.chancy_queues p WHERE p.name = $1)))"
 		" UPDATE %1$s.chancy_jobs j SET claim = $2,"
 		"  state = CASE WHEN j.id = (SELECT id FROM k WHERE n = 1) THEN 'running'"
 		"   ELSE j.state END::%1$s.chancy_state,"
@@ -163,7 +199,7 @@ static const struct
 		"  extract(epoch FROM q.backoff_base)::float8, q.backoff_factor,"
 		"  extract(epoch FROM q.backoff_max)::float8, q.executor = 'isolated', j.priority,"
 		"  j.function_owner, j.function_catalog, j.function_digest, j.limit_keys,"
-		"  j.scheduled_at",
+		"  j.scheduled_at, j.workflow_id",
 		5, {TEXTOID, INT8OID, INT4OID, TEXTARRAYOID, INT8OID}
 	},
 	[PLAN_IDLE] = {
@@ -263,7 +299,7 @@ static const struct
 		" WHERE id = o.old_id"
 		" RETURNING id, state::text, o.old_state::text,"
 		"  (id = ANY ($3) OR ($3::int8[] IS NULL AND o.old_state = 'running')),"
-		"  pushed_by, queue, name",
+		"  pushed_by, queue, name, workflow_id",
 		5, {INT8ARRAYOID, INT8ARRAYOID, INT8ARRAYOID, INT4OID, TEXTOID}
 	},
 	[PLAN_CLAIMS] = {
@@ -293,8 +329,15 @@ static const struct
 		" claim = nullif(old.claim, 0),"
 		" parked_on = CASE WHEN old.claim = 0 THEN NULL ELSE j.parked_on END"
 		" FROM old WHERE j.id = old.id AND old." LIVE
-		" RETURNING old.claim, old.state::text, j.pushed_by, j.queue, j.name",
+		" RETURNING old.claim, old.state::text, j.pushed_by, j.queue, j.name, j.workflow_id,"
+		"  old.claim = 0 AND coalesce(j.deps_left, 0) > 0",
 		2, {INT8OID, REGROLEOID}
+	},
+	/* the workflow of job $1, if it is a step no executor holds */
+	[PLAN_WF_OF_JOB] = {
+		"SELECT workflow_id FROM %1$s.chancy_jobs WHERE id = $1"
+		" AND workflow_id IS NOT NULL AND coalesce(claim, 0) = 0",
+		1, {INT8OID}
 	},
 	[PLAN_PRUNE_QUEUES] = {
 		"WITH RECURSIVE f(queue) AS ("
@@ -308,14 +351,15 @@ static const struct
 	[PLAN_PRUNE] = {
 		"WITH d AS (DELETE FROM %1$s.chancy_jobs WHERE id = ANY (ARRAY("
 		" SELECT id FROM %1$s.chancy_jobs WHERE queue = $1 AND " FINAL
-		" AND completed_at < now() - $2 ORDER BY completed_at LIMIT $3))"
+		" AND completed_at < now() - $2 AND workflow_id IS NULL"
+		" ORDER BY completed_at LIMIT $3))"
 		" RETURNING pushed_by, name, state)"
 		" SELECT pushed_by, name, state::text, count(*) FROM d GROUP BY 1, 2, 3",
 		3, {TEXTOID, INTERVALOID, INT4OID}
 	},
 	[PLAN_PRUNE_NEXT] = {
 		"SELECT min(completed_at) + $2 FROM %1$s.chancy_jobs"
-		" WHERE queue = $1 AND " FINAL, 2, {TEXTOID, INTERVALOID}
+		" WHERE queue = $1 AND " FINAL " AND workflow_id IS NULL", 2, {TEXTOID, INTERVALOID}
 	},
 	[PLAN_PUSH_CHECKED] = {
 		"SELECT %1$s.chancy_push_many($1)", 1, {JOBARRAY}
@@ -374,6 +418,169 @@ static const struct
 		" SELECT key FROM k WHERE key IS NOT NULL",
 		0, {0}
 	},
+	/*
+	 * Workflows (workflow.c).  A step whose dependencies are not all met
+	 * waits outside the ready index (claim 0, deps_left > 0); the
+	 * transaction that ends a step counts it in its children, releases
+	 * those with none left, and keeps the workflow's counters.  Locks are
+	 * taken in one order: the ended steps' own rows, then their workflows
+	 * by id, then waiting steps (which only a workflow's holder changes).
+	 */
+	[PLAN_INSERT_STEPS] = {
+		INSERT_JOBS_WITH(", workflow_id, step, deps_left, on_dep_failure, claim",
+						 ", $7, j.step, j.deps_left, j.on_dep_failure,"
+						 " CASE WHEN j.deps_left > 0 THEN 0 END",
+						 ", unnest($8::text[]), unnest($9::int4[]), unnest($10::text[])",
+						 ", step, deps_left, on_dep_failure")
+		"RETURNING id, unique_key", 10,
+		{JOBARRAY, REGROLEOID, OIDARRAYOID, OIDARRAYOID, INT8OID, INT8ARRAYOID, INT8OID,
+		TEXTARRAYOID, INT4ARRAYOID, TEXTARRAYOID}
+	},
+	[PLAN_WF_INSERT] = {
+		"INSERT INTO %1$s.chancy_workflows (name, pushed_by, steps_total, steps_waiting)"
+		" VALUES ($1, $2, $3, $4) RETURNING id",
+		4, {TEXTOID, REGROLEOID, INT4OID, INT4OID}
+	},
+	[PLAN_WF_EDGES] = {
+		"INSERT INTO %1$s.chancy_workflow_deps (parent, child, workflow_id)"
+		" SELECT e.parent, e.child, $3 FROM unnest($1::int8[], $2::int8[]) AS e(parent, child)",
+		3, {INT8ARRAYOID, INT8ARRAYOID, INT8OID}
+	},
+	[PLAN_WF_LOCK] = {
+		"SELECT w.id, w.cancelled_by IS NOT NULL, w.state FROM %1$s.chancy_workflows w"
+		" WHERE w.id = ANY ($1) ORDER BY w.id FOR UPDATE",
+		1, {INT8ARRAYOID}
+	},
+	/* the steps of workflows $1 that no executor holds end cancelled */
+	[PLAN_WF_CANCEL_STEPS] = {
+		"UPDATE %1$s.chancy_jobs j SET"
+		WF_STEP_CANCELLED("'workflow cancelled by ' || w.cancelled_by::text")
+		" FROM (SELECT id AS old_id, state AS old_state FROM %1$s.chancy_jobs"
+		"  WHERE workflow_id = ANY ($1) AND " LIVE " AND coalesce(claim, 0) = 0"
+		"  AND NOT replicated FOR UPDATE) o, %1$s.chancy_workflows w"
+		" WHERE j.id = o.old_id AND w.id = j.workflow_id"
+		" RETURNING j.id, j.workflow_id, j.pushed_by, j.queue, j.name, o.old_state::text,"
+		"  coalesce(j.deps_left, 0) > 0",
+		1, {INT8ARRAYOID}
+	},
+	/* the waiting steps that a failed or cancelled step of $1 cancels */
+	[PLAN_WF_CASCADE] = {
+		"WITH RECURSIVE x(id, cause) AS ("
+		" SELECT d.child, e.id FROM %1$s.chancy_jobs e"
+		"  JOIN %1$s.chancy_workflow_deps d ON d.parent = e.id"
+		"  JOIN %1$s.chancy_jobs c ON c.id = d.child"
+		"  WHERE e.id = ANY ($1) AND e.state IN ('failed', 'cancelled')"
+		"  AND c.on_dep_failure = 'cancel' AND " WF_WAITING
+		" UNION"
+		" SELECT d.child, x.cause FROM x"
+		"  JOIN %1$s.chancy_workflow_deps d ON d.parent = x.id"
+		"  JOIN %1$s.chancy_jobs c ON c.id = d.child"
+		"  WHERE c.on_dep_failure = 'cancel' AND " WF_WAITING "),"
+		" y AS (SELECT DISTINCT ON (x.id) x.id, a.id AS cause_id, a.step AS cause_step,"
+		"  a.state::text AS cause_state FROM x JOIN %1$s.chancy_jobs a ON a.id = x.cause"
+		"  ORDER BY x.id, x.cause)"
+		" UPDATE %1$s.chancy_jobs j SET"
+		WF_STEP_CANCELLED("format('dependency \"%%s\" (job %%s) %%s', y.cause_step,"
+						  " y.cause_id, y.cause_state)")
+		" FROM y WHERE j.id = y.id"
+		" RETURNING j.id, j.workflow_id, j.pushed_by, j.queue, j.name",
+		1, {INT8ARRAYOID}
+	},
+	/* steps of $1 ended: their waiting children count the dependency met
+	 * (a failed one only for a child that runs anyway) */
+	[PLAN_WF_RELEASE] = {
+		"WITH m AS (SELECT d.child, count(*)::int AS n FROM %1$s.chancy_jobs e"
+		"  JOIN %1$s.chancy_workflow_deps d ON d.parent = e.id"
+		"  JOIN %1$s.chancy_jobs c ON c.id = d.child"
+		"  WHERE e.id = ANY ($1) AND " WF_WAITING
+		"  AND (e.state = 'succeeded' OR c.on_dep_failure = 'run') GROUP BY d.child)"
+		" UPDATE %1$s.chancy_jobs c SET deps_left = c.deps_left - m.n,"
+		"  claim = CASE WHEN c.deps_left - m.n > 0 THEN 0 END"
+		" FROM m WHERE c.id = m.child AND " WF_WAITING
+		" RETURNING c.workflow_id, c.queue, c.deps_left = 0",
+		1, {INT8ARRAYOID}
+	},
+	/* $1 workflows: $2 more steps done, $3 of them failed, $4 fewer
+	 * waiting; a workflow with no step left to run has finished */
+	[PLAN_WF_COUNT] = {
+		"UPDATE %1$s.chancy_workflows w SET"
+		" steps_done = w.steps_done + u.done, steps_failed = w.steps_failed + u.failed,"
+		" steps_waiting = w.steps_waiting - u.unwaited,"
+		" state = CASE WHEN w.steps_total > w.steps_done + u.done + w.steps_waiting - u.unwaited"
+		"  THEN 'running' WHEN w.cancelled_by IS NOT NULL THEN 'cancelled'"
+		"  WHEN w.steps_failed + u.failed > 0 OR w.steps_waiting - u.unwaited > 0 THEN 'failed'"
+		"  ELSE 'succeeded' END,"
+		" completed_at = CASE WHEN w.steps_total > w.steps_done + u.done + w.steps_waiting"
+		"  - u.unwaited THEN NULL ELSE clock_timestamp() END"
+		" FROM unnest($1::int8[], $2::int4[], $3::int4[], $4::int4[])"
+		"  AS u(id, done, failed, unwaited)"
+		" WHERE w.id = u.id"
+		" RETURNING w.id, w.state <> 'running'",
+		4, {INT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID, INT4ARRAYOID}
+	},
+	/* finished workflows older than $1, with their steps (at most $2) */
+	[PLAN_WF_PRUNE_NEXT] = {
+		"SELECT min(completed_at) + $1 FROM %1$s.chancy_workflows WHERE completed_at IS NOT NULL",
+		1, {INTERVALOID}
+	},
+	[PLAN_WF_PRUNE] = {
+		"WITH w AS (DELETE FROM %1$s.chancy_workflows WHERE id = ANY (ARRAY("
+		"  SELECT id FROM %1$s.chancy_workflows WHERE completed_at < now() - $1"
+		"  ORDER BY completed_at LIMIT $2)) RETURNING id),"
+		" e AS (DELETE FROM %1$s.chancy_workflow_deps d USING w WHERE d.workflow_id = w.id),"
+		" d AS (DELETE FROM %1$s.chancy_jobs j USING w WHERE j.workflow_id = w.id"
+		"  RETURNING j.pushed_by, j.queue, j.name, j.state)"
+		" SELECT pushed_by, queue, name, state::text, count(*) FROM d GROUP BY 1, 2, 3, 4",
+		2, {INTERVALOID, INT4OID}
+	},
+	[PLAN_WF_HELD] = {
+		"SELECT id, claim FROM %1$s.chancy_jobs WHERE workflow_id = $1 AND " LIVE
+		" AND claim > 0 AND NOT replicated",
+		1, {INT8OID}
+	},
+	[PLAN_WF_MARK_CANCELLED] = {
+		"UPDATE %1$s.chancy_workflows SET cancelled_by = coalesce(cancelled_by, $2)"
+		" WHERE id = $1 AND state = 'running' RETURNING id",
+		2, {INT8OID, REGROLEOID}
+	},
+	/* steps of workflow $1 that failed, and those after them that ended */
+	[PLAN_WF_RETRY] = {
+		"WITH RECURSIVE r(id) AS ("
+		" SELECT id FROM %1$s.chancy_jobs WHERE workflow_id = $1"
+		"  AND state IN ('failed', 'cancelled')"
+		" UNION SELECT d.child FROM r JOIN %1$s.chancy_workflow_deps d ON d.parent = r.id"
+		"  JOIN %1$s.chancy_jobs c ON c.id = d.child WHERE c." FINAL "),"
+		" o AS (SELECT j.id, j.state FROM %1$s.chancy_jobs j WHERE j.id IN (SELECT id FROM r)"
+		"  FOR UPDATE)"
+		" UPDATE %1$s.chancy_jobs j SET state = 'pending', attempts = 0, started_at = NULL,"
+		"  completed_at = NULL, cancelled_by = NULL, result = NULL, scheduled_at = now(),"
+		"  claim = 0, deps_left = 1"
+		" FROM o WHERE j.id = o.id"
+		" RETURNING j.id, j.pushed_by, j.queue, j.name, o.state::text",
+		1, {INT8OID}
+	},
+	[PLAN_WF_REWAIT] = {
+		"UPDATE %1$s.chancy_jobs c SET deps_left = m.n, claim = CASE WHEN m.n > 0 THEN 0 END"
+		" FROM (SELECT s.id, count(p.id) FILTER (WHERE p.state <> 'succeeded')::int AS n"
+		"  FROM %1$s.chancy_jobs s LEFT JOIN %1$s.chancy_workflow_deps d ON d.child = s.id"
+		"  LEFT JOIN %1$s.chancy_jobs p ON p.id = d.parent"
+		"  WHERE s.workflow_id = $1 AND s.state = 'pending' AND s.deps_left > 0"
+		"  GROUP BY s.id) m"
+		" WHERE c.id = m.id RETURNING c.queue, c.deps_left = 0",
+		1, {INT8OID}
+	},
+	[PLAN_WF_RECOUNT] = {
+		"UPDATE %1$s.chancy_workflows w SET state = 'running', completed_at = NULL,"
+		" cancelled_by = NULL, steps_total = s.total, steps_done = s.done,"
+		" steps_failed = s.failed, steps_waiting = s.waiting"
+		" FROM (SELECT count(*)::int AS total,"
+		"  count(*) FILTER (WHERE state IN ('succeeded', 'failed', 'cancelled'))::int AS done,"
+		"  count(*) FILTER (WHERE state IN ('failed', 'cancelled'))::int AS failed,"
+		"  count(*) FILTER (WHERE state = 'pending' AND deps_left > 0)::int AS waiting"
+		"  FROM %1$s.chancy_jobs WHERE workflow_id = $1) s"
+		" WHERE w.id = $1",
+		1, {INT8OID}
+	},
 	[PLAN_RUN_OTHER] = {
 		"SELECT FROM ROWS FROM (unnest($1), unnest($2)) AS u(id, fn)"
 		" JOIN %1$s.chancy_jobs j ON j.id = u.id"
@@ -381,6 +588,10 @@ static const struct
 		2, {INT8ARRAYOID, OIDARRAYOID}
 	},
 };
+
+static ArrayType *int8_array(Datum *values, int n);
+static int	lock_workflows(ChancyCatalog *cat, ArrayType *ids, List **cancelled);
+static int	prune_workflows(ChancyCatalog *cat, Interval *after, TimestampTz *next_due);
 
 /* plans, prepared for the catalog of generation plans_generation */
 static uint64 plans_generation = 0;
@@ -542,7 +753,7 @@ count_pushed(JobValue *jobs, int *todo, bool *inserted, int ntodo, Oid pusher)
  */
 static int
 insert_batch(ChancyCatalog *cat, JobValue *jobs, char **keys, int *todo, int ntodo,
-			 Oid pusher, int64 *ids, KeyRef *conflicts)
+			 Oid pusher, int64 *ids, KeyRef *conflicts, const StepColumns *steps)
 {
 	Datum	   *elems = palloc(sizeof(Datum) * ntodo);
 	Datum	   *oids = palloc(sizeof(Datum) * ntodo);
@@ -551,7 +762,7 @@ insert_batch(ChancyCatalog *cat, JobValue *jobs, char **keys, int *todo, int nto
 	bool	   *oidnulls = palloc(sizeof(bool) * ntodo);
 	int			dims[1] = {ntodo};
 	int			lbs[1] = {1};
-	Datum		args[6];
+	Datum		args[10];
 	uint64		row = 0;
 	int			nconflicts = 0;
 	bool	   *inserted = palloc0(sizeof(bool) * ntodo);
@@ -578,8 +789,16 @@ insert_batch(ChancyCatalog *cat, JobValue *jobs, char **keys, int *todo, int nto
 	args[5] = PointerGetDatum(construct_md_array(digests, oidnulls, 1, dims, lbs, INT8OID,
 												 sizeof(int64), FLOAT8PASSBYVAL,
 												 TYPALIGN_DOUBLE));
-	if (execute(cat, keys ? PLAN_INSERT_UNIQUE : PLAN_INSERT, args, NULL, false)
-		!= SPI_OK_INSERT_RETURNING)
+	if (steps)
+	{
+		Assert(keys == NULL && ntodo == steps->n);
+		args[6] = Int64GetDatum(steps->workflow_id);
+		args[7] = steps->names;
+		args[8] = steps->deps_left;
+		args[9] = steps->policies;
+	}
+	if (execute(cat, steps ? PLAN_INSERT_STEPS : keys ? PLAN_INSERT_UNIQUE : PLAN_INSERT,
+				args, NULL, false) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not insert jobs");
 
 	for (int k = 0; k < ntodo; k++)
@@ -623,6 +842,18 @@ insert_batch(ChancyCatalog *cat, JobValue *jobs, char **keys, int *todo, int nto
 int64 *
 queue_push(ChancyCatalog *cat, JobValue *jobs, int n, char **keys)
 {
+	return queue_push_steps(cat, jobs, n, keys, NULL);
+}
+
+/*
+ * queue_push_steps
+ *		queue_push(), and with steps, the jobs are the steps of a workflow
+ *		(which have no unique keys).
+ */
+int64 *
+queue_push_steps(ChancyCatalog *cat, JobValue *jobs, int n, char **keys,
+				 const StepColumns *steps)
+{
 	int64	   *ids = palloc(sizeof(int64) * Max(n, 1));
 	int		   *todo = palloc(sizeof(int) * Max(n, 1));
 	KeyRef	   *conflicts = palloc(sizeof(KeyRef) * Max(n, 1));
@@ -646,7 +877,8 @@ queue_push(ChancyCatalog *cat, JobValue *jobs, int n, char **keys)
 					 errmsg("could not push job with unique key \"%s\"", keys[todo[0]]),
 					 errdetail("The live job holding the key kept finishing while the push looked for it."),
 					 errhint("Retry the transaction.")));
-		nconflicts = insert_batch(cat, jobs, keys, todo, ntodo, pusher, ids, conflicts);
+		nconflicts = insert_batch(cat, jobs, keys, todo, ntodo, pusher, ids, conflicts,
+								  steps);
 		ntodo = 0;
 		if (nconflicts > 0)
 			find_live_jobs(cat, conflicts, nconflicts, pusher, ids, todo, &ntodo);
@@ -826,6 +1058,9 @@ queue_claim(ChancyCatalog *cat, const char *queue, int64 claim, int max_jobs,
 		job->limit_keys = isnull ? (Datum) 0 :
 			PointerGetDatum(DatumGetArrayTypePCopy(job->limit_keys));
 		job->due = DatumGetTimestampTz(SPI_getbinval(tup, desc, 25, &isnull));
+		job->workflow_id = DatumGetInt64(SPI_getbinval(tup, desc, 26, &isnull));
+		if (isnull)
+			job->workflow_id = 0;
 		job->ended = STATS_NONE;
 		if (!job->started)
 			job->attempt++;		/* counted by its outcome */
@@ -1173,6 +1408,8 @@ queue_release(ChancyCatalog *cat, ArrayType *claims, ArrayType *ids,
 	Datum		args[5];
 	char		nulls[5] = {' ', ids ? ' ' : 'n', guilty ? ' ' : 'n', ' ', why ? ' ' : 'n'};
 	CatalogSql	sql;
+	StepEnd    *ends;
+	int			nends = 0;
 
 	result->finished = NIL;
 	args[0] = PointerGetDatum(claims);
@@ -1184,6 +1421,7 @@ queue_release(ChancyCatalog *cat, ArrayType *claims, ArrayType *ids,
 	if (execute(cat, PLAN_RELEASE, args, nulls, false) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not give jobs back");
 	result->released = (int) SPI_processed;
+	ends = palloc(sizeof(StepEnd) * Max(SPI_processed, 1));
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[r];
@@ -1207,7 +1445,17 @@ queue_release(ChancyCatalog *cat, ArrayType *claims, ArrayType *ids,
 
 		if (strcmp(state, "cancelled") == 0 || strcmp(state, "failed") == 0)
 		{
-			MemoryContext old = MemoryContextSwitchTo(sql.caller);
+			MemoryContext old;
+			Datum		wf = SPI_getbinval(tup, desc, 8, &isnull);
+
+			if (!isnull)
+			{
+				ends[nends].job_id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+				ends[nends].workflow_id = DatumGetInt64(wf);
+				ends[nends].failed = true;
+				ends[nends++].was_waiting = false;
+			}
+			old = MemoryContextSwitchTo(sql.caller);
 
 			result->finished =
 				lappend(result->finished,
@@ -1217,6 +1465,8 @@ queue_release(ChancyCatalog *cat, ArrayType *claims, ArrayType *ids,
 			MemoryContextSwitchTo(old);
 		}
 	}
+	if (nends > 0)
+		queue_steps_ended(cat, ends, nends);
 	catalog_sql_end(&sql);
 }
 
@@ -1290,6 +1540,15 @@ queue_cancel(ChancyCatalog *cat, int64 id, Oid role, int64 *claim)
 	args[0] = Int64GetDatum(id);
 	args[1] = ObjectIdGetDatum(role);
 	catalog_sql_begin(cat, true, &sql);
+	/* a step no executor holds: its workflow first (the order of locks) */
+	if (execute(cat, PLAN_WF_OF_JOB, args, NULL, true) == SPI_OK_SELECT &&
+		SPI_processed == 1)
+	{
+		Datum		wf = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+									   &isnull);
+
+		(void) lock_workflows(cat, int8_array(&wf, 1), NULL);
+	}
 	if (execute(cat, PLAN_CANCEL, args, NULL, false) != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "could not cancel job " INT64_FORMAT, id);
 	live = SPI_processed == 1;
@@ -1301,10 +1560,23 @@ queue_cancel(ChancyCatalog *cat, int64 id, Oid role, int64 *claim)
 
 		*claim = isnull ? 0 : DatumGetInt64(d);
 		if (*claim == 0)
+		{
+			StepEnd		end;
+
 			stats_at_commit(DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull)),
 							SPI_getvalue(tup, desc, 4), SPI_getvalue(tup, desc, 5),
 							STATS_CANCELLED, stats_state(SPI_getvalue(tup, desc, 2)),
 							JS_CANCELLED, 1);
+			d = SPI_getbinval(tup, desc, 6, &isnull);
+			if (!isnull)
+			{
+				end.job_id = id;
+				end.workflow_id = DatumGetInt64(d);
+				end.failed = true;
+				end.was_waiting = DatumGetBool(SPI_getbinval(tup, desc, 7, &isnull));
+				queue_steps_ended(cat, &end, 1);
+			}
+		}
 	}
 	catalog_sql_end(&sql);
 	return live;
@@ -1391,6 +1663,8 @@ queue_prune(ChancyCatalog *cat, TimestampTz *next_due)
 				*next_due = due;
 		}
 	}
+	if (chancy_prune_after >= 0)
+		total += prune_workflows(cat, &dflt, next_due);
 	catalog_sql_end(&sql);
 	return total;
 }
@@ -1474,4 +1748,456 @@ queue_run_other(ChancyCatalog *cat, int64 *ids, Oid *functions, int n)
 	if (execute(cat, PLAN_RUN_OTHER, args, NULL, false) != SPI_OK_SELECT)
 		elog(ERROR, "could not read chancy_jobs");
 	return SPI_processed > 0;
+}
+
+/* An int8[] of n values. */
+static ArrayType *
+int8_array(Datum *values, int n)
+{
+	return construct_array(values, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL,
+						   TYPALIGN_DOUBLE);
+}
+
+/* An int4[] of n values. */
+static ArrayType *
+int4_array(int32 *values, int n)
+{
+	Datum	   *d = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		d[i] = Int32GetDatum(values[i]);
+	return construct_array(d, n, INT4OID, sizeof(int32), true, TYPALIGN_INT);
+}
+
+/*
+ * lock_workflows
+ *		Lock workflows ids (in id order, so that transactions ending steps
+ *		of several never wait for each other in a circle).  Returns how
+ *		many exist, whose rows (id, being cancelled, state) SPI_tuptable
+ *		holds; with cancelled, the ids of those being cancelled (boxed).
+ */
+static int
+lock_workflows(ChancyCatalog *cat, ArrayType *ids, List **cancelled)
+{
+	Datum		arg = PointerGetDatum(ids);
+
+	if (execute(cat, PLAN_WF_LOCK, &arg, NULL, false) != SPI_OK_SELECT)
+		elog(ERROR, "could not lock workflows");
+	if (cancelled)
+	{
+		*cancelled = NIL;
+		for (uint64 r = 0; r < SPI_processed; r++)
+		{
+			bool		isnull;
+
+			if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2,
+										   &isnull)))
+				*cancelled = lappend(*cancelled,
+									 box(DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+																	 SPI_tuptable->tupdesc,
+																	 1, &isnull))));
+		}
+	}
+	return (int) SPI_processed;
+}
+
+/* What the steps that ended in a transaction change in their workflows. */
+typedef struct WfDeltas
+{
+	int			n;
+	Datum	   *ids;			/* workflow ids */
+	int32	   *done;			/* steps that ended */
+	int32	   *failed;			/* ... failed or cancelled */
+	int32	   *unwaited;		/* steps that no longer wait */
+} WfDeltas;
+
+static void
+deltas_init(WfDeltas *d, int max)
+{
+	d->n = 0;
+	d->ids = palloc(sizeof(Datum) * Max(max, 1));
+	d->done = palloc0(sizeof(int32) * Max(max, 1));
+	d->failed = palloc0(sizeof(int32) * Max(max, 1));
+	d->unwaited = palloc0(sizeof(int32) * Max(max, 1));
+}
+
+/* The index of workflow id in d, added if new (d has room for it). */
+static int
+deltas_of(WfDeltas *d, int64 id)
+{
+	for (int i = 0; i < d->n; i++)
+		if (DatumGetInt64(d->ids[i]) == id)
+			return i;
+	d->ids[d->n] = Int64GetDatum(id);
+	return d->n++;
+}
+
+/* A step ended: count it (its workflow is among d's). */
+static void
+deltas_step_ended(WfDeltas *d, int64 workflow_id, bool failed, bool was_waiting)
+{
+	int			i = deltas_of(d, workflow_id);
+
+	d->done[i]++;
+	d->failed[i] += failed;
+	d->unwaited[i] += was_waiting;
+}
+
+/*
+ * cancelled_steps
+ *		Account for the rows of PLAN_WF_CANCEL_STEPS or PLAN_WF_CASCADE (id,
+ *		workflow_id, pushed_by, queue, name[, old state, was waiting]): steps
+ *		cancelled without running; their ids are appended to ended.
+ */
+static void
+cancelled_steps(WfDeltas *d, Datum *ended, int *nended, bool with_state)
+{
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		bool		waited = !with_state ||
+			DatumGetBool(SPI_getbinval(tup, desc, 7, &isnull));
+
+		deltas_step_ended(d, DatumGetInt64(SPI_getbinval(tup, desc, 2, &isnull)), true,
+						  waited);
+		stats_at_commit(DatumGetObjectId(SPI_getbinval(tup, desc, 3, &isnull)),
+						SPI_getvalue(tup, desc, 4), SPI_getvalue(tup, desc, 5),
+						STATS_CANCELLED,
+						with_state ? stats_state(SPI_getvalue(tup, desc, 6)) : JS_PENDING,
+						JS_CANCELLED, 1);
+		wakeup_done_at_commit(id);
+		ended[(*nended)++] = Int64GetDatum(id);
+	}
+}
+
+/* Wake at commit the executors of the queues of released steps (rows of
+ * PLAN_WF_RELEASE or PLAN_WF_REWAIT: ..., queue, released). */
+static void
+wake_released(WfDeltas *d)
+{
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int			last = desc->natts;
+
+		if (!DatumGetBool(SPI_getbinval(tup, desc, last, &isnull)))
+			continue;
+		if (d)
+			d->unwaited[deltas_of(d, DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull)))]++;
+		wakeup_queue_at_commit(SPI_getvalue(tup, desc, last - 1), 1);
+	}
+}
+
+/*
+ * count_workflows
+ *		Apply the deltas d to the workflows' counters; wake at commit the
+ *		waiters of those that finished.
+ */
+static void
+count_workflows(ChancyCatalog *cat, WfDeltas *d)
+{
+	Datum		args[4];
+
+	args[0] = PointerGetDatum(int8_array(d->ids, d->n));
+	args[1] = PointerGetDatum(int4_array(d->done, d->n));
+	args[2] = PointerGetDatum(int4_array(d->failed, d->n));
+	args[3] = PointerGetDatum(int4_array(d->unwaited, d->n));
+	if (execute(cat, PLAN_WF_COUNT, args, NULL, false) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not count workflow steps");
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+
+		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2,
+									   &isnull)))
+			wakeup_done_at_commit(-DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+															   SPI_tuptable->tupdesc, 1,
+															   &isnull)));
+	}
+}
+
+/*
+ * queue_steps_ended
+ *		In the transaction that ended them (succeeded, failed for good or
+ *		cancelled), go on with the workflows of n steps: the steps that wait
+ *		for them count them, those that wait for nothing more are released
+ *		(their queue's executors woken at commit), those a failure cancels
+ *		are cancelled, and the workflows' counters are kept; a workflow with
+ *		no step left to run has finished, and its waiters are woken.  A
+ *		workflow being cancelled has its waiting steps cancelled instead.
+ *		The caller holds the rows of the steps; the workflows are locked
+ *		here, in id order, before the steps that wait.
+ */
+void
+queue_steps_ended(ChancyCatalog *cat, const StepEnd *ends, int n)
+{
+	CatalogSql	sql;
+	WfDeltas	d;
+	Datum	   *ended;
+	int			nended = 0;
+	bool		any_failed = false;
+	List	   *cancelled;
+	Datum		arg;
+
+	if (n == 0)
+		return;
+	catalog_sql_begin(cat, true, &sql);
+	deltas_init(&d, n);
+	for (int i = 0; i < n; i++)
+		deltas_step_ended(&d, ends[i].workflow_id, ends[i].failed, ends[i].was_waiting);
+	if (lock_workflows(cat, int8_array(d.ids, d.n), &cancelled) > 0)
+	{
+		/* the steps that end here: these, and those they cancel */
+		ended = palloc(sizeof(Datum) * n);
+		for (int i = 0; i < n; i++)
+		{
+			ended[nended++] = Int64GetDatum(ends[i].job_id);
+			any_failed |= ends[i].failed;
+		}
+		if (cancelled != NIL)
+		{
+			Datum	   *wfs = palloc(sizeof(Datum) * list_length(cancelled));
+			int			nwfs = 0;
+			ListCell   *lc;
+
+			foreach(lc, cancelled)
+				wfs[nwfs++] = Int64GetDatum(*(int64 *) lfirst(lc));
+			arg = PointerGetDatum(int8_array(wfs, nwfs));
+			if (execute(cat, PLAN_WF_CANCEL_STEPS, &arg, NULL, false) != SPI_OK_UPDATE_RETURNING)
+				elog(ERROR, "could not cancel the steps of cancelled workflows");
+			ended = repalloc(ended, sizeof(Datum) * (nended + SPI_processed));
+			cancelled_steps(&d, ended, &nended, true);
+		}
+		if (any_failed)
+		{
+			arg = PointerGetDatum(int8_array(ended, nended));
+			if (execute(cat, PLAN_WF_CASCADE, &arg, NULL, false) != SPI_OK_UPDATE_RETURNING)
+				elog(ERROR, "could not cancel the steps after a failed step");
+			ended = repalloc(ended, sizeof(Datum) * (nended + SPI_processed));
+			cancelled_steps(&d, ended, &nended, false);
+		}
+		arg = PointerGetDatum(int8_array(ended, nended));
+		if (execute(cat, PLAN_WF_RELEASE, &arg, NULL, false) != SPI_OK_UPDATE_RETURNING)
+			elog(ERROR, "could not release workflow steps");
+		wake_released(&d);
+
+		count_workflows(cat, &d);
+	}
+	catalog_sql_end(&sql);
+}
+
+/*
+ * queue_workflow_push
+ *		Insert workflow name's row (total steps, of which waiting wait for
+ *		others); its id.
+ */
+int64
+queue_workflow_push(ChancyCatalog *cat, const char *name, int total, int waiting)
+{
+	CatalogSql	sql;
+	Datum		args[4];
+	bool		isnull;
+	int64		id;
+
+	args[0] = CStringGetTextDatum(name);
+	args[1] = ObjectIdGetDatum(GetUserId());
+	args[2] = Int32GetDatum(total);
+	args[3] = Int32GetDatum(waiting);
+	catalog_sql_begin(cat, true, &sql);
+	if (execute(cat, PLAN_WF_INSERT, args, NULL, false) != SPI_OK_INSERT_RETURNING ||
+		SPI_processed != 1)
+		elog(ERROR, "could not insert workflow");
+	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+									 &isnull));
+	catalog_sql_end(&sql);
+	return id;
+}
+
+/* Record that job children[i] depends on job parents[i], n times. */
+void
+queue_workflow_edges(ChancyCatalog *cat, int64 workflow_id, Datum *parents,
+					 Datum *children, int n)
+{
+	CatalogSql	sql;
+	Datum		args[3];
+
+	if (n == 0)
+		return;
+	args[0] = PointerGetDatum(int8_array(parents, n));
+	args[1] = PointerGetDatum(int8_array(children, n));
+	args[2] = Int64GetDatum(workflow_id);
+	catalog_sql_begin(cat, true, &sql);
+	if (execute(cat, PLAN_WF_EDGES, args, NULL, false) != SPI_OK_INSERT)
+		elog(ERROR, "could not insert workflow dependencies");
+	catalog_sql_end(&sql);
+}
+
+/*
+ * queue_workflow_held
+ *		The steps of workflow id that executors hold, as pairs of boxed job
+ *		id and claim.
+ */
+List *
+queue_workflow_held(ChancyCatalog *cat, int64 id)
+{
+	CatalogSql	sql;
+	Datum		arg = Int64GetDatum(id);
+	List	   *pairs = NIL;
+
+	catalog_sql_begin(cat, true, &sql);
+	if (execute(cat, PLAN_WF_HELD, &arg, NULL, true) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the steps of workflow " INT64_FORMAT, id);
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		MemoryContext old = MemoryContextSwitchTo(sql.caller);
+
+		pairs = lappend(pairs, box(DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+															   SPI_tuptable->tupdesc, 1,
+															   &isnull))));
+		pairs = lappend(pairs, box(DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+															   SPI_tuptable->tupdesc, 2,
+															   &isnull))));
+		MemoryContextSwitchTo(old);
+	}
+	catalog_sql_end(&sql);
+	return pairs;
+}
+
+/*
+ * queue_workflow_cancel
+ *		Cancel workflow id as role: mark it (which locks it), and cancel the
+ *		live steps no executor holds.  The held ones the caller asked to be
+ *		cancelled before (their rows come before the workflow in the order
+ *		of locks); a step that ends from now on has the waiting ones
+ *		cancelled rather than released.  False if it had already finished.
+ */
+bool
+queue_workflow_cancel(ChancyCatalog *cat, int64 id, Oid role)
+{
+	CatalogSql	sql;
+	WfDeltas	d;
+	Datum		args[4];
+	Datum	   *ended;
+	int			nended = 0;
+	bool		running;
+
+	catalog_sql_begin(cat, true, &sql);
+	args[0] = Int64GetDatum(id);
+	args[1] = ObjectIdGetDatum(role);
+	if (execute(cat, PLAN_WF_MARK_CANCELLED, args, NULL, false) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not cancel workflow " INT64_FORMAT, id);
+	running = SPI_processed == 1;
+	if (running)
+	{
+		deltas_init(&d, 1);
+		(void) deltas_of(&d, id);
+		args[0] = PointerGetDatum(int8_array(d.ids, 1));
+		if (execute(cat, PLAN_WF_CANCEL_STEPS, args, NULL, false) != SPI_OK_UPDATE_RETURNING)
+			elog(ERROR, "could not cancel the steps of workflow " INT64_FORMAT, id);
+		ended = palloc(sizeof(Datum) * Max(SPI_processed, 1));
+		cancelled_steps(&d, ended, &nended, true);
+		count_workflows(cat, &d);
+	}
+	catalog_sql_end(&sql);
+	return running;
+}
+
+/*
+ * queue_workflow_retry
+ *		Run the failed and cancelled steps of finished workflow id again,
+ *		with the steps after them that ended: each waits for its
+ *		dependencies anew, with its attempts back; succeeded steps before
+ *		them keep their results.  Returns how many steps run again, or -1 if
+ *		the workflow is still running (or does not exist).
+ */
+int
+queue_workflow_retry(ChancyCatalog *cat, int64 id)
+{
+	CatalogSql	sql;
+	Datum		arg = Int64GetDatum(id);
+	Datum		idarr = PointerGetDatum(int8_array(&arg, 1));
+	int			n = -1;
+	bool		isnull;
+
+	catalog_sql_begin(cat, true, &sql);
+	if (lock_workflows(cat, DatumGetArrayTypeP(idarr), NULL) == 1 &&
+		strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3), "running") != 0)
+	{
+		if (execute(cat, PLAN_WF_RETRY, &arg, NULL, false) != SPI_OK_UPDATE_RETURNING)
+			elog(ERROR, "could not retry workflow " INT64_FORMAT, id);
+		n = (int) SPI_processed;
+		for (uint64 r = 0; r < SPI_processed; r++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[r];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+
+			stats_at_commit(DatumGetObjectId(SPI_getbinval(tup, desc, 2, &isnull)),
+							SPI_getvalue(tup, desc, 3), SPI_getvalue(tup, desc, 4),
+							STATS_NONE, stats_state(SPI_getvalue(tup, desc, 5)),
+							JS_PENDING, 1);
+		}
+		if (n > 0)
+		{
+			if (execute(cat, PLAN_WF_REWAIT, &arg, NULL, false) != SPI_OK_UPDATE_RETURNING)
+				elog(ERROR, "could not retry workflow " INT64_FORMAT, id);
+			wake_released(NULL);
+			if (execute(cat, PLAN_WF_RECOUNT, &arg, NULL, false) != SPI_OK_UPDATE)
+				elog(ERROR, "could not count the steps of workflow " INT64_FORMAT, id);
+		}
+	}
+	catalog_sql_end(&sql);
+	return n;
+}
+
+/*
+ * prune_workflows
+ *		In queue_prune(): delete the workflows that finished longer than
+ *		chancy.prune_after ago, with their steps (which the queues' prune
+ *		leaves).  Returns how many steps; *next_due as queue_prune's.
+ */
+static int
+prune_workflows(ChancyCatalog *cat, Interval *after, TimestampTz *next_due)
+{
+	Datum		args[2];
+	int			total = 0;
+	int			n = PRUNE_BATCH;
+	bool		isnull;
+
+	args[0] = IntervalPGetDatum(after);
+	args[1] = Int32GetDatum(WF_PRUNE_BATCH);
+	for (int round = 0; round < PRUNE_MAX_BATCHES && n > 0; round++)
+	{
+		if (execute(cat, PLAN_WF_PRUNE, args, NULL, false) != SPI_OK_SELECT)
+			elog(ERROR, "could not prune finished workflows");
+		n = 0;
+		for (uint64 r = 0; r < SPI_processed; r++)
+		{
+			HeapTuple	tup = SPI_tuptable->vals[r];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			int64		count = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
+
+			stats_at_commit(DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull)),
+							SPI_getvalue(tup, desc, 2), SPI_getvalue(tup, desc, 3), STATS_NONE,
+							stats_state(SPI_getvalue(tup, desc, 4)), JS_NONE, count);
+			n += (int) count;
+		}
+		total += n;
+	}
+	if (execute(cat, PLAN_WF_PRUNE_NEXT, args, NULL, true) == SPI_OK_SELECT &&
+		SPI_processed == 1)
+	{
+		TimestampTz due = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
+															SPI_tuptable->tupdesc, 1,
+															&isnull));
+
+		if (!isnull && (*next_due == 0 || due < *next_due))
+			*next_due = due;
+	}
+	return total;
 }

@@ -1,0 +1,207 @@
+# Workflows (src/workflow.c, queue.c): Chancy's diamond runs left and right
+# at once and bottom after both, with their results; a fan-in of 1,000
+# parents under 8 executors starts its child exactly once; the failure
+# policies; a step's retries; a retry of the workflow runs only what failed;
+# kill -9 of an executor mid-workflow loses nothing and runs no step twice;
+# a child starts within milliseconds of its parent's commit; the gauges stay
+# right; a finished workflow is pruned with its steps, a running one never.
+use strict;
+use warnings;
+use FindBin;
+use lib $FindBin::RealBin;
+use PostgreSQL::Test::Cluster;
+use PostgreSQL::Test::Utils;
+use Test::More;
+use ChancyTest;
+
+my $node = chancy_node('workflows', qq{
+chancy.queues = 'default:8, two:2'
+chancy.max_executors = 12
+max_worker_processes = 20
+restart_after_crash = on
+});
+sub sql { return $node->safe_psql('postgres', shift); }
+
+# wstep: records its run in ran (in its own transaction: a run that did not
+# commit leaves no row), sleeps kwargs.s seconds, fails while kwargs.fail
+# names a row of failing or its attempt is below kwargs.fail_before, and
+# returns its step and what its parents gave.
+sql(q{CREATE EXTENSION chancy;
+	CREATE TABLE ran (job bigint, step text, started timestamptz, ended timestamptz,
+					  parents jsonb);
+	CREATE TABLE failing (name text PRIMARY KEY);
+	CREATE FUNCTION wstep(kwargs jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+	DECLARE
+		me bigint := (SELECT id FROM chancy_current_job());
+		my_step text := (SELECT step FROM chancy_jobs WHERE id = me);
+		s timestamptz := clock_timestamp();
+	BEGIN
+		PERFORM pg_sleep(coalesce((kwargs->>'s')::float8, 0));
+		IF EXISTS (SELECT FROM failing WHERE name = kwargs->>'fail')
+		   OR (SELECT attempt FROM chancy_current_job()) < (kwargs->>'fail_before')::int THEN
+			RAISE EXCEPTION 'step % fails', my_step;
+		END IF;
+		INSERT INTO ran VALUES (me, my_step, s, clock_timestamp(), chancy_parent_results());
+		RETURN jsonb_build_object('step', my_step);
+	END $$;
+	SELECT chancy_define_job('w', 'wstep(jsonb)');});
+
+# A step of job w, with kwargs $k and further chancy_with_* calls $with.
+sub step
+{
+	my ($name, $deps, %o) = @_;
+	my $job = "chancy_with_kwargs(chancy_job('w'), '" . ($o{kwargs} // '{}') . "')";
+	$job = "chancy_with_queue($job, '$o{queue}')" if $o{queue};
+	$job = "chancy_with_max_attempts($job, $o{attempts})" if $o{attempts};
+	return "chancy_step('$name', $job, '{" . join(',', @$deps) . "}'"
+	  . ($o{policy} ? ", '$o{policy}'" : '') . ')';
+}
+
+sub push_workflow
+{
+	my ($name, @steps) = @_;
+	return sql("SELECT chancy_push_workflow('$name', ARRAY[" . join(', ', @steps) . '])');
+}
+
+sub wait_workflow
+{
+	my ($id, $secs) = @_;
+	$secs //= 120;
+	return sql("SELECT state FROM chancy_wait_workflow($id, '$secs s')");
+}
+
+# 1. Chancy's diamond in queue two (2 executors): left and right overlap,
+# bottom starts after both ended, and gets both results.
+my $wf = push_workflow('example', step('top', [], queue => 'two'),
+	step('left', ['top'], queue => 'two', kwargs => '{"s": 1}'),
+	step('right', ['top'], queue => 'two', kwargs => '{"s": 1}'),
+	step('bottom', ['left', 'right'], queue => 'two'));
+is(wait_workflow($wf), 'succeeded', 'the diamond succeeds');
+my %t = map { my ($s, $b, $e) = split /\|/; ($s => [$b, $e]) }
+  split /\n/, sql(q{SELECT r.step, extract(epoch FROM started), extract(epoch FROM ended)
+	FROM ran r JOIN chancy_jobs j ON j.id = r.job WHERE j.workflow_id = } . $wf);
+ok($t{left}[0] < $t{right}[1] && $t{right}[0] < $t{left}[1], 'left and right ran at once');
+ok($t{bottom}[0] >= $t{left}[1] && $t{bottom}[0] >= $t{right}[1],
+	'bottom started after both ended');
+ok($t{left}[0] >= $t{top}[1], '... and they after top');
+is(sql(qq{SELECT parents FROM ran r JOIN chancy_jobs j ON j.id = r.job
+	WHERE j.workflow_id = $wf AND r.step = 'bottom'}),
+	'{"left": {"step": "left"}, "right": {"step": "right"}}',
+	'bottom gets the results of left and right');
+is(sql(qq{SELECT concat_ws(' ', state, steps_total, steps_done, steps_failed, steps_waiting)
+	FROM chancy_workflows WHERE id = $wf}), 'succeeded 4 4 0 0', 'its counters');
+
+# 2. Fan-in: 1,000 parents under 8 executors, one child: it starts once,
+# after the last parent, and sees all 1,000 results.
+$wf = sql(q{SELECT chancy_push_workflow('fan-in',
+	ARRAY(SELECT chancy_step('p' || g, chancy_job('w')) FROM generate_series(1, 1000) g)
+	|| chancy_step('child', chancy_job('w'),
+				   ARRAY(SELECT 'p' || g FROM generate_series(1, 1000) g)))});
+is(wait_workflow($wf), 'succeeded', 'the fan-in succeeds');
+is(sql(qq{SELECT count(*) || ' ' || min((SELECT count(*) FROM jsonb_object_keys(parents))) FROM ran r
+	JOIN chancy_jobs j ON j.id = r.job WHERE j.workflow_id = $wf AND r.step = 'child'}),
+	'1 1000', 'its child ran once, with 1,000 results');
+is(sql(qq{SELECT (SELECT started FROM ran r JOIN chancy_jobs j ON j.id = r.job
+		WHERE j.workflow_id = $wf AND r.step = 'child')
+	>= max(ended) FROM ran r JOIN chancy_jobs j ON j.id = r.job
+	WHERE j.workflow_id = $wf AND r.step <> 'child'}), 't', '... after the last parent ended');
+is(sql(qq{SELECT count(DISTINCT r.job) || ' ' || count(*) FROM ran r
+	JOIN chancy_jobs j ON j.id = r.job WHERE j.workflow_id = $wf}), '1001 1001',
+	'every step ran exactly once');
+
+# 3. Failure policies.  b fails for good (2 attempts): c (cancel) is
+# cancelled naming b, d after c too; fin (run) runs anyway; w (wait) and
+# what follows it wait; the workflow has failed.
+sql(q{INSERT INTO failing VALUES ('b')});
+$wf = push_workflow('policies', step('a', []),
+	step('b', ['a'], kwargs => '{"fail": "b"}', attempts => 2),
+	step('c', ['b']), step('d', ['c']),
+	step('fin', ['d'], policy => 'run'),
+	step('w', ['b'], policy => 'wait'), step('after_w', ['w']),
+	step('flaky', ['a'], kwargs => '{"fail_before": 3}', attempts => 3),
+	step('after_flaky', ['flaky']));
+is(wait_workflow($wf), 'failed', 'a workflow whose step failed has failed');
+is(sql(qq{SELECT string_agg(step || ':' || state || ':' || attempts, ' ' ORDER BY job_id)
+	FROM chancy_workflow_steps WHERE workflow_id = $wf}),
+	'a:succeeded:1 b:failed:2 c:cancelled:0 d:cancelled:0 fin:succeeded:1 w:pending:0 '
+	  . 'after_w:pending:0 flaky:succeeded:3 after_flaky:succeeded:1',
+	'cancel, run and wait; a step retried within its attempts went on');
+is(sql(qq{SELECT string_agg(errors->-1->>'message', ' / ' ORDER BY job_id)
+	FROM chancy_workflow_steps WHERE workflow_id = $wf AND step IN ('c', 'd')}),
+	sprintf('dependency "b" (job %d) failed / dependency "b" (job %d) failed',
+		(sql(qq{SELECT job_id FROM chancy_workflow_steps WHERE workflow_id = $wf AND step = 'b'})) x 2),
+	'the cancelled steps name the failed ancestor');
+is(sql(qq{SELECT parents FROM ran r JOIN chancy_jobs j ON j.id = r.job
+	WHERE j.workflow_id = $wf AND r.step = 'fin'}), '{}', 'a failed parent gives no result');
+is(sql(qq{SELECT concat_ws(' ', steps_total, steps_done, steps_failed, steps_waiting)
+	FROM chancy_workflows WHERE id = $wf}), '9 7 3 2', 'its counters');
+
+# 4. The retry runs b, c, d and fin again (b succeeds now), w and after_w
+# go on; a, flaky and after_flaky keep their runs and results.
+sql(qq{DELETE FROM failing; SELECT state FROM chancy_retry_workflow($wf)});
+is(wait_workflow($wf), 'succeeded', 'the retried workflow succeeds');
+is(sql(qq{SELECT string_agg(r.step || '=' || r.n, ' ' ORDER BY r.step) FROM (
+	SELECT j.step, count(*) AS n FROM ran x JOIN chancy_jobs j ON j.id = x.job
+	WHERE j.workflow_id = $wf GROUP BY 1) r}),
+	'a=1 after_flaky=1 after_w=1 b=1 c=1 d=1 fin=2 flaky=1 w=1',
+	'only what failed or followed a failure ran again');
+is(sql(qq{SELECT string_agg(step || ':' || attempts, ' ' ORDER BY job_id)
+	FROM chancy_workflow_steps WHERE workflow_id = $wf AND step IN ('a', 'b', 'flaky')}),
+	'a:1 b:1 flaky:3', 'succeeded steps keep their attempts');
+
+# 5. kill -9 of the executor running a step: the cluster restarts, the step
+# runs again; nothing is lost and no step's work commits twice.
+$wf = push_workflow('crash', step('one', []), step('two', ['one'], kwargs => '{"s": 30}'),
+	step('three', ['two']));
+my $two = sql(qq{SELECT job_id FROM chancy_workflow_steps WHERE workflow_id = $wf AND step = 'two'});
+$node->poll_query_until('postgres',
+	"SELECT count(*) = 1 FROM chancy_workers WHERE job_id = $two AND state = 'running'")
+  or die 'step two never ran';
+my $pid = sql("SELECT pid FROM chancy_workers WHERE job_id = $two");
+sql(qq{UPDATE chancy_jobs SET kwargs = '{}' WHERE id = $two});
+kill 'KILL', $pid;
+$node->poll_query_until('postgres', 'SELECT true', 't') or die 'server never came back';
+is(wait_workflow($wf), 'succeeded', 'a workflow whose executor was killed succeeds');
+is(sql(qq{SELECT string_agg(j.step || '=' || (SELECT count(*) FROM ran r WHERE r.job = j.id),
+	' ' ORDER BY j.id) FROM chancy_jobs j WHERE j.workflow_id = $wf}), 'one=1 two=1 three=1',
+	'each step committed its work once');
+is(sql("SELECT crashes FROM chancy_jobs WHERE id = $two"), '1', 'the killed step was charged a crash');
+
+# 6. A chain of 50 steps: each starts within milliseconds of its parent's
+# end (the benchmark holds the real bound).
+$wf = sql(q{SELECT chancy_push_sequence('chain',
+	ARRAY(SELECT chancy_job('w') FROM generate_series(1, 50)))});
+is(wait_workflow($wf), 'succeeded', 'a chain of 50 succeeds');
+my ($p50, $max) = split /\|/, sql(qq{SELECT
+	percentile_cont(0.5) WITHIN GROUP (ORDER BY gap), max(gap) FROM (
+	SELECT 1000 * extract(epoch FROM c.started_at - p.completed_at) AS gap
+	FROM chancy_workflow_deps d JOIN chancy_jobs p ON p.id = d.parent
+	JOIN chancy_jobs c ON c.id = d.child WHERE d.workflow_id = $wf) g});
+cmp_ok($p50, '<', 50, "a child starts within milliseconds of its parent (p50 $p50 ms, max $max ms)");
+
+# 7. The gauges match the table.
+is(sql(q{SELECT bool_and(from_gauges) AND NOT EXISTS (
+	(SELECT queue, pending, running, retrying, succeeded, failed, cancelled FROM chancy_queue_counts()
+	 EXCEPT SELECT queue, count(*) FILTER (WHERE state = 'pending'),
+		count(*) FILTER (WHERE state = 'running'), count(*) FILTER (WHERE state = 'retrying'),
+		count(*) FILTER (WHERE state = 'succeeded'), count(*) FILTER (WHERE state = 'failed'),
+		count(*) FILTER (WHERE state = 'cancelled') FROM chancy_jobs GROUP BY queue)) FROM chancy_queue_counts()}),
+	't', 'the per-state gauges match the table');
+
+# 8. Pruning: with chancy.prune_after at 2 s, a running workflow's finished
+# step stays; once it has finished, the workflow goes with all its steps.
+sql(q{ALTER SYSTEM SET chancy.prune_after = '2s'; SELECT pg_reload_conf()});
+$wf = push_workflow('prune', step('quick', []), step('slow', [], kwargs => '{"s": 5}'),
+	step('last', ['quick', 'slow']));
+$node->poll_query_until('postgres', qq{SELECT state = 'succeeded' FROM chancy_jobs
+	WHERE workflow_id = $wf AND step = 'quick'}) or die 'quick never ran';
+sleep 3;
+is(sql(qq{SELECT count(*) FROM chancy_jobs WHERE workflow_id = $wf}), '3',
+	'a running workflow\'s finished step is not pruned');
+is(wait_workflow($wf), 'succeeded', 'it finishes');
+ok($node->poll_query_until('postgres', qq{SELECT NOT EXISTS (SELECT FROM chancy_workflows WHERE id = $wf)
+	AND NOT EXISTS (SELECT FROM chancy_jobs WHERE workflow_id = $wf)
+	AND NOT EXISTS (SELECT FROM chancy_workflow_deps WHERE workflow_id = $wf)}),
+	'then it is pruned with its steps and dependencies');
+
+done_testing();
