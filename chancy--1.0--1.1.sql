@@ -1412,6 +1412,12 @@ CREATE FUNCTION chancy_push_workflow(name text, steps chancy_step[])
 COMMENT ON FUNCTION chancy_push_workflow(text, chancy_step[]) IS
 	'Push a workflow: every step becomes a job now, and starts when the steps it depends on have succeeded; returns the workflow id';
 
+CREATE FUNCTION chancy_add_steps(steps chancy_step[])
+	RETURNS bigint[]
+	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION chancy_add_steps(chancy_step[]) IS
+	'Inside a running workflow step: add steps to its workflow in its transaction (they may depend on its steps, the running one included); their job ids';
+
 CREATE FUNCTION chancy_push_sequence(name text, jobs chancy_job[])
 	RETURNS bigint
 	LANGUAGE sql VOLATILE
@@ -1444,42 +1450,13 @@ COMMENT ON FUNCTION chancy_retry_workflow(bigint) IS
 
 CREATE FUNCTION chancy_parent_results()
 	RETURNS jsonb
-	LANGUAGE sql STABLE SECURITY DEFINER
-	SET search_path = pg_catalog, pg_temp
-	BEGIN ATOMIC
-	SELECT coalesce(jsonb_object_agg(p.step, p.result), '{}')
-	  FROM @extschema@.chancy_workflow_deps d
-	  JOIN @extschema@.chancy_jobs p ON p.id = d.parent
-	 WHERE d.child = (SELECT c.id FROM @extschema@.chancy_current_job() c)
-	   AND p.state = 'succeeded';
-	END;
+	AS 'MODULE_PATHNAME' LANGUAGE C STABLE;
 COMMENT ON FUNCTION chancy_parent_results() IS
-	'Inside a workflow step: {step: result} of the steps it depends on that succeeded';
+	'Inside a workflow step: {step: result} of the steps it depends on that succeeded ({} outside a step)';
 
 CREATE FUNCTION chancy_step_result(step text)
 	RETURNS jsonb
-	LANGUAGE plpgsql STABLE SECURITY DEFINER
-	SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-	me bigint := (SELECT c.id FROM @extschema@.chancy_current_job() c);
-	dependency boolean;
-	result jsonb;
-BEGIN
-	SELECT true, CASE WHEN p.state = 'succeeded' THEN p.result END
-	  INTO dependency, result
-	  FROM @extschema@.chancy_workflow_deps d
-	  JOIN @extschema@.chancy_jobs p ON p.id = d.parent
-	 WHERE d.child = me AND p.step = chancy_step_result.step;
-	IF dependency IS NULL THEN
-		RAISE EXCEPTION USING
-			ERRCODE = 'invalid_parameter_value',
-			MESSAGE = CASE WHEN me IS NULL
-				THEN 'chancy_step_result() must be called by a running workflow step'
-				ELSE format('step "%s" is not a dependency of the running step', step) END,
-			HINT = 'It reads the result of one of the steps the running step depends on; chancy_parent_results() returns them all.';
-	END IF;
-	RETURN result;
-END $$;
+	AS 'MODULE_PATHNAME' LANGUAGE C STABLE;
 COMMENT ON FUNCTION chancy_step_result(text) IS
 	'Inside a workflow step: the result of the step of that name it depends on (NULL if that step did not succeed)';
 
@@ -1501,7 +1478,9 @@ CREATE FUNCTION chancy_workflow_dot(workflow_id bigint)
 	LANGUAGE sql STABLE
 	SET search_path = pg_catalog, pg_temp
 	BEGIN ATOMIC
-	SELECT 'digraph workflow_' || workflow_id || ' {' || chr(10)
+	SELECT (SELECT format('digraph "%s" {', replace(replace(w.name, '\', '\\'), '"', '\"'))
+			  FROM @extschema@.chancy_workflows w WHERE w.id = chancy_workflow_dot.workflow_id)
+		   || chr(10)
 		   || coalesce((SELECT string_agg(format('  "%s" [label="%s\n%s" style=filled fillcolor=%s];',
 				 replace(replace(s.step, '\', '\\'), '"', '\"'),
 				 replace(replace(s.step, '\', '\\'), '"', '\"'), s.state,

@@ -1,8 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * chancy.h
- *	  What a C job needs from chancy: the job it is running, and its keyword
- *	  arguments read as C values.  Header only: a job library needs no link
+ *	  What a C job needs from chancy: the job it is running, its keyword
+ *	  arguments read as C values, and in a workflow step its parents'
+ *	  results.  Header only: a job library needs no link
  *	  to chancy.so.
  *
  * A job is an ordinary V1 function taking one jsonb:
@@ -58,6 +59,22 @@ chancy_current_job(void)
 	void	  **var = (void **) find_rendezvous_variable("chancy_current_job");
 
 	return (const ChancyJobInfo *) *var;
+}
+
+/*
+ * chancy_parent_results
+ *		In a workflow step: {step: result} of the steps it depends on that
+ *		succeeded ({} in a job that is not a step); NULL when the function
+ *		was called directly rather than by an executor.
+ */
+typedef Jsonb *(*ChancyParentResultsFn) (void);
+
+static inline Jsonb *
+chancy_parent_results(void)
+{
+	void	  **var = (void **) find_rendezvous_variable("chancy_parent_results");
+
+	return *var ? ((ChancyParentResultsFn) *var) () : NULL;
 }
 
 /*

@@ -62,6 +62,7 @@ SELECT chancy_workflow_dot(:wf);
 -- results are for a running step
 SELECT chancy_step_result('top');
 SELECT chancy_parent_results();
+SELECT chancy_add_steps(ARRAY[chancy_step('more', chancy_job('s'))]);
 
 -- a sequence: steps 1, 2, 3, each after the one before
 SELECT chancy_push_sequence('seq', ARRAY[chancy_job('s'), chancy_job('s'),

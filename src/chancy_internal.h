@@ -25,13 +25,15 @@
 #include "utils/elog.h"
 
 /*
- * The SDK for C jobs.  Its chancy_current_job() is called
- * chancy_sdk_current_job() here: chancy_current_job is also the C symbol of
- * the SQL function of that name (control.c).
+ * The SDK for C jobs.  Its chancy_current_job() and chancy_parent_results()
+ * are called chancy_sdk_*() here: they are also the C symbols of the SQL
+ * functions of those names (control.c, workflow.c).
  */
 #define chancy_current_job chancy_sdk_current_job
+#define chancy_parent_results chancy_sdk_parent_results
 #include "chancy.h"
 #undef chancy_current_job
+#undef chancy_parent_results
 
 /* The SQL objects this library works with: chancy--1.1.sql. */
 #define CHANCY_SQL_VERSION "1.1"
@@ -390,6 +392,7 @@ extern void job_deform(ChancyCatalog *cat, HeapTupleHeader tuple, JobValue *job)
 extern JobValue *api_prepare_jobs(ChancyCatalog *cat, Datum *elems, bool *elemnulls, int n,
 								  char ***keys, const char *what);
 extern int	chancy_max_workflow_steps;
+extern Jsonb *workflow_parent_results(ChancyCatalog *cat);
 extern Datum job_form(ChancyCatalog *cat, JobValue *job);
 extern void job_define(ChancyCatalog *cat, FunctionCallInfo fcinfo, JobValue *result);
 extern void job_undefine(ChancyCatalog *cat, const char *name);
@@ -579,6 +582,11 @@ extern void queue_workflow_edges(ChancyCatalog *cat, int64 workflow_id, Datum *p
 extern List *queue_workflow_held(ChancyCatalog *cat, int64 id);
 extern bool queue_workflow_cancel(ChancyCatalog *cat, int64 id, Oid role);
 extern int	queue_workflow_retry(ChancyCatalog *cat, int64 id);
+extern int64 queue_workflow_steps(ChancyCatalog *cat, int64 job_id, int *n, char ***names,
+								  int64 **ids, bool **succeeded);
+extern int64 queue_workflow_grow(ChancyCatalog *cat, int64 id, int n, int waiting);
+extern Datum queue_step_results(ChancyCatalog *cat, int64 job_id, const char *step,
+								bool *is_dep, bool *isnull);
 extern void queue_claim(ChancyCatalog *cat, const char *queue, int64 claim,
 						int max_jobs, ArrayType *short_functions,
 						ClaimedJob **jobs, ClaimResult *result);

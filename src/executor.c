@@ -747,6 +747,13 @@ give_back(int from, int64 guilty, const char *why)
 		slots_wake_executors(me->queue, released.released);
 }
 
+/* chancy_parent_results() of chancy.h, for the running job */
+static Jsonb *
+sdk_parent_results(void)
+{
+	return current_job ? workflow_parent_results(chancy_catalog(chancy_nsp)) : NULL;
+}
+
 /*
  * steps_ended
  *		In the transaction that recorded them, go on with the workflows of
@@ -1172,6 +1179,7 @@ chancy_executor_main(Datum arg)
 	batch_cxt = AllocSetContextCreate(TopMemoryContext, "chancy batch",
 									  ALLOCSET_DEFAULT_SIZES);
 	running_var = find_rendezvous_variable("chancy_current_job");
+	*find_rendezvous_variable("chancy_parent_results") = sdk_parent_results;
 	limits_init();
 	start_size = last_size = limits_data_size();
 	if (chancy_extension(&chancy_nsp, NULL) != EXTENSION_READY)

@@ -157,6 +157,8 @@ child_main(JobFunction *fn, Datum kwargs, int64 time_limit_ms, int64 memory_limi
 
 	/* nothing of the executor's shared state may be touched from here */
 	on_exit_reset();
+	/* nor its database: chancy_parent_results() of chancy.h returns NULL */
+	*find_rendezvous_variable("chancy_parent_results") = NULL;
 	MyProcPid = getpid();
 	for (int i = 0; i < lengthof(reset); i++)
 		pqsignal(reset[i], SIG_DFL);

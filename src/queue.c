@@ -77,6 +77,9 @@ typedef enum PlanId
 	PLAN_WF_PRUNE,				/* finished workflows past their time */
 	PLAN_WF_PRUNE_NEXT,			/* when the next one is */
 	PLAN_WF_HELD,				/* the steps of a workflow executors hold */
+	PLAN_WF_STEPS,				/* the steps of a step's workflow */
+	PLAN_WF_RESULTS,			/* the results of a step's dependencies */
+	PLAN_WF_GROW,				/* a running step adds steps */
 	PLAN_WF_MARK_CANCELLED,		/* a workflow is being cancelled */
 	PLAN_WF_RETRY,				/* failed steps and what follows them again */
 	PLAN_WF_REWAIT,				/* steps count their dependencies again */
@@ -129,11 +132,12 @@ typedef enum PlanId
 	" function_owner, function_digest" names ") "
 #define INSERT_JOBS INSERT_JOBS_WITH("", "", "", "")
 
-/* a workflow step that ended (its id in e) made these (in c) wait no more */
-#define WF_STEP_CANCELLED(why) \
+/* j, a workflow step, is cancelled without running: why, and the keys and
+ * values of more (or nothing) in its errors entry */
+#define WF_STEP_CANCELLED(why, more) \
 	" state = 'cancelled', completed_at = clock_timestamp(), claim = NULL," \
 	" parked_on = NULL, errors = j.errors || jsonb_build_object('attempt', j.attempts," \
-	" 'message', " why ", 'sqlstate', '57014', 'at', clock_timestamp())"
+	" 'message', " why ", 'sqlstate', '57014'" more ", 'at', clock_timestamp())"
 /* c, a step, waits for its dependencies */
 #define WF_WAITING "c.state = 'pending' AND c.deps_left > 0"
 
@@ -454,7 +458,7 @@ static const struct
 	/* the steps of workflows $1 that no executor holds end cancelled */
 	[PLAN_WF_CANCEL_STEPS] = {
 		"UPDATE %1$s.chancy_jobs j SET"
-		WF_STEP_CANCELLED("'workflow cancelled by ' || w.cancelled_by::text")
+		WF_STEP_CANCELLED("'workflow cancelled by ' || w.cancelled_by::text", "")
 		" FROM (SELECT id AS old_id, state AS old_state FROM %1$s.chancy_jobs"
 		"  WHERE workflow_id = ANY ($1) AND " LIVE " AND coalesce(claim, 0) = 0"
 		"  AND NOT replicated FOR UPDATE) o, %1$s.chancy_workflows w"
@@ -480,8 +484,8 @@ static const struct
 		"  a.state::text AS cause_state FROM x JOIN %1$s.chancy_jobs a ON a.id = x.cause"
 		"  ORDER BY x.id, x.cause)"
 		" UPDATE %1$s.chancy_jobs j SET"
-		WF_STEP_CANCELLED("format('dependency \"%%s\" (job %%s) %%s', y.cause_step,"
-						  " y.cause_id, y.cause_state)")
+		WF_STEP_CANCELLED("format('dependency \"%%s\" %%s', y.cause_step, y.cause_state)",
+						  ", 'dependency_job', y.cause_id")
 		" FROM y WHERE j.id = y.id"
 		" RETURNING j.id, j.workflow_id, j.pushed_by, j.queue, j.name",
 		1, {INT8ARRAYOID}
@@ -537,6 +541,29 @@ static const struct
 		"SELECT id, claim FROM %1$s.chancy_jobs WHERE workflow_id = $1 AND " LIVE
 		" AND claim > 0 AND NOT replicated",
 		1, {INT8OID}
+	},
+	[PLAN_WF_STEPS] = {
+		"SELECT s.workflow_id, s.step, s.id, s.state = 'succeeded'"
+		" FROM %1$s.chancy_jobs me JOIN %1$s.chancy_jobs s ON s.workflow_id = me.workflow_id"
+		" WHERE me.id = $1",
+		1, {INT8OID}
+	},
+	/* of step $1's dependencies: the results of those that succeeded, and
+	 * whether one is named $2, with its result */
+	[PLAN_WF_RESULTS] = {
+		"SELECT coalesce(jsonb_object_agg(p.step, p.result)"
+		"  FILTER (WHERE p.state = 'succeeded'), '{}'),"
+		" count(*) FILTER (WHERE p.step = $2) > 0,"
+		" (array_agg(p.result) FILTER (WHERE p.step = $2 AND p.state = 'succeeded'))[1]"
+		" FROM %1$s.chancy_workflow_deps d JOIN %1$s.chancy_jobs p ON p.id = d.parent"
+		" WHERE d.child = $1",
+		2, {INT8OID, TEXTOID}
+	},
+	[PLAN_WF_GROW] = {
+		"UPDATE %1$s.chancy_workflows SET steps_total = steps_total + $2,"
+		" steps_waiting = steps_waiting + $3"
+		" WHERE id = $1 AND state = 'running' AND cancelled_by IS NULL RETURNING id",
+		3, {INT8OID, INT4OID, INT4OID}
 	},
 	[PLAN_WF_MARK_CANCELLED] = {
 		"UPDATE %1$s.chancy_workflows SET cancelled_by = coalesce(cancelled_by, $2)"
@@ -2200,4 +2227,102 @@ prune_workflows(ChancyCatalog *cat, Interval *after, TimestampTz *next_due)
 			*next_due = due;
 	}
 	return total;
+}
+
+/*
+ * queue_workflow_steps
+ *		The workflow job job_id is a step of (0: none), and its steps: n
+ *		names, job ids, and whether each has succeeded.
+ */
+int64
+queue_workflow_steps(ChancyCatalog *cat, int64 job_id, int *n, char ***names, int64 **ids,
+					 bool **succeeded)
+{
+	CatalogSql	sql;
+	Datum		arg = Int64GetDatum(job_id);
+	int64		workflow = 0;
+	MemoryContext old;
+
+	catalog_sql_begin(cat, true, &sql);
+	if (execute(cat, PLAN_WF_STEPS, &arg, NULL, true) != SPI_OK_SELECT)
+		elog(ERROR, "could not read the steps of the workflow of job " INT64_FORMAT, job_id);
+	old = MemoryContextSwitchTo(sql.caller);
+	*n = (int) SPI_processed;
+	*names = palloc(sizeof(char *) * Max(*n, 1));
+	*ids = palloc(sizeof(int64) * Max(*n, 1));
+	*succeeded = palloc(sizeof(bool) * Max(*n, 1));
+	for (int r = 0; r < *n; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+
+		workflow = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		(*names)[r] = SPI_getvalue(tup, desc, 2);
+		(*ids)[r] = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
+		(*succeeded)[r] = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
+	}
+	MemoryContextSwitchTo(old);
+	catalog_sql_end(&sql);
+	return workflow;
+}
+
+/*
+ * queue_workflow_grow
+ *		Count n more steps in running workflow id, waiting of them waiting
+ *		(which locks it, after the running step's row: the order of locks).
+ *		Returns id.
+ */
+int64
+queue_workflow_grow(ChancyCatalog *cat, int64 id, int n, int waiting)
+{
+	CatalogSql	sql;
+	Datum		args[3];
+
+	args[0] = Int64GetDatum(id);
+	args[1] = Int32GetDatum(n);
+	args[2] = Int32GetDatum(waiting);
+	catalog_sql_begin(cat, true, &sql);
+	if (execute(cat, PLAN_WF_GROW, args, NULL, false) != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "could not add steps to workflow " INT64_FORMAT, id);
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("workflow " INT64_FORMAT " is being cancelled", id),
+				 errdetail("Steps cannot be added to it.")));
+	catalog_sql_end(&sql);
+	return id;
+}
+
+/*
+ * queue_step_results
+ *		The results of the dependencies of step job_id that succeeded, as a
+ *		jsonb object {step: result}; with step, instead the result of that
+ *		one (NULL if it did not succeed, *is_dep false if step job_id does
+ *		not depend on it).
+ */
+Datum
+queue_step_results(ChancyCatalog *cat, int64 job_id, const char *step, bool *is_dep,
+				   bool *isnull)
+{
+	CatalogSql	sql;
+	Datum		args[2];
+	char		nulls[2] = {' ', step ? ' ' : 'n'};
+	Datum		result;
+	bool		dep_null;
+
+	args[0] = Int64GetDatum(job_id);
+	args[1] = step ? CStringGetTextDatum(step) : (Datum) 0;
+	catalog_sql_begin(cat, true, &sql);
+	if (execute(cat, PLAN_WF_RESULTS, args, nulls, true) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not read the results of the dependencies of job " INT64_FORMAT,
+			 job_id);
+	result = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, step ? 3 : 1, isnull);
+	if (is_dep)
+		*is_dep = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2,
+											 &dep_null));
+	if (!*isnull)
+		result = SPI_datumTransfer(result, false, -1);
+	catalog_sql_end(&sql);
+	return result;
 }

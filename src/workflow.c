@@ -22,12 +22,16 @@
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
+#include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/typcache.h"
 
 #include "chancy_internal.h"
 
 PG_FUNCTION_INFO_V1(chancy_push_workflow);
+PG_FUNCTION_INFO_V1(chancy_add_steps);
+PG_FUNCTION_INFO_V1(chancy_parent_results);
+PG_FUNCTION_INFO_V1(chancy_step_result);
 
 /* longest step name (bytes) */
 #define MAX_STEP_NAME 200
@@ -37,11 +41,21 @@ typedef struct Step
 {
 	char	   *name;
 	Datum		job;			/* chancy_job */
+	Datum	   *dep_names;		/* its depends_on, as given (text) */
 	int		   *deps;			/* indexes of the steps it depends on */
 	int			ndeps;
 	char	   *policy;			/* on_dep_failure */
 	int			waiting_for;	/* Kahn's count, while ordering */
 } Step;
+
+/* The steps a workflow has already (chancy_add_steps()). */
+typedef struct Existing
+{
+	int			n;
+	char	  **names;
+	int64	   *ids;
+	bool	   *succeeded;
+} Existing;
 
 /* A step name in the look-up table. */
 typedef struct StepName
@@ -88,12 +102,6 @@ read_steps(ArrayType *array, int *n)
 	if (*n == 0)
 		bad_workflow("a workflow needs at least one step", NULL,
 					 "Pass steps made with chancy_step().");
-	if (*n > chancy_max_workflow_steps)
-		ereport(ERROR,
-				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("workflow has %d steps, more than chancy.max_workflow_steps (%d)",
-						*n, chancy_max_workflow_steps),
-				 errhint("Split it, or have a superuser raise chancy.max_workflow_steps.")));
 
 	desc = lookup_rowtype_tupdesc(elemtype, -1);
 	if (desc->natts != 4)
@@ -133,7 +141,7 @@ read_steps(ArrayType *array, int *n)
 			bad_workflow(psprintf("step \"%s\" has an invalid on_dep_failure: \"%s\"",
 								  steps[i].name, steps[i].policy), NULL,
 						 "on_dep_failure is cancel, run or wait.");
-		/* depends_on: names for now, in steps[i].deps as text datums */
+		/* depends_on: names, resolved by link_steps() */
 		if (!isnull[2])
 		{
 			ArrayType  *deps = DatumGetArrayTypeP(values[2]);
@@ -149,7 +157,7 @@ read_steps(ArrayType *array, int *n)
 				if (dnulls[k])
 					bad_workflow(psprintf("depends_on of step \"%s\" holds a NULL",
 										  steps[i].name), NULL, NULL);
-			steps[i].deps = (int *) names;	/* resolved by link_steps() */
+			steps[i].dep_names = names;
 		}
 	}
 	ReleaseTupleDesc(desc);
@@ -158,12 +166,13 @@ read_steps(ArrayType *array, int *n)
 
 /*
  * link_steps
- *		Resolve every step's depends_on names to step indexes: duplicate
- *		step names, unknown dependencies and self-dependencies are errors.
+ *		Resolve every step's depends_on names to step indexes (n + j for
+ *		step j of ex, the steps the workflow has already): duplicate step
+ *		names, unknown dependencies and self-dependencies are errors.
  *		Returns the number of edges.
  */
 static int
-link_steps(Step *steps, int n)
+link_steps(Step *steps, int n, const Existing *ex)
 {
 	HASHCTL		ctl;
 	HTAB	   *names;
@@ -185,9 +194,20 @@ link_steps(Step *steps, int n)
 						 "Step names must be unique in a workflow.");
 		e->index = i;
 	}
+	for (int j = 0; j < ex->n; j++)
+	{
+		bool		found;
+		StepName   *e = hash_search(names, ex->names[j], HASH_ENTER, &found);
+
+		if (found)
+			bad_workflow(psprintf("the workflow already has a step named \"%s\"",
+								  ex->names[j]), NULL,
+						 "Step names must be unique in a workflow.");
+		e->index = n + j;
+	}
 	for (int i = 0; i < n; i++)
 	{
-		Datum	   *given = (Datum *) steps[i].deps;
+		Datum	   *given = steps[i].dep_names;
 		int		   *deps = palloc(sizeof(int) * Max(steps[i].ndeps, 1));
 		int			ndeps = 0;
 
@@ -223,7 +243,8 @@ link_steps(Step *steps, int n)
  *		Kahn's algorithm: a step is ordered once all its dependencies are.
  *		Steps left unordered lie on or after a cycle; walking dependencies
  *		among them from one of them must come back to a step already
- *		walked: that cycle is named in the error.
+ *		walked: that cycle is named in the error.  Dependencies on steps
+ *		the workflow had (indexes from n) cannot be part of a cycle.
  */
 static void
 check_acyclic(Step *steps, int n)
@@ -236,7 +257,8 @@ check_acyclic(Step *steps, int n)
 
 	for (int i = 0; i < n; i++)
 		for (int k = 0; k < steps[i].ndeps; k++)
-			nchildren[steps[i].deps[k]]++;
+			if (steps[i].deps[k] < n)
+				nchildren[steps[i].deps[k]]++;
 	for (int i = 0; i < n; i++)
 	{
 		children[i] = palloc(sizeof(int) * Max(nchildren[i], 1));
@@ -244,14 +266,17 @@ check_acyclic(Step *steps, int n)
 	}
 	for (int i = 0; i < n; i++)
 	{
+		steps[i].waiting_for = 0;
 		for (int k = 0; k < steps[i].ndeps; k++)
 		{
 			int			p = steps[i].deps[k];
 
+			if (p >= n)
+				continue;
 			children[p][nchildren[p]++] = i;
+			steps[i].waiting_for++;
 		}
-		steps[i].waiting_for = steps[i].ndeps;
-		if (steps[i].ndeps == 0)
+		if (steps[i].waiting_for == 0)
 			ready[nready++] = i;
 	}
 	while (nready > 0)
@@ -285,7 +310,7 @@ check_acyclic(Step *steps, int n)
 			seen_at[v] = len;
 			path[len++] = v;
 			for (int k = 0; k < steps[v].ndeps && next < 0; k++)
-				if (steps[steps[v].deps[k]].waiting_for > 0)
+				if (steps[v].deps[k] < n && steps[steps[v].deps[k]].waiting_for > 0)
 					next = steps[v].deps[k];
 			v = next;
 		}
@@ -300,16 +325,17 @@ check_acyclic(Step *steps, int n)
 }
 
 /*
- * chancy_push_workflow(name text, steps chancy_step[]) RETURNS bigint
- *		Check the whole graph, then push every step as a job in one
- *		statement, those with dependencies waiting; returns the workflow's
- *		id.  Steps run as the pushing role, like its other pushes.
+ * push_steps
+ *		Check the array of steps (against ex, the steps the workflow has
+ *		already), then push each as a job in one statement, those with
+ *		dependencies not met waiting; workflow is the workflow's id, or 0
+ *		for a new workflow of that name.  Returns the workflow's id, and
+ *		sets *job_ids to the steps' job ids.
  */
-Datum
-chancy_push_workflow(PG_FUNCTION_ARGS)
+static int64
+push_steps(ChancyCatalog *cat, const char *name, int64 workflow, ArrayType *array,
+		   const Existing *ex, int64 **job_ids, int *njobs)
 {
-	ChancyCatalog *cat = chancy_catalog_for(fcinfo);
-	char	   *name;
 	Step	   *steps;
 	int			n;
 	int			nedges;
@@ -327,17 +353,14 @@ chancy_push_workflow(PG_FUNCTION_ARGS)
 	int64	   *ids;
 	StepColumns cols;
 
-	if (PG_ARGISNULL(0) || VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(0)) == 0)
-		bad_workflow("a workflow needs a name", NULL,
-					 "Name it, for example chancy_push_workflow('nightly', ...).");
-	if (PG_ARGISNULL(1))
+	steps = read_steps(array, &n);
+	if (ex->n + n > chancy_max_workflow_steps)
 		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("steps must not be NULL"),
-				 errhint("Pass an array of steps made with chancy_step().")));
-	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	steps = read_steps(PG_GETARG_ARRAYTYPE_P(1), &n);
-	nedges = link_steps(steps, n);
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("workflow would have %d steps, more than chancy.max_workflow_steps (%d)",
+						ex->n + n, chancy_max_workflow_steps),
+				 errhint("Split it, or have a superuser raise chancy.max_workflow_steps.")));
+	nedges = link_steps(steps, n, ex);
 	check_acyclic(steps, n);
 
 	jobdatums = palloc(sizeof(Datum) * n);
@@ -347,11 +370,15 @@ chancy_push_workflow(PG_FUNCTION_ARGS)
 	policies = palloc(sizeof(Datum) * n);
 	for (int i = 0; i < n; i++)
 	{
+		int			unmet = 0;
+
+		for (int k = 0; k < steps[i].ndeps; k++)
+			unmet += steps[i].deps[k] < n || !ex->succeeded[steps[i].deps[k] - n];
 		jobdatums[i] = steps[i].job;
 		names[i] = CStringGetTextDatum(steps[i].name);
-		deps_left[i] = Int32GetDatum(steps[i].ndeps);
+		deps_left[i] = Int32GetDatum(unmet);
 		policies[i] = CStringGetTextDatum(steps[i].policy);
-		waiting += steps[i].ndeps > 0;
+		waiting += unmet > 0;
 	}
 	jobs = api_prepare_jobs(cat, jobdatums, jobnulls, n, &keys, "steps");
 	if (keys != NULL)
@@ -362,7 +389,9 @@ chancy_push_workflow(PG_FUNCTION_ARGS)
 							 "Remove the unique key from the step's job.");
 
 	cols.n = n;
-	cols.workflow_id = queue_workflow_push(cat, name, n, waiting);
+	cols.workflow_id = workflow != 0 ?
+		queue_workflow_grow(cat, workflow, n, waiting) :
+		queue_workflow_push(cat, name, n, waiting);
 	cols.names = PointerGetDatum(construct_array(names, n, TEXTOID, -1, false, TYPALIGN_INT));
 	cols.deps_left = PointerGetDatum(construct_array(deps_left, n, INT4OID, sizeof(int32),
 													 true, TYPALIGN_INT));
@@ -375,9 +404,144 @@ chancy_push_workflow(PG_FUNCTION_ARGS)
 	for (int i = 0; i < n; i++)
 		for (int k = 0; k < steps[i].ndeps; k++)
 		{
-			parents[e] = Int64GetDatum(ids[steps[i].deps[k]]);
+			int			d = steps[i].deps[k];
+
+			parents[e] = Int64GetDatum(d < n ? ids[d] : ex->ids[d - n]);
 			children[e++] = Int64GetDatum(ids[i]);
 		}
 	queue_workflow_edges(cat, cols.workflow_id, parents, children, nedges);
-	PG_RETURN_INT64(cols.workflow_id);
+	*job_ids = ids;
+	*njobs = n;
+	return cols.workflow_id;
+}
+
+/*
+ * chancy_push_workflow(name text, steps chancy_step[]) RETURNS bigint
+ *		Check the whole graph, then push every step as a job in one
+ *		statement, those with dependencies waiting; returns the workflow's
+ *		id.  Steps run as the pushing role, like its other pushes.
+ */
+Datum
+chancy_push_workflow(PG_FUNCTION_ARGS)
+{
+	ChancyCatalog *cat = chancy_catalog_for(fcinfo);
+	Existing	none = {0};
+	int64	   *ids;
+	int			n;
+
+	if (PG_ARGISNULL(0) || VARSIZE_ANY_EXHDR(PG_GETARG_TEXT_PP(0)) == 0)
+		bad_workflow("a workflow needs a name", NULL,
+					 "Name it, for example chancy_push_workflow('nightly', ...).");
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("steps must not be NULL"),
+				 errhint("Pass an array of steps made with chancy_step().")));
+	PG_RETURN_INT64(push_steps(cat, text_to_cstring(PG_GETARG_TEXT_PP(0)), 0,
+							   PG_GETARG_ARRAYTYPE_P(1), &none, &ids, &n));
+}
+
+/*
+ * chancy_add_steps(steps chancy_step[]) RETURNS bigint[]
+ *		Called by a running workflow step: add steps to its workflow, in
+ *		its transaction (dynamic fan-out).  They may depend on the steps the
+ *		workflow has (one that succeeded is a dependency met; the running
+ *		step itself is met when it succeeds) and on each other.  Returns
+ *		their job ids.
+ */
+Datum
+chancy_add_steps(PG_FUNCTION_ARGS)
+{
+	ChancyCatalog *cat = chancy_catalog_for(fcinfo);
+	const ChancyJobInfo *me = chancy_sdk_current_job();
+	int64		workflow = 0;
+	Existing	ex;
+	int64	   *ids;
+	int			n;
+	Datum	   *d;
+
+	if (me != NULL)
+		workflow = queue_workflow_steps(cat, me->id, &ex.n, &ex.names, &ex.ids,
+										&ex.succeeded);
+	if (workflow == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("chancy_add_steps() must be called by a running workflow step"),
+				 errhint("A step adds steps to its own workflow; chancy_push_workflow() pushes a new one.")));
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("steps must not be NULL"),
+				 errhint("Pass an array of steps made with chancy_step().")));
+	(void) push_steps(cat, NULL, workflow, PG_GETARG_ARRAYTYPE_P(0), &ex, &ids, &n);
+	d = palloc(sizeof(Datum) * Max(n, 1));
+	for (int i = 0; i < n; i++)
+		d[i] = Int64GetDatum(ids[i]);
+	PG_RETURN_ARRAYTYPE_P(construct_array(d, n, INT8OID, sizeof(int64), FLOAT8PASSBYVAL,
+										  TYPALIGN_DOUBLE));
+}
+
+/*
+ * workflow_parent_results
+ *		For the running step: the results of its dependencies that
+ *		succeeded, {step: result}; {} outside a step.  What SQL's
+ *		chancy_parent_results() and the C SDK's return.
+ */
+Jsonb *
+workflow_parent_results(ChancyCatalog *cat)
+{
+	const ChancyJobInfo *me = chancy_sdk_current_job();
+	bool		isnull;
+	Datum		result;
+
+	if (me == NULL)
+		return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")));
+	result = queue_step_results(cat, me->id, NULL, NULL, &isnull);
+	return DatumGetJsonbP(result);
+}
+
+/*
+ * chancy_parent_results() RETURNS jsonb
+ *		See workflow_parent_results().
+ */
+Datum
+chancy_parent_results(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_JSONB_P(workflow_parent_results(chancy_catalog_for(fcinfo)));
+}
+
+/*
+ * chancy_step_result(step text) RETURNS jsonb
+ *		For the running step: the result of its dependency step (NULL if
+ *		that did not succeed).
+ */
+Datum
+chancy_step_result(PG_FUNCTION_ARGS)
+{
+	ChancyCatalog *cat = chancy_catalog_for(fcinfo);
+	const ChancyJobInfo *me = chancy_sdk_current_job();
+	char	   *step;
+	bool		is_dep;
+	bool		isnull;
+	Datum		result;
+
+	if (me == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("chancy_step_result() must be called by a running workflow step"),
+				 errhint("It reads the result of a step the running step depends on.")));
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("step must not be NULL")));
+	step = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	result = queue_step_results(cat, me->id, step, &is_dep, &isnull);
+	if (!is_dep)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("step \"%s\" is not a dependency of the running step", step),
+				 errhint("chancy_parent_results() returns the results of all its dependencies.")));
+	if (isnull)
+		PG_RETURN_NULL();
+	PG_RETURN_DATUM(result);
 }

@@ -126,9 +126,9 @@ is(sql(qq{SELECT string_agg(step || ':' || state || ':' || attempts, ' ' ORDER B
 	'a:succeeded:1 b:failed:2 c:cancelled:0 d:cancelled:0 fin:succeeded:1 w:pending:0 '
 	  . 'after_w:pending:0 flaky:succeeded:3 after_flaky:succeeded:1',
 	'cancel, run and wait; a step retried within its attempts went on');
-is(sql(qq{SELECT string_agg(errors->-1->>'message', ' / ' ORDER BY job_id)
-	FROM chancy_workflow_steps WHERE workflow_id = $wf AND step IN ('c', 'd')}),
-	sprintf('dependency "b" (job %d) failed / dependency "b" (job %d) failed',
+is(sql(qq{SELECT string_agg((errors->-1->>'message') || ' ' || (errors->-1->>'dependency_job'),
+	' / ' ORDER BY job_id) FROM chancy_workflow_steps WHERE workflow_id = $wf AND step IN ('c', 'd')}),
+	sprintf('dependency "b" failed %d / dependency "b" failed %d',
 		(sql(qq{SELECT job_id FROM chancy_workflow_steps WHERE workflow_id = $wf AND step = 'b'})) x 2),
 	'the cancelled steps name the failed ancestor');
 is(sql(qq{SELECT parents FROM ran r JOIN chancy_jobs j ON j.id = r.job
@@ -178,6 +178,37 @@ my ($p50, $max) = split /\|/, sql(qq{SELECT
 	FROM chancy_workflow_deps d JOIN chancy_jobs p ON p.id = d.parent
 	JOIN chancy_jobs c ON c.id = d.child WHERE d.workflow_id = $wf) g});
 cmp_ok($p50, '<', 50, "a child starts within milliseconds of its parent (p50 $p50 ms, max $max ms)");
+
+# 7a. The C SDK: a C step reads its parents' results; a plain job has none.
+create_test_jobs($node);
+$wf = push_workflow('sdk', step('x', []),
+	q{chancy_step('c', chancy_job('parent_results'), '{x}')});
+is(wait_workflow($wf), 'succeeded', 'a workflow with a C step succeeds');
+is(sql(qq{SELECT result FROM chancy_jobs WHERE workflow_id = $wf AND step = 'c'}),
+	'{"parents": {"x": {"step": "x"}}}', 'the C step got its parent\'s result');
+my $plain = sql(q{SELECT chancy_push('parent_results')});
+is(sql(qq{SELECT result FROM chancy_wait($plain, '60 s')}), '{"parents": {}}',
+	'a job that is no step has no parents');
+
+# 7b. Dynamic fan-out: split adds three parts and a merge after them, in
+# its transaction; final, which depended on split only, does not wait for
+# them.
+sql(q{CREATE FUNCTION split(kwargs jsonb) RETURNS jsonb LANGUAGE sql AS $$
+	SELECT to_jsonb(cardinality(chancy_add_steps(ARRAY(
+		SELECT chancy_step('part' || g, chancy_job('w'), '{split}') FROM generate_series(1, 3) g)
+		|| chancy_step('merge', chancy_job('w'), '{part1,part2,part3}')))) $$});
+$wf = push_workflow('fan-out', q{chancy_step('split', chancy_job('split'))},
+	step('final', ['split']));
+is(wait_workflow($wf), 'succeeded', 'a workflow that grew succeeds');
+is(sql(qq{SELECT concat_ws(' ', steps_total, steps_done, steps_failed, steps_waiting)
+	FROM chancy_workflows WHERE id = $wf}), '6 6 0 0', 'its counters count the added steps');
+is(sql(qq{SELECT parents FROM ran r JOIN chancy_jobs j ON j.id = r.job
+	WHERE j.workflow_id = $wf AND r.step = 'merge'}),
+	'{"part1": {"step": "part1"}, "part2": {"step": "part2"}, "part3": {"step": "part3"}}',
+	'merge ran after the parts, with their results');
+is(sql(qq{SELECT bool_and(r.started >= s.completed_at) FROM ran r JOIN chancy_jobs j ON j.id = r.job,
+	chancy_jobs s WHERE j.workflow_id = $wf AND j.step LIKE 'part%'
+	AND s.workflow_id = $wf AND s.step = 'split'}), 't', 'the parts ran after split');
 
 # 7. The gauges match the table.
 is(sql(q{SELECT bool_and(from_gauges) AND NOT EXISTS (

@@ -35,7 +35,7 @@ sub create_test_jobs
 	} qw(sleep_checking busy_loop palloc_hog palloc_mb malloc_hog segfault abort_job
 		 fatal_job exit_job)), (map {
 		"CREATE FUNCTION $_(kwargs jsonb) RETURNS jsonb AS '$lib', '$_' LANGUAGE C;\n"
-	} qw(whoami spi_count subxids))));
+	} qw(whoami spi_count subxids parent_results))));
 }
 
 # SQL that plants in schema public, for each type, comparison operators

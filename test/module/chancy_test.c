@@ -36,6 +36,7 @@ PG_FUNCTION_INFO_V1(exit_job);
 PG_FUNCTION_INFO_V1(whoami);
 PG_FUNCTION_INFO_V1(spi_count);
 PG_FUNCTION_INFO_V1(subxids);
+PG_FUNCTION_INFO_V1(parent_results);
 
 /* Sleep kwargs.seconds, checking for interrupts every 10 ms. */
 Datum
@@ -185,6 +186,18 @@ subxids(PG_FUNCTION_ARGS)
 	char	   *text = psprintf("{\"count\": %d, \"overflowed\": %s}",
 								(int) MyProc->subxidStatus.count,
 								MyProc->subxidStatus.overflowed ? "true" : "false");
+
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+}
+
+/* A workflow step of the C SDK: {"parents": chancy_parent_results()}. */
+Datum
+parent_results(PG_FUNCTION_ARGS)
+{
+	Jsonb	   *parents = chancy_parent_results();
+	char	   *text = psprintf("{\"parents\": %s}",
+								parents ? JsonbToCString(NULL, &parents->root,
+														 VARSIZE(parents)) : "null");
 
 	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
 }
