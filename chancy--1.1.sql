@@ -676,10 +676,12 @@ BEGIN
 	END IF;
 	IF purge_jobs THEN
 		-- what an executor holds but has not started would go back to a
-		-- queue that no longer exists: it is cancelled instead
+		-- queue that no longer exists: it is cancelled instead; so is a
+		-- live workflow step, so that the steps after it do not wait for it
 		PERFORM @extschema@.chancy_cancel(j.id) FROM @extschema@.chancy_jobs j
-		 WHERE j.queue = chancy_delete_queue.name AND j.claim IS NOT NULL
-		   AND j.state <> 'running';
+		 WHERE j.queue = chancy_delete_queue.name
+		   AND ((j.claim IS NOT NULL AND j.state <> 'running')
+				OR (j.workflow_id IS NOT NULL AND j.state IN ('pending', 'retrying')));
 		DELETE FROM @extschema@.chancy_jobs j
 		 WHERE j.queue = chancy_delete_queue.name AND j.claim IS NULL;
 		-- the jobs per queue and state are counted again, without them
@@ -978,26 +980,33 @@ REVOKE EXECUTE ON FUNCTION chancy_stats_rebuild() FROM PUBLIC;
 
 CREATE FUNCTION chancy_adopt_jobs()
 	RETURNS bigint
-	LANGUAGE sql SECURITY DEFINER
+	LANGUAGE plpgsql SECURITY DEFINER
 	SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	adopted bigint;
+BEGIN
 	-- the executors look at their queues when this commits (the queues'
 	-- statement trigger wakes them)
 	UPDATE @extschema@.chancy_queues SET name = name WHERE false;
-	-- this database's pushes get ids above the jobs it received
-	SELECT pg_catalog.setval(pg_catalog.pg_get_serial_sequence('@extschema@.chancy_jobs', 'id'),
-							 greatest(max(id), (SELECT last_value FROM @extschema@.chancy_jobs_id_seq)))
-	  FROM @extschema@.chancy_jobs;
+	-- this database's pushes and workflows get ids above those it received
+	PERFORM pg_catalog.setval(pg_catalog.pg_get_serial_sequence('@extschema@.chancy_jobs', 'id'),
+							  greatest(max(id), (SELECT last_value FROM @extschema@.chancy_jobs_id_seq)))
+	   FROM @extschema@.chancy_jobs;
+	PERFORM pg_catalog.setval(pg_catalog.pg_get_serial_sequence('@extschema@.chancy_workflows', 'id'),
+							  greatest(max(id), (SELECT last_value FROM @extschema@.chancy_workflows_id_seq)))
+	   FROM @extschema@.chancy_workflows;
 	-- and its schedules fire here from now on
 	UPDATE @extschema@.chancy_schedules SET replicated = false WHERE replicated;
 	-- the jobs per queue and state are counted again, with these
-	SELECT @extschema@.chancy_stats_rebuild();
-	WITH adopted AS (
-		UPDATE @extschema@.chancy_jobs SET replicated = false, claim = NULL, parked_on = NULL,
-			state = CASE WHEN state = 'running' THEN 'retrying' ELSE state END
-		 WHERE replicated
-		RETURNING 1)
-	SELECT count(*) FROM adopted;
-$$;
+	PERFORM @extschema@.chancy_stats_rebuild();
+	-- (a workflow step waiting for its dependencies goes on waiting)
+	UPDATE @extschema@.chancy_jobs SET replicated = false, parked_on = NULL,
+		claim = CASE WHEN state = 'pending' AND deps_left > 0 THEN 0 END,
+		state = CASE WHEN state = 'running' THEN 'retrying' ELSE state END
+	 WHERE replicated;
+	GET DIAGNOSTICS adopted = ROW_COUNT;
+	RETURN adopted;
+END $$;
 COMMENT ON FUNCTION chancy_adopt_jobs() IS
 	'Make the jobs and schedules logical replication wrote here this database''s own, to run and fire them here (after a switch-over); a job that was running runs again, and new pushes get ids above them';
 REVOKE EXECUTE ON FUNCTION chancy_adopt_jobs() FROM PUBLIC;
@@ -1501,6 +1510,12 @@ COMMENT ON COLUMN chancy_jobs.on_dep_failure IS
 CREATE UNIQUE INDEX chancy_jobs_workflow_step ON chancy_jobs (workflow_id, step)
 	WHERE workflow_id IS NOT NULL;
 COMMENT ON INDEX chancy_jobs_workflow_step IS 'A workflow''s steps, by name';
+
+-- pg_dump: the workflows of existing roles, and their dependencies
+SELECT pg_catalog.pg_extension_config_dump('chancy_workflows',
+	$$WHERE pushed_by::oid IN (SELECT oid FROM pg_catalog.pg_roles)$$);
+SELECT pg_catalog.pg_extension_config_dump('chancy_workflows_id_seq', '');
+SELECT pg_catalog.pg_extension_config_dump('chancy_workflow_deps', '');
 
 REVOKE ALL ON chancy_workflows, chancy_workflow_deps FROM PUBLIC;
 GRANT SELECT ON chancy_workflows, chancy_workflow_deps TO PUBLIC;

@@ -51,6 +51,9 @@ $src->poll_query_until('postgres', "SELECT state = 'running' FROM chancy_jobs WH
 $src->safe_psql('postgres', q{
 	SELECT chancy_pause_queue('work');
 	SELECT chancy_push('record', jsonb_build_object('n', n)) FROM generate_series(1, 5) n;
+	SELECT chancy_push_workflow('kept', ARRAY[
+		chancy_step('a', chancy_with_queue(chancy_job('greet'), 'work')),
+		chancy_step('b', chancy_with_queue(chancy_job('greet'), 'work'), '{a}')]);
 	SELECT chancy_push('dropped', queue => 'work');
 	DROP FUNCTION dropped(jsonb);
 	CREATE SCHEMA lib;
@@ -180,6 +183,12 @@ is($dst->safe_psql('restored',
 	'the pending jobs ran after the restore');
 is($dst->safe_psql('restored', 'SELECT string_agg(n::text, \',\' ORDER BY n) FROM ran'),
 	'1,2,3,4,5', 'with the restored function');
+is($dst->safe_psql('restored', q{SELECT state || ' ' || steps_done FROM chancy_wait_workflow(
+	(SELECT id FROM chancy_workflows WHERE name = 'kept'), '30 s')}), 'succeeded 2',
+	'a workflow is restored with its dependencies, and its steps run in order');
+ok($dst->safe_psql('restored', q{SELECT chancy_push_sequence('new', ARRAY[chancy_job('greet')])
+	> (SELECT id FROM chancy_workflows WHERE name = 'kept')}) eq 't',
+	'a new workflow gets an id above the restored ones');
 like($dst->safe_psql('restored',
 	q{SELECT state || ': ' || (errors->-1->>'detail')
 		FROM (SELECT (chancy_wait(id, '30 s')).* FROM chancy_jobs WHERE name = 'owned') j}),
@@ -273,7 +282,7 @@ ok($ok, 'the dump without finished jobs restores') or diag($stderr);
 is($dst->safe_psql('live',
 	q{SELECT string_agg(state::text || ' ' || n, ', ' ORDER BY state) FROM
 		(SELECT state, count(*) AS n FROM chancy_jobs GROUP BY state) s}),
-	'pending 10, running 1', 'only the jobs that had not finished were dumped');
+	'pending 12, running 1', 'only the jobs that had not finished were dumped');
 
 # pg_restore --clean into the same database drops and creates the functions
 # (new OIDs) and chancy with them: its jobs run with the new functions

@@ -210,6 +210,15 @@ is(sql(qq{SELECT bool_and(r.started >= s.completed_at) FROM ran r JOIN chancy_jo
 	chancy_jobs s WHERE j.workflow_id = $wf AND j.step LIKE 'part%'
 	AND s.workflow_id = $wf AND s.step = 'split'}), 't', 'the parts ran after split');
 
+# 7c. Deleting a queue with its jobs cancels its live steps first: the steps
+# after them, in other queues, do not wait for ever.
+sql(q{SELECT chancy_declare_queue('doomed', 0)});
+$wf = push_workflow('purged', step('first', [], queue => 'doomed'), step('after', ['first']));
+sql(q{SELECT chancy_delete_queue('doomed', purge_jobs => true)});
+is(wait_workflow($wf, 10), 'failed', 'a workflow whose step\'s queue was purged has failed');
+is(sql(qq{SELECT string_agg(step || ':' || state, ' ') FROM chancy_jobs WHERE workflow_id = $wf}),
+	'after:cancelled', 'the step after the purged one was cancelled');
+
 # 7. The gauges match the table.
 is(sql(q{SELECT bool_and(from_gauges) AND NOT EXISTS (
 	(SELECT queue, pending, running, retrying, succeeded, failed, cancelled FROM chancy_queue_counts()
