@@ -1095,7 +1095,8 @@ SELECT coalesce(s.key, p.key) AS key, s.concurrency, coalesce(s.running, 0) AS r
 	   now() - p.oldest AS oldest_parked_age
   FROM chancy_limit_state() s
   FULL JOIN (SELECT j.parked_on AS key, count(*) AS parked, min(j.created_at) AS oldest
-			   FROM chancy_jobs j WHERE j.claim = 0 AND NOT j.replicated
+			   FROM chancy_jobs j WHERE j.claim = 0 AND j.parked_on IS NOT NULL
+				AND NOT j.replicated
 			  GROUP BY j.parked_on) p ON p.key = s.key;
 COMMENT ON VIEW chancy_limit_stats IS
 	'Per limited key: its limits, jobs running and parked, tokens now, when the next is due, jobs throttled since the key was loaded, and the age of the oldest parked job';

@@ -41,6 +41,10 @@ SET chancy.max_workflow_steps = 3;
 SELECT chancy_push_workflow('big', (SELECT array_agg(chancy_step(g::text, chancy_job('s')))
 	FROM generate_series(1, 4) g));
 \echo :LAST_ERROR_SQLSTATE
+-- and at most 100 dependencies a step: 250 steps each after all before it
+SET chancy.max_workflow_steps = 250;
+SELECT chancy_push_workflow('dense', (SELECT array_agg(chancy_step(g::text, chancy_job('s'),
+	ARRAY(SELECT h::text FROM generate_series(1, g - 1) h))) FROM generate_series(1, 250) g));
 RESET chancy.max_workflow_steps;
 -- none of them left anything behind
 SELECT count(*) AS workflows FROM chancy_workflows;
@@ -59,6 +63,8 @@ SELECT s.step, s.state, s.deps_left, j.claim, s.on_dep_failure, s.depends_on
   FROM chancy_workflow_steps s JOIN chancy_jobs j ON j.id = s.job_id
  WHERE s.workflow_id = :wf ORDER BY s.job_id;
 SELECT chancy_workflow_dot(:wf);
+-- waiting steps are not jobs parked by flow control
+SELECT count(*) AS unkeyed_parked FROM chancy_limit_stats WHERE key IS NULL;
 -- results are for a running step
 SELECT chancy_step_result('top');
 SELECT chancy_parent_results();

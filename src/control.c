@@ -531,6 +531,7 @@ chancy_cancel_workflow(PG_FUNCTION_ARGS)
 	ChancyCatalog *cat = chancy_catalog_for(fcinfo);
 	int64		id = arg_id(fcinfo, true);
 	Oid			role = GetUserId();
+	const ChancyJobInfo *running = chancy_sdk_current_job();
 	JobRow		wf;
 	List	   *held;
 	ListCell   *lc;
@@ -544,15 +545,25 @@ chancy_cancel_workflow(PG_FUNCTION_ARGS)
 		int64		claim;
 
 		lc = lnext(held, lc);
+		/* a step cancelling its workflow finishes (a cancel would undo this) */
+		if (running != NULL && running->id == job_id)
+			continue;
 		if (queue_cancel(cat, job_id, role, &claim))
 			cancel_at_commit(job_id, claim, role);
 	}
 	if (!queue_workflow_cancel(cat, id, role))
+	{
+		read_row(cat, id, true, true, &wf);
+		if (!wf.found)
+			workflow_not_found(id);
 		ereport(NOTICE,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("workflow " INT64_FORMAT " has already finished", id),
 				 errdetail("Its state is %s; the cancel changes nothing.", wf.state)));
+	}
 	read_row(cat, id, true, true, &wf);
+	if (!wf.found)
+		workflow_not_found(id);	/* pruned meanwhile */
 	PG_RETURN_DATUM(wf.row);
 }
 
@@ -582,5 +593,7 @@ chancy_retry_workflow(PG_FUNCTION_ARGS)
 				 errmsg("workflow " INT64_FORMAT " has no failed or cancelled step", id),
 				 errdetail("Its state is %s; the retry changes nothing.", wf.state)));
 	read_row(cat, id, true, true, &wf);
+	if (!wf.found)
+		workflow_not_found(id);	/* pruned meanwhile */
 	PG_RETURN_DATUM(wf.row);
 }

@@ -299,7 +299,7 @@ static const struct
 		" claim = NULL"
 		" FROM (SELECT id AS old_id, state AS old_state FROM %1$s.chancy_jobs"
 		"  WHERE claim = ANY ($1) AND NOT replicated AND ($2::int8[] IS NULL OR id = ANY ($2))"
-		"  FOR UPDATE) o"
+		"  ORDER BY id FOR UPDATE) o"
 		" WHERE id = o.old_id"
 		" RETURNING id, state::text, o.old_state::text,"
 		"  (id = ANY ($3) OR ($3::int8[] IS NULL AND o.old_state = 'running')),"
@@ -522,7 +522,8 @@ static const struct
 		" RETURNING w.id, w.state <> 'running'",
 		4, {INT8ARRAYOID, INT4ARRAYOID, INT4ARRAYOID, INT4ARRAYOID}
 	},
-	/* finished workflows older than $1, with their steps (at most $2) */
+	/* finished workflows older than $1, with their steps (at most $2); one
+	 * being retried or cancelled (locked) is left for the next prune */
 	[PLAN_WF_PRUNE_NEXT] = {
 		"SELECT min(completed_at) + $1 FROM %1$s.chancy_workflows WHERE completed_at IS NOT NULL",
 		1, {INTERVALOID}
@@ -530,7 +531,8 @@ static const struct
 	[PLAN_WF_PRUNE] = {
 		"WITH w AS (DELETE FROM %1$s.chancy_workflows WHERE id = ANY (ARRAY("
 		"  SELECT id FROM %1$s.chancy_workflows WHERE completed_at < now() - $1"
-		"  ORDER BY completed_at LIMIT $2)) RETURNING id),"
+		"  ORDER BY completed_at LIMIT $2 FOR UPDATE SKIP LOCKED))"
+		"  AND completed_at < now() - $1 RETURNING id),"
 		" e AS (DELETE FROM %1$s.chancy_workflow_deps d USING w WHERE d.workflow_id = w.id),"
 		" d AS (DELETE FROM %1$s.chancy_jobs j USING w WHERE j.workflow_id = w.id"
 		"  RETURNING j.pushed_by, j.queue, j.name, j.state)"
@@ -539,12 +541,13 @@ static const struct
 	},
 	[PLAN_WF_HELD] = {
 		"SELECT id, claim FROM %1$s.chancy_jobs WHERE workflow_id = $1 AND " LIVE
-		" AND claim > 0 AND NOT replicated",
+		" AND claim > 0 AND NOT replicated ORDER BY id FOR UPDATE SKIP LOCKED",
 		1, {INT8OID}
 	},
 	[PLAN_WF_STEPS] = {
-		"SELECT s.workflow_id, s.step, s.id, s.state = 'succeeded'"
+		"SELECT s.workflow_id, s.step, s.id, s.state = 'succeeded', w.pushed_by"
 		" FROM %1$s.chancy_jobs me JOIN %1$s.chancy_jobs s ON s.workflow_id = me.workflow_id"
+		" JOIN %1$s.chancy_workflows w ON w.id = me.workflow_id"
 		" WHERE me.id = $1",
 		1, {INT8OID}
 	},
@@ -2067,7 +2070,8 @@ queue_workflow_edges(ChancyCatalog *cat, int64 workflow_id, Datum *parents,
 /*
  * queue_workflow_held
  *		The steps of workflow id that executors hold, as pairs of boxed job
- *		id and claim.
+ *		id and claim, locked in id order.  One whose row its executor has
+ *		locked is recording its outcome: it is left to finish.
  */
 List *
 queue_workflow_held(ChancyCatalog *cat, int64 id)
@@ -2077,7 +2081,7 @@ queue_workflow_held(ChancyCatalog *cat, int64 id)
 	List	   *pairs = NIL;
 
 	catalog_sql_begin(cat, true, &sql);
-	if (execute(cat, PLAN_WF_HELD, &arg, NULL, true) != SPI_OK_SELECT)
+	if (execute(cat, PLAN_WF_HELD, &arg, NULL, false) != SPI_OK_SELECT)
 		elog(ERROR, "could not read the steps of workflow " INT64_FORMAT, id);
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
@@ -2231,12 +2235,12 @@ prune_workflows(ChancyCatalog *cat, Interval *after, TimestampTz *next_due)
 
 /*
  * queue_workflow_steps
- *		The workflow job job_id is a step of (0: none), and its steps: n
- *		names, job ids, and whether each has succeeded.
+ *		The workflow job job_id is a step of (0: none), the role that pushed
+ *		it, and its steps: n names, job ids, and whether each has succeeded.
  */
 int64
 queue_workflow_steps(ChancyCatalog *cat, int64 job_id, int *n, char ***names, int64 **ids,
-					 bool **succeeded)
+					 bool **succeeded, Oid *pushed_by)
 {
 	CatalogSql	sql;
 	Datum		arg = Int64GetDatum(job_id);
@@ -2261,6 +2265,7 @@ queue_workflow_steps(ChancyCatalog *cat, int64 job_id, int *n, char ***names, in
 		(*names)[r] = SPI_getvalue(tup, desc, 2);
 		(*ids)[r] = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
 		(*succeeded)[r] = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
+		*pushed_by = DatumGetObjectId(SPI_getbinval(tup, desc, 5, &isnull));
 	}
 	MemoryContextSwitchTo(old);
 	catalog_sql_end(&sql);
@@ -2299,7 +2304,8 @@ queue_workflow_grow(ChancyCatalog *cat, int64 id, int n, int waiting)
  *		The results of the dependencies of step job_id that succeeded, as a
  *		jsonb object {step: result}; with step, instead the result of that
  *		one (NULL if it did not succeed, *is_dep false if step job_id does
- *		not depend on it).
+ *		not depend on it).  Read as the current user: code of another role
+ *		that the step calls (a SECURITY DEFINER function) sees nothing.
  */
 Datum
 queue_step_results(ChancyCatalog *cat, int64 job_id, const char *step, bool *is_dep,
@@ -2313,7 +2319,8 @@ queue_step_results(ChancyCatalog *cat, int64 job_id, const char *step, bool *is_
 
 	args[0] = Int64GetDatum(job_id);
 	args[1] = step ? CStringGetTextDatum(step) : (Datum) 0;
-	catalog_sql_begin(cat, true, &sql);
+	/* as the caller: it reads only what row level security shows it */
+	catalog_sql_begin(cat, false, &sql);
 	if (execute(cat, PLAN_WF_RESULTS, args, nulls, true) != SPI_OK_SELECT || SPI_processed != 1)
 		elog(ERROR, "could not read the results of the dependencies of job " INT64_FORMAT,
 			 job_id);

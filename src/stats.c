@@ -1556,6 +1556,7 @@ static const char *const waiting_sql =
 "   ORDER BY j.priority DESC, j.id LIMIT 1) f WHERE p.priority IS NOT NULL),"
 "  (SELECT j.scheduled_at FROM %1$s.chancy_jobs j WHERE " WAITING("j")
 "   AND j.scheduled_at > j.created_at AND j.scheduled_at <= now() AND " VISIBLE("j")
+"   AND coalesce(j.deps_left, 0) = 0"	/* not a step waiting for others */
 "   ORDER BY j.scheduled_at LIMIT 1))";
 
 /*

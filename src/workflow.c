@@ -19,6 +19,7 @@
 #include "catalog/pg_type.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
@@ -35,6 +36,8 @@ PG_FUNCTION_INFO_V1(chancy_step_result);
 
 /* longest step name (bytes) */
 #define MAX_STEP_NAME 200
+/* dependencies a push may add: this many per step of chancy.max_workflow_steps */
+#define MAX_DEPS_PER_STEP 100
 
 /* A step as given. */
 typedef struct Step
@@ -171,12 +174,12 @@ read_steps(ArrayType *array, int *n)
  *		names, unknown dependencies and self-dependencies are errors.
  *		Returns the number of edges.
  */
-static int
+static int64
 link_steps(Step *steps, int n, const Existing *ex)
 {
 	HASHCTL		ctl;
 	HTAB	   *names;
-	int			nedges = 0;
+	int64		nedges = 0;
 
 	ctl.keysize = MAX_STEP_NAME + 1;
 	ctl.entrysize = sizeof(StepName);
@@ -338,7 +341,7 @@ push_steps(ChancyCatalog *cat, const char *name, int64 workflow, ArrayType *arra
 {
 	Step	   *steps;
 	int			n;
-	int			nedges;
+	int64		nedges;
 	int			waiting = 0;
 	Datum	   *jobdatums;
 	bool	   *jobnulls;
@@ -361,6 +364,14 @@ push_steps(ChancyCatalog *cat, const char *name, int64 workflow, ArrayType *arra
 						ex->n + n, chancy_max_workflow_steps),
 				 errhint("Split it, or have a superuser raise chancy.max_workflow_steps.")));
 	nedges = link_steps(steps, n, ex);
+	if (nedges / MAX_DEPS_PER_STEP > chancy_max_workflow_steps)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("workflow has " INT64_FORMAT " dependencies, more than " INT64_FORMAT,
+						nedges, (int64) MAX_DEPS_PER_STEP * chancy_max_workflow_steps),
+				 errdetail("A workflow has at most %d dependencies for each step chancy.max_workflow_steps (%d) allows.",
+						   MAX_DEPS_PER_STEP, chancy_max_workflow_steps),
+				 errhint("Have fewer steps depend on many: a step that depends on a group can stand for it.")));
 	check_acyclic(steps, n);
 
 	jobdatums = palloc(sizeof(Datum) * n);
@@ -459,15 +470,23 @@ chancy_add_steps(PG_FUNCTION_ARGS)
 	int64	   *ids;
 	int			n;
 	Datum	   *d;
+	Oid			owner = InvalidOid;
 
 	if (me != NULL)
 		workflow = queue_workflow_steps(cat, me->id, &ex.n, &ex.names, &ex.ids,
-										&ex.succeeded);
+										&ex.succeeded, &owner);
 	if (workflow == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("chancy_add_steps() must be called by a running workflow step"),
 				 errhint("A step adds steps to its own workflow; chancy_push_workflow() pushes a new one.")));
+	/* not code of another role that the step called */
+	if (!has_privs_of_role(GetUserId(), owner))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to add steps to workflow " INT64_FORMAT, workflow),
+				 errdetail("It was pushed by role %s.", GetUserNameFromId(owner, false)),
+				 errhint("Only the role that pushed a workflow (or a member of it) may add steps to it.")));
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),

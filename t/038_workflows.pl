@@ -210,6 +210,72 @@ is(sql(qq{SELECT bool_and(r.started >= s.completed_at) FROM ran r JOIN chancy_jo
 	chancy_jobs s WHERE j.workflow_id = $wf AND j.step LIKE 'part%'
 	AND s.workflow_id = $wf AND s.step = 'split'}), 't', 'the parts ran after split');
 
+# 7d. A step with a scheduled_at needs both its dependencies and its time.
+$wf = sql(q{SELECT chancy_push_workflow('timed', ARRAY[chancy_step('now', chancy_job('w')),
+	chancy_step('later', chancy_with_scheduled_at(chancy_job('w'), now() + interval '2 s'),
+				'{now}')])});
+is(wait_workflow($wf, 30), 'succeeded', 'a workflow with a scheduled step succeeds');
+is(sql(qq{SELECT bool_and(r.started >= j.scheduled_at)
+	FROM ran r JOIN chancy_jobs j ON j.id = r.job WHERE j.workflow_id = $wf AND j.step = 'later'}),
+	't', 'its scheduled step started at its time, not when its dependency ended');
+
+# 7e. Code of another role that a step calls (a SECURITY DEFINER function)
+# reads none of the step's parents' results, and adds no step to its
+# workflow; the step itself reads them.
+sql(q{CREATE ROLE alice; CREATE ROLE bob;
+	CREATE TABLE bob_saw (parents jsonb, add_steps text);
+	ALTER TABLE bob_saw OWNER TO bob;
+	CREATE FUNCTION bob_peek() RETURNS void LANGUAGE plpgsql SECURITY DEFINER
+		SET search_path = public AS $$
+	DECLARE
+		st text := 'none';
+	BEGIN
+		BEGIN
+			PERFORM chancy_add_steps(ARRAY[chancy_step('bobs', chancy_job('w'))]);
+		EXCEPTION WHEN OTHERS THEN
+			st := SQLSTATE;
+		END;
+		INSERT INTO bob_saw VALUES (chancy_parent_results(), st);
+	END $$;
+	ALTER FUNCTION bob_peek() OWNER TO bob;
+	CREATE FUNCTION alice_step(kwargs jsonb) RETURNS jsonb LANGUAGE sql AS $$
+		SELECT bob_peek(); SELECT chancy_parent_results() $$;
+	GRANT ALL ON ran, failing TO alice;});
+$wf = $node->safe_psql('postgres', q{SET ROLE alice; SELECT chancy_push_workflow('secret', ARRAY[
+	chancy_step('creds', chancy_with_kwargs(chancy_job('w'), '{"token": "t0ps3cret"}')),
+	chancy_step('use', chancy_job('alice_step'), '{creds}')])});
+is(wait_workflow($wf), 'succeeded', 'a step calling another role\'s code succeeds');
+is(sql(q{SELECT parents::text || ' ' || add_steps FROM bob_saw}), '{} 42501',
+	'that code read no result and could add no step');
+is(sql(qq{SELECT result FROM chancy_jobs WHERE workflow_id = $wf AND step = 'use'}),
+	'{"creds": {"step": "creds"}}', 'the step itself read its parent\'s result');
+
+# 7f. A step that cancels its own workflow finishes; the others are cancelled.
+sql(q{CREATE FUNCTION boss(kwargs jsonb) RETURNS void LANGUAGE sql AS $$
+	SELECT pg_sleep(0.5);
+	SELECT chancy_cancel_workflow((SELECT workflow_id FROM chancy_jobs
+								   WHERE id = (SELECT id FROM chancy_current_job()))) $$});
+$wf = push_workflow('self-cancel', q{chancy_step('boss', chancy_job('boss'))},
+	step('sibling', [], kwargs => '{"s": 5}'), step('after', ['sibling']));
+is(wait_workflow($wf, 30), 'cancelled', 'a workflow cancelled by its own step is cancelled');
+is(sql(qq{SELECT string_agg(step || ':' || state, ' ' ORDER BY job_id) FROM chancy_workflow_steps
+	WHERE workflow_id = $wf}), 'boss:succeeded sibling:cancelled after:cancelled',
+	'the step that cancelled it finished, the others were cancelled');
+
+# 7g. A waiting step whose time has come is not a due job (no false
+# alarm in chancy_queue_stats and chancy_health).
+sql(q{SELECT chancy_declare_queue('hq', 1)});
+$wf = sql(q{SELECT chancy_push_workflow('health', ARRAY[
+	chancy_step('slow', chancy_with_queue(chancy_with_kwargs(chancy_job('w'), '{"s": 3}'), 'hq')),
+	chancy_step('due', chancy_with_queue(chancy_with_scheduled_at(chancy_job('w'),
+		now() + interval '0.2 s'), 'hq'), '{slow}')])});
+$node->poll_query_until('postgres', qq{SELECT state = 'running' FROM chancy_jobs
+	WHERE workflow_id = $wf AND step = 'slow'}) or die 'slow never ran';
+sleep 1;
+is(sql(q{SELECT coalesce(oldest_pending_age::text, 'none') FROM chancy_queue_stats WHERE queue = 'hq'}),
+	'none', 'a step waiting for its dependency is not due, past its scheduled time');
+is(wait_workflow($wf), 'succeeded', '... and runs after it');
+
 # 7c. Deleting a queue with its jobs cancels its live steps first: the steps
 # after them, in other queues, do not wait for ever.
 sql(q{SELECT chancy_declare_queue('doomed', 0)});
