@@ -583,7 +583,7 @@ extern List *queue_workflow_held(ChancyCatalog *cat, int64 id);
 extern bool queue_workflow_cancel(ChancyCatalog *cat, int64 id, Oid role);
 extern int	queue_workflow_retry(ChancyCatalog *cat, int64 id);
 extern int64 queue_workflow_steps(ChancyCatalog *cat, int64 job_id, int *n, char ***names,
-								  int64 **ids, bool **succeeded, Oid *pushed_by);
+								  int64 **ids, char ***states, Oid *pushed_by, int64 *nedges);
 extern int64 queue_workflow_grow(ChancyCatalog *cat, int64 id, int n, int waiting);
 extern Datum queue_step_results(ChancyCatalog *cat, int64 job_id, const char *step,
 								bool *is_dep, bool *isnull);

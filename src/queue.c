@@ -455,13 +455,19 @@ static const struct
 		" WHERE w.id = ANY ($1) ORDER BY w.id FOR UPDATE",
 		1, {INT8ARRAYOID}
 	},
-	/* the steps of workflows $1 that no executor holds end cancelled */
+	/*
+	 * The steps of workflows $1 that no executor holds end cancelled.  A row
+	 * locked by another transaction is being claimed, recorded or cancelled
+	 * by it: waiting for it, with the workflow locked, could deadlock; it is
+	 * left to that transaction (a step claimed now runs, and its end finds
+	 * the workflow cancelled).
+	 */
 	[PLAN_WF_CANCEL_STEPS] = {
 		"UPDATE %1$s.chancy_jobs j SET"
 		WF_STEP_CANCELLED("'workflow cancelled by ' || w.cancelled_by::text", "")
 		" FROM (SELECT id AS old_id, state AS old_state FROM %1$s.chancy_jobs"
 		"  WHERE workflow_id = ANY ($1) AND " LIVE " AND coalesce(claim, 0) = 0"
-		"  AND NOT replicated FOR UPDATE) o, %1$s.chancy_workflows w"
+		"  AND NOT replicated FOR UPDATE SKIP LOCKED) o, %1$s.chancy_workflows w"
 		" WHERE j.id = o.old_id AND w.id = j.workflow_id"
 		" RETURNING j.id, j.workflow_id, j.pushed_by, j.queue, j.name, o.old_state::text,"
 		"  coalesce(j.deps_left, 0) > 0",
@@ -524,8 +530,10 @@ static const struct
 	},
 	/* finished workflows older than $1, with their steps (at most $2); one
 	 * being retried or cancelled (locked) is left for the next prune */
+	/* (one the prune skipped, locked, is looked at again a second later) */
 	[PLAN_WF_PRUNE_NEXT] = {
-		"SELECT min(completed_at) + $1 FROM %1$s.chancy_workflows WHERE completed_at IS NOT NULL",
+		"SELECT greatest(min(completed_at) + $1, now() + interval '1 second')"
+		" FROM %1$s.chancy_workflows WHERE completed_at IS NOT NULL",
 		1, {INTERVALOID}
 	},
 	[PLAN_WF_PRUNE] = {
@@ -545,7 +553,8 @@ static const struct
 		1, {INT8OID}
 	},
 	[PLAN_WF_STEPS] = {
-		"SELECT s.workflow_id, s.step, s.id, s.state = 'succeeded', w.pushed_by"
+		"SELECT s.workflow_id, s.step, s.id, s.state::text, w.pushed_by,"
+		" (SELECT count(*) FROM %1$s.chancy_workflow_deps d WHERE d.workflow_id = w.id)"
 		" FROM %1$s.chancy_jobs me JOIN %1$s.chancy_jobs s ON s.workflow_id = me.workflow_id"
 		" JOIN %1$s.chancy_workflows w ON w.id = me.workflow_id"
 		" WHERE me.id = $1",
@@ -589,9 +598,11 @@ static const struct
 		" RETURNING j.id, j.pushed_by, j.queue, j.name, o.state::text",
 		1, {INT8OID}
 	},
+	/* a dependency that is gone (purged with its queue) is not met */
 	[PLAN_WF_REWAIT] = {
 		"UPDATE %1$s.chancy_jobs c SET deps_left = m.n, claim = CASE WHEN m.n > 0 THEN 0 END"
-		" FROM (SELECT s.id, count(p.id) FILTER (WHERE p.state <> 'succeeded')::int AS n"
+		" FROM (SELECT s.id, count(d.parent) FILTER (WHERE p.state IS DISTINCT FROM"
+		"  'succeeded')::int AS n"
 		"  FROM %1$s.chancy_jobs s LEFT JOIN %1$s.chancy_workflow_deps d ON d.child = s.id"
 		"  LEFT JOIN %1$s.chancy_jobs p ON p.id = d.parent"
 		"  WHERE s.workflow_id = $1 AND s.state = 'pending' AND s.deps_left > 0"
@@ -599,10 +610,15 @@ static const struct
 		" WHERE c.id = m.id RETURNING c.queue, c.deps_left = 0",
 		1, {INT8OID}
 	},
+	/* counted again; with no step able to run, it has finished again */
 	[PLAN_WF_RECOUNT] = {
-		"UPDATE %1$s.chancy_workflows w SET state = 'running', completed_at = NULL,"
-		" cancelled_by = NULL, steps_total = s.total, steps_done = s.done,"
-		" steps_failed = s.failed, steps_waiting = s.waiting"
+		"UPDATE %1$s.chancy_workflows w SET cancelled_by = NULL,"
+		" steps_total = s.total, steps_done = s.done,"
+		" steps_failed = s.failed, steps_waiting = s.waiting,"
+		" state = CASE WHEN s.total > s.done + s.waiting THEN 'running'"
+		"  WHEN s.failed > 0 OR s.waiting > 0 THEN 'failed' ELSE 'succeeded' END,"
+		" completed_at = CASE WHEN s.total > s.done + s.waiting THEN NULL"
+		"  ELSE clock_timestamp() END"
 		" FROM (SELECT count(*)::int AS total,"
 		"  count(*) FILTER (WHERE state IN ('succeeded', 'failed', 'cancelled'))::int AS done,"
 		"  count(*) FILTER (WHERE state IN ('failed', 'cancelled'))::int AS failed,"
@@ -2236,11 +2252,12 @@ prune_workflows(ChancyCatalog *cat, Interval *after, TimestampTz *next_due)
 /*
  * queue_workflow_steps
  *		The workflow job job_id is a step of (0: none), the role that pushed
- *		it, and its steps: n names, job ids, and whether each has succeeded.
+ *		it, its number of dependencies, and its steps: n names, job ids and
+ *		states.
  */
 int64
 queue_workflow_steps(ChancyCatalog *cat, int64 job_id, int *n, char ***names, int64 **ids,
-					 bool **succeeded, Oid *pushed_by)
+					 char ***states, Oid *pushed_by, int64 *nedges)
 {
 	CatalogSql	sql;
 	Datum		arg = Int64GetDatum(job_id);
@@ -2254,7 +2271,7 @@ queue_workflow_steps(ChancyCatalog *cat, int64 job_id, int *n, char ***names, in
 	*n = (int) SPI_processed;
 	*names = palloc(sizeof(char *) * Max(*n, 1));
 	*ids = palloc(sizeof(int64) * Max(*n, 1));
-	*succeeded = palloc(sizeof(bool) * Max(*n, 1));
+	*states = palloc(sizeof(char *) * Max(*n, 1));
 	for (int r = 0; r < *n; r++)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[r];
@@ -2264,8 +2281,9 @@ queue_workflow_steps(ChancyCatalog *cat, int64 job_id, int *n, char ***names, in
 		workflow = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
 		(*names)[r] = SPI_getvalue(tup, desc, 2);
 		(*ids)[r] = DatumGetInt64(SPI_getbinval(tup, desc, 3, &isnull));
-		(*succeeded)[r] = DatumGetBool(SPI_getbinval(tup, desc, 4, &isnull));
+		(*states)[r] = SPI_getvalue(tup, desc, 4);
 		*pushed_by = DatumGetObjectId(SPI_getbinval(tup, desc, 5, &isnull));
+		*nedges = DatumGetInt64(SPI_getbinval(tup, desc, 6, &isnull));
 	}
 	MemoryContextSwitchTo(old);
 	catalog_sql_end(&sql);

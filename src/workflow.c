@@ -57,7 +57,8 @@ typedef struct Existing
 	int			n;
 	char	  **names;
 	int64	   *ids;
-	bool	   *succeeded;
+	char	  **states;
+	int64		nedges;			/* its dependencies */
 } Existing;
 
 /* A step name in the look-up table. */
@@ -364,11 +365,12 @@ push_steps(ChancyCatalog *cat, const char *name, int64 workflow, ArrayType *arra
 						ex->n + n, chancy_max_workflow_steps),
 				 errhint("Split it, or have a superuser raise chancy.max_workflow_steps.")));
 	nedges = link_steps(steps, n, ex);
-	if (nedges / MAX_DEPS_PER_STEP > chancy_max_workflow_steps)
+	if (ex->nedges + nedges > (int64) MAX_DEPS_PER_STEP * chancy_max_workflow_steps)
 		ereport(ERROR,
 				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-				 errmsg("workflow has " INT64_FORMAT " dependencies, more than " INT64_FORMAT,
-						nedges, (int64) MAX_DEPS_PER_STEP * chancy_max_workflow_steps),
+				 errmsg("workflow would have " INT64_FORMAT " dependencies, more than " INT64_FORMAT,
+						ex->nedges + nedges,
+						(int64) MAX_DEPS_PER_STEP * chancy_max_workflow_steps),
 				 errdetail("A workflow has at most %d dependencies for each step chancy.max_workflow_steps (%d) allows.",
 						   MAX_DEPS_PER_STEP, chancy_max_workflow_steps),
 				 errhint("Have fewer steps depend on many: a step that depends on a group can stand for it.")));
@@ -384,7 +386,23 @@ push_steps(ChancyCatalog *cat, const char *name, int64 workflow, ArrayType *arra
 		int			unmet = 0;
 
 		for (int k = 0; k < steps[i].ndeps; k++)
-			unmet += steps[i].deps[k] < n || !ex->succeeded[steps[i].deps[k] - n];
+		{
+			int			d = steps[i].deps[k];
+			const char *state = d < n ? "new" : ex->states[d - n];
+
+			/* one that failed already: met for a step that runs anyway */
+			if (strcmp(state, "failed") == 0 || strcmp(state, "cancelled") == 0)
+			{
+				if (strcmp(steps[i].policy, "cancel") == 0)
+					bad_workflow(psprintf("step \"%s\" depends on step \"%s\", which is %s",
+										  steps[i].name, ex->names[d - n], state),
+								 "It would be cancelled at once.",
+								 "Make it run anyway (on_dep_failure run), or wait for a retry of the workflow (wait).");
+				unmet += strcmp(steps[i].policy, "wait") == 0;
+			}
+			else
+				unmet += strcmp(state, "succeeded") != 0;
+		}
 		jobdatums[i] = steps[i].job;
 		names[i] = CStringGetTextDatum(steps[i].name);
 		deps_left[i] = Int32GetDatum(unmet);
@@ -457,7 +475,9 @@ chancy_push_workflow(PG_FUNCTION_ARGS)
  *		Called by a running workflow step: add steps to its workflow, in
  *		its transaction (dynamic fan-out).  They may depend on the steps the
  *		workflow has (one that succeeded is a dependency met; the running
- *		step itself is met when it succeeds) and on each other.  Returns
+ *		step itself is met when it succeeds; one that failed is met for a
+ *		step that runs anyway, waits for a retry for one that waits, and
+ *		refuses one that would be cancelled) and on each other.  Returns
  *		their job ids.
  */
 Datum
@@ -474,7 +494,7 @@ chancy_add_steps(PG_FUNCTION_ARGS)
 
 	if (me != NULL)
 		workflow = queue_workflow_steps(cat, me->id, &ex.n, &ex.names, &ex.ids,
-										&ex.succeeded, &owner);
+										&ex.states, &owner, &ex.nedges);
 	if (workflow == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),

@@ -12,6 +12,7 @@ use lib $FindBin::RealBin;
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use IPC::Run;
 use ChancyTest;
 
 my $node = chancy_node('workflows', qq{
@@ -210,6 +211,31 @@ is(sql(qq{SELECT bool_and(r.started >= s.completed_at) FROM ran r JOIN chancy_jo
 	chancy_jobs s WHERE j.workflow_id = $wf AND j.step LIKE 'part%'
 	AND s.workflow_id = $wf AND s.step = 'split'}), 't', 'the parts ran after split');
 
+# 7b'. Steps added after a step that failed: one that runs anyway runs; one
+# that would be cancelled at once is refused.
+sql(q{CREATE FUNCTION add_after_failure(kwargs jsonb) RETURNS jsonb LANGUAGE plpgsql AS $$
+	DECLARE
+		refused text := 'none';
+	BEGIN
+		PERFORM chancy_add_steps(ARRAY[chancy_step('n_run', chancy_job('w'), '{f}', 'run')]);
+		BEGIN
+			PERFORM chancy_add_steps(ARRAY[chancy_step('n_cancel', chancy_job('w'), '{f}')]);
+		EXCEPTION WHEN OTHERS THEN
+			refused := SQLSTATE;
+		END;
+		RETURN to_jsonb(refused);
+	END $$;
+	INSERT INTO failing VALUES ('f');});
+$wf = push_workflow('late-adds', step('f', [], kwargs => '{"fail": "f"}'),
+	q{chancy_step('r', chancy_job('add_after_failure'), '{f}', 'run')});
+is(wait_workflow($wf), 'failed', 'a workflow whose step failed, with steps added after it, has failed');
+is(sql(qq{SELECT string_agg(step || ':' || state, ' ' ORDER BY job_id) || ' ' ||
+	(SELECT result FROM chancy_jobs WHERE workflow_id = $wf AND step = 'r')
+	FROM chancy_workflow_steps WHERE workflow_id = $wf}),
+	'f:failed r:succeeded n_run:succeeded "22023"',
+	'a step added after a failed one runs anyway; one it would cancel is refused');
+sql(q{DELETE FROM failing});
+
 # 7d. A step with a scheduled_at needs both its dependencies and its time.
 $wf = sql(q{SELECT chancy_push_workflow('timed', ARRAY[chancy_step('now', chancy_job('w')),
 	chancy_step('later', chancy_with_scheduled_at(chancy_job('w'), now() + interval '2 s'),
@@ -284,6 +310,8 @@ sql(q{SELECT chancy_delete_queue('doomed', purge_jobs => true)});
 is(wait_workflow($wf, 10), 'failed', 'a workflow whose step\'s queue was purged has failed');
 is(sql(qq{SELECT string_agg(step || ':' || state, ' ') FROM chancy_jobs WHERE workflow_id = $wf}),
 	'after:cancelled', 'the step after the purged one was cancelled');
+is(sql(qq{SELECT state || ' ' || steps_waiting FROM chancy_retry_workflow($wf)}), 'failed 1',
+	'a retry leaves it waiting for the step that is gone: it has failed again');
 
 # 7. The gauges match the table.
 is(sql(q{SELECT bool_and(from_gauges) AND NOT EXISTS (
@@ -309,5 +337,22 @@ ok($node->poll_query_until('postgres', qq{SELECT NOT EXISTS (SELECT FROM chancy_
 	AND NOT EXISTS (SELECT FROM chancy_jobs WHERE workflow_id = $wf)
 	AND NOT EXISTS (SELECT FROM chancy_workflow_deps WHERE workflow_id = $wf)}),
 	'then it is pruned with its steps and dependencies');
+
+# A finished workflow whose prune is due, locked by a retry in an open
+# transaction, is left for later: the supervisor does not spin on it.
+sql(q{INSERT INTO failing VALUES ('once')});
+$wf = push_workflow('locked', step('once', [], kwargs => '{"fail": "once"}'));
+is(wait_workflow($wf), 'failed', 'a workflow fails');
+sleep 3;
+my $retry = IPC::Run::start([ 'psql', '-X', '-q', '-d', $node->connstr('postgres'), '-c',
+	"BEGIN; SELECT chancy_retry_workflow($wf); SELECT pg_sleep(4); ROLLBACK;" ]);
+sleep 1;
+my $commits0 = sql(q{SELECT xact_commit FROM pg_stat_database WHERE datname = 'postgres'});
+sleep 2;
+my $commits = sql(q{SELECT xact_commit FROM pg_stat_database WHERE datname = 'postgres'}) - $commits0;
+$retry->finish;
+cmp_ok($commits, '<', 100, "while it is locked, the supervisor waits ($commits commits in 2 s)");
+ok($node->poll_query_until('postgres', qq{SELECT NOT EXISTS (SELECT FROM chancy_workflows WHERE id = $wf)}),
+	'and prunes it once it is free');
 
 done_testing();
