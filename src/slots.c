@@ -333,6 +333,16 @@ free_executor(ChancyExecutor *ex)
 			SetLatch(chancy_shared->dbs[d].latch);
 }
 
+/* Does a database slot serve database dboid (lock held)? */
+static bool
+database_served(Oid dboid)
+{
+	for (int d = 0; d < CHANCY_MAX_DATABASES; d++)
+		if (chancy_shared->dbs[d].state != SLOT_FREE && chancy_shared->dbs[d].dboid == dboid)
+			return true;
+	return false;
+}
+
 /* Free the EXITED executor slots of database dboid (lock held). */
 static void
 free_exited(Oid dboid)
@@ -934,7 +944,9 @@ slots_executor_attach(int i, uint64 generation)
  * slots_executor_detach
  *		The executor's process leaves (its jobs given back, or not): RUNNING,
  *		STOPPING or LEAVING -> EXITED.  Its supervisor frees the slot once it
- *		has looked at the jobs.
+ *		has looked at the jobs; if its database is no longer served (the
+ *		launcher released it while the executor finished its job), there is
+ *		none, and the slot is freed now.
  */
 void
 slots_executor_detach(void)
@@ -951,6 +963,9 @@ slots_executor_detach(void)
 	my_executor->idle = false;
 	my_executor->job_id = 0;
 	SpinLockRelease(&my_executor->mutex);
+	/* a database no longer served has no supervisor to free the slot */
+	if (!database_served(MyDatabaseId))
+		free_executor(my_executor);
 	UNLOCK();
 	my_executor = NULL;
 }

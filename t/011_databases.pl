@@ -142,5 +142,22 @@ is($node->safe_psql('db1', "SELECT state FROM chancy_wait($id, '30s')"), 'succee
 	'the other database is still served');
 is(log_count(qr/terminated by signal/), 0, 'the server never restarted');
 
+# A database taken out of chancy.database while a job of it runs: its
+# workers leave (the job goes back, to run when it is served again), and
+# every slot is freed (none left "exited", counting against
+# chancy.max_executors for ever).
+$nap = $node->safe_psql('db1', q{SELECT chancy_push('nap', '{"s": 3}')});
+$node->poll_query_until('db1', "SELECT state = 'running' FROM chancy_jobs WHERE id = $nap")
+  or die 'job never started';
+$node->append_conf('postgresql.conf', "chancy.database = 'postgres, nosuchdb'");
+$node->reload;
+ok($node->poll_query_until('postgres',
+		q{SELECT count(*) = 0 FROM chancy_workers WHERE kind = 'executor'
+		   AND (database = 'db1' OR state = 'exited')}),
+	'the executors of a database no longer served leave, and free their slots')
+  or diag($node->safe_psql('postgres', 'SELECT * FROM chancy_workers'));
+is($node->safe_psql('db1', "SELECT state || ' ' || (claim IS NULL) FROM chancy_jobs WHERE id = $nap"),
+	'pending true', 'the job they were running went back');
+
 $node->stop;
 done_testing();

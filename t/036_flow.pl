@@ -225,8 +225,10 @@ $node->poll_query_until('postgres', q{SELECT parked = 200 FROM chancy_limit_stat
 sql(q{SELECT chancy_pause_queue('default')});
 drained('churn1', 30);
 sleep(2);
-cmp_ok(sql(q{SELECT parked FROM chancy_limit_stats WHERE key = 'P'}), '>=', 198,
-	'a slot that frees while the queue is paused releases one parked job, not all');
+# (a released job not claimed within a second is forgotten, and the next
+# one released: in the 2 s slept, up to 3, never the backlog)
+cmp_ok(sql(q{SELECT parked FROM chancy_limit_stats WHERE key = 'P'}), '>=', 196,
+	'a slot that frees while the queue is paused releases one parked job a second, not all');
 sql(q{SELECT chancy_resume_queue('default')});
 drained('churn', 60);
 cmp_ok(sql(q{SELECT throttled FROM chancy_limit_stats WHERE key = 'P'}), '<=', 260,
