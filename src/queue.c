@@ -530,9 +530,11 @@ static const struct
 	},
 	/* finished workflows older than $1, with their steps (at most $2); one
 	 * being retried or cancelled (locked) is left for the next prune */
-	/* (one the prune skipped, locked, is looked at again a second later) */
+	/* (one the prune skipped, locked, is looked at again a second later;
+	 * with no finished workflow, NULL: nothing is due) */
 	[PLAN_WF_PRUNE_NEXT] = {
-		"SELECT greatest(min(completed_at) + $1, now() + interval '1 second')"
+		"SELECT CASE WHEN min(completed_at) IS NOT NULL"
+		"  THEN greatest(min(completed_at) + $1, now() + interval '1 second') END"
 		" FROM %1$s.chancy_workflows WHERE completed_at IS NOT NULL",
 		1, {INTERVALOID}
 	},
