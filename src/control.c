@@ -69,28 +69,20 @@ arg_id(FunctionCallInfo fcinfo, bool workflow)
 	return PG_GETARG_INT64(0);
 }
 
-static void job_not_found(int64 id) pg_attribute_noreturn();
+static void not_found(bool workflow, int64 id) pg_attribute_noreturn();
 
-/* The error for a job the caller cannot see: pruned, or not its. */
+/* The error for a job (or a workflow) the caller cannot see: pruned, or not
+ * its. */
 static void
-job_not_found(int64 id)
+not_found(bool workflow, int64 id)
 {
+	const char *what = workflow ? "workflow" : "job";
+
 	ereport(ERROR,
 			(errcode(ERRCODE_UNDEFINED_OBJECT),
-			 errmsg("job " INT64_FORMAT " does not exist", id),
-			 errhint("It might have been pruned, or pushed by a role whose jobs you cannot see.")));
-}
-
-static void workflow_not_found(int64 id) pg_attribute_noreturn();
-
-/* The error for a workflow the caller cannot see: pruned, or not its. */
-static void
-workflow_not_found(int64 id)
-{
-	ereport(ERROR,
-			(errcode(ERRCODE_UNDEFINED_OBJECT),
-			 errmsg("workflow " INT64_FORMAT " does not exist", id),
-			 errhint("It might have been pruned, or pushed by a role whose workflows you cannot see.")));
+			 errmsg("%s " INT64_FORMAT " does not exist", what, id),
+			 errhint("It might have been pruned, or pushed by a role whose %ss you cannot see.",
+					 what)));
 }
 
 /*
@@ -258,10 +250,8 @@ wait_until_done(FunctionCallInfo fcinfo, bool workflow)
 		MemoryContextSwitchTo(loop_cxt);
 		ConditionVariablePrepareToSleep(cv);
 		read_row(cat, id, false, workflow, &job);
-		if (!job.found && workflow)
-			workflow_not_found(id);
 		if (!job.found)
-			job_not_found(id);
+			not_found(workflow, id);
 		if (workflow ? strcmp(job.state, "running") != 0 : state_is_final(job.state))
 		{
 			Datum		row;
@@ -364,7 +354,7 @@ chancy_cancel(PG_FUNCTION_ARGS)
 	/* what a role cannot see, it cannot learn about: not even its pusher */
 	read_job(cat, id, admin, &job);
 	if (!job.found)
-		job_not_found(id);
+		not_found(false, id);
 	if (!admin && !has_privs_of_role(role, job.pushed_by))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
@@ -382,7 +372,7 @@ chancy_cancel(PG_FUNCTION_ARGS)
 	/* the row as it is now; gone if a prune or a purge deleted it meanwhile */
 	read_job(cat, id, admin, &job);
 	if (!job.found)
-		job_not_found(id);
+		not_found(false, id);
 	PG_RETURN_DATUM(job.row);
 }
 
@@ -511,7 +501,7 @@ workflow_for_control(ChancyCatalog *cat, int64 id, const char *what, JobRow *wf)
 
 	read_row(cat, id, admin, true, wf);
 	if (!wf->found)
-		workflow_not_found(id);
+		not_found(true, id);
 	if (!admin && !has_privs_of_role(role, wf->pushed_by))
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
@@ -555,7 +545,7 @@ chancy_cancel_workflow(PG_FUNCTION_ARGS)
 	{
 		read_row(cat, id, true, true, &wf);
 		if (!wf.found)
-			workflow_not_found(id);
+			not_found(true, id);
 		ereport(NOTICE,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("workflow " INT64_FORMAT " has already finished", id),
@@ -563,7 +553,7 @@ chancy_cancel_workflow(PG_FUNCTION_ARGS)
 	}
 	read_row(cat, id, true, true, &wf);
 	if (!wf.found)
-		workflow_not_found(id);	/* pruned meanwhile */
+		not_found(true, id);	/* pruned meanwhile */
 	PG_RETURN_DATUM(wf.row);
 }
 
@@ -594,6 +584,6 @@ chancy_retry_workflow(PG_FUNCTION_ARGS)
 				 errdetail("Its state is %s; the retry changes nothing.", wf.state)));
 	read_row(cat, id, true, true, &wf);
 	if (!wf.found)
-		workflow_not_found(id);	/* pruned meanwhile */
+		not_found(true, id);	/* pruned meanwhile */
 	PG_RETURN_DATUM(wf.row);
 }

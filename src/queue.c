@@ -357,8 +357,8 @@ static const struct
 		" SELECT id FROM %1$s.chancy_jobs WHERE queue = $1 AND " FINAL
 		" AND completed_at < now() - $2 AND workflow_id IS NULL"
 		" ORDER BY completed_at LIMIT $3))"
-		" RETURNING pushed_by, name, state)"
-		" SELECT pushed_by, name, state::text, count(*) FROM d GROUP BY 1, 2, 3",
+		" RETURNING pushed_by, queue, name, state)"
+		" SELECT pushed_by, queue, name, state::text, count(*) FROM d GROUP BY 1, 2, 3, 4",
 		3, {TEXTOID, INTERVALOID, INT4OID}
 	},
 	[PLAN_PRUNE_NEXT] = {
@@ -1631,6 +1631,48 @@ queue_cancel(ChancyCatalog *cat, int64 id, Oid role, int64 *claim)
 }
 
 /*
+ * pruned
+ *		The rows of PLAN_PRUNE or PLAN_WF_PRUNE (pushed_by, queue, name,
+ *		state, count of jobs deleted) leave the gauges at commit; their
+ *		total.
+ */
+static int
+pruned(void)
+{
+	int			n = 0;
+
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		int64		count = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
+
+		stats_at_commit(DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull)),
+						SPI_getvalue(tup, desc, 2), SPI_getvalue(tup, desc, 3), STATS_NONE,
+						stats_state(SPI_getvalue(tup, desc, 4)), JS_NONE, count);
+		n += (int) count;
+	}
+	return n;
+}
+
+/* *next_due becomes the time PLAN_PRUNE_NEXT or PLAN_WF_PRUNE_NEXT gave, if
+ * earlier (or it was 0: none) */
+static void
+earliest_due(TimestampTz *next_due)
+{
+	bool		isnull;
+	TimestampTz due;
+
+	if (SPI_processed != 1)
+		return;
+	due = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1,
+											&isnull));
+	if (!isnull && (*next_due == 0 || due < *next_due))
+		*next_due = due;
+}
+
+/*
  * queue_prune
  *		Delete finished jobs older than their queue's prune_after (or
  *		chancy.prune_after), queue by queue through the finished index, so
@@ -1684,32 +1726,11 @@ queue_prune(ChancyCatalog *cat, TimestampTz *next_due)
 		{
 			if (execute(cat, PLAN_PRUNE, args, NULL, false) != SPI_OK_SELECT)
 				elog(ERROR, "could not prune finished jobs");
-			n = 0;
-			for (uint64 r = 0; r < SPI_processed; r++)
-			{
-				HeapTuple	tup = SPI_tuptable->vals[r];
-				TupleDesc	desc = SPI_tuptable->tupdesc;
-				bool		isnull;
-				int64		count = DatumGetInt64(SPI_getbinval(tup, desc, 4, &isnull));
-
-				stats_at_commit(DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull)),
-								(char *) lfirst(lq), SPI_getvalue(tup, desc, 2), STATS_NONE,
-								stats_state(SPI_getvalue(tup, desc, 3)), JS_NONE, count);
-				n += (int) count;
-			}
+			n = pruned();
 			total += n;
 		}
-		if (execute(cat, PLAN_PRUNE_NEXT, args, NULL, true) == SPI_OK_SELECT &&
-			SPI_processed == 1)
-		{
-			bool		isnull;
-			TimestampTz due = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
-																SPI_tuptable->tupdesc,
-																1, &isnull));
-
-			if (!isnull && (*next_due == 0 || due < *next_due))
-				*next_due = due;
-		}
+		if (execute(cat, PLAN_PRUNE_NEXT, args, NULL, true) == SPI_OK_SELECT)
+			earliest_due(next_due);
 	}
 	if (chancy_prune_after >= 0)
 		total += prune_workflows(cat, &dflt, next_due);
@@ -2170,12 +2191,11 @@ queue_workflow_retry(ChancyCatalog *cat, int64 id)
 {
 	CatalogSql	sql;
 	Datum		arg = Int64GetDatum(id);
-	Datum		idarr = PointerGetDatum(int8_array(&arg, 1));
 	int			n = -1;
 	bool		isnull;
 
 	catalog_sql_begin(cat, true, &sql);
-	if (lock_workflows(cat, DatumGetArrayTypeP(idarr), NULL) == 1 &&
+	if (lock_workflows(cat, int8_array(&arg, 1), NULL) == 1 &&
 		strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3), "running") != 0)
 	{
 		if (execute(cat, PLAN_WF_RETRY, &arg, NULL, false) != SPI_OK_UPDATE_RETURNING)
@@ -2216,7 +2236,6 @@ prune_workflows(ChancyCatalog *cat, Interval *after, TimestampTz *next_due)
 	Datum		args[2];
 	int			total = 0;
 	int			n = PRUNE_BATCH;
-	bool		isnull;
 
 	args[0] = IntervalPGetDatum(after);
 	args[1] = Int32GetDatum(WF_PRUNE_BATCH);
@@ -2224,30 +2243,11 @@ prune_workflows(ChancyCatalog *cat, Interval *after, TimestampTz *next_due)
 	{
 		if (execute(cat, PLAN_WF_PRUNE, args, NULL, false) != SPI_OK_SELECT)
 			elog(ERROR, "could not prune finished workflows");
-		n = 0;
-		for (uint64 r = 0; r < SPI_processed; r++)
-		{
-			HeapTuple	tup = SPI_tuptable->vals[r];
-			TupleDesc	desc = SPI_tuptable->tupdesc;
-			int64		count = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
-
-			stats_at_commit(DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull)),
-							SPI_getvalue(tup, desc, 2), SPI_getvalue(tup, desc, 3), STATS_NONE,
-							stats_state(SPI_getvalue(tup, desc, 4)), JS_NONE, count);
-			n += (int) count;
-		}
+		n = pruned();
 		total += n;
 	}
-	if (execute(cat, PLAN_WF_PRUNE_NEXT, args, NULL, true) == SPI_OK_SELECT &&
-		SPI_processed == 1)
-	{
-		TimestampTz due = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
-															SPI_tuptable->tupdesc, 1,
-															&isnull));
-
-		if (!isnull && (*next_due == 0 || due < *next_due))
-			*next_due = due;
-	}
+	if (execute(cat, PLAN_WF_PRUNE_NEXT, args, NULL, true) == SPI_OK_SELECT)
+		earliest_due(next_due);
 	return total;
 }
 
