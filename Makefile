@@ -13,7 +13,7 @@ PGFILEDESC = "chancy - job queue and worker pool"
 PG_CPPFLAGS = -I$(srcdir)/include
 
 # Every test starts its own throwaway instance with chancy preloaded.
-REGRESS = push definitions builders unique privileges queues wait plan cron schedules commands limits workflows
+REGRESS = push definitions builders unique privileges queues wait plan cron schedules commands limits workflows retry
 REGRESS_OPTS = --temp-instance=tmp_check --temp-config=test/chancy.conf
 ISOLATION = unique_push schedule_race limit_race limit_claims workflow_fan_in
 ISOLATION_OPTS = --temp-instance=tmp_check_iso --temp-config=test/chancy_iso.conf

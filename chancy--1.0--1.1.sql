@@ -1516,3 +1516,22 @@ CREATE FUNCTION chancy_workflow_dot(workflow_id bigint)
 	END;
 COMMENT ON FUNCTION chancy_workflow_dot(bigint) IS
 	'A workflow as Graphviz text (dot): a node per step, coloured by state, an edge per dependency';
+
+--------------------------------------------------------------------------
+-- Functions: retrying jobs
+--------------------------------------------------------------------------
+
+CREATE FUNCTION chancy_retry(job_id bigint)
+	RETURNS chancy_jobs
+	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION chancy_retry(bigint) IS
+	'Run a failed or cancelled job again: pending now, from its first attempt, its errors and costs kept (not a workflow step, nor one whose unique key a live job holds)';
+
+CREATE FUNCTION chancy_retry_jobs(queue text DEFAULT NULL, name text DEFAULT NULL,
+								  failed_after timestamptz DEFAULT NULL,
+								  failed_before timestamptz DEFAULT NULL,
+								  max_jobs int DEFAULT 1000)
+	RETURNS bigint
+	AS 'MODULE_PATHNAME' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION chancy_retry_jobs(text, text, timestamptz, timestamptz, int) IS
+	'Run failed jobs again as chancy_retry does, oldest first, at most max_jobs: those the caller may retry of a queue and a name that failed from failed_after until before failed_before (NULL: any); one whose unique key a live job holds is skipped; how many';

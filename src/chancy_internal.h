@@ -604,6 +604,9 @@ extern void queue_release(ChancyCatalog *cat, ArrayType *claims, ArrayType *ids,
 extern List *queue_claims_in_use(ChancyCatalog *cat);
 extern List *queue_cancel_requests(ChancyCatalog *cat);
 extern bool queue_cancel(ChancyCatalog *cat, int64 id, Oid role, int64 *claim);
+extern bool queue_retry(ChancyCatalog *cat, int64 id, int64 *holder, char **key);
+extern int	queue_retry_failed(ChancyCatalog *cat, const Datum *filter, const bool *nulls,
+							   int max_jobs, Oid role, bool all, int64 *skipped);
 extern int	queue_prune(ChancyCatalog *cat, TimestampTz *next_due);
 extern int64 *queue_push_checked(ChancyCatalog *cat, Datum *jobs, int n);
 extern int64 queue_push_refused(ChancyCatalog *cat, Datum job, Oid pushed_by,

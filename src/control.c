@@ -2,9 +2,10 @@
  *
  * control.c
  *	  The SQL-callable functions that follow and steer pushed jobs:
- *	  chancy_wait, chancy_cancel, chancy_current_job, chancy_worker_info,
- *	  chancy_explain_claim, and those of workflows: chancy_wait_workflow,
- *	  chancy_cancel_workflow, chancy_retry_workflow.
+ *	  chancy_wait, chancy_cancel, chancy_retry, chancy_retry_jobs,
+ *	  chancy_current_job, chancy_worker_info, chancy_explain_claim, and
+ *	  those of workflows: chancy_wait_workflow, chancy_cancel_workflow,
+ *	  chancy_retry_workflow.
  *
  *-------------------------------------------------------------------------
  */
@@ -31,6 +32,8 @@
 
 PG_FUNCTION_INFO_V1(chancy_wait);
 PG_FUNCTION_INFO_V1(chancy_cancel);
+PG_FUNCTION_INFO_V1(chancy_retry);
+PG_FUNCTION_INFO_V1(chancy_retry_jobs);
 PG_FUNCTION_INFO_V1(chancy_current_job);
 PG_FUNCTION_INFO_V1(chancy_worker_info);
 PG_FUNCTION_INFO_V1(chancy_explain_claim);
@@ -41,15 +44,19 @@ PG_FUNCTION_INFO_V1(chancy_retry_workflow);
 /* blocking chains longer than this are not followed */
 #define MAX_BLOCKERS 64
 
+/* the most jobs one chancy_retry_jobs() runs again */
+#define MAX_RETRY_JOBS 1000000
+
 /* A job's row (or a workflow's), as a role may see it. */
 typedef struct JobRow
 {
-	bool		found;
 	Datum		row;			/* the chancy_jobs row */
 	char	   *state;
 	Oid			pushed_by;
 	int64		claim;			/* 0: none */
 	TransactionId xmin;
+	int64		workflow_id;	/* of a step; 0: none (and for a workflow) */
+	bool		replicated;		/* a publisher's job */
 } JobRow;
 
 /*
@@ -89,7 +96,8 @@ not_found(bool workflow, int64 id)
  * read_row
  *		Read job id (or with workflow, workflow id): as the caller (row level
  *		security shows a role its own), or as_owner.  The row is copied out
- *		of SPI into the caller's memory context.
+ *		of SPI into the caller's memory context.  One the reader cannot see,
+ *		or that is gone (pruned or purged, meanwhile too), is an error.
  */
 static void
 read_row(ChancyCatalog *cat, int64 id, bool as_owner, bool workflow, JobRow *job)
@@ -98,24 +106,28 @@ read_row(ChancyCatalog *cat, int64 id, bool as_owner, bool workflow, JobRow *job
 	Datum		arg = Int64GetDatum(id);
 	CatalogSql	sql;
 	MemoryContext cxt = CurrentMemoryContext;
+	bool		found;
 
 	memset(job, 0, sizeof(JobRow));
 	catalog_sql_begin(cat, as_owner, &sql);
 	if (SPI_execute_with_args(psprintf(workflow ?
-									   "SELECT j, j.state, j.pushed_by, NULL::int8, j.xmin"
+									   "SELECT j, j.state, j.pushed_by, NULL::int8, j.xmin,"
+									   " NULL::int8, false"
 									   " FROM %s.chancy_workflows j WHERE j.id = $1" :
-									   "SELECT j, j.state::text, j.pushed_by, j.claim, j.xmin"
+									   "SELECT j, j.state::text, j.pushed_by, j.claim, j.xmin,"
+									   " j.workflow_id, j.replicated"
 									   " FROM %s.chancy_jobs j WHERE j.id = $1",
 									   cat->nspname),
 							  1, &argtype, &arg, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "could not read %s " INT64_FORMAT, workflow ? "workflow" : "job", id);
-	job->found = SPI_processed == 1;
-	if (job->found)
+	found = SPI_processed == 1;
+	if (found)
 	{
 		HeapTuple	tup = SPI_tuptable->vals[0];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 		bool		isnull;
 		Datum		claim;
+		Datum		workflow_id;
 
 		job->row = SPI_datumTransfer(SPI_getbinval(tup, desc, 1, &isnull), false, -1);
 		job->state = MemoryContextStrdup(cxt, SPI_getvalue(tup, desc, 2));
@@ -123,8 +135,13 @@ read_row(ChancyCatalog *cat, int64 id, bool as_owner, bool workflow, JobRow *job
 		claim = SPI_getbinval(tup, desc, 4, &isnull);
 		job->claim = isnull ? 0 : DatumGetInt64(claim);
 		job->xmin = DatumGetTransactionId(SPI_getbinval(tup, desc, 5, &isnull));
+		workflow_id = SPI_getbinval(tup, desc, 6, &isnull);
+		job->workflow_id = isnull ? 0 : DatumGetInt64(workflow_id);
+		job->replicated = DatumGetBool(SPI_getbinval(tup, desc, 7, &isnull));
 	}
 	catalog_sql_end(&sql);
+	if (!found)
+		not_found(workflow, id);
 }
 
 /* Read job id: see read_row(). */
@@ -250,8 +267,6 @@ wait_until_done(FunctionCallInfo fcinfo, bool workflow)
 		MemoryContextSwitchTo(loop_cxt);
 		ConditionVariablePrepareToSleep(cv);
 		read_row(cat, id, false, workflow, &job);
-		if (!job.found)
-			not_found(workflow, id);
 		if (workflow ? strcmp(job.state, "running") != 0 : state_is_final(job.state))
 		{
 			Datum		row;
@@ -332,6 +347,38 @@ cancel_at_commit(int64 id, int64 claim, Oid role)
 		wakeup_cancel_at_commit(id, claim);
 }
 
+/* May the current user steer every job (and workflow), not only its own? */
+static bool
+controls_all(ChancyCatalog *cat)
+{
+	return pg_class_aclcheck(cat->jobs_relid, GetUserId(), ACL_UPDATE) == ACLCHECK_OK;
+}
+
+/*
+ * row_for_control
+ *		Read job id (with workflow, workflow id) for the current user to do
+ *		what to it (cancel, retry): for the role that pushed it (or a
+ *		member), superusers and roles with UPDATE on chancy_jobs.  What a
+ *		role cannot see it cannot learn about, not even its pusher: to
+ *		another role it does not exist.  Returns whether the user may steer
+ *		every job (then the row was read as chancy's owner).
+ */
+static bool
+row_for_control(ChancyCatalog *cat, int64 id, bool workflow, const char *what, JobRow *row)
+{
+	const char *kind = workflow ? "workflow" : "job";
+	bool		admin = controls_all(cat);
+
+	read_row(cat, id, admin, workflow, row);
+	if (!admin && !has_privs_of_role(GetUserId(), row->pushed_by))
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied to %s %s " INT64_FORMAT, what, kind, id),
+				 errhint("Only the role that pushed a %s (or a member of it), superusers and roles with UPDATE on chancy_jobs may %s it.",
+						 kind, what)));
+	return admin;
+}
+
 /*
  * chancy_cancel(job_id) RETURNS chancy_jobs
  *		Cancel a job: one that is pending or retrying and that no executor
@@ -347,19 +394,9 @@ chancy_cancel(PG_FUNCTION_ARGS)
 	ChancyCatalog *cat = chancy_catalog_for(fcinfo);
 	int64		id = arg_id(fcinfo, false);
 	Oid			role = GetUserId();
-	bool		admin = pg_class_aclcheck(cat->jobs_relid, role, ACL_UPDATE) == ACLCHECK_OK;
 	JobRow		job;
 	int64		claim;
-
-	/* what a role cannot see, it cannot learn about: not even its pusher */
-	read_job(cat, id, admin, &job);
-	if (!job.found)
-		not_found(false, id);
-	if (!admin && !has_privs_of_role(role, job.pushed_by))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied to cancel job " INT64_FORMAT, id),
-				 errhint("Only the role that pushed a job (or a member of it), superusers and roles with UPDATE on chancy_jobs may cancel it.")));
+	bool		admin = row_for_control(cat, id, false, "cancel", &job);
 
 	if (!queue_cancel(cat, id, role, &claim))
 		ereport(NOTICE,
@@ -369,11 +406,120 @@ chancy_cancel(PG_FUNCTION_ARGS)
 	else
 		cancel_at_commit(id, claim, role);
 
-	/* the row as it is now; gone if a prune or a purge deleted it meanwhile */
+	/* the row as it is now */
 	read_job(cat, id, admin, &job);
-	if (!job.found)
-		not_found(false, id);
 	PG_RETURN_DATUM(job.row);
+}
+
+/*
+ * retry_refused
+ *		Why job id (as it is now, job) was not run again: an error.
+ */
+static void
+retry_refused(int64 id, const JobRow *job, int64 holder, const char *key)
+{
+	if (job->workflow_id != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("job " INT64_FORMAT " is a step of workflow " INT64_FORMAT,
+						id, job->workflow_id),
+				 errdetail("A step runs again with the steps after it, once they have finished."),
+				 errhint("Retry its workflow: chancy_retry_workflow(" INT64_FORMAT ").",
+						 job->workflow_id)));
+	if (job->replicated)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("job " INT64_FORMAT " was written by logical replication", id),
+				 errdetail("It is the publisher's job; no executor here runs it."),
+				 errhint("Retry it on the publisher, or make it local with chancy_adopt_jobs() first.")));
+	if (strcmp(job->state, "failed") != 0 && strcmp(job->state, "cancelled") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("job " INT64_FORMAT " is %s", id, job->state),
+				 errdetail("Only a failed or cancelled job runs again."),
+				 state_is_final(job->state) ?
+				 errhint("Push it again to run it once more.") :
+				 errhint("Wait for it to finish (chancy_wait()), or cancel it first.")));
+	if (key != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNIQUE_VIOLATION),
+				 errmsg("unique key \"%s\" of job " INT64_FORMAT " is held by job " INT64_FORMAT,
+						key, id, holder),
+				 errdetail("At most one pending, retrying or running job of a role holds a unique key."),
+				 errhint("Retry the job once job " INT64_FORMAT " has finished, or cancel that one first.",
+						 holder)));
+	elog(ERROR, "could not retry job " INT64_FORMAT, id);
+}
+
+/*
+ * chancy_retry(job_id) RETURNS chancy_jobs
+ *		Run a failed or cancelled job again: pending now, with its attempts
+ *		and crashes back to 0, no result, its errors and costs kept; its
+ *		queue's executors are woken at commit.  Not a workflow's step (its
+ *		workflow is retried), nor a job whose unique key a live job holds.
+ *		For whom chancy_cancel() is.  Returns the job as it is now.
+ */
+Datum
+chancy_retry(PG_FUNCTION_ARGS)
+{
+	ChancyCatalog *cat = chancy_catalog_for(fcinfo);
+	int64		id = arg_id(fcinfo, false);
+	JobRow		job;
+	int64		holder;
+	char	   *key;
+	bool		admin = row_for_control(cat, id, false, "retry", &job);
+
+	if (!queue_retry(cat, id, &holder, &key))
+	{
+		/* as it is now that the retry looked at it */
+		read_job(cat, id, true, &job);
+		retry_refused(id, &job, holder, key);
+	}
+	read_job(cat, id, admin, &job);
+	PG_RETURN_DATUM(job.row);
+}
+
+/*
+ * chancy_retry_jobs(queue, name, failed_after, failed_before, max_jobs)
+ *		RETURNS bigint
+ *		Run failed jobs again as chancy_retry() does, oldest first, at most
+ *		max_jobs of them: those of the queue and the name given that failed
+ *		from failed_after until before failed_before (NULL: any), and that
+ *		the caller may retry (a role without UPDATE on chancy_jobs: those
+ *		of the roles whose privileges it has).  Workflow steps are left, and
+ *		so is a job whose unique key a live job holds, with a notice.
+ *		Returns how many run again.
+ */
+Datum
+chancy_retry_jobs(PG_FUNCTION_ARGS)
+{
+	ChancyCatalog *cat = chancy_catalog_for(fcinfo);
+	Datum		filter[4];
+	bool		nulls[4];
+	int64		skipped;
+	int			n;
+
+	if (PG_ARGISNULL(4) || PG_GETARG_INT32(4) < 1 || PG_GETARG_INT32(4) > MAX_RETRY_JOBS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_jobs must be between 1 and %d", MAX_RETRY_JOBS),
+				 errhint("To retry more, call chancy_retry_jobs() again: the jobs it retried are no longer failed.")));
+	for (int i = 0; i < 4; i++)
+	{
+		nulls[i] = PG_ARGISNULL(i);
+		filter[i] = nulls[i] ? (Datum) 0 : PG_GETARG_DATUM(i);
+	}
+	n = queue_retry_failed(cat, filter, nulls, PG_GETARG_INT32(4), GetUserId(),
+						   controls_all(cat), &skipped);
+	if (skipped > 0)
+		ereport(NOTICE,
+				(errcode(ERRCODE_UNIQUE_VIOLATION),
+				 errmsg_plural("skipped " INT64_FORMAT " failed job whose unique key is held",
+							   "skipped " INT64_FORMAT " failed jobs whose unique keys are held",
+							   skipped, skipped),
+				 errdetail("Another job with the same unique key is pending, retrying or running, or was retried now."),
+				 errhint("Retry them once those jobs have finished.")));
+	PG_RETURN_INT64(n);
 }
 
 /*
@@ -488,28 +634,6 @@ chancy_wait_workflow(PG_FUNCTION_ARGS)
 }
 
 /*
- * workflow_for_control
- *		Read workflow id for a cancel or a retry by the current user: the
- *		role that pushed it (or a member), superusers and roles with UPDATE
- *		on chancy_jobs, as for chancy_cancel().
- */
-static void
-workflow_for_control(ChancyCatalog *cat, int64 id, const char *what, JobRow *wf)
-{
-	Oid			role = GetUserId();
-	bool		admin = pg_class_aclcheck(cat->jobs_relid, role, ACL_UPDATE) == ACLCHECK_OK;
-
-	read_row(cat, id, admin, true, wf);
-	if (!wf->found)
-		not_found(true, id);
-	if (!admin && !has_privs_of_role(role, wf->pushed_by))
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied to %s workflow " INT64_FORMAT, what, id),
-				 errhint("Only the role that pushed a workflow (or a member of it), superusers and roles with UPDATE on chancy_jobs may %s it.", what)));
-}
-
-/*
  * chancy_cancel_workflow(workflow_id) RETURNS chancy_workflows
  *		Cancel a running workflow: the steps executors hold are cancelled as
  *		chancy_cancel() cancels a job, the others at once.  A finished
@@ -526,7 +650,7 @@ chancy_cancel_workflow(PG_FUNCTION_ARGS)
 	List	   *held;
 	ListCell   *lc;
 
-	workflow_for_control(cat, id, "cancel", &wf);
+	(void) row_for_control(cat, id, true, "cancel", &wf);
 	/* the held steps' rows first: the order of locks (queue.c) */
 	held = queue_workflow_held(cat, id);
 	foreach(lc, held)
@@ -544,16 +668,12 @@ chancy_cancel_workflow(PG_FUNCTION_ARGS)
 	if (!queue_workflow_cancel(cat, id, role))
 	{
 		read_row(cat, id, true, true, &wf);
-		if (!wf.found)
-			not_found(true, id);
 		ereport(NOTICE,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("workflow " INT64_FORMAT " has already finished", id),
 				 errdetail("Its state is %s; the cancel changes nothing.", wf.state)));
 	}
 	read_row(cat, id, true, true, &wf);
-	if (!wf.found)
-		not_found(true, id);	/* pruned meanwhile */
 	PG_RETURN_DATUM(wf.row);
 }
 
@@ -570,7 +690,7 @@ chancy_retry_workflow(PG_FUNCTION_ARGS)
 	JobRow		wf;
 	int			n;
 
-	workflow_for_control(cat, id, "retry", &wf);
+	(void) row_for_control(cat, id, true, "retry", &wf);
 	n = queue_workflow_retry(cat, id);
 	if (n < 0)
 		ereport(ERROR,
@@ -583,7 +703,5 @@ chancy_retry_workflow(PG_FUNCTION_ARGS)
 				 errmsg("workflow " INT64_FORMAT " has no failed or cancelled step", id),
 				 errdetail("Its state is %s; the retry changes nothing.", wf.state)));
 	read_row(cat, id, true, true, &wf);
-	if (!wf.found)
-		not_found(true, id);	/* pruned meanwhile */
 	PG_RETURN_DATUM(wf.row);
 }

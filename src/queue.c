@@ -2,7 +2,7 @@
  *
  * queue.c
  *	  The statements chancy runs on chancy_jobs: the one push path, the
- *	  claim, each outcome, giving jobs back, cancel, prune.
+ *	  claim, each outcome, giving jobs back, cancel, retry, prune.
  *
  * Every change of a job's state is one statement below (src/README.md
  * labels each edge of the job state drawing with its PLAN_*).  Each is
@@ -84,6 +84,8 @@ typedef enum PlanId
 	PLAN_WF_RETRY,				/* failed steps and what follows them again */
 	PLAN_WF_REWAIT,				/* steps count their dependencies again */
 	PLAN_WF_RECOUNT,			/* a workflow's counters, counted */
+	PLAN_RETRY,					/* chancy_retry(): a job again */
+	PLAN_RETRY_FAILED,			/* chancy_retry_jobs(): failed jobs again */
 	NPLANS
 } PlanId;
 
@@ -140,6 +142,37 @@ typedef enum PlanId
 	" 'message', " why ", 'sqlstate', '57014'" more ", 'at', clock_timestamp())"
 /* c, a step, waits for its dependencies */
 #define WF_WAITING "c.state = 'pending' AND c.deps_left > 0"
+
+/* the id of another live job holding the unique key of job j (NULL: none) */
+#define KEY_HOLDER(j) \
+	"(SELECT h.id FROM %1$s.chancy_jobs h WHERE h.pushed_by = " j ".pushed_by" \
+	" AND h.unique_key = " j ".unique_key AND h.unique_key IS NOT NULL AND h." LIVE \
+	" AND h.id <> " j ".id LIMIT 1)"
+
+/*
+ * A retry: of the jobs that the statements s choose (a CTE s of id, key,
+ * holder and taken: its key is held, by holder if known), those whose key
+ * is free and that are failed or cancelled, neither a publisher's nor a
+ * workflow step, are locked in id order and run again from their first
+ * attempt, as if just pushed; their errors and costs are kept.  Returns
+ * what moved the gauges (pushed_by, queue, name, old state, count, and
+ * NULLs), then one row of how many s skipped for their key (NULL
+ * pushed_by), with the holder and the key of one (chancy_retry's).
+ */
+#define RETRY_JOBS(s) \
+	"WITH " s "," \
+	" o AS (SELECT id, state FROM %1$s.chancy_jobs" \
+	"  WHERE id = ANY (ARRAY(SELECT id FROM s WHERE NOT taken))" \
+	"  AND state IN ('failed', 'cancelled') AND NOT replicated AND workflow_id IS NULL" \
+	"  ORDER BY id FOR UPDATE)," \
+	" u AS (UPDATE %1$s.chancy_jobs j SET state = 'pending', attempts = 0, crashes = 0," \
+	"  scheduled_at = now(), started_at = NULL, completed_at = NULL, result = NULL," \
+	"  claim = NULL, parked_on = NULL, cancelled_by = NULL" \
+	"  FROM o WHERE j.id = o.id RETURNING j.pushed_by, j.queue, j.name, o.state)" \
+	" SELECT pushed_by, queue, name, state::text, count(*), NULL::int8, NULL::text" \
+	"  FROM u GROUP BY 1, 2, 3, 4" \
+	" UNION ALL SELECT NULL, NULL, NULL, NULL, count(*), min(holder), min(key)" \
+	"  FROM s WHERE taken"
 
 static const struct
 {
@@ -628,6 +661,39 @@ static const struct
 		"  FROM %1$s.chancy_jobs WHERE workflow_id = $1) s"
 		" WHERE w.id = $1",
 		1, {INT8OID}
+	},
+	/* job $1 */
+	[PLAN_RETRY] = {
+		RETRY_JOBS("s AS (SELECT id, key, holder, holder IS NOT NULL AS taken"
+				   " FROM (SELECT j.id, j.unique_key AS key, " KEY_HOLDER("j") " AS holder"
+				   "  FROM %1$s.chancy_jobs j WHERE j.id = $1) x)"),
+		1, {INT8OID}
+	},
+
+	/*
+	 * The failed jobs of queue $1 and name $2 (NULL: any) that failed from
+	 * $3 until before $4 (NULL: no bound) and that role $7 may retry (all,
+	 * with $6), oldest first, up to the $5th whose key is free: those
+	 * whose key a live job holds are skipped, as are all but the oldest
+	 * of those sharing a key.
+	 */
+	[PLAN_RETRY_FAILED] = {
+		RETRY_JOBS("c AS (SELECT j.id, j.completed_at, j.pushed_by, j.unique_key,"
+				   "  " KEY_HOLDER("j") " AS holder FROM %1$s.chancy_jobs j"
+				   "  WHERE j.state = 'failed' AND NOT j.replicated AND j.workflow_id IS NULL"
+				   "  AND ($1::text IS NULL OR j.queue = $1)"
+				   "  AND ($2::text IS NULL OR j.name = $2)"
+				   "  AND ($3::timestamptz IS NULL OR j.completed_at >= $3)"
+				   "  AND ($4::timestamptz IS NULL OR j.completed_at < $4)"
+				   "  AND ($6 OR pg_catalog.pg_has_role($7, j.pushed_by, 'USAGE'))),"
+				   " w AS (SELECT c.*, c.holder IS NOT NULL OR (c.unique_key IS NOT NULL"
+				   "  AND row_number() OVER (PARTITION BY c.pushed_by, c.unique_key"
+				   "   ORDER BY c.completed_at, c.id) > 1) AS taken FROM c),"
+				   " n AS (SELECT w.*, count(*) FILTER (WHERE NOT w.taken)"
+				   "  OVER (ORDER BY w.completed_at, w.id ROWS UNBOUNDED PRECEDING) AS k FROM w),"
+				   " s AS (SELECT id, unique_key AS key, holder, taken FROM n"
+				   "  WHERE k < $5 OR (k = $5 AND NOT taken))"),
+		7, {TEXTOID, TEXTOID, TIMESTAMPTZOID, TIMESTAMPTZOID, INT4OID, BOOLOID, OIDOID}
 	},
 	[PLAN_RUN_OTHER] = {
 		"SELECT FROM ROWS FROM (unnest($1), unnest($2)) AS u(id, fn)"
@@ -1631,13 +1697,15 @@ queue_cancel(ChancyCatalog *cat, int64 id, Oid role, int64 *claim)
 }
 
 /*
- * pruned
- *		The rows of PLAN_PRUNE or PLAN_WF_PRUNE (pushed_by, queue, name,
- *		state, count of jobs deleted) leave the gauges at commit; their
- *		total.
+ * jobs_moved
+ *		The rows of PLAN_PRUNE or PLAN_WF_PRUNE (jobs deleted: to is
+ *		JS_NONE), or of a retry (jobs pending again: JS_PENDING) -- pushed_by,
+ *		queue, name, state, count of jobs -- move in the gauges at commit;
+ *		the executors of the queues of pending ones are woken then.  Rows
+ *		with no pushed_by are not such rows.  Returns the total.
  */
 static int
-pruned(void)
+jobs_moved(JobState to)
 {
 	int			n = 0;
 
@@ -1646,11 +1714,17 @@ pruned(void)
 		HeapTuple	tup = SPI_tuptable->vals[r];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 		bool		isnull;
-		int64		count = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
+		Datum		role = SPI_getbinval(tup, desc, 1, &isnull);
+		int64		count;
 
-		stats_at_commit(DatumGetObjectId(SPI_getbinval(tup, desc, 1, &isnull)),
-						SPI_getvalue(tup, desc, 2), SPI_getvalue(tup, desc, 3), STATS_NONE,
-						stats_state(SPI_getvalue(tup, desc, 4)), JS_NONE, count);
+		if (isnull)
+			continue;
+		count = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
+		stats_at_commit(DatumGetObjectId(role), SPI_getvalue(tup, desc, 2),
+						SPI_getvalue(tup, desc, 3), STATS_NONE,
+						stats_state(SPI_getvalue(tup, desc, 4)), to, count);
+		if (to == JS_PENDING)
+			wakeup_queue_at_commit(SPI_getvalue(tup, desc, 2), (int) count);
 		n += (int) count;
 	}
 	return n;
@@ -1726,7 +1800,7 @@ queue_prune(ChancyCatalog *cat, TimestampTz *next_due)
 		{
 			if (execute(cat, PLAN_PRUNE, args, NULL, false) != SPI_OK_SELECT)
 				elog(ERROR, "could not prune finished jobs");
-			n = pruned();
+			n = jobs_moved(JS_NONE);
 			total += n;
 		}
 		if (execute(cat, PLAN_PRUNE_NEXT, args, NULL, true) == SPI_OK_SELECT)
@@ -1736,6 +1810,101 @@ queue_prune(ChancyCatalog *cat, TimestampTz *next_due)
 		total += prune_workflows(cat, &dflt, next_due);
 	catalog_sql_end(&sql);
 	return total;
+}
+
+/*
+ * retried
+ *		The rows of a retry (RETRY_JOBS): the jobs pending again move in the
+ *		gauges and wake their queues' executors at commit (jobs_moved()).
+ *		*skipped is how many were skipped for their unique key; for one,
+ *		*holder is the live job holding it (0: not known) and *key the key,
+ *		in memory context cxt.  Returns how many run again.
+ */
+static int
+retried(int64 *skipped, int64 *holder, char **key, MemoryContext cxt)
+{
+	int			n = jobs_moved(JS_PENDING);
+
+	*skipped = 0;
+	*holder = 0;
+	*key = NULL;
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		Datum		d;
+
+		(void) SPI_getbinval(tup, desc, 1, &isnull);
+		if (!isnull)
+			continue;			/* a move, not the skipped ones */
+		*skipped = DatumGetInt64(SPI_getbinval(tup, desc, 5, &isnull));
+		d = SPI_getbinval(tup, desc, 6, &isnull);
+		if (!isnull)
+			*holder = DatumGetInt64(d);
+		(void) SPI_getbinval(tup, desc, 7, &isnull);
+		if (!isnull)
+			*key = MemoryContextStrdup(cxt, SPI_getvalue(tup, desc, 7));
+	}
+	return n;
+}
+
+/*
+ * queue_retry
+ *		Run job id again (see RETRY_JOBS): true if it was failed or
+ *		cancelled, and is pending now.  If a live job holds its unique key,
+ *		*holder is that job (0: none) and *key the key.
+ */
+bool
+queue_retry(ChancyCatalog *cat, int64 id, int64 *holder, char **key)
+{
+	CatalogSql	sql;
+	Datum		arg = Int64GetDatum(id);
+	int64		skipped;
+	int			n;
+
+	catalog_sql_begin(cat, true, &sql);
+	if (execute(cat, PLAN_RETRY, &arg, NULL, false) != SPI_OK_SELECT)
+		elog(ERROR, "could not retry job " INT64_FORMAT, id);
+	n = retried(&skipped, holder, key, sql.caller);
+	catalog_sql_end(&sql);
+	return n == 1;
+}
+
+/*
+ * queue_retry_failed
+ *		Run failed jobs again, oldest first, at most max_jobs of them (see
+ *		PLAN_RETRY_FAILED): those that filter (queue, name, failed_after,
+ *		failed_before; nulls: no condition) selects and role may retry (all
+ *		of them if all).  Returns how many; *skipped is how many were
+ *		skipped because their unique key is held.
+ */
+int
+queue_retry_failed(ChancyCatalog *cat, const Datum *filter, const bool *nulls,
+				   int max_jobs, Oid role, bool all, int64 *skipped)
+{
+	CatalogSql	sql;
+	Datum		args[7];
+	char		argnulls[7];
+	int64		holder;
+	char	   *key;
+	int			n;
+
+	for (int i = 0; i < 4; i++)
+	{
+		args[i] = filter[i];
+		argnulls[i] = nulls[i] ? 'n' : ' ';
+	}
+	args[4] = Int32GetDatum(max_jobs);
+	args[5] = BoolGetDatum(all);
+	args[6] = ObjectIdGetDatum(role);
+	memset(argnulls + 4, ' ', 3);
+	catalog_sql_begin(cat, true, &sql);
+	if (execute(cat, PLAN_RETRY_FAILED, args, argnulls, false) != SPI_OK_SELECT)
+		elog(ERROR, "could not retry failed jobs");
+	n = retried(skipped, &holder, &key, sql.caller);
+	catalog_sql_end(&sql);
+	return n;
 }
 
 /*
@@ -2243,7 +2412,7 @@ prune_workflows(ChancyCatalog *cat, Interval *after, TimestampTz *next_due)
 	{
 		if (execute(cat, PLAN_WF_PRUNE, args, NULL, false) != SPI_OK_SELECT)
 			elog(ERROR, "could not prune finished workflows");
-		n = pruned();
+		n = jobs_moved(JS_NONE);
 		total += n;
 	}
 	if (execute(cat, PLAN_WF_PRUNE_NEXT, args, NULL, true) == SPI_OK_SELECT)
