@@ -26,10 +26,18 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # The example job library (examples/) is built and installed alongside:
-# the tests and the README demo use it.
-all: all-examples
-install: install-examples
-clean: clean-examples
+# the tests and the README demo use it.  So is the dashboard, chancy-web
+# (web/), a program of its own, into PostgreSQL's bindir.
+all: all-examples all-web
+install: install-examples install-web
+clean: clean-examples clean-web
+
+all-web:
+	$(MAKE) -C web PG_CONFIG=$(PG_CONFIG)
+install-web:
+	$(MAKE) -C web PG_CONFIG=$(PG_CONFIG) install
+clean-web:
+	$(MAKE) -C web PG_CONFIG=$(PG_CONFIG) clean
 
 all-examples:
 	$(MAKE) -C examples PG_CONFIG=$(PG_CONFIG)
@@ -38,7 +46,7 @@ install-examples:
 clean-examples:
 	$(MAKE) -C examples PG_CONFIG=$(PG_CONFIG) clean
 
-.PHONY: all-examples install-examples clean-examples
+.PHONY: all-examples install-examples clean-examples all-web install-web clean-web
 
 # PGXS tracks no header dependencies (without --enable-depend): every file
 # includes these two, so a change to them rebuilds everything.
