@@ -20,7 +20,7 @@ use MIME::Base64;
 use POSIX ();
 use Time::HiRes qw(time usleep);
 
-my $node = chancy_node('web', "listen_addresses = '127.0.0.1'\n");
+my $node = chancy_node('web', "listen_addresses = '127.0.0.1'\nmax_connections = 40\n");
 # passwords over TCP; "trusted" gets in without one (chancy-web must refuse)
 open my $hba, '>', $node->data_dir . '/pg_hba.conf' or die;
 print $hba "local all all trust\n"
@@ -318,6 +318,12 @@ is($r->{status} . ' ' . $r->{headers}{location}, '303 /login', 'bob logs out');
 is(req('GET', '/jobs', $bob)->{status}, 303, 'his session is gone');
 is(sql(q{SELECT count(*) FROM pg_stat_activity WHERE application_name = 'chancy-web' AND usename = 'bob'}),
 	'0', 'with its connection');
+
+# --- one role cannot take every session: its 11th ends its least recently used
+my @bobs = map { (login('bob', 'bob pw'))[1] } 1 .. 11;
+is(req('GET', '/jobs', $bobs[0])->{status}, 303, 'a role\'s 11th session ends its least recently used one');
+is(scalar(grep { req('GET', '/jobs', $_)->{status} == 200 } @bobs[1 .. 10]), 10, 'and keeps the ten others');
+is(req('GET', '/jobs', $op)->{status}, 200, 'and other roles\' sessions');
 
 # --- a real browser: headless Chromium over the DevTools protocol (a pipe)
 # The mixed workload the overview shows: bob's mail that succeeds, alice's

@@ -256,7 +256,7 @@ main(int argc, char **argv)
 	char	   *port;
 	struct addrinfo hints = {0},
 			   *addr;
-	unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+	unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG;
 	struct MHD_Daemon *daemon;
 	sigset_t	stop;
 	int			sig;

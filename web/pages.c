@@ -246,7 +246,9 @@ overview(Request *r, const char *id, const void *data)
 	buf_puts(&r->body, "<div class=\"tiles\" id=\"health\">");
 	for (int row = 0; row < PQntuples(res); row++)
 	{
-		buf_printf(&r->body, "<div class=\"tile %s\"><b>", PQgetvalue(res, row, 1));
+		buf_puts(&r->body, "<div class=\"tile ");
+		buf_html(&r->body, PQgetvalue(res, row, 1));
+		buf_puts(&r->body, "\"><b>");
 		buf_html(&r->body, PQgetvalue(res, row, 0));
 		buf_puts(&r->body, "</b>");
 		buf_html(&r->body, PQgetvalue(res, row, 2));

@@ -14,6 +14,7 @@
  *
  *-------------------------------------------------------------------------
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,9 +23,12 @@
 #include "web.h"
 
 #define MAX_SESSIONS 100
+#define MAX_ROLE_SESSIONS 10
+#define CONNECT_TIMEOUT "10"	/* seconds, unless the conninfo says */
 
 static Session *sessions[MAX_SESSIONS];
 static PGconn *machine;
+static uint64_t uses;			/* counts session uses: orders them */
 
 /* Fill out with TOKEN_LEN hex digits of the kernel's randomness. */
 void
@@ -63,6 +67,7 @@ session_find(const char *id)
 		if (sessions[i] && same_token(id, sessions[i]->id))
 		{
 			sessions[i]->last_used = time(NULL);
+			sessions[i]->use = ++uses;
 			return sessions[i];
 		}
 	return NULL;
@@ -162,6 +167,43 @@ setup(PGconn *conn, char *err, size_t errlen)
 }
 
 /*
+ * free_slot
+ *		A free place for a new session of role: the sessions idle too long
+ *		end first, and a role with MAX_ROLE_SESSIONS sessions loses the one
+ *		it used least recently (so that one password cannot take every
+ *		place).  -1 if all are taken.
+ */
+static int
+free_slot(const char *role)
+{
+	int			slot = -1;
+	int			oldest = -1;
+	int			mine = 0;
+
+	session_expire();
+	for (int i = 0; i < MAX_SESSIONS; i++)
+	{
+		if (sessions[i] == NULL)
+		{
+			if (slot < 0)
+				slot = i;
+			continue;
+		}
+		if (strcmp(sessions[i]->role, role) != 0)
+			continue;
+		mine++;
+		if (oldest < 0 || sessions[i]->use < sessions[oldest]->use)
+			oldest = i;
+	}
+	if (mine >= MAX_ROLE_SESSIONS)
+	{
+		session_free(oldest);
+		slot = oldest;
+	}
+	return slot;
+}
+
+/*
  * session_login
  *		Connect as user with password: the conninfo of the command line with
  *		its user and password (and password file) replaced.  A connection the
@@ -181,18 +223,6 @@ session_login(Request *r, const char *user, const char *password)
 	Session    *s;
 	int			slot = -1;
 
-	session_expire();
-	for (int i = 0; i < MAX_SESSIONS && slot < 0; i++)
-		if (sessions[i] == NULL)
-			slot = i;
-	if (slot < 0)
-	{
-		snprintf(r->error, sizeof(r->error),
-				 "%d sessions are open, the most chancy-web keeps: try again once one has ended",
-				 MAX_SESSIONS);
-		return NULL;
-	}
-
 	opts = PQconninfoParse(web_conninfo, &err);
 	if (opts == NULL)
 	{
@@ -201,6 +231,13 @@ session_login(Request *r, const char *user, const char *password)
 		return NULL;
 	}
 	for (PQconninfoOption *o = opts; o->keyword && n < 56; o++)
+	{
+		if (strcmp(o->keyword, "connect_timeout") == 0 && o->val == NULL)
+		{
+			/* the one thread must not wait long for a server that is gone */
+			kw[n] = o->keyword;
+			val[n++] = CONNECT_TIMEOUT;
+		}
 		if (o->val && strcmp(o->keyword, "user") != 0 &&
 			strcmp(o->keyword, "password") != 0 && strcmp(o->keyword, "passfile") != 0 &&
 			strcmp(o->keyword, "application_name") != 0)
@@ -208,6 +245,7 @@ session_login(Request *r, const char *user, const char *password)
 			kw[n] = o->keyword;
 			val[n++] = o->val;
 		}
+	}
 	kw[n] = "user";
 	val[n++] = user;
 	kw[n] = "password";
@@ -229,6 +267,10 @@ session_login(Request *r, const char *user, const char *password)
 				 user);
 	else
 		setup(conn, r->error, sizeof(r->error));
+	if (!r->error[0] && (slot = free_slot(PQuser(conn))) < 0)
+		snprintf(r->error, sizeof(r->error),
+				 "%d sessions are open, the most chancy-web keeps: try again once one has ended",
+				 MAX_SESSIONS);
 	if (r->error[0])
 	{
 		PQfinish(conn);
@@ -243,6 +285,7 @@ session_login(Request *r, const char *user, const char *password)
 	snprintf(s->role, sizeof(s->role), "%s", PQuser(conn));
 	s->conn = conn;
 	s->last_used = time(NULL);
+	s->use = ++uses;
 	PQsetNoticeReceiver(conn, notice, s);
 	sessions[slot] = s;
 	return s;
@@ -339,8 +382,10 @@ machine_query(Request *r, const char *sql)
 		char		err[512] = "";
 
 		PQfinish(machine);
-		machine = PQconnectdbParams((const char *const[]) {"dbname", "fallback_application_name", NULL},
-									(const char *const[]) {web_conninfo, "chancy-web", NULL}, 1);
+		machine = PQconnectdbParams((const char *const[]) {"connect_timeout", "dbname",
+									"fallback_application_name", NULL},
+									(const char *const[]) {CONNECT_TIMEOUT, web_conninfo,
+									"chancy-web", NULL}, 1);
 		if (PQstatus(machine) != CONNECTION_OK || !setup(machine, err, sizeof(err)))
 		{
 			snprintf(r->error, sizeof(r->error), "%s",

@@ -16,6 +16,7 @@
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <time.h>
 
 #include <libpq-fe.h>
@@ -40,6 +41,7 @@ typedef struct Session
 	char		role[64];
 	PGconn	   *conn;
 	time_t		last_used;
+	uint64_t	use;			/* when last used, in uses of any session */
 	char		flash[512];		/* said once, on the next page */
 	bool		flash_error;
 } Session;
