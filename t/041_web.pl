@@ -15,6 +15,7 @@ use Test::More;
 use HTTP::Tiny;
 use IPC::Run;
 use IO::Select;
+use IO::Socket::INET;
 use JSON::PP;
 use MIME::Base64;
 use POSIX ();
@@ -48,6 +49,19 @@ SELECT chancy_declare_queue('mail', concurrency => 2);
 
 sub sql { return $node->safe_psql('postgres', $_[0]); }
 sub as { my ($role, $q) = @_; return $node->safe_psql('postgres', $q, extra_params => [ '-U', $role ]); }
+
+# Wait (up to $secs) until $cond returns true.
+sub wait_for
+{
+	my ($cond, $secs) = @_;
+	my $until = time + ($secs // 30);
+	while (time < $until)
+	{
+		return 1 if $cond->();
+		usleep(100_000);
+	}
+	return 0;
+}
 
 # Wait (up to $secs) until $query returns t.
 sub poll
@@ -106,6 +120,18 @@ sub req
 	return $method eq 'POST'
 	  ? $http->post_form("$base$path", $form // {}, { headers => \%h })
 	  : $http->request($method, "$base$path", { headers => \%h });
+}
+
+# The status of a GET of $path that says it is for $host (HTTP::Tiny sets
+# Host itself, so over a socket of our own).
+sub status_for_host
+{
+	my ($path, $host) = @_;
+	my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $webport) or die "connect: $!";
+	print $sock "GET $path HTTP/1.1\r\nHost: $host\r\nConnection: close\r\n\r\n";
+	my ($status) = (<$sock> // '') =~ m{^HTTP/1\.[01] (\d+)};
+	close $sock;
+	return $status // 0;
 }
 
 # Log in: the answer, and the session id its cookie carries.
@@ -302,15 +328,30 @@ is($r->{status}, 503, 'a lost connection is a 503 page');
 like(said($r), qr/connection to the database was lost/, 'saying so');
 is(req('GET', '/', $alice)->{status}, 200, 'the next request opens it again');
 
+# a role the server no longer lets in (its password changed) is logged out
+sql(q{ALTER ROLE alice PASSWORD 'changed'});
+sql(q{SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+	WHERE application_name = 'chancy-web' AND usename = 'alice'});
+is(req('GET', '/', $alice)->{status}, 503, 'its connection is lost');
+$r = req('GET', '/', $alice);
+is($r->{status}, 401, 'a session whose role the server no longer lets in then ends (401)');
+like(said($r), qr/Log in again: .*password authentication failed/, 'saying why');
+is(req('GET', '/', $alice)->{status}, 303, 'and sends to the login page after');
+
+# a request for another host name (DNS rebinding) is refused
+is(status_for_host('/metrics', "attacker.example:$webport"), 421,
+	'a request naming another host is refused (421)');
+is(status_for_host('/style.css', "localhost:$webport"), 200, 'localhost is this host');
+
 $node->stop('fast');
 $r = req('GET', '/queues', $op);
 is($r->{status}, 503, 'with the server down, pages are 503');
 like(said($r), qr/database cannot be reached|connection to the database was lost/, 'and say why');
-is(req('GET', '/health')->{status}, 503, '/health is 503');
+ok(wait_for(sub { req('GET', '/health')->{status} == 503 }), '/health is 503 (once its kept answer is 2 s old)');
 $node->start;
 ok(poll(q{SELECT count(*) > 0 FROM chancy_workers WHERE kind = 'supervisor'}), 'the server is back');
 is(req('GET', '/queues', $op)->{status}, 200, 'and so are the pages, on the same session');
-is(req('GET', '/health')->{status}, 200, 'and /health');
+ok(wait_for(sub { req('GET', '/health')->{status} == 200 }), 'and /health');
 
 # --- log out
 $r = req('POST', '/logout', $bob, { csrf => $tok_b });
@@ -403,7 +444,7 @@ $started->start;
 $web->pump until $err =~ /serving/ || $started->is_expired;
 like($err, qr{serving https://}, 'chancy-web serves HTTPS with a certificate');
 my $https = HTTP::Tiny->new(max_redirect => 0, timeout => 30, verify_SSL => 0);
-$r = $https->post_form("https://127.0.0.1:$webport/login", { user => 'alice', password => 'alice pw' });
+$r = $https->post_form("https://127.0.0.1:$webport/login", { user => 'bob', password => 'bob pw' });
 is($r->{status}, 303, 'a login over HTTPS');
 like($r->{headers}{'set-cookie'}, qr/; Secure$/, 'gets a Secure cookie');
 like($r->{headers}{'strict-transport-security'}, qr/max-age=/, 'and Strict-Transport-Security');

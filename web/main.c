@@ -3,13 +3,14 @@
  * main.c
  *	  chancy-web: chancy's dashboard, a program outside the server.
  *
- *	  chancy-web [--listen HOST:PORT] [--cert FILE --key FILE]
+ *	  chancy-web [--listen HOST:PORT] [--host NAME]... [--cert FILE --key FILE]
  *				 [--session-minutes N] [CONNINFO]
  *
  *	  It serves HTTP (HTTPS with --cert and --key) with libmicrohttpd, on
  *	  127.0.0.1:8787 unless told otherwise, in one thread that runs every
- *	  request in turn: a request's queries are short, and one thread needs
- *	  no locks around the sessions.  This file reads the options, starts the
+ *	  request in turn, and, between them, ends idle sessions: a request's
+ *	  queries are short (and their connections time out, see session.c),
+ *	  and one thread needs no locks around the sessions.  This file reads the options, starts the
  *	  server, collects each request (its form fields through libmicrohttpd's
  *	  POST processor) and sends the answer with the headers every answer
  *	  carries.  pages.c decides what the answer is.
@@ -34,6 +35,46 @@ bool		web_tls = false;
 const char *web_conninfo = "";
 int			web_session_minutes = 60;
 
+/* the names a request may say it is for (Host): see host_ok() */
+#define MAX_HOSTS 16
+static const char *hosts[MAX_HOSTS];
+static int	nhosts;
+static const char *listen_port;
+
+static volatile sig_atomic_t stop_requested = false;
+
+static void
+request_stop(int sig)
+{
+	stop_requested = true;
+}
+
+/*
+ * host_ok
+ *		Whether host (a request's Host header) names this server: the listen
+ *		address, localhost when that is a loopback address, or a --host name,
+ *		each with the port or (behind a proxy, for --host) without.  Else a
+ *		page on another name, resolved to this address (DNS rebinding), could
+ *		send requests here and read the answers.
+ */
+static bool
+host_ok(const char *host)
+{
+	size_t		len;
+
+	if (host == NULL)
+		return false;
+	for (int i = 0; i < nhosts; i++)
+	{
+		len = strlen(hosts[i]);
+		if (strncmp(host, hosts[i], len) == 0 &&
+			(host[len] == '\0' ||
+			 (host[len] == ':' && strcmp(host + len + 1, listen_port) == 0)))
+			return true;
+	}
+	return false;
+}
+
 /* A GET argument of the request, or NULL (an empty one counts as absent). */
 const char *
 arg(Request *r, const char *name)
@@ -56,7 +97,7 @@ field(Request *r, const char *name)
 /*
  * post_field
  *		libmicrohttpd's POST processor hands over a field, maybe in pieces
- *		(off > 0).  A field given twice, too many fields, a field too long
+ *		(each at offset off of the value; the first may be empty).  A field given twice, too many fields, a field too long
  *		or holding a NUL byte mark the request bad or too large.
  */
 static enum MHD_Result
@@ -70,7 +111,8 @@ post_field(void *cls, enum MHD_ValueKind kind, const char *key, const char *file
 	for (int i = 0; i < r->nfields; i++)
 		if (strcmp(r->fields[i].name, key) == 0)
 			f = &r->fields[i];
-	if (f != NULL && off == 0)
+	/* a field may come in pieces, the first maybe empty: off says where */
+	if (f != NULL && off != f->value.len)
 	{
 		snprintf(r->error, sizeof(r->error), "the form field \"%.31s\" is given twice", key);
 		return MHD_NO;
@@ -202,7 +244,10 @@ handle(void *cls, struct MHD_Connection *conn, const char *url, const char *meth
 
 	session_expire();
 	r->session = session_find(MHD_lookup_connection_value(conn, MHD_COOKIE_KIND, "chancy_session"));
-	if (r->too_large)
+	if (!host_ok(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Host")))
+		error_page(r, MHD_HTTP_MISDIRECTED_REQUEST,
+				   "This server does not answer for that host name (chancy-web --host NAME adds one).");
+	else if (r->too_large)
 		error_page(r, MHD_HTTP_CONTENT_TOO_LARGE, "The request's body is larger than %d bytes.", MAX_BODY);
 	else if (r->error[0])
 		error_page(r, MHD_HTTP_BAD_REQUEST, "%s.", r->error);
@@ -242,6 +287,8 @@ usage(void)
 			"defaults).  Users log in as PostgreSQL roles with their passwords; /metrics\n"
 			"and /health connect as CONNINFO's own user.\n\n"
 			"  --listen HOST:PORT     address to serve (default 127.0.0.1:8787)\n"
+			"  --host NAME            also answer requests for this host name (a proxy's);\n"
+			"                         may be given more than once\n"
 			"  --cert FILE --key FILE serve HTTPS with this PEM certificate and key\n"
 			"  --session-minutes N    end a session idle this long (default 60)\n");
 }
@@ -253,13 +300,15 @@ main(int argc, char **argv)
 	const char *cert = NULL,
 			   *key = NULL;
 	char		host[256];
-	char	   *port;
+	char	   *port,
+			   *end;
 	struct addrinfo hints = {0},
 			   *addr;
-	unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_AUTO | MHD_USE_ERROR_LOG;
+	unsigned int flags = MHD_USE_AUTO | MHD_USE_ERROR_LOG;
 	struct MHD_Daemon *daemon;
-	sigset_t	stop;
-	int			sig;
+	struct sigaction sa = {0};
+	long		portnum;
+	int			err;
 
 	for (int i = 1; i < argc; i++)
 	{
@@ -269,6 +318,8 @@ main(int argc, char **argv)
 			cert = argv[++i];
 		else if (strcmp(argv[i], "--key") == 0 && i + 1 < argc)
 			key = argv[++i];
+		else if (strcmp(argv[i], "--host") == 0 && i + 1 < argc && nhosts < MAX_HOSTS - 2)
+			hosts[nhosts++] = argv[++i];
 		else if (strcmp(argv[i], "--session-minutes") == 0 && i + 1 < argc)
 		{
 			web_session_minutes = atoi(argv[++i]);
@@ -300,21 +351,32 @@ main(int argc, char **argv)
 	/* HOST:PORT, or [HOST]:PORT for an IPv6 address */
 	snprintf(host, sizeof(host), "%s", listen[0] == '[' ? listen + 1 : listen);
 	port = strrchr(host, ':');
+	if (port && listen[0] == '[' && port > host && port[-1] == ']')
+		port[-1] = '\0';		/* [::1]:8787 */
 	if (port == NULL || port == host)
 	{
 		fprintf(stderr, "chancy-web: --listen takes HOST:PORT, not \"%s\"\n", listen);
 		return 2;
 	}
 	*port++ = '\0';
-	if (listen[0] == '[' && port[-2] == ']')
-		port[-2] = '\0';
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_NUMERICSERV;
-	if ((sig = getaddrinfo(host, port, &hints, &addr)) != 0)
+	portnum = strtol(port, &end, 10);
+	if (*port == '\0' || *end != '\0' || portnum < 1 || portnum > 65535)
 	{
-		fprintf(stderr, "chancy-web: cannot listen on \"%s\": %s\n", listen, gai_strerror(sig));
+		fprintf(stderr, "chancy-web: --listen takes a port from 1 to 65535, not \"%s\"\n", port);
 		return 2;
 	}
+	listen_port = port;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_NUMERICSERV;
+	if ((err = getaddrinfo(host, port, &hints, &addr)) != 0)
+	{
+		fprintf(stderr, "chancy-web: cannot listen on \"%s\": %s\n", listen, gai_strerror(err));
+		return 2;
+	}
+	/* the address as a Host header says it; localhost for loopback */
+	hosts[nhosts++] = listen[0] == '[' ? strndup(listen, strlen(listen) - strlen(port) - 1) : host;
+	if (strcmp(host, "127.0.0.1") == 0 || strcmp(host, "::1") == 0)
+		hosts[nhosts++] = "localhost";
 	if (addr->ai_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
 	if (cert)
@@ -328,18 +390,18 @@ main(int argc, char **argv)
 		web_tls = true;
 	}
 
-	/* stopped by SIGINT or SIGTERM, waited for below; no SIGPIPE */
+	/* stopped by SIGINT or SIGTERM (no SA_RESTART: the wait returns); no SIGPIPE */
 	signal(SIGPIPE, SIG_IGN);
-	sigemptyset(&stop);
-	sigaddset(&stop, SIGINT);
-	sigaddset(&stop, SIGTERM);
-	pthread_sigmask(SIG_BLOCK, &stop, NULL);
+	sa.sa_handler = request_stop;
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
 
 	daemon = MHD_start_daemon(flags, 0, NULL, NULL, handle, NULL,
 							  MHD_OPTION_SOCK_ADDR, addr->ai_addr,
 							  MHD_OPTION_NOTIFY_COMPLETED, request_done, NULL,
-							  MHD_OPTION_CONNECTION_LIMIT, (unsigned int) 64,
-							  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) 30,
+							  MHD_OPTION_CONNECTION_LIMIT, (unsigned int) 256,
+							  MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int) 64,
+							  MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) 15,
 							  /* without --cert the list ends here */
 							  cert ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END,
 							  cert ? read_file(cert) : NULL,
@@ -353,7 +415,11 @@ main(int argc, char **argv)
 	}
 	fprintf(stderr, "chancy-web: serving %s://%s/\n", cert ? "https" : "http", listen);
 
-	sigwait(&stop, &sig);
+	while (!stop_requested)
+	{
+		MHD_run_wait(daemon, 1000);
+		session_expire();
+	}
 	fprintf(stderr, "chancy-web: stopping\n");
 	MHD_stop_daemon(daemon);
 	return 0;

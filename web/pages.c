@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <microhttpd.h>
 
@@ -659,8 +660,10 @@ workflow_page(Request *r, const char *id, const void *data)
 	snprintf(title, sizeof(title), "Workflow %s", id);
 	page_begin(r, title);
 	buf_puts(&r->body, "<p id=\"actions\">");
-	button(r, "/workflows/", id, strcmp(PQgetvalue(wf, 0, 2), "running") == 0 ? "/cancel" : "/retry",
-		   strcmp(PQgetvalue(wf, 0, 2), "running") == 0 ? "Cancel" : "Retry failed steps");
+	if (strcmp(PQgetvalue(wf, 0, 2), "running") == 0)
+		button(r, "/workflows/", id, "/cancel", "Cancel");
+	else if (strcmp(PQgetvalue(wf, 0, 2), "succeeded") != 0)
+		button(r, "/workflows/", id, "/retry", "Retry failed steps");
 	buf_puts(&r->body, "</p>");
 	record_table(r, wf, 0, PQnfields(wf) - 1);
 	buf_puts(&r->body, "<h2>Steps</h2>");
@@ -729,13 +732,56 @@ logout(Request *r, const char *id, const void *data)
 	redirect(r, "/login");
 }
 
+/*
+ * What a machine endpoint answered last, kept a few seconds: the pages
+ * share the one thread, and a scraper or a load balancer polling hard must
+ * not take it (chancy_health() reads the queues' oldest jobs).
+ */
+typedef struct Answer
+{
+	struct timespec at;
+	int			status;
+	Buf			body;
+} Answer;
+
+#define ANSWER_KEPT_MS 2000
+
+/* Whether a is recent; then it is r's answer. */
+static bool
+answered(Request *r, Answer *a)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	if (a->body.data == NULL ||
+		(now.tv_sec - a->at.tv_sec) * 1000 + (now.tv_nsec - a->at.tv_nsec) / 1000000 >= ANSWER_KEPT_MS)
+		return false;
+	r->status = a->status;
+	buf_add(&r->body, a->body.data, a->body.len);
+	return true;
+}
+
+/* Keep r's answer in a. */
+static void
+keep(Request *r, Answer *a)
+{
+	clock_gettime(CLOCK_MONOTONIC, &a->at);
+	a->status = r->status;
+	a->body.len = 0;
+	buf_add(&a->body, r->body.data ? r->body.data : "", r->body.len);
+}
+
 /* GET /metrics: Prometheus' text format, as the conninfo's role. */
 static void
 metrics(Request *r)
 {
-	PGresult   *res = machine_query(r, "SELECT chancy_metrics_prometheus()");
+	static Answer last;
+	PGresult   *res;
 
 	r->content_type = "text/plain; version=0.0.4; charset=utf-8";
+	if (answered(r, &last))
+		return;
+	res = machine_query(r, "SELECT chancy_metrics_prometheus()");
 	if (res == NULL)
 	{
 		r->status = MHD_HTTP_SERVICE_UNAVAILABLE;
@@ -744,28 +790,41 @@ metrics(Request *r)
 	}
 	buf_puts(&r->body, PQgetvalue(res, 0, 0));
 	PQclear(res);
+	keep(r, &last);
 }
 
 /*
  * health
  *		GET /health: chancy_health()'s checks as JSON; 200 while none
- *		fails, 503 if one does or the database cannot be reached.
+ *		fails, 503 if one does or the database cannot be reached (then the
+ *		check "database" says why, in JSON the server quotes).
  */
 static void
 health(Request *r)
 {
-	PGresult   *res = machine_query(r,
-									"SELECT coalesce(bool_or(status = 'fail'), false),"
-									" json_agg(h ORDER BY \"check\") FROM chancy_health() h");
+	static Answer last;
+	PGresult   *res;
 
 	r->content_type = "application/json";
+	if (answered(r, &last))
+		return;
+	res = machine_query(r, "SELECT coalesce(bool_or(status = 'fail'), false),"
+						" json_agg(h ORDER BY \"check\") FROM chancy_health() h");
 	if (res == NULL)
 	{
+		char	   *c;
+
 		r->status = MHD_HTTP_SERVICE_UNAVAILABLE;
 		buf_puts(&r->body, "[{\"check\": \"database\", \"status\": \"fail\", \"message\": \"");
-		for (const char *c = r->error; *c; c++)
-			if (*c >= 0x20 && *c != '"' && *c != '\\')
+		for (c = r->error; *c; c++)
+		{
+			if (*c == '"' || *c == '\\')
+				buf_printf(&r->body, "\\%c", *c);
+			else if ((unsigned char) *c < 0x20)
+				buf_printf(&r->body, "\\u%04x", (unsigned char) *c);
+			else
 				buf_add(&r->body, c, 1);
+		}
 		buf_puts(&r->body, "\"}]\n");
 		return;
 	}
@@ -774,6 +833,7 @@ health(Request *r)
 	buf_puts(&r->body, PQgetvalue(res, 0, 1));
 	buf_puts(&r->body, "\n");
 	PQclear(res);
+	keep(r, &last);
 }
 
 /*
@@ -900,9 +960,10 @@ route(Request *r)
 			login_page(r, NULL);
 		return;
 	}
-	if (strcmp(r->method, MHD_HTTP_METHOD_GET) != 0 && !r->post)
+	if (strcmp(r->method, MHD_HTTP_METHOD_GET) != 0 &&
+		strcmp(r->method, MHD_HTTP_METHOD_HEAD) != 0 && !r->post)
 	{
-		error_page(r, MHD_HTTP_METHOD_NOT_ALLOWED, "chancy-web answers GET and POST only.");
+		error_page(r, MHD_HTTP_METHOD_NOT_ALLOWED, "chancy-web answers GET, HEAD and POST only.");
 		return;
 	}
 	if (r->session == NULL)

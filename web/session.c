@@ -24,7 +24,21 @@
 
 #define MAX_SESSIONS 100
 #define MAX_ROLE_SESSIONS 10
-#define CONNECT_TIMEOUT "10"	/* seconds, unless the conninfo says */
+
+/*
+ * What each connection has unless the conninfo says otherwise: the one
+ * thread must not wait long for a server that is gone, at connection time
+ * or (keepalives, unacknowledged data) during a query.
+ */
+static const char *const defaults[][2] = {
+	{"connect_timeout", "10"},
+	{"keepalives", "1"},
+	{"keepalives_idle", "5"},
+	{"keepalives_interval", "5"},
+	{"keepalives_count", "3"},
+	{"tcp_user_timeout", "15000"},
+};
+#define NDEFAULTS (sizeof(defaults) / sizeof(defaults[0]))
 
 static Session *sessions[MAX_SESSIONS];
 static PGconn *machine;
@@ -230,14 +244,13 @@ session_login(Request *r, const char *user, const char *password)
 		PQfreemem(err);
 		return NULL;
 	}
+	for (size_t d = 0; d < NDEFAULTS; d++)
+	{
+		kw[n] = defaults[d][0];
+		val[n++] = defaults[d][1];
+	}
 	for (PQconninfoOption *o = opts; o->keyword && n < 56; o++)
 	{
-		if (strcmp(o->keyword, "connect_timeout") == 0 && o->val == NULL)
-		{
-			/* the one thread must not wait long for a server that is gone */
-			kw[n] = o->keyword;
-			val[n++] = CONNECT_TIMEOUT;
-		}
 		if (o->val && strcmp(o->keyword, "user") != 0 &&
 			strcmp(o->keyword, "password") != 0 && strcmp(o->keyword, "passfile") != 0 &&
 			strcmp(o->keyword, "application_name") != 0)
@@ -294,7 +307,8 @@ session_login(Request *r, const char *user, const char *password)
 /*
  * http_status
  *		The HTTP status for a failed statement's SQLSTATE: the caller's
- *		fault (400), not allowed (403), not there (404), not now (409).
+ *		fault (400), not allowed (403), not there (404), not now (409), not
+ *		here or too slow (503).
  */
 static int
 http_status(const char *sqlstate)
@@ -307,6 +321,9 @@ http_status(const char *sqlstate)
 		return 404;
 	if (strcmp(sqlstate, "55000") == 0 || strcmp(sqlstate, "23505") == 0)
 		return 409;
+	/* a statement timeout, a standby: not the request's fault, try later */
+	if (strcmp(sqlstate, "57014") == 0 || strcmp(sqlstate, "25006") == 0)
+		return 503;
 	if (strncmp(sqlstate, "22", 2) == 0)
 		return 400;
 	return 500;
@@ -333,10 +350,21 @@ failed(Request *r, PGconn *conn, PGresult *res)
 				   detail ? " " : "", detail ? detail : "", hint ? " " : "", hint ? hint : "");
 }
 
+/* Whether the server accepts connections (PQping: no login needed). */
+static bool
+server_answers(void)
+{
+	const char *kw[] = {"connect_timeout", "dbname", NULL};
+	const char *val[] = {defaults[0][1], web_conninfo, NULL};
+
+	return PQpingParams(kw, val, 1) == PQPING_OK;
+}
+
 /*
  * query
  *		Run sql with its parameters (text, NULL for SQL NULL) on the session's
- *		connection.  A connection that was lost is opened again first.
+ *		connection.  A connection that was lost is opened again first; if
+ *		the server is up but no longer lets the role in, the session ends.
  *		Returns the result, or NULL when the request's page has become the
  *		error page.
  */
@@ -351,6 +379,17 @@ query(Request *r, const char *sql, int nparams, const char *const *params)
 		char		err[512] = "";
 
 		PQreset(conn);
+		if (PQstatus(conn) != CONNECTION_OK && server_answers())
+		{
+			/* up, but it no longer takes the role: password, NOLOGIN, dropped */
+			snprintf(err, sizeof(err), "%s", PQerrorMessage(conn));
+			session_logout(r->session);
+			r->session = NULL;
+			snprintf(r->cookie, sizeof(r->cookie),
+					 "chancy_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict");
+			error_page(r, 401, "Log in again: the server no longer lets the role in (%s).", err);
+			return NULL;
+		}
 		if (PQstatus(conn) != CONNECTION_OK || !setup(conn, err, sizeof(err)))
 		{
 			error_page(r, 503, "The database cannot be reached: %s",
@@ -382,10 +421,23 @@ machine_query(Request *r, const char *sql)
 		char		err[512] = "";
 
 		PQfinish(machine);
-		machine = PQconnectdbParams((const char *const[]) {"connect_timeout", "dbname",
-									"fallback_application_name", NULL},
-									(const char *const[]) {CONNECT_TIMEOUT, web_conninfo,
-									"chancy-web", NULL}, 1);
+		const char *kw[NDEFAULTS + 3];
+		const char *val[NDEFAULTS + 3];
+		int			n = 0;
+
+		/* the defaults, then the conninfo over them */
+		for (size_t d = 0; d < NDEFAULTS; d++)
+		{
+			kw[n] = defaults[d][0];
+			val[n++] = defaults[d][1];
+		}
+		kw[n] = "dbname";
+		val[n++] = web_conninfo;
+		kw[n] = "fallback_application_name";
+		val[n++] = "chancy-web";
+		kw[n] = NULL;
+		val[n] = NULL;
+		machine = PQconnectdbParams(kw, val, 1);
 		if (PQstatus(machine) != CONNECTION_OK || !setup(machine, err, sizeof(err)))
 		{
 			snprintf(r->error, sizeof(r->error), "%s",
