@@ -138,6 +138,8 @@ typedef struct ChancyExecutor
 	bool		idle;			/* looking for work or sleeping */
 	bool		paused;			/* sleeping because its queue is paused */
 	bool		nudged;			/* its queue changed: look again first */
+	bool		woken;			/* its latch was set for work (a lock wait
+								 * may reset the latch, not this) */
 	int64		claim;			/* token of its current claim */
 	int64		job_id;			/* the job it executes, or 0 */
 	int64		cancel_job;		/* chancy_cancel() of the job it executes */
@@ -227,6 +229,7 @@ extern bool slots_executor_leaving(void);
 extern int64 slots_new_claim(void);
 extern void slots_idle(bool idle, bool paused);
 extern bool slots_take_nudge(void);
+extern bool slots_take_wakeup(void);
 extern bool slots_job_begin(int64 job_id);
 extern void slots_job_end(bool counted);
 extern bool slots_cancel_is_mine(void);

@@ -950,7 +950,7 @@ run_batch(long *timeout_ms, bool *paused)
 	 */
 	if (claimed.njobs > 0)
 		slots_idle(false, false);
-	if (claimed.skipped > 0 || (claimed.njobs > 0 && MyLatch->is_set))
+	if (claimed.skipped > 0 || (claimed.njobs > 0 && slots_take_wakeup()))
 		slots_wake_executors(me->queue, Max(claimed.skipped, 1));
 
 	if (claimed.njobs == 0 && claimed.parked > 0)
@@ -1193,6 +1193,7 @@ chancy_executor_main(Datum arg)
 
 		/* reset before looking: a wake-up from now on is not lost */
 		ResetLatch(MyLatch);
+		(void) slots_take_wakeup();
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)
 		{
@@ -1217,6 +1218,9 @@ chancy_executor_main(Datum arg)
 		}
 		PG_END_TRY();
 		if (worked)
+			continue;
+		/* woken while it claimed: a lock wait in the claim may have reset the latch */
+		if (slots_take_wakeup())
 			continue;
 
 		slots_idle(true, paused);

@@ -642,6 +642,7 @@ slots_executor_assign(const char *queue, uint64 *generation)
 		ex->idle = false;
 		ex->paused = false;
 		ex->nudged = false;
+		ex->woken = false;
 		ex->claim = 0;
 		ex->job_id = 0;
 		ex->cancel_job = 0;
@@ -1040,6 +1041,27 @@ slots_idle(bool idle, bool paused)
 	SpinLockRelease(&my_executor->mutex);
 }
 
+/*
+ * slots_take_wakeup
+ *		Was the executor woken for work (slots_wake_executors()), or nudged,
+ *		since it last asked?  Its latch says the same, unless a wait inside
+ *		its claim reset it: PostgreSQL's lock waits (ProcSleep) and
+ *		condition variables reset the latch as they wake, and do not set it
+ *		again.  So an executor asks this, not its latch, after a claim.  The
+ *		wake-up is taken; a nudge stays for slots_take_nudge().
+ */
+bool
+slots_take_wakeup(void)
+{
+	bool		woken;
+
+	SpinLockAcquire(&my_executor->mutex);
+	woken = my_executor->woken || my_executor->nudged;
+	my_executor->woken = false;
+	SpinLockRelease(&my_executor->mutex);
+	return woken;
+}
+
 /* Did its queue change (or a job of its batch get cancelled) since? */
 bool
 slots_take_nudge(void)
@@ -1123,6 +1145,8 @@ slots_wake_executors(const char *queue, int njobs)
 			continue;
 		SpinLockAcquire(&ex->mutex);
 		idle = ex->idle;
+		if (idle)
+			ex->woken = true;
 		SpinLockRelease(&ex->mutex);
 		if (idle)
 		{
