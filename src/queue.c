@@ -45,6 +45,8 @@
 typedef enum PlanId
 {
 	PLAN_INSERT,				/* push jobs */
+	PLAN_INSERT_ONE,			/* push a job */
+	PLAN_INSERT_UNIQUE_ONE,		/* push a job with a unique key */
 	PLAN_INSERT_UNIQUE,			/* push jobs, some with a unique key */
 	PLAN_EXISTING,				/* the pusher's live jobs holding keys */
 	PLAN_CLAIM,					/* an executor takes ready jobs */
@@ -118,9 +120,10 @@ typedef enum PlanId
 
 /*
  * The push's INSERT; INSERT_JOBS_WITH adds columns (cols), their values
- * (vals), the arrays they come from (srfs) and their names there (names).
+ * (vals), where the rows come from (from: JOBS_FROM_ARRAYS, with more
+ * arrays srfs) and the names of what they add (names).
  */
-#define INSERT_JOBS_WITH(cols, vals, srfs, names) \
+#define INSERT_JOBS_WITH(cols, vals, from, names) \
 	"INSERT INTO %1$s.chancy_jobs (name, function, function_oid, queue, kwargs," \
 	" priority, max_attempts, scheduled_at, unique_key, time_limit, memory_limit," \
 	" meta, pushed_by, function_owner, function_catalog, function_digest, limit_keys" \
@@ -128,11 +131,23 @@ typedef enum PlanId
 	" j.max_attempts, coalesce(j.scheduled_at, now()), j.unique_key, j.time_limit," \
 	" j.memory_limit, j.meta, $2, j.function_owner," \
 	" CASE WHEN j.function_oid IS NOT NULL THEN $5 END, j.function_digest, j.limit_keys" \
-	vals " FROM ROWS FROM (unnest($1), unnest($3), unnest($4), unnest($6)" srfs ")" \
+	vals from \
 	" AS j(name, function, queue, kwargs, priority, max_attempts, scheduled_at," \
 	" unique_key, time_limit, memory_limit, meta, limit_keys, function_oid," \
 	" function_owner, function_digest" names ") "
-#define INSERT_JOBS INSERT_JOBS_WITH("", "", "", "")
+#define JOBS_FROM_ARRAYS(srfs) \
+	" FROM ROWS FROM (unnest($1), unnest($3), unnest($4), unnest($6)" srfs ")"
+#define INSERT_JOBS INSERT_JOBS_WITH("", "", JOBS_FROM_ARRAYS(""), "")
+
+/*
+ * One job (arrays of one): its values projected, not unnested -- the
+ * function scans of ROWS FROM cost a single push more than the rest of its
+ * plan (pgbench, 32 clients).
+ */
+#define ON_KEY_CONFLICT \
+	"ON CONFLICT (pushed_by, unique_key) WHERE unique_key IS NOT NULL" \
+	" AND " LIVE " DO NOTHING RETURNING id, unique_key"
+#define INSERT_JOB INSERT_JOBS_WITH("", "", " FROM (SELECT ($1[1]).*, $3[1], $4[1], $6[1])", "")
 
 /* j, a workflow step, is cancelled without running: why, and the keys and
  * values of more (or nothing) in its errors entry */
@@ -186,8 +201,15 @@ static const struct
 		{JOBARRAY, REGROLEOID, OIDARRAYOID, OIDARRAYOID, INT8OID, INT8ARRAYOID}
 	},
 	[PLAN_INSERT_UNIQUE] = {
-		INSERT_JOBS "ON CONFLICT (pushed_by, unique_key) WHERE unique_key IS NOT NULL"
-		" AND " LIVE " DO NOTHING RETURNING id, unique_key",
+		INSERT_JOBS ON_KEY_CONFLICT,
+		6, {JOBARRAY, REGROLEOID, OIDARRAYOID, OIDARRAYOID, INT8OID, INT8ARRAYOID}
+	},
+	[PLAN_INSERT_ONE] = {
+		INSERT_JOB "RETURNING id, unique_key", 6,
+		{JOBARRAY, REGROLEOID, OIDARRAYOID, OIDARRAYOID, INT8OID, INT8ARRAYOID}
+	},
+	[PLAN_INSERT_UNIQUE_ONE] = {
+		INSERT_JOB ON_KEY_CONFLICT,
 		6, {JOBARRAY, REGROLEOID, OIDARRAYOID, OIDARRAYOID, INT8OID, INT8ARRAYOID}
 	},
 	[PLAN_EXISTING] = {
@@ -467,7 +489,7 @@ static const struct
 		INSERT_JOBS_WITH(", workflow_id, step, deps_left, on_dep_failure, claim",
 						 ", $7, j.step, j.deps_left, j.on_dep_failure,"
 						 " CASE WHEN j.deps_left > 0 THEN 0 END",
-						 ", unnest($8::text[]), unnest($9::int4[]), unnest($10::text[])",
+						 JOBS_FROM_ARRAYS(", unnest($8::text[]), unnest($9::int4[]), unnest($10::text[])"),
 						 ", step, deps_left, on_dep_failure")
 		"RETURNING id, unique_key", 10,
 		{JOBARRAY, REGROLEOID, OIDARRAYOID, OIDARRAYOID, INT8OID, INT8ARRAYOID, INT8OID,
@@ -911,7 +933,9 @@ insert_batch(ChancyCatalog *cat, JobValue *jobs, char **keys, int *todo, int nto
 		args[8] = steps->deps_left;
 		args[9] = steps->policies;
 	}
-	if (execute(cat, steps ? PLAN_INSERT_STEPS : keys ? PLAN_INSERT_UNIQUE : PLAN_INSERT,
+	if (execute(cat, steps ? PLAN_INSERT_STEPS :
+				ntodo == 1 ? (keys ? PLAN_INSERT_UNIQUE_ONE : PLAN_INSERT_ONE) :
+				keys ? PLAN_INSERT_UNIQUE : PLAN_INSERT,
 				args, NULL, false) != SPI_OK_INSERT_RETURNING)
 		elog(ERROR, "could not insert jobs");
 
