@@ -139,14 +139,16 @@ typedef enum PlanId
 	" FROM ROWS FROM (unnest($1), unnest($3), unnest($4), unnest($6)" srfs ")"
 #define INSERT_JOBS INSERT_JOBS_WITH("", "", JOBS_FROM_ARRAYS(""), "")
 
+/* a job whose unique key a live job of its pusher holds is not inserted */
+#define ON_KEY_CONFLICT \
+	"ON CONFLICT (pushed_by, unique_key) WHERE unique_key IS NOT NULL" \
+	" AND " LIVE " DO NOTHING RETURNING id, unique_key"
+
 /*
  * One job (arrays of one): its values projected, not unnested -- the
  * function scans of ROWS FROM cost a single push more than the rest of its
  * plan (pgbench, 32 clients).
  */
-#define ON_KEY_CONFLICT \
-	"ON CONFLICT (pushed_by, unique_key) WHERE unique_key IS NOT NULL" \
-	" AND " LIVE " DO NOTHING RETURNING id, unique_key"
 #define INSERT_JOB INSERT_JOBS_WITH("", "", " FROM (SELECT ($1[1]).*, $3[1], $4[1], $6[1])", "")
 
 /* j, a workflow step, is cancelled without running: why, and the keys and

@@ -47,17 +47,23 @@ xrealloc(void *p, size_t size)
 	return p;
 }
 
+/* Make room for n more bytes and the NUL after them. */
+static void
+buf_reserve(Buf *b, size_t n)
+{
+	if (b->len + n + 1 <= b->cap)
+		return;
+	b->cap = (b->len + n + 1) * 2;
+	if (b->cap < 256)
+		b->cap = 256;
+	b->data = xrealloc(b->data, b->cap);
+}
+
 /* Append n bytes of s (the buffer stays NUL-terminated). */
 void
 buf_add(Buf *b, const char *s, size_t n)
 {
-	if (b->len + n + 1 > b->cap)
-	{
-		b->cap = (b->len + n + 1) * 2;
-		if (b->cap < 256)
-			b->cap = 256;
-		b->data = xrealloc(b->data, b->cap);
-	}
+	buf_reserve(b, n);
 	memcpy(b->data + b->len, s, n);
 	b->len += n;
 	b->data[b->len] = '\0';
@@ -69,30 +75,26 @@ buf_puts(Buf *b, const char *s)
 	buf_add(b, s, strlen(s));
 }
 
+/* Append fmt formatted: in place, formatted again only if it did not fit. */
 void
 buf_printf(Buf *b, const char *fmt,...)
 {
 	va_list		ap;
-	char		small[512];
+	size_t		room;
 	int			n;
 
+	buf_reserve(b, 255);
+	room = b->cap - b->len;
 	va_start(ap, fmt);
-	n = vsnprintf(small, sizeof(small), fmt, ap);
+	n = vsnprintf(b->data + b->len, room, fmt, ap);
 	va_end(ap);
-	if (n < (int) sizeof(small))
+	if ((size_t) n >= room)
 	{
-		buf_add(b, small, n);
-		return;
+		buf_reserve(b, n);
+		va_start(ap, fmt);
+		vsnprintf(b->data + b->len, n + 1, fmt, ap);
+		va_end(ap);
 	}
-	buf_add(b, "", 0);
-	if (b->len + n + 1 > b->cap)
-	{
-		b->cap = b->len + n + 1;
-		b->data = xrealloc(b->data, b->cap);
-	}
-	va_start(ap, fmt);
-	vsnprintf(b->data + b->len, n + 1, fmt, ap);
-	va_end(ap);
 	b->len += n;
 }
 

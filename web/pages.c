@@ -17,6 +17,7 @@
  *
  *-------------------------------------------------------------------------
  */
+#include <ctype.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -111,19 +112,55 @@ csrf_field(Request *r)
 	buf_printf(&r->body, "<input type=\"hidden\" name=\"csrf\" value=\"%s\">", r->session->csrf);
 }
 
-/* A form of one button that POSTs to action (path prefix, then id, then suffix). */
+/* The start of a form that POSTs to action, with the session's CSRF token. */
 static void
-button(Request *r, const char *prefix, const char *id, const char *suffix, const char *label)
+form_begin(Request *r, const char *action)
 {
 	buf_puts(&r->body, "<form class=\"inline\" method=\"post\" action=\"");
-	buf_html(&r->body, prefix);
-	buf_url(&r->body, id);
-	buf_html(&r->body, suffix);
+	buf_puts(&r->body, action);
 	buf_puts(&r->body, "\">");
 	csrf_field(r);
+}
+
+/* The end of a form: its button. */
+static void
+form_end(Request *r, const char *label)
+{
 	buf_puts(&r->body, "<button>");
 	buf_html(&r->body, label);
 	buf_puts(&r->body, "</button></form> ");
+}
+
+/* A form of one button that POSTs to prefix, then the id, then suffix. */
+static void
+button(Request *r, const char *prefix, const char *id, const char *suffix, const char *label)
+{
+	Buf			action = {0};
+
+	buf_html(&action, prefix);
+	buf_url(&action, id);
+	buf_html(&action, suffix);
+	form_begin(r, action.data);
+	form_end(r, label);
+	buf_free(&action);
+}
+
+/* A form of an action on queue, with a concurrency field if it is given. */
+static void
+queue_form(Request *r, const char *action, const char *queue, const char *concurrency,
+		   const char *label)
+{
+	form_begin(r, action);
+	if (concurrency)
+	{
+		buf_puts(&r->body, "<input name=\"concurrency\" size=\"3\" value=\"");
+		buf_html(&r->body, concurrency);
+		buf_puts(&r->body, "\">");
+	}
+	buf_puts(&r->body, "<input type=\"hidden\" name=\"queue\" value=\"");
+	buf_html(&r->body, queue);
+	buf_puts(&r->body, "\">");
+	form_end(r, label);
 }
 
 /* Columns from to to of res's first row as a table of name and value. */
@@ -352,6 +389,28 @@ jobs_page(Request *r, const char *id, const void *data)
 	page_end(r);
 }
 
+/*
+ * row_by_id
+ *		The row sql ($1 the id) reads of a job or workflow (what), or NULL
+ *		when the page has become the error page: 404 if the role cannot see
+ *		it (RLS), as chancy's functions say.
+ */
+static PGresult *
+row_by_id(Request *r, const char *what, const char *id, const char *sql)
+{
+	PGresult   *res = query(r, sql, 1, &id);
+
+	if (res != NULL && PQntuples(res) == 0)
+	{
+		PQclear(res);
+		error_page(r, MHD_HTTP_NOT_FOUND,
+				   "%c%s %s does not exist, or was pushed by a role whose %ss you cannot see.",
+				   toupper((unsigned char) what[0]), what + 1, id, what);
+		return NULL;
+	}
+	return res;
+}
+
 /* GET /jobs/ID: a job, its errors as a timeline, what it cost, its actions. */
 static void
 job_page(Request *r, const char *id, const void *data)
@@ -362,22 +421,16 @@ job_page(Request *r, const char *id, const void *data)
 	char		title[64];
 	int			cost;
 
-	job = query(r,
+	job = row_by_id(r, "job", id,
 				"SELECT id, name, queue, state, function, priority, attempts, max_attempts,"
 				" pushed_by::text AS pushed_by, created_at, scheduled_at, started_at, completed_at,"
 				" unique_key, time_limit, memory_limit, limit_keys, workflow_id, step,"
 				" jsonb_pretty(kwargs) AS kwargs, jsonb_pretty(meta) AS meta,"
 				" jsonb_pretty(result) AS result, crashes,"
 				" run_us, cpu_user_us, cpu_sys_us, mem_peak_bytes, wal_bytes, blks_hit, blks_read"
-				" FROM chancy_jobs WHERE id = $1::int8", 1, &id);
+				" FROM chancy_jobs WHERE id = $1::int8");
 	if (job == NULL)
 		return;
-	if (PQntuples(job) == 0)
-	{
-		PQclear(job);
-		error_page(r, MHD_HTTP_NOT_FOUND, "Job %s does not exist, or was pushed by a role whose jobs you cannot see.", id);
-		return;
-	}
 	errors = query(r,
 				   "SELECT e->>'attempt' AS attempt, e->>'at' AS at, e->>'sqlstate' AS sqlstate,"
 				   " e->>'message' AS message, e->>'detail' AS detail, e->>'hint' AS hint,"
@@ -488,25 +541,11 @@ queues_page(Request *r, const char *id, const void *data)
 			buf_puts(&r->body, "</td>");
 		}
 		buf_puts(&r->body, "<td>");
-		for (int a = 0; a < 2; a++)
-		{
-			if (a == 1)
-				buf_puts(&r->body, "<form class=\"inline\" method=\"post\" action=\"/queues/concurrency\">"
-						 "<input name=\"concurrency\" size=\"3\" value=\"");
-			else
-				buf_printf(&r->body, "<form class=\"inline\" method=\"post\" action=\"/queues/%s\">",
-						   PQgetisnull(res, row, 3) ? "pause" : "resume");
-			if (a == 1)
-			{
-				buf_html(&r->body, PQgetvalue(res, row, 1));
-				buf_puts(&r->body, "\">");
-			}
-			csrf_field(r);
-			buf_puts(&r->body, "<input type=\"hidden\" name=\"queue\" value=\"");
-			buf_html(&r->body, queue);
-			buf_printf(&r->body, "\"><button>%s</button></form> ",
-					   a == 1 ? "Set concurrency" : PQgetisnull(res, row, 3) ? "Pause" : "Resume");
-		}
+		if (PQgetisnull(res, row, 3))
+			queue_form(r, "/queues/pause", queue, NULL, "Pause");
+		else
+			queue_form(r, "/queues/resume", queue, NULL, "Resume");
+		queue_form(r, "/queues/concurrency", queue, PQgetvalue(res, row, 1), "Set concurrency");
 		buf_puts(&r->body, "</td></tr>");
 	}
 	buf_puts(&r->body, "</table>");
@@ -638,17 +677,12 @@ workflow_page(Request *r, const char *id, const void *data)
 			   *steps;
 	char		title[64];
 
-	wf = query(r, "SELECT id, name, state, steps_total, steps_done, steps_failed, steps_waiting,"
-			   " pushed_by::text AS pushed_by, cancelled_by::text AS cancelled_by,"
-			   " created_at, completed_at FROM chancy_workflows WHERE id = $1::int8", 1, &id);
+	wf = row_by_id(r, "workflow", id,
+				   "SELECT id, name, state, steps_total, steps_done, steps_failed, steps_waiting,"
+				   " pushed_by::text AS pushed_by, cancelled_by::text AS cancelled_by,"
+				   " created_at, completed_at FROM chancy_workflows WHERE id = $1::int8");
 	if (wf == NULL)
 		return;
-	if (PQntuples(wf) == 0)
-	{
-		PQclear(wf);
-		error_page(r, MHD_HTTP_NOT_FOUND, "Workflow %s does not exist, or was pushed by a role whose workflows you cannot see.", id);
-		return;
-	}
 	steps = query(r, "SELECT step, job_id, name, queue, state, depends_on, attempts,"
 				  " started_at, completed_at FROM chancy_workflow_steps"
 				  " WHERE workflow_id = $1::int8 ORDER BY step", 1, &id);
